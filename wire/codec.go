@@ -1,0 +1,211 @@
+package wire
+
+import (
+	"bytes"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// decoderState is pooled: a msgpack.Decoder keeps internal buffers worth
+// reusing across frames.
+type decoderState struct {
+	rd  bytes.Reader
+	dec *msgpack.Decoder
+}
+
+var decoders = sync.Pool{New: func() any {
+	s := &decoderState{}
+	s.dec = msgpack.NewDecoder(&s.rd)
+	return s
+}}
+
+// DecodeRequest decodes one client frame into r (which it resets first) and
+// validates it. b is not retained: strings are copied out.
+func DecodeRequest(b []byte, r *Request) *Error {
+	*r = Request{}
+	if len(b) > MaxFrameBytes {
+		return Errorf(CodeTooLarge, "frame over limit")
+	}
+	if len(b) == 0 || !isMap(b[0]) {
+		return Errorf(CodeBadFrame, "frame is not a msgpack map")
+	}
+	s := decoders.Get().(*decoderState)
+	s.rd.Reset(b)
+	s.dec.Reset(&s.rd)
+	err := s.dec.Decode(r)
+	trailing := s.rd.Len()
+	s.rd.Reset(nil)
+	decoders.Put(s)
+	if err != nil {
+		id := r.ID
+		*r = Request{ID: id}
+		return Errorf(CodeBadFrame, "malformed msgpack: "+err.Error())
+	}
+	if trailing != 0 {
+		return Errorf(CodeBadFrame, "trailing bytes after the frame")
+	}
+	return r.Validate()
+}
+
+// isMap reports whether c starts a msgpack map (fixmap, map16, map32).
+func isMap(c byte) bool { return c&0xf0 == 0x80 || c == 0xde || c == 0xdf }
+
+// Validate checks the fields a request type needs and every limit. It is the
+// single place where the protocol's rules on requests live.
+func (r *Request) Validate() *Error {
+	for _, v := range [...]uint64{r.ID, r.Conv, r.ReplyTo, r.User, r.Seq, r.Since} {
+		if v > MaxSafeInteger {
+			return Errorf(CodeInvalid, "a number is above 2^53-1")
+		}
+	}
+	needConv := func() *Error {
+		if r.Conv == 0 {
+			return Errorf(CodeInvalid, "conv is required")
+		}
+		return nil
+	}
+	needUser := func() *Error {
+		if r.User == 0 {
+			return Errorf(CodeInvalid, "user is required")
+		}
+		return nil
+	}
+	switch r.Type {
+	case TypeSend:
+		if e := needConv(); e != nil {
+			return e
+		}
+		if n := len(r.ClientMsgID); n == 0 || n > MaxClientMsgIDBytes {
+			return Errorf(CodeInvalid, "cmid must be 1-64 bytes")
+		}
+		if len(r.Body) == 0 {
+			return Errorf(CodeInvalid, "body is empty")
+		}
+		if len(r.Body) > MaxBodyBytes {
+			return Errorf(CodeTooLarge, "body over limit")
+		}
+		if !utf8.ValidString(r.Body) {
+			return Errorf(CodeInvalid, "body is not valid UTF-8")
+		}
+	case TypeDirectOpen:
+		return needUser()
+	case TypeGroupCreate:
+		if e := validName(r.Name); e != nil {
+			return e
+		}
+		return validUsers(r.Users, true)
+	case TypeGroupAdd:
+		if e := needConv(); e != nil {
+			return e
+		}
+		return validUsers(r.Users, false)
+	case TypeGroupRemove, TypeGroupAdmin:
+		if e := needConv(); e != nil {
+			return e
+		}
+		return needUser()
+	case TypeGroupLeave, TypeConvGet:
+		return needConv()
+	case TypeGroupRename:
+		if e := needConv(); e != nil {
+			return e
+		}
+		return validName(r.Name)
+	case TypeHistory:
+		if e := needConv(); e != nil {
+			return e
+		}
+		if r.Dir == "" {
+			r.Dir = DirBefore
+		}
+		if r.Dir != DirBefore && r.Dir != DirAfter {
+			return Errorf(CodeInvalid, `dir must be "before" or "after"`)
+		}
+		if r.Limit < 0 {
+			return Errorf(CodeInvalid, "negative limit")
+		}
+		if r.Limit == 0 {
+			r.Limit = DefaultHistoryLimit
+		}
+		if r.Limit > MaxHistoryLimit {
+			r.Limit = MaxHistoryLimit
+		}
+	case TypeSync:
+		if r.Limit < 0 {
+			return Errorf(CodeInvalid, "negative limit")
+		}
+		if r.Limit == 0 {
+			r.Limit = DefaultSyncConvs
+		}
+		if r.Limit > MaxSyncConvs {
+			r.Limit = MaxSyncConvs
+		}
+	case TypeUserGet:
+		if r.User == 0 && r.Name == "" {
+			return Errorf(CodeInvalid, "user or name is required")
+		}
+	case TypeConvList, TypePing:
+	case "":
+		return Errorf(CodeBadFrame, `missing "t"`)
+	default:
+		return Errorf(CodeUnknownType, "unknown request type")
+	}
+	return nil
+}
+
+func validName(name string) *Error {
+	if name == "" {
+		return Errorf(CodeInvalid, "name is required")
+	}
+	if len(name) > MaxNameBytes {
+		return Errorf(CodeTooLarge, "name over 64 bytes")
+	}
+	if !utf8.ValidString(name) {
+		return Errorf(CodeInvalid, "name is not valid UTF-8")
+	}
+	return nil
+}
+
+func validUsers(users []uint64, emptyOK bool) *Error {
+	if len(users) == 0 && !emptyOK {
+		return Errorf(CodeInvalid, "users is required")
+	}
+	if len(users) > MaxUsersPerRequest {
+		return Errorf(CodeTooLarge, "more than 1000 users")
+	}
+	for _, u := range users {
+		if u == 0 || u > MaxSafeInteger {
+			return Errorf(CodeInvalid, "bad user id")
+		}
+	}
+	return nil
+}
+
+// Marshal encodes a server or client frame (Hello, Reply, Event, Request).
+// Encode a broadcast event once and share the bytes with every recipient.
+func Marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
+
+// Unmarshal decodes a frame; clients use it for server frames.
+func Unmarshal(b []byte, v any) error { return msgpack.Unmarshal(b, v) }
+
+// ErrorReply builds the reply for a failed request.
+func ErrorReply(id uint64, e *Error) *Reply {
+	return &Reply{Type: TypeError, ID: id, Code: e.Code, Message: e.Message}
+}
+
+// PeekType returns the "t" of a server frame without decoding the rest, so a
+// client can route frames cheaply.
+func PeekType(b []byte) (string, error) {
+	var h struct {
+		Type string `msgpack:"t"`
+	}
+	s := decoders.Get().(*decoderState)
+	defer decoders.Put(s)
+	s.rd.Reset(b)
+	s.dec.Reset(&s.rd)
+	err := s.dec.Decode(&h)
+	s.rd.Reset(nil)
+	return h.Type, err
+}

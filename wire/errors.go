@@ -1,0 +1,55 @@
+package wire
+
+// Code is a stable, machine-readable error code. Codes are part of the
+// protocol: clients switch on them, so they never change meaning.
+type Code string
+
+const (
+	// Frame-level problems: the request was not understood.
+	CodeBadFrame    Code = "bad_frame"    // not a msgpack map, or a field of the wrong type
+	CodeUnknownType Code = "unknown_type" // "t" names no request type
+	CodeTooLarge    Code = "too_large"    // frame, body or list over its limit
+	CodeInvalid     Code = "invalid"      // a field is missing, empty or malformed
+
+	// Rights and state.
+	CodeUnauthorized  Code = "unauthorized"   // bad, expired or revoked token
+	CodeForbidden     Code = "forbidden"      // authenticated, but not allowed (e.g. not an admin)
+	CodeNotMember     Code = "not_member"     // the conversation exists but the user is not in it
+	CodeNotFound      Code = "not_found"      // no such user, conversation or message
+	CodeConflict      Code = "conflict"       // the operation contradicts current state
+	CodeUsernameTaken Code = "username_taken" // registration with a name already in use
+
+	// Load and availability: the request was not applied; retrying later is safe
+	// (sends are idempotent by client_msg_id).
+	CodeRateLimited Code = "rate_limited" // this connection sends faster than its allowance
+	CodeBusy        Code = "busy"         // the server's write queue is full (backpressure)
+	CodeUnavailable Code = "unavailable"  // no Raft leader reachable, or shutting down
+	CodeTimeout     Code = "timeout"      // not confirmed in time; outcome unknown, retry with the same client_msg_id
+	CodeInternal    Code = "internal"     // a bug or an I/O failure on the server
+)
+
+// Retryable reports whether a request that failed with c may be sent again
+// unchanged. For a send, the retry must reuse the same client_msg_id.
+func (c Code) Retryable() bool {
+	switch c {
+	case CodeRateLimited, CodeBusy, CodeUnavailable, CodeTimeout:
+		return true
+	}
+	return false
+}
+
+// Error is a protocol error: a code and a human-readable message.
+type Error struct {
+	Code    Code
+	Message string
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return string(e.Code)
+	}
+	return string(e.Code) + ": " + e.Message
+}
+
+// Errorf is a shorthand for &Error{Code: code, Message: msg}.
+func Errorf(code Code, msg string) *Error { return &Error{Code: code, Message: msg} }

@@ -1,0 +1,167 @@
+package wire
+
+// Request types (client -> server). Each request gets exactly one reply with
+// the same id: an "ok" frame or an "error" frame.
+const (
+	TypeSend        = "send"         // post a message to a conversation
+	TypeDirectOpen  = "dm.open"      // get or create the 1:1 conversation with a user
+	TypeGroupCreate = "group.create" // create a group
+	TypeGroupAdd    = "group.add"    // add members (admins only)
+	TypeGroupRemove = "group.remove" // remove a member (admins only)
+	TypeGroupLeave  = "group.leave"  // leave a group
+	TypeGroupAdmin  = "group.admin"  // grant or revoke admin (admins only)
+	TypeGroupRename = "group.rename" // rename a group (admins only)
+	TypeConvGet     = "conv.get"     // one conversation's metadata
+	TypeConvList    = "conv.list"    // the user's conversations
+	TypeHistory     = "history"      // a page of a conversation's events by seq
+	TypeSync        = "sync"         // what changed since a cursor
+	TypeUserGet     = "user.get"     // look up a user by id or by name
+	TypePing        = "ping"         // application-level keepalive; replied with "ok"
+)
+
+// Server frame types.
+const (
+	TypeHello = "hello" // first frame after the upgrade
+	TypeOK    = "ok"    // successful reply to a request
+	TypeError = "error" // failed reply to a request (id 0 if the request had none)
+	TypeEvent = "ev"    // a durable conversation event
+)
+
+// Event kinds. Every kind occupies one seq in its conversation.
+const (
+	KindMessage       = "message"
+	KindCreated       = "created"
+	KindMemberAdded   = "member_added"
+	KindMemberRemoved = "member_removed"
+	KindMemberLeft    = "member_left"
+	KindAdminChanged  = "admin_changed"
+	KindRenamed       = "renamed"
+)
+
+// History directions.
+const (
+	DirBefore = "before" // events with seq < anchor, newest first
+	DirAfter  = "after"  // events with seq > anchor, oldest first
+)
+
+// Conversation kinds.
+const (
+	ConvDirect = "direct"
+	ConvGroup  = "group"
+)
+
+// Request is any client frame. It is one flat struct rather than a type per
+// request so the loop decodes a frame in one pass without reflection on an
+// interface; which fields matter depends on Type (see Validate and
+// docs/PROTOCOL.md).
+type Request struct {
+	Type        string   `msgpack:"t"`
+	ID          uint64   `msgpack:"id"`
+	Conv        uint64   `msgpack:"conv,omitempty"`
+	ClientMsgID string   `msgpack:"cmid,omitempty"`
+	Body        string   `msgpack:"body,omitempty"`
+	ReplyTo     uint64   `msgpack:"reply_to,omitempty"`
+	User        uint64   `msgpack:"user,omitempty"`
+	Users       []uint64 `msgpack:"users,omitempty"`
+	Name        string   `msgpack:"name,omitempty"`
+	Admin       bool     `msgpack:"admin,omitempty"`
+	Seq         uint64   `msgpack:"seq,omitempty"`
+	Dir         string   `msgpack:"dir,omitempty"`
+	Limit       int      `msgpack:"limit,omitempty"`
+	Since       uint64   `msgpack:"since,omitempty"`
+}
+
+// Hello is sent once, right after the WebSocket upgrade.
+type Hello struct {
+	Type     string `msgpack:"t"` // "hello"
+	User     uint64 `msgpack:"user"`
+	Device   uint64 `msgpack:"dev"`
+	Node     string `msgpack:"node"`
+	Index    uint64 `msgpack:"idx"`     // the node's applied index now
+	PingMS   int64  `msgpack:"ping_ms"` // the server pings at least this often
+	Limits   Limits `msgpack:"limits"`
+	Protocol int    `msgpack:"v"` // protocol version, 1
+}
+
+// Limits tells the client what the server enforces.
+type Limits struct {
+	MaxFrameBytes int     `msgpack:"max_frame"`
+	MaxBodyBytes  int     `msgpack:"max_body"`
+	RatePerSecond float64 `msgpack:"rate"`
+	RateBurst     int     `msgpack:"burst"`
+}
+
+// Reply answers one request. Type is "ok" or "error"; the other fields
+// depend on the request (docs/PROTOCOL.md lists them per type).
+type Reply struct {
+	Type    string `msgpack:"t"`
+	ID      uint64 `msgpack:"id"`
+	Code    Code   `msgpack:"code,omitempty"`
+	Message string `msgpack:"msg,omitempty"`
+
+	// send
+	ClientMsgID string `msgpack:"cmid,omitempty"`
+	Conv        uint64 `msgpack:"conv,omitempty"`
+	Seq         uint64 `msgpack:"seq,omitempty"`
+	Ts          int64  `msgpack:"ts,omitempty"`
+	Index       uint64 `msgpack:"idx,omitempty"`
+	Duplicate   bool   `msgpack:"dup,omitempty"`
+
+	// dm.open, group.*, conv.get
+	Info *ConvInfo `msgpack:"info,omitempty"`
+	// conv.list
+	Convs []ConvInfo `msgpack:"convs,omitempty"`
+	// user.get
+	UserInfo *UserInfo `msgpack:"user,omitempty"`
+	// history
+	Events []Event `msgpack:"events,omitempty"`
+	More   bool    `msgpack:"more,omitempty"`
+	// sync
+	Changes []ConvSync `msgpack:"changes,omitempty"`
+	Next    uint64     `msgpack:"next,omitempty"`
+}
+
+// Event is a durable conversation event. Clients dedupe events by
+// (conv, seq): delivery is at-least-once.
+type Event struct {
+	Type        string   `msgpack:"t"` // "ev" as a frame; empty inside a reply
+	Conv        uint64   `msgpack:"conv"`
+	Seq         uint64   `msgpack:"seq"`
+	Index       uint64   `msgpack:"idx"`
+	Ts          int64    `msgpack:"ts"`
+	Kind        string   `msgpack:"kind"`
+	From        uint64   `msgpack:"from"`
+	Device      uint64   `msgpack:"dev,omitempty"`
+	ClientMsgID string   `msgpack:"cmid,omitempty"`
+	Body        string   `msgpack:"body,omitempty"`
+	ReplyTo     uint64   `msgpack:"reply_to,omitempty"`
+	Users       []uint64 `msgpack:"users,omitempty"`
+	Name        string   `msgpack:"name,omitempty"`
+	Admin       bool     `msgpack:"admin,omitempty"`
+}
+
+// ConvInfo describes a conversation.
+type ConvInfo struct {
+	ID        uint64   `msgpack:"id"`
+	Kind      string   `msgpack:"kind"`
+	Name      string   `msgpack:"name,omitempty"`
+	Members   []uint64 `msgpack:"members"`
+	Admins    []uint64 `msgpack:"admins,omitempty"`
+	LastSeq   uint64   `msgpack:"last_seq"`
+	LastIndex uint64   `msgpack:"last_idx"`
+	CreatedAt int64    `msgpack:"created_at"`
+}
+
+// ConvSync is one changed conversation in a sync page.
+type ConvSync struct {
+	Info   ConvInfo `msgpack:"info"`
+	Events []Event  `msgpack:"events"`
+	More   bool     `msgpack:"more,omitempty"` // more events after these: page with history
+	Gone   bool     `msgpack:"gone,omitempty"` // the user is no longer a member
+}
+
+// UserInfo is the public profile of a user.
+type UserInfo struct {
+	ID       uint64 `msgpack:"id"`
+	Username string `msgpack:"username"`
+}
