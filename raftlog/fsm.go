@@ -1,0 +1,135 @@
+package raftlog
+
+import (
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/raft"
+)
+
+// StateMachine is the replicated state the node applies committed commands
+// to. Raft calls Apply, Snapshot and Restore from one goroutine (raft's FSM
+// goroutine), never concurrently with each other.
+type StateMachine interface {
+	// Apply applies the commands of one committed entry, in order. ts is the
+	// leader's clock (unix milliseconds) stamped into the entry; Apply must be
+	// deterministic and read no clock of its own. It returns one result per
+	// command; the node hands result i to the callback of command i.
+	//
+	// The implementation itself skips entries whose index is <= its persisted
+	// applied index (raft replays them after a restart) and then returns nil.
+	//
+	// cmds alias the log entry, which raft may keep in its cache: they must
+	// not be modified, and may be retained read-only.
+	Apply(index uint64, ts int64, cmds [][]byte) []any
+
+	// AppliedIndex is the index of the last entry whose effects are
+	// persisted. Open calls it before raft starts, to decide whether the
+	// latest raft snapshot must be restored over the state; the node calls
+	// it again after Restore, on the same goroutine as Restore.
+	AppliedIndex() uint64
+
+	// Snapshot captures a consistent point-in-time view quickly (e.g. a
+	// Pebble checkpoint). The returned Snapshot is written out later from
+	// another goroutine, concurrently with Apply.
+	Snapshot() (Snapshot, error)
+
+	// Restore replaces the whole state with the snapshot read from r,
+	// including the applied index it was taken at.
+	Restore(r io.Reader) error
+}
+
+// Snapshot is a point-in-time view of a StateMachine.
+//
+// WriteTo has the io.WriterTo signature (go vet insists on it for a method
+// of that name); the byte count is informational.
+type Snapshot interface {
+	// WriteTo writes the snapshot to w; Restore reads the same bytes back.
+	WriteTo(w io.Writer) (int64, error)
+	// Release frees the snapshot's resources. Called exactly once, whether or
+	// not WriteTo was called.
+	Release()
+}
+
+// fsmAdapter implements raft.FSM on top of a StateMachine: it decodes the
+// entry, calls StateMachine.Apply and measures it. Raft only passes
+// LogCommand entries to FSM.Apply (configuration, noop and barrier entries
+// never reach it), and the adapter checks that again.
+//
+// All methods run on raft's FSM goroutine; the atomics are read by Stats.
+type fsmAdapter struct {
+	sm StateMachine
+
+	// lastIndex is the index of the last command entry handed to sm
+	// (initially sm.AppliedIndex() as seen by Open).
+	lastIndex atomic.Uint64
+	applyTime latencyHistogram
+}
+
+var _ raft.FSM = (*fsmAdapter)(nil)
+
+func newFSMAdapter(sm StateMachine, applied uint64) *fsmAdapter {
+	a := &fsmAdapter{sm: sm}
+	a.lastIndex.Store(applied)
+	return a
+}
+
+// Apply returns the []any results of the entry's commands, or nil when the
+// state machine skipped an entry it had already applied.
+func (a *fsmAdapter) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	ts, cmds, err := DecodeEntry(l.Data)
+	if err != nil {
+		// Only the proposer writes command entries and Pebble checksums
+		// them; a committed entry that does not decode is a bug or a newer
+		// format. Applying around it would fork the replicas.
+		panic(fmt.Sprintf("raftlog: committed entry %d does not decode: %v", l.Index, err))
+	}
+	start := time.Now()
+	results := a.sm.Apply(l.Index, ts, cmds)
+	a.applyTime.observe(time.Since(start))
+	a.lastIndex.Store(l.Index)
+	if results == nil {
+		return nil
+	}
+	if len(results) != len(cmds) {
+		panic(fmt.Sprintf("raftlog: state machine returned %d results for the %d commands of entry %d",
+			len(results), len(cmds), l.Index))
+	}
+	return results
+}
+
+func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {
+	s, err := a.sm.Snapshot()
+	if err != nil {
+		return nil, err
+	}
+	return fsmSnapshot{s}, nil
+}
+
+// Restore replaces the state. Raft closes rc itself.
+func (a *fsmAdapter) Restore(rc io.ReadCloser) error {
+	if err := a.sm.Restore(rc); err != nil {
+		return err
+	}
+	a.lastIndex.Store(a.sm.AppliedIndex())
+	return nil
+}
+
+// fsmSnapshot writes a Snapshot into raft's snapshot sink. Raft calls
+// Persist from its snapshot goroutine, concurrently with Apply.
+type fsmSnapshot struct{ s Snapshot }
+
+func (f fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := f.s.WriteTo(sink); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (f fsmSnapshot) Release() { f.s.Release() }
