@@ -55,7 +55,7 @@ func isMap(c byte) bool { return c&0xf0 == 0x80 || c == 0xde || c == 0xdf }
 // Validate checks the fields a request type needs and every limit. It is the
 // single place where the protocol's rules on requests live.
 func (r *Request) Validate() *Error {
-	for _, v := range [...]uint64{r.ID, r.Conv, r.ReplyTo, r.User, r.Seq, r.Since} {
+	for _, v := range [...]uint64{r.ID, r.Conv, r.ReplyTo, r.User, r.Seq, r.Since, r.After} {
 		if v > MaxSafeInteger {
 			return Errorf(CodeInvalid, "a number is above 2^53-1")
 		}

@@ -69,6 +69,7 @@ type Request struct {
 	Dir         string   `msgpack:"dir,omitempty"`
 	Limit       int      `msgpack:"limit,omitempty"`
 	Since       uint64   `msgpack:"since,omitempty"`
+	After       uint64   `msgpack:"after,omitempty"` // sync paging: the previous page's next
 }
 
 // Hello is sent once, right after the WebSocket upgrade.

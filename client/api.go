@@ -1,0 +1,156 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"parley/wire"
+)
+
+// NewClientMsgID returns a fresh client message id: 16 hex characters from
+// crypto/rand (64 bits, so collisions among one user's sends are not a
+// practical concern).
+func NewClientMsgID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:]) // never fails (crypto/rand panics on an unusable source)
+	return hex.EncodeToString(b[:])
+}
+
+// Send posts body to conv under a new client message id; see SendWithID.
+func (c *Client) Send(ctx context.Context, conv uint64, body string) (*wire.Reply, error) {
+	return c.SendWithID(ctx, conv, NewClientMsgID(), body)
+}
+
+// SendWithID posts body to conv and returns the ack (conv, seq, ts, idx,
+// cmid, dup). On a retryable failure (rate_limited, busy, unavailable,
+// timeout, a lost connection) it retries with the same cmid, with backoff,
+// until ctx ends; the server stores the message at most once and answers a
+// repeat with the original seq and dup=true. Other errors return at once.
+// Give ctx a deadline: without one, SendWithID retries as long as the
+// cluster is unreachable.
+func (c *Client) SendWithID(ctx context.Context, conv uint64, cmid, body string) (*wire.Reply, error) {
+	req := wire.Request{Type: wire.TypeSend, Conv: conv, ClientMsgID: cmid, Body: body}
+	for attempt := 0; ; attempt++ {
+		rep, err := c.Request(ctx, &req)
+		if err == nil || !Retryable(err) {
+			return rep, err
+		}
+		c.log.Debug("parley client: retrying send", "cmid", cmid, "attempt", attempt, "err", err)
+		if !sleep(ctx, backoff(attempt, c.cfg.ReconnectMin, c.cfg.ReconnectMax)) {
+			return nil, fmt.Errorf("client: send %s not confirmed: %w (last error: %w)", cmid, ctx.Err(), err)
+		}
+	}
+}
+
+// OpenDirect returns the 1:1 conversation with user, creating it if needed.
+func (c *Client) OpenDirect(ctx context.Context, user uint64) (*wire.ConvInfo, error) {
+	return needInfo(c.Request(ctx, &wire.Request{Type: wire.TypeDirectOpen, User: user}))
+}
+
+// CreateGroup creates a group named name with the caller (as admin) and users.
+func (c *Client) CreateGroup(ctx context.Context, name string, users []uint64) (*wire.ConvInfo, error) {
+	return needInfo(c.Request(ctx, &wire.Request{Type: wire.TypeGroupCreate, Name: name, Users: users}))
+}
+
+// AddMembers adds users to group conv (admins only). The returned info is
+// nil if the server sent none.
+func (c *Client) AddMembers(ctx context.Context, conv uint64, users []uint64) (*wire.ConvInfo, error) {
+	return info(c.Request(ctx, &wire.Request{Type: wire.TypeGroupAdd, Conv: conv, Users: users}))
+}
+
+// RemoveMember removes user from group conv (admins only). The returned info
+// is nil if the server sent none.
+func (c *Client) RemoveMember(ctx context.Context, conv, user uint64) (*wire.ConvInfo, error) {
+	return info(c.Request(ctx, &wire.Request{Type: wire.TypeGroupRemove, Conv: conv, User: user}))
+}
+
+// Leave leaves group conv.
+func (c *Client) Leave(ctx context.Context, conv uint64) error {
+	_, err := c.Request(ctx, &wire.Request{Type: wire.TypeGroupLeave, Conv: conv})
+	return err
+}
+
+// SetAdmin grants or revokes user's admin right in group conv (admins only).
+// The returned info is nil if the server sent none.
+func (c *Client) SetAdmin(ctx context.Context, conv, user uint64, admin bool) (*wire.ConvInfo, error) {
+	return info(c.Request(ctx, &wire.Request{Type: wire.TypeGroupAdmin, Conv: conv, User: user, Admin: admin}))
+}
+
+// Rename renames group conv (admins only). The returned info is nil if the
+// server sent none.
+func (c *Client) Rename(ctx context.Context, conv uint64, name string) (*wire.ConvInfo, error) {
+	return info(c.Request(ctx, &wire.Request{Type: wire.TypeGroupRename, Conv: conv, Name: name}))
+}
+
+// Conversation returns one conversation's metadata.
+func (c *Client) Conversation(ctx context.Context, conv uint64) (*wire.ConvInfo, error) {
+	return needInfo(c.Request(ctx, &wire.Request{Type: wire.TypeConvGet, Conv: conv}))
+}
+
+// ConvList returns the user's conversations.
+func (c *Client) ConvList(ctx context.Context) ([]wire.ConvInfo, error) {
+	rep, err := c.Request(ctx, &wire.Request{Type: wire.TypeConvList})
+	if err != nil {
+		return nil, err
+	}
+	return rep.Convs, nil
+}
+
+// History returns a page of conv's events: with dir wire.DirBefore, those
+// with seq < seq (newest first; seq 0 = from the latest); with
+// wire.DirAfter, those with seq > seq (oldest first). limit 0 takes the
+// server default. more reports whether further events exist in that
+// direction. History does not feed Events().
+func (c *Client) History(ctx context.Context, conv uint64, dir string, seq uint64, limit int) (events []wire.Event, more bool, err error) {
+	rep, err := c.Request(ctx, &wire.Request{Type: wire.TypeHistory, Conv: conv, Dir: dir, Seq: seq, Limit: limit})
+	if err != nil {
+		return nil, false, err
+	}
+	return rep.Events, rep.More, nil
+}
+
+// UserByName looks a user up by username.
+func (c *Client) UserByName(ctx context.Context, name string) (*wire.UserInfo, error) {
+	return needUser(c.Request(ctx, &wire.Request{Type: wire.TypeUserGet, Name: name}))
+}
+
+// UserByID looks a user up by id.
+func (c *Client) UserByID(ctx context.Context, id uint64) (*wire.UserInfo, error) {
+	return needUser(c.Request(ctx, &wire.Request{Type: wire.TypeUserGet, User: id}))
+}
+
+// Ping makes an application-level round trip.
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := c.Request(ctx, &wire.Request{Type: wire.TypePing})
+	return err
+}
+
+func info(rep *wire.Reply, err error) (*wire.ConvInfo, error) {
+	if err != nil {
+		return nil, err
+	}
+	return rep.Info, nil
+}
+
+func needInfo(rep *wire.Reply, err error) (*wire.ConvInfo, error) {
+	if err != nil {
+		return nil, err
+	}
+	if rep.Info == nil {
+		return nil, errors.New("client: reply without conversation info")
+	}
+	return rep.Info, nil
+}
+
+func needUser(rep *wire.Reply, err error) (*wire.UserInfo, error) {
+	if err != nil {
+		return nil, err
+	}
+	if rep.UserInfo == nil {
+		return nil, errors.New("client: user.get reply without user")
+	}
+	return rep.UserInfo, nil
+}

@@ -1,0 +1,601 @@
+package client
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/lxzan/gws"
+
+	"parley/wire"
+)
+
+// testCluster is a small but real Parley server for these tests: the wire
+// protocol over gws, with state (users, conversations, an event log with a
+// per-conversation seq and a global index, dedup by cmid, sync and history
+// paging) shared by any number of nodes, as in a replicated cluster. Knobs
+// inject the faults the client must survive.
+type testCluster struct {
+	// mu guards everything below. It is held while events are pushed so that
+	// pushes leave in index order, as a node's apply loop would send them.
+	mu        sync.Mutex
+	idx       uint64
+	users     map[uint64]string // id → username
+	tokens    map[string]uint64
+	convs     map[uint64]*testConv
+	nextConv  uint64
+	nodes     []*testNode
+	sendsSeen map[string]int // cmid → send requests received
+
+	// Knobs and counters.
+	syncConvs    int                       // conversations per sync page
+	syncEvents   int                       // events per conversation in a sync page
+	dropReply    map[string]bool           // cmid → apply, then drop the connection instead of replying (once)
+	failSend     map[string]wire.Code      // cmid → refuse the first send with this code (once)
+	skipPush     func(ev *wire.Event) bool // matching events are not pushed live
+	dupPush      bool                      // push every live event twice
+	slowUserGet  bool                      // answer user.get from a goroutine after a random delay
+	afterHello   func()                    // runs once, right after the next connection got its hello
+	historyCalls int
+	syncCalls    int
+}
+
+type testConv struct {
+	id      uint64
+	kind    string
+	name    string
+	members map[uint64]bool
+	admins  map[uint64]bool
+	events  []wire.Event
+	cmids   map[string]int // "user/cmid" → index in events
+}
+
+func newCluster(t testing.TB, nodes int) *testCluster {
+	t.Helper()
+	cl := &testCluster{
+		users:      make(map[uint64]string),
+		tokens:     make(map[string]uint64),
+		convs:      make(map[uint64]*testConv),
+		sendsSeen:  make(map[string]int),
+		dropReply:  make(map[string]bool),
+		failSend:   make(map[string]wire.Code),
+		syncConvs:  wire.MaxSyncConvs,
+		syncEvents: wire.SyncEventsPerConv,
+	}
+	for i := range nodes {
+		cl.nodes = append(cl.nodes, cl.startNode(t, fmt.Sprintf("n%d", i+1)))
+	}
+	return cl
+}
+
+// addUser registers a user and returns its id and token.
+func (cl *testCluster) addUser(name string) (uint64, string) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	id := uint64(len(cl.users) + 1)
+	cl.users[id] = name
+	tok := "tok-" + name
+	cl.tokens[tok] = id
+	return id, tok
+}
+
+func (cl *testCluster) revoke(tok string) {
+	cl.mu.Lock()
+	delete(cl.tokens, tok)
+	cl.mu.Unlock()
+}
+
+func (cl *testCluster) set(f func(cl *testCluster)) {
+	cl.mu.Lock()
+	f(cl)
+	cl.mu.Unlock()
+}
+
+func (cl *testCluster) get(f func(cl *testCluster) int) int {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return f(cl)
+}
+
+func (cl *testCluster) index() uint64 {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.idx
+}
+
+// group creates a group directly in the state, as if another device did.
+func (cl *testCluster) group(owner uint64, name string, users ...uint64) uint64 {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	c := cl.newConvLocked(wire.ConvGroup, name, append([]uint64{owner}, users...))
+	c.admins[owner] = true
+	cl.appendLocked(c, wire.Event{Kind: wire.KindCreated, From: owner, Name: name, Users: users})
+	return c.id
+}
+
+// post appends a message directly, as if another device of from sent it.
+func (cl *testCluster) post(from, conv uint64, body string) wire.Event {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	return cl.appendLocked(cl.convs[conv], wire.Event{Kind: wire.KindMessage, From: from, Body: body})
+}
+
+func (cl *testCluster) newConvLocked(kind, name string, members []uint64) *testConv {
+	cl.nextConv++
+	c := &testConv{id: cl.nextConv, kind: kind, name: name, members: map[uint64]bool{},
+		admins: map[uint64]bool{}, cmids: map[string]int{}}
+	for _, u := range members {
+		c.members[u] = true
+	}
+	cl.convs[c.id] = c
+	return c
+}
+
+// appendLocked commits ev to c (seq, index, time) and pushes it to every
+// connection of every member on every node.
+func (cl *testCluster) appendLocked(c *testConv, ev wire.Event) wire.Event {
+	cl.idx++
+	ev.Conv, ev.Seq, ev.Index, ev.Ts = c.id, uint64(len(c.events)+1), cl.idx, int64(cl.idx)
+	c.events = append(c.events, ev)
+	if cl.skipPush != nil && cl.skipPush(&ev) {
+		return ev
+	}
+	push := ev
+	push.Type = wire.TypeEvent
+	b, err := wire.Marshal(&push)
+	if err != nil {
+		panic(err)
+	}
+	for _, n := range cl.nodes {
+		for _, conn := range n.connsOf(c.members) {
+			_ = conn.WriteMessage(gws.OpcodeBinary, b)
+			if cl.dupPush {
+				_ = conn.WriteMessage(gws.OpcodeBinary, b)
+			}
+		}
+	}
+	return ev
+}
+
+func (c *testConv) info() *wire.ConvInfo {
+	in := &wire.ConvInfo{ID: c.id, Kind: c.kind, Name: c.name, LastSeq: uint64(len(c.events))}
+	for u := range c.members {
+		in.Members = append(in.Members, u)
+	}
+	for u := range c.admins {
+		in.Admins = append(in.Admins, u)
+	}
+	slices.Sort(in.Members)
+	slices.Sort(in.Admins)
+	if len(c.events) > 0 {
+		in.LastIndex = c.events[len(c.events)-1].Index
+		in.CreatedAt = c.events[0].Ts
+	}
+	return in
+}
+
+// testNode is one node of the cluster: an HTTP listener upgrading to gws.
+type testNode struct {
+	cl       *testCluster
+	name     string
+	url      string
+	srv      *http.Server
+	up       *gws.Upgrader
+	refuse   atomic.Bool  // answer 503 to new connections
+	muted    atomic.Bool  // stop answering and pinging, keep the sockets open (a hung node)
+	ignored  atomic.Int32 // pings left unanswered while muted
+	upgrades atomic.Int32 // handshakes attempted
+	pingMS   int64        // advertised in hello and honoured when > 0
+	stopPing chan struct{}
+
+	mu    sync.Mutex // guards conns
+	conns map[*gws.Conn]uint64
+}
+
+func (cl *testCluster) startNode(t testing.TB, name string) *testNode {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &testNode{cl: cl, name: name, url: "ws://" + ln.Addr().String() + "/v1/ws",
+		conns: map[*gws.Conn]uint64{}, stopPing: make(chan struct{})}
+	n.up = gws.NewUpgrader(n, &gws.ServerOption{ReadMaxPayloadSize: wire.MaxFrameBytes})
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/ws", n.serveWS)
+	n.srv = &http.Server{Handler: mux}
+	go func() { _ = n.srv.Serve(ln) }()
+	t.Cleanup(n.kill)
+	return n
+}
+
+func (n *testNode) serveWS(w http.ResponseWriter, r *http.Request) {
+	n.upgrades.Add(1)
+	if n.refuse.Load() {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	tok := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if tok == "" {
+		tok = r.URL.Query().Get("token")
+	}
+	n.cl.mu.Lock()
+	user, ok := n.cl.tokens[tok]
+	n.cl.mu.Unlock()
+	if !ok {
+		http.Error(w, "bad token", http.StatusUnauthorized)
+		return
+	}
+	conn, err := n.up.Upgrade(w, r)
+	if err != nil {
+		return
+	}
+	conn.Session().Store("user", user)
+	// Hello goes out before the connection is registered for pushes, under
+	// the cluster lock, so it is the first frame.
+	n.cl.mu.Lock()
+	n.reply(conn, &wire.Hello{Type: wire.TypeHello, User: user, Device: 1, Node: n.name,
+		Index: n.cl.idx, PingMS: n.pingMS, Protocol: 1,
+		Limits: wire.Limits{MaxFrameBytes: wire.MaxFrameBytes, MaxBodyBytes: wire.MaxBodyBytes}})
+	n.mu.Lock()
+	n.conns[conn] = user
+	n.mu.Unlock()
+	after := n.cl.afterHello
+	n.cl.afterHello = nil
+	n.cl.mu.Unlock()
+	if after != nil {
+		after()
+	}
+	go conn.ReadLoop()
+}
+
+func (n *testNode) connsOf(members map[uint64]bool) []*gws.Conn {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []*gws.Conn
+	for c, u := range n.conns {
+		if members[u] {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// dropConns closes every open connection; the node keeps listening.
+func (n *testNode) dropConns() {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for c := range n.conns {
+		_ = c.NetConn().Close()
+	}
+}
+
+// kill stops the node: no listener, no connections.
+func (n *testNode) kill() {
+	_ = n.srv.Close()
+	n.dropConns()
+	select {
+	case <-n.stopPing:
+	default:
+		close(n.stopPing)
+	}
+}
+
+// startPings makes the node ping its connections every pingMS.
+func (n *testNode) startPings() {
+	go func() {
+		tick := time.NewTicker(time.Duration(n.pingMS) * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+			case <-n.stopPing:
+				return
+			}
+			if n.muted.Load() {
+				continue
+			}
+			n.mu.Lock()
+			conns := make([]*gws.Conn, 0, len(n.conns))
+			for c := range n.conns {
+				conns = append(conns, c)
+			}
+			n.mu.Unlock()
+			for _, c := range conns {
+				_ = c.WritePing(nil)
+			}
+		}
+	}()
+}
+
+func (n *testNode) reply(conn *gws.Conn, v any) {
+	b, err := wire.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	_ = conn.WriteMessage(gws.OpcodeBinary, b)
+}
+
+func (n *testNode) OnOpen(*gws.Conn) {}
+
+func (n *testNode) OnClose(conn *gws.Conn, _ error) {
+	n.mu.Lock()
+	delete(n.conns, conn)
+	n.mu.Unlock()
+}
+
+func (n *testNode) OnPing(conn *gws.Conn, p []byte) { _ = conn.WritePong(p) }
+func (n *testNode) OnPong(*gws.Conn, []byte)        {}
+
+func (n *testNode) OnMessage(conn *gws.Conn, msg *gws.Message) {
+	defer msg.Close()
+	var req wire.Request
+	e := wire.DecodeRequest(msg.Bytes(), &req)
+	if n.muted.Load() {
+		if req.Type == wire.TypePing {
+			n.ignored.Add(1)
+		}
+		return
+	}
+	if e != nil {
+		n.reply(conn, wire.ErrorReply(req.ID, e))
+		return
+	}
+	v, _ := conn.Session().Load("user")
+	user := v.(uint64)
+	if req.Type == wire.TypeUserGet && n.slowUserGet() {
+		go func() {
+			time.Sleep(time.Duration(rand.N(2000)) * time.Microsecond)
+			n.reply(conn, n.handle(conn, user, &req))
+		}()
+		return
+	}
+	if rep := n.handle(conn, user, &req); rep != nil {
+		n.reply(conn, rep)
+	}
+}
+
+func (n *testNode) slowUserGet() bool {
+	n.cl.mu.Lock()
+	defer n.cl.mu.Unlock()
+	return n.cl.slowUserGet
+}
+
+// handle applies one validated request and returns its reply (nil: none).
+func (n *testNode) handle(conn *gws.Conn, user uint64, req *wire.Request) *wire.Reply {
+	cl := n.cl
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	fail := func(code wire.Code, msg string) *wire.Reply { return wire.ErrorReply(req.ID, wire.Errorf(code, msg)) }
+	ok := &wire.Reply{Type: wire.TypeOK, ID: req.ID}
+	member := func() (*testConv, *wire.Reply) {
+		c := cl.convs[req.Conv]
+		if c == nil {
+			return nil, fail(wire.CodeNotFound, "no such conversation")
+		}
+		if !c.members[user] {
+			return nil, fail(wire.CodeNotMember, "not a member")
+		}
+		return c, nil
+	}
+	admin := func() (*testConv, *wire.Reply) {
+		c, e := member()
+		if e != nil {
+			return nil, e
+		}
+		if c.kind != wire.ConvGroup || !c.admins[user] {
+			return nil, fail(wire.CodeForbidden, "admins only")
+		}
+		return c, nil
+	}
+
+	switch req.Type {
+	case wire.TypePing:
+		return ok
+	case wire.TypeSend:
+		cl.sendsSeen[req.ClientMsgID]++
+		c, e := member()
+		if e != nil {
+			return e
+		}
+		if code, found := cl.failSend[req.ClientMsgID]; found {
+			delete(cl.failSend, req.ClientMsgID)
+			return fail(code, "injected")
+		}
+		key := fmt.Sprintf("%d/%s", user, req.ClientMsgID)
+		if i, dup := c.cmids[key]; dup {
+			ev := c.events[i]
+			ok.ClientMsgID, ok.Conv, ok.Seq, ok.Ts, ok.Index, ok.Duplicate = ev.ClientMsgID, ev.Conv, ev.Seq, ev.Ts, ev.Index, true
+			return ok
+		}
+		ev := cl.appendLocked(c, wire.Event{Kind: wire.KindMessage, From: user, Device: 1,
+			ClientMsgID: req.ClientMsgID, Body: req.Body, ReplyTo: req.ReplyTo})
+		c.cmids[key] = int(ev.Seq - 1)
+		if cl.dropReply[req.ClientMsgID] {
+			delete(cl.dropReply, req.ClientMsgID)
+			_ = conn.NetConn().Close()
+			return nil
+		}
+		ok.ClientMsgID, ok.Conv, ok.Seq, ok.Ts, ok.Index = ev.ClientMsgID, ev.Conv, ev.Seq, ev.Ts, ev.Index
+		return ok
+	case wire.TypeDirectOpen:
+		if _, found := cl.users[req.User]; !found {
+			return fail(wire.CodeNotFound, "no such user")
+		}
+		for _, c := range cl.convs {
+			if c.kind == wire.ConvDirect && c.members[user] && c.members[req.User] {
+				ok.Info = c.info()
+				return ok
+			}
+		}
+		c := cl.newConvLocked(wire.ConvDirect, "", []uint64{user, req.User})
+		cl.appendLocked(c, wire.Event{Kind: wire.KindCreated, From: user, Users: []uint64{user, req.User}})
+		ok.Info = c.info()
+		return ok
+	case wire.TypeGroupCreate:
+		c := cl.newConvLocked(wire.ConvGroup, req.Name, append([]uint64{user}, req.Users...))
+		c.admins[user] = true
+		cl.appendLocked(c, wire.Event{Kind: wire.KindCreated, From: user, Name: req.Name, Users: req.Users})
+		ok.Info = c.info()
+		return ok
+	case wire.TypeGroupAdd:
+		c, e := admin()
+		if e != nil {
+			return e
+		}
+		for _, u := range req.Users {
+			c.members[u] = true
+		}
+		cl.appendLocked(c, wire.Event{Kind: wire.KindMemberAdded, From: user, Users: req.Users})
+		ok.Info = c.info()
+		return ok
+	case wire.TypeGroupRemove, wire.TypeGroupLeave:
+		var c *testConv
+		var e *wire.Reply
+		kind, target := wire.KindMemberRemoved, req.User
+		if req.Type == wire.TypeGroupLeave {
+			c, e = member()
+			kind, target = wire.KindMemberLeft, user
+		} else {
+			c, e = admin()
+		}
+		if e != nil {
+			return e
+		}
+		if !c.members[target] {
+			return fail(wire.CodeNotMember, "not a member")
+		}
+		cl.appendLocked(c, wire.Event{Kind: kind, From: user, Users: []uint64{target}})
+		delete(c.members, target)
+		delete(c.admins, target)
+		ok.Info = c.info()
+		return ok
+	case wire.TypeGroupAdmin:
+		c, e := admin()
+		if e != nil {
+			return e
+		}
+		if req.Admin {
+			c.admins[req.User] = true
+		} else {
+			delete(c.admins, req.User)
+		}
+		cl.appendLocked(c, wire.Event{Kind: wire.KindAdminChanged, From: user, Users: []uint64{req.User}, Admin: req.Admin})
+		ok.Info = c.info()
+		return ok
+	case wire.TypeGroupRename:
+		c, e := admin()
+		if e != nil {
+			return e
+		}
+		c.name = req.Name
+		cl.appendLocked(c, wire.Event{Kind: wire.KindRenamed, From: user, Name: req.Name})
+		ok.Info = c.info()
+		return ok
+	case wire.TypeConvGet:
+		c, e := member()
+		if e != nil {
+			return e
+		}
+		ok.Info = c.info()
+		return ok
+	case wire.TypeConvList:
+		for _, c := range cl.convs {
+			if c.members[user] {
+				ok.Convs = append(ok.Convs, *c.info())
+			}
+		}
+		sort.Slice(ok.Convs, func(i, j int) bool { return ok.Convs[i].ID < ok.Convs[j].ID })
+		return ok
+	case wire.TypeHistory:
+		cl.historyCalls++
+		c, e := member()
+		if e != nil {
+			return e
+		}
+		if req.Dir == wire.DirAfter {
+			from := min(int(req.Seq), len(c.events))
+			evs := c.events[from:]
+			ok.More = len(evs) > req.Limit
+			ok.Events = slices.Clone(evs[:min(len(evs), req.Limit)])
+			return ok
+		}
+		to := len(c.events)
+		if req.Seq != 0 {
+			to = min(int(req.Seq)-1, len(c.events))
+		}
+		from := max(0, to-req.Limit)
+		ok.More = from > 0
+		for i := to - 1; i >= from; i-- {
+			ok.Events = append(ok.Events, c.events[i])
+		}
+		return ok
+	case wire.TypeSync:
+		cl.syncCalls++
+		return cl.syncLocked(user, req, ok)
+	case wire.TypeUserGet:
+		for id, name := range cl.users {
+			if id == req.User || (req.User == 0 && name == req.Name) {
+				ok.UserInfo = &wire.UserInfo{ID: id, Username: name}
+				return ok
+			}
+		}
+		return fail(wire.CodeNotFound, "no such user")
+	}
+	return fail(wire.CodeUnknownType, "not implemented by the test server")
+}
+
+// syncLocked answers a sync the way the server does (docs/PROTOCOL.md):
+// conversations changed after since, ordered by their last event index,
+// starting after the page position "after"; a page never splits
+// conversations with the same last index, so Next is a last index. Each
+// conversation's events are those after since, whatever the page.
+func (cl *testCluster) syncLocked(user uint64, req *wire.Request, ok *wire.Reply) *wire.Reply {
+	type cand struct {
+		c     *testConv
+		first int
+		last  uint64
+	}
+	from := max(req.Since, req.After)
+	var cands []cand
+	for _, c := range cl.convs {
+		if !c.members[user] || len(c.events) == 0 {
+			continue
+		}
+		last := c.events[len(c.events)-1].Index
+		if last <= from {
+			continue
+		}
+		i := sort.Search(len(c.events), func(i int) bool { return c.events[i].Index > req.Since })
+		cands = append(cands, cand{c, i, last})
+	}
+	sort.Slice(cands, func(i, j int) bool { return cands[i].last < cands[j].last })
+	limit := min(req.Limit, cl.syncConvs)
+	ok.Next = cl.idx
+	if len(cands) > limit {
+		end := limit
+		for end < len(cands) && cands[end].last == cands[limit-1].last {
+			end++
+		}
+		if end < len(cands) {
+			ok.More = true
+			ok.Next = cands[end-1].last
+			cands = cands[:end]
+		}
+	}
+	for _, cd := range cands {
+		evs := cd.c.events[cd.first:]
+		cs := wire.ConvSync{Info: *cd.c.info(), More: len(evs) > cl.syncEvents}
+		cs.Events = slices.Clone(evs[:min(len(evs), cl.syncEvents)])
+		ok.Changes = append(ok.Changes, cs)
+	}
+	return ok
+}
