@@ -1,0 +1,37 @@
+// Package netpoll is Parley's WebSocket server: a gnet event loop that does
+// the HTTP upgrade and RFC 6455 framing itself, with no goroutine per
+// connection. It knows nothing of chat or Raft; a Handler receives
+// connections and whole messages, and anyone may Send prepared frames.
+//
+// # Threads of control
+//
+//   - gnet's event loops (Config.NumEventLoops). Each owns its connections:
+//     their phase, read decoder, handshake buffer and heartbeat timer, and
+//     its own timing wheel. All Handler methods run here, so they must not
+//     block.
+//   - gnet's main reactor accepts sockets and hands them to the loops.
+//   - gnet's ticker calls OnTick every TickInterval; it only queues a sweep
+//     of the timing wheel on each loop (gnet has no per-connection timers).
+//   - Senders: any goroutine may call Conn.Send and Conn.Close. They append
+//     to the connection's queue under its mutex and put the connection on
+//     its loop's dirty list; the first sender after a flush wakes the loop
+//     with one task that writes every dirty connection, so a broadcast to
+//     thousands of connections costs one wakeup per loop, not one per frame.
+//
+// # Memory per connection
+//
+// An idle upgraded connection holds its Conn (about 240 bytes) and gnet's
+// connection; read, reassembly and handshake buffers come from pools only
+// while a frame or request is incomplete, and gnet's inbound buffer is never
+// used because every read is consumed whole. Writes go straight to the
+// socket; only what the socket refuses waits in gnet's outbound buffer,
+// which together with the send queue is bounded by Config.SendQueueBytes.
+//
+// # Closing
+//
+// A server-initiated close (Conn.Close, protocol error, idle timeout, slow
+// consumer) sends a close frame and waits up to CloseTimeout for the peer's
+// close frame before closing TCP, so the peer reads the close frame instead
+// of a reset. A peer-initiated close is echoed and TCP closed at once.
+// Handler.OnClose runs exactly once per connection that reached OnOpen.
+package netpoll
