@@ -1,0 +1,552 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"parley/client"
+	"parley/wire"
+)
+
+// Direct is the one-to-one scenario: Senders pairs of users, each user on
+// a connection of its own (the Go SDK), each sender posting to the direct
+// conversation with its receiver. It measures committed messages per second
+// (acks) and the latency from the send to the receiver's delivery and to the
+// sender's ack, and checks that every acked message is delivered.
+//
+// Flat out (Rate 0), each sender keeps Window sends in flight: a closed
+// loop, latency measured from the actual send. At a fixed Rate the senders
+// follow a schedule (Rate/Senders each, staggered) and latency is measured
+// from the intended send time, so a stalled server is charged for the sends
+// it delayed (no coordinated omission); a send due while Window sends are in
+// flight waits, its wait counted, and sends still unissued when the load
+// ends are reported as missed.
+type Direct struct {
+	Senders   int           // pairs; default 1
+	Rate      float64       // messages per second over all senders; 0 is flat out
+	Window    int           // sends in flight per sender; default 1 flat out, 64 at a fixed rate
+	BodyBytes int           // message body size; default 100
+	Drain     time.Duration // wait for deliveries after the load; default 10s
+}
+
+// Direct limits. A sender may not have more requests in flight than the
+// server allows per connection (256).
+const (
+	maxDirectSenders  = 50_000
+	maxDirectWindow   = 256
+	minDirectBody     = 32 // the send stamp and a separator fit
+	maxDirectDrain    = 5 * time.Minute
+	directDialers     = 16               // pairs set up at once per worker
+	directSendTimeout = 30 * time.Second // one message, retries included
+	sendRetryMin      = 5 * time.Millisecond
+	sendRetryMax      = 500 * time.Millisecond
+	drainPoll         = 10 * time.Millisecond
+)
+
+func (d Direct) withDefaults() Direct {
+	if d.Senders == 0 {
+		d.Senders = 1
+	}
+	if d.Window == 0 {
+		d.Window = 1
+		if d.Rate > 0 {
+			d.Window = 64
+		}
+	}
+	if d.BodyBytes == 0 {
+		d.BodyBytes = 100
+	}
+	if d.Drain == 0 {
+		d.Drain = 10 * time.Second
+	}
+	return d
+}
+
+func (*Direct) Name() string { return "direct" }
+
+func (d *Direct) Validate() error {
+	c := d.withDefaults()
+	var errs []error
+	if c.Senders < 1 || c.Senders > maxDirectSenders {
+		errs = append(errs, fmt.Errorf("bench: direct: senders %d out of range [1, %d]", c.Senders, maxDirectSenders))
+	}
+	if c.Rate < 0 {
+		errs = append(errs, fmt.Errorf("bench: direct: rate %v is negative", c.Rate))
+	}
+	if c.Window < 1 || c.Window > maxDirectWindow {
+		errs = append(errs, fmt.Errorf("bench: direct: window %d out of range [1, %d]", c.Window, maxDirectWindow))
+	}
+	if c.BodyBytes < minDirectBody || c.BodyBytes > wire.MaxBodyBytes {
+		errs = append(errs, fmt.Errorf("bench: direct: body %d bytes out of range [%d, %d]", c.BodyBytes, minDirectBody, wire.MaxBodyBytes))
+	}
+	if c.Drain < 0 || c.Drain > maxDirectDrain {
+		errs = append(errs, fmt.Errorf("bench: direct: drain %v out of range [0, %v]", c.Drain, maxDirectDrain))
+	}
+	return errors.Join(errs...)
+}
+
+func (d *Direct) Params() map[string]any {
+	c := d.withDefaults()
+	rate := "flat-out"
+	if c.Rate > 0 {
+		rate = strconv.FormatFloat(c.Rate, 'f', -1, 64) + "/s"
+	}
+	return map[string]any{
+		"senders": c.Senders, "rate": rate, "window": c.Window,
+		"body_bytes": c.BodyBytes, "drain": c.Drain.String(),
+	}
+}
+
+// directShard is one worker's part: its pairs and everything about the
+// load, since the worker has no other source.
+type directShard struct {
+	WS        []string      `json:"ws"`
+	Senders   int           `json:"senders"` // over all workers, to stagger schedules
+	Rate      float64       `json:"rate"`    // over all senders
+	Window    int           `json:"window"`
+	BodyBytes int           `json:"body_bytes"`
+	Drain     time.Duration `json:"drain"`
+	First     int           `json:"first"` // global index of Pairs[0]
+	Pairs     []directPair  `json:"pairs"`
+}
+
+type directPair struct {
+	Sender   Account `json:"sender"`
+	Receiver Account `json:"receiver"`
+}
+
+func (d *Direct) Plan(ctx context.Context, env *Env) ([]json.RawMessage, error) {
+	c := d.withDefaults()
+	accounts, err := env.CreateAccounts(ctx, 2*c.Senders)
+	if err != nil {
+		return nil, err
+	}
+	var shards []json.RawMessage
+	first := 0
+	for _, n := range splitSizes(c.Senders, max(env.ConnsPerWorker()/2, 1)) {
+		sh := directShard{
+			WS: env.WS(), Senders: c.Senders, Rate: c.Rate, Window: c.Window,
+			BodyBytes: c.BodyBytes, Drain: c.Drain, First: first,
+		}
+		for i := first; i < first+n; i++ {
+			sh.Pairs = append(sh.Pairs, directPair{Sender: accounts[2*i], Receiver: accounts[2*i+1]})
+		}
+		b, err := json.Marshal(sh)
+		if err != nil {
+			return nil, err
+		}
+		shards = append(shards, b)
+		first += n
+	}
+	return shards, nil
+}
+
+func (d *Direct) NewLoad(raw json.RawMessage) (Load, error) {
+	var sh directShard
+	if err := json.Unmarshal(raw, &sh); err != nil {
+		return nil, err
+	}
+	cfg := Direct{Senders: sh.Senders, Rate: sh.Rate, Window: sh.Window, BodyBytes: sh.BodyBytes, Drain: sh.Drain}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(sh.WS) == 0 || len(sh.Pairs) == 0 {
+		return nil, errors.New("no WebSocket URL or no pairs")
+	}
+	l := &directLoad{
+		shard:   sh,
+		ack:     newRecorder(),
+		deliver: newRecorder(),
+		padding: strings.Repeat("x", sh.BodyBytes),
+		log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+	}
+	if sh.Rate > 0 {
+		l.interval = time.Duration(float64(time.Second) * float64(sh.Senders) / sh.Rate)
+	}
+	for i, p := range sh.Pairs {
+		l.pairs = append(l.pairs, &pairState{idx: sh.First + i, directPair: p})
+	}
+	return l, nil
+}
+
+// directLoad is a worker's share of Direct.
+//
+// Goroutines: Connect sets pairs up from a bounded group; each pair then has
+// a receiver goroutine (reads the receiver's Events, records deliveries) and
+// a drain goroutine for the sender's own Events. Run starts, per pair, a
+// scheduler (the calling goroutine of sendLoop) and Window lanes that send;
+// they all end before Run drains and returns. Counters are atomics;
+// histograms are recorders; start, end, dropped and undelivered are written
+// by Run and read by Finish, on the worker's goroutine.
+type directLoad struct {
+	shard    directShard
+	interval time.Duration // between one sender's sends at a fixed rate; 0 flat out
+	padding  string        // BodyBytes of filler, sliced per message
+	log      *slog.Logger  // for the SDK: errors only, to the worker's stderr
+	pairs    []*pairState
+	live     *Live
+
+	ack, deliver *recorder
+	tally        tally
+	sent, acked  atomic.Int64
+	duplicates   atomic.Int64
+	delivered    atomic.Int64
+	missed       atomic.Int64
+	badBodies    atomic.Int64
+
+	readers sync.WaitGroup // receiver and sender-drain goroutines
+
+	start, end           time.Time
+	dropped, undelivered int64
+}
+
+// pairState is one sender and its receiver. snd, rcv and conv are written
+// by the goroutine that sets the pair up, before Connect returns.
+type pairState struct {
+	directPair
+	idx      int // global pair index: schedules, cmids, recorder shards
+	snd, rcv *client.Client
+	conv     uint64
+	nextMsg  atomic.Uint64
+	acked    atomic.Int64
+	received atomic.Int64
+}
+
+func (l *directLoad) Connect(ctx context.Context, live *Live) error {
+	l.live = live
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(directDialers)
+	for _, p := range l.pairs {
+		g.Go(func() error { return l.connectPair(gctx, p) })
+	}
+	return g.Wait()
+}
+
+func (l *directLoad) clientConfig(token string, idx int) client.Config {
+	return client.Config{
+		URLs:  rotate(l.shard.WS, idx),
+		Token: token,
+		// The SDK's default buffer (4096 events) would cost ~0.7 MB per
+		// client; a receiver drains promptly and holds at most what its
+		// sender has in flight.
+		EventBuffer: max(64, 2*l.shard.Window),
+		Logger:      l.log,
+	}
+}
+
+func (l *directLoad) connectPair(ctx context.Context, p *pairState) error {
+	var err error
+	if p.rcv, err = client.Dial(ctx, l.clientConfig(p.Receiver.Token, p.idx)); err != nil {
+		return fmt.Errorf("bench: dial receiver %s: %w", p.Receiver.Name, err)
+	}
+	l.live.Conns.Add(1)
+	l.readers.Go(func() { l.receive(p) })
+	if p.snd, err = client.Dial(ctx, l.clientConfig(p.Sender.Token, p.idx)); err != nil {
+		return fmt.Errorf("bench: dial sender %s: %w", p.Sender.Name, err)
+	}
+	l.live.Conns.Add(1)
+	l.readers.Go(func() {
+		for range p.snd.Events() { // its own messages, echoed: not measured
+		}
+	})
+	info, err := p.snd.OpenDirect(ctx, p.Receiver.User)
+	if err != nil {
+		return fmt.Errorf("bench: open direct %s → %s: %w", p.Sender.Name, p.Receiver.Name, err)
+	}
+	p.conv = info.ID
+	return nil
+}
+
+// receive is a pair's receiver goroutine: it counts and times the sender's
+// messages until the client closes. The SDK delivers each (conv, seq) once.
+func (l *directLoad) receive(p *pairState) {
+	for ev := range p.rcv.Events() {
+		if ev.Kind != wire.KindMessage || ev.From != p.Sender.User {
+			continue
+		}
+		now := time.Now()
+		if sent, ok := parseStamp(ev.Body); ok {
+			l.deliver.record(p.idx, now.Sub(sent))
+		} else {
+			l.badBodies.Add(1)
+		}
+		p.received.Add(1)
+		l.delivered.Add(1)
+		l.live.Delivered.Add(1)
+	}
+}
+
+func (l *directLoad) Run(ctx context.Context, start, until time.Time, _ *Live) error {
+	if !sleepCtx(ctx, time.Until(start)) {
+		return ctx.Err()
+	}
+	l.start = start
+	var senders sync.WaitGroup
+	for _, p := range l.pairs {
+		senders.Go(func() { l.sendLoop(ctx, p, start, until) })
+	}
+	senders.Wait()
+	l.end = time.Now() // the last ack (or give-up) of this worker
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+
+	drainEnd := time.Now().Add(l.shard.Drain)
+	for !l.drained() && time.Now().Before(drainEnd) {
+		if !sleepCtx(ctx, drainPoll) {
+			return ctx.Err()
+		}
+	}
+	for _, p := range l.pairs {
+		if a, r := p.acked.Load(), p.received.Load(); r < a {
+			l.undelivered += a - r
+		}
+		for _, c := range []*client.Client{p.snd, p.rcv} {
+			if !c.State().Connected {
+				l.dropped++
+			}
+		}
+	}
+	return nil
+}
+
+func (l *directLoad) drained() bool {
+	for _, p := range l.pairs {
+		if p.received.Load() < p.acked.Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// sendLoop runs one sender from start to until (see schedule).
+func (l *directLoad) sendLoop(ctx context.Context, p *pairState, start, until time.Time) {
+	// Stagger the senders over one interval so they do not fire together.
+	offset := time.Duration(float64(l.interval) * float64(p.idx) / float64(l.shard.Senders))
+	missed := schedule(ctx, start.Add(offset), until, l.interval, l.shard.Window,
+		func(intended time.Time) { l.sendOne(ctx, p, intended) })
+	l.missed.Add(missed)
+}
+
+// schedule runs send on window lanes until until and returns the number of
+// scheduled sends never issued. With interval 0 (flat out) it keeps every
+// lane busy and passes the zero time ("now"). Otherwise send i is due at
+// first + i*interval and is passed that intended time even when it goes
+// out late because every lane was busy; sends still waiting for a lane when
+// until comes are missed. schedule returns once every lane has finished.
+func schedule(ctx context.Context, first, until time.Time, interval time.Duration, window int, send func(intended time.Time)) (missed int64) {
+	jobs := make(chan time.Time)
+	var lanes sync.WaitGroup
+	for range window {
+		lanes.Go(func() {
+			for t := range jobs {
+				send(t)
+			}
+		})
+	}
+	defer lanes.Wait()
+	defer close(jobs)
+
+	stop := time.NewTimer(time.Until(until))
+	defer stop.Stop()
+	if interval == 0 {
+		for {
+			select {
+			case jobs <- time.Time{}:
+			case <-stop.C:
+				return 0
+			case <-ctx.Done():
+				return 0
+			}
+		}
+	}
+
+	wait := time.NewTimer(time.Hour)
+	wait.Stop() // armed per send below
+	for i := int64(0); ; i++ {
+		t := first.Add(time.Duration(i) * interval)
+		if !t.Before(until) {
+			return 0
+		}
+		if d := time.Until(t); d > 0 {
+			wait.Reset(d)
+			select {
+			case <-wait.C:
+			case <-ctx.Done():
+				return 0
+			}
+		}
+		select {
+		case jobs <- t: // a lane is free: the send goes out, late or not
+			continue
+		default:
+		}
+		select {
+		case jobs <- t:
+		case <-stop.C:
+			// The load ended with every lane busy: the sends scheduled from
+			// t on were never issued.
+			return int64((until.Sub(t) + interval - 1) / interval)
+		case <-ctx.Done():
+			return 0
+		}
+	}
+}
+
+// sendOne posts one message stamped with its intended send time (or now,
+// flat out) and retries it, with the same cmid, on retryable errors until
+// directSendTimeout.
+func (l *directLoad) sendOne(ctx context.Context, p *pairState, intended time.Time) {
+	stamp := intended
+	if stamp.IsZero() {
+		stamp = time.Now()
+	}
+	req := wire.Request{
+		Type:        wire.TypeSend,
+		Conv:        p.conv,
+		ClientMsgID: "m" + strconv.FormatUint(p.nextMsg.Add(1), 10), // unique per device
+		Body:        l.body(stamp),
+	}
+	l.sent.Add(1)
+	l.live.Sent.Add(1)
+
+	sctx, cancel := context.WithTimeout(ctx, directSendTimeout)
+	defer cancel()
+	delay := sendRetryMin
+	for {
+		rep, err := p.snd.Request(sctx, &req)
+		if err == nil {
+			l.ack.record(p.idx, time.Since(stamp))
+			if rep.Duplicate {
+				l.duplicates.Add(1)
+			}
+			p.acked.Add(1)
+			l.acked.Add(1)
+			l.live.Acked.Add(1)
+			return
+		}
+		if !client.Retryable(err) || sctx.Err() != nil {
+			l.tally.fail(errorCode(err), fmt.Errorf("send: %w", err))
+			return
+		}
+		l.tally.retry(errorCode(err))
+		// Equal jitter, so rate-limited senders do not retry in lockstep.
+		if !sleepCtx(sctx, delay/2+rand.N(delay/2+1)) {
+			l.tally.fail(errorCode(sctx.Err()), fmt.Errorf("send: retrying %s: %w", errorCode(err), sctx.Err()))
+			return
+		}
+		delay = min(2*delay, sendRetryMax)
+	}
+}
+
+// body is the send stamp (Unix nanoseconds), a space, and filler up to
+// BodyBytes.
+func (l *directLoad) body(stamp time.Time) string {
+	s := strconv.FormatInt(stamp.UnixNano(), 10) + " "
+	return s + l.padding[:max(len(l.padding)-len(s), 0)]
+}
+
+func parseStamp(body string) (time.Time, bool) {
+	i := strings.IndexByte(body, ' ')
+	if i <= 0 {
+		return time.Time{}, false
+	}
+	ns, err := strconv.ParseInt(body[:i], 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
+}
+
+func (l *directLoad) Finish(ctx context.Context) *Result {
+	res := &Result{}
+	var closers errgroup.Group
+	closers.SetLimit(64)
+	for _, p := range l.pairs {
+		for _, c := range []*client.Client{p.snd, p.rcv} {
+			if c != nil {
+				res.Conns++
+				closers.Go(c.Close)
+			}
+		}
+	}
+	_ = closers.Wait() // Close never fails
+	l.readers.Wait()   // each ends when its client's Events closes
+
+	res.Sent, res.Acked = l.sent.Load(), l.acked.Load()
+	res.Duplicates, res.Delivered = l.duplicates.Load(), l.delivered.Load()
+	res.Missed, res.BadBodies = l.missed.Load(), l.badBodies.Load()
+	res.Dropped, res.Undelivered = l.dropped, l.undelivered
+	res.Start, res.End = l.start, l.end
+	res.Latency = map[string]*Histogram{"ack": l.ack.merged(), "deliver": l.deliver.merged()}
+	l.tally.fill(res)
+	return res
+}
+
+func (d *Direct) Report(rep *Report) {
+	c := d.withDefaults()
+	res := rep.Result
+	if secs := res.Elapsed().Seconds(); secs > 0 {
+		rep.AddFigure("throughput (acked)", float64(res.Acked)/secs, "msg/s")
+		rep.AddFigure("throughput (delivered)", float64(res.Delivered)/secs, "msg/s")
+	}
+	s0, ok0 := rep.Sample("connected")
+	s1, ok1 := rep.Sample("loaded")
+	if ok0 && ok1 {
+		cpu := s1.CPUSeconds - s0.CPUSeconds
+		if dt := s1.At.Sub(s0.At).Seconds(); dt > 0 {
+			rep.AddFigure("server CPU during the load", cpu/dt, "cores")
+		}
+		if res.Acked > 0 {
+			rep.AddFigure("server CPU per message", cpu/float64(res.Acked)*1e6, "µs")
+		}
+		if commits := s1.Commits - s0.Commits; commits > 0 {
+			rep.AddFigure("commands per Raft entry", (s1.Commands-s0.Commands)/commits, "")
+		}
+	}
+
+	if res.Acked == 0 {
+		rep.Failures = append(rep.Failures, "no message was acknowledged")
+	}
+	if res.Undelivered > 0 {
+		rep.Failures = append(rep.Failures, fmt.Sprintf(
+			"%d of %d acked messages were not delivered within the %v drain", res.Undelivered, res.Acked, c.Drain))
+	}
+	if n := sumCounts(res.Failed); n > 0 {
+		rep.Failures = append(rep.Failures, fmt.Sprintf("%d sends were never acknowledged (%s)", n, formatCounts(res.Failed)))
+	}
+	if res.BadBodies > 0 {
+		rep.Failures = append(rep.Failures, fmt.Sprintf("%d delivered bodies had no send stamp", res.BadBodies))
+	}
+	if res.Dropped > 0 {
+		rep.Failures = append(rep.Failures, fmt.Sprintf("%d connections were down at the end of the load", res.Dropped))
+	}
+	if res.Missed > 0 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf(
+			"the offered rate was not sustained: %d scheduled sends were never issued", res.Missed))
+	}
+	if n := res.Retries[string(wire.CodeRateLimited)]; n > 0 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf(
+			"the server's per-connection rate limit refused %d sends (retried); per-sender throughput is capped by it", n))
+	}
+}
+
+func sumCounts(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}

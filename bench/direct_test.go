@@ -1,0 +1,84 @@
+package bench
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestDirectBodyStamp(t *testing.T) {
+	l := &directLoad{padding: strings.Repeat("x", 100)}
+	stamp := time.Unix(1_700_000_000, 123456789)
+	body := l.body(stamp)
+	if len(body) != 100 {
+		t.Fatalf("body is %d bytes", len(body))
+	}
+	got, ok := parseStamp(body)
+	if !ok || !got.Equal(stamp) {
+		t.Fatalf("parsed %v %v", got, ok)
+	}
+	for _, bad := range []string{"", "hello", " 123", "12x 3"} {
+		if _, ok := parseStamp(bad); ok {
+			t.Errorf("parsed a stamp from %q", bad)
+		}
+	}
+}
+
+func TestScheduleFixedRate(t *testing.T) {
+	const interval = 10 * time.Millisecond
+	first := time.Now().Add(5 * time.Millisecond)
+	until := first.Add(200 * time.Millisecond) // 20 sends due
+	var mu sync.Mutex
+	var got []time.Time
+	missed := schedule(t.Context(), first, until, interval, 2, func(intended time.Time) {
+		mu.Lock()
+		got = append(got, intended)
+		mu.Unlock()
+	})
+	// A late scheduler may find the load over before the last sends: those
+	// count as missed, never lost.
+	if int64(len(got))+missed != 20 || len(got) == 0 {
+		t.Fatalf("%d sent + %d missed, want 20", len(got), missed)
+	}
+	slices.SortFunc(got, func(a, b time.Time) int { return a.Compare(b) })
+	for i, at := range got {
+		if want := first.Add(time.Duration(i) * interval); !at.Equal(want) {
+			t.Fatalf("send %d intended at %v, want the schedule's %v", i, at.Sub(first), want.Sub(first))
+		}
+	}
+}
+
+// A stalled server must not thin out the schedule (coordinated omission):
+// sends due while every lane is stuck keep their intended times, and those
+// that never went out are counted.
+func TestScheduleStall(t *testing.T) {
+	const interval = 10 * time.Millisecond
+	first := time.Now()
+	until := first.Add(200 * time.Millisecond)
+	var sends atomic.Int64
+	missed := schedule(t.Context(), first, until, interval, 1, func(intended time.Time) {
+		if sends.Add(1) == 1 {
+			time.Sleep(time.Until(until.Add(50 * time.Millisecond))) // the only lane stalls past the end
+		}
+	})
+	if sends.Load() != 1 || missed != 19 {
+		t.Fatalf("%d sent, %d missed; want 1 and 19", sends.Load(), missed)
+	}
+}
+
+func TestScheduleFlatOut(t *testing.T) {
+	var sends, zero atomic.Int64
+	missed := schedule(t.Context(), time.Now(), time.Now().Add(50*time.Millisecond), 0, 3, func(intended time.Time) {
+		sends.Add(1)
+		if intended.IsZero() {
+			zero.Add(1)
+		}
+		time.Sleep(time.Millisecond)
+	})
+	if missed != 0 || sends.Load() == 0 || zero.Load() != sends.Load() {
+		t.Fatalf("flat out: %d sends, %d with the zero time, %d missed", sends.Load(), zero.Load(), missed)
+	}
+}

@@ -1,0 +1,151 @@
+package bench
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+)
+
+func reportWith(sc Scenario, res *Result, samples ...ServerSample) *Report {
+	rep := newReport(sc, &Options{Duration: 10 * time.Second})
+	rep.finish(res, samples)
+	sc.Report(rep)
+	return rep
+}
+
+func figure(rep *Report, name string) (float64, bool) {
+	for _, f := range rep.Figures {
+		if f.Name == name {
+			return f.Value, true
+		}
+	}
+	return 0, false
+}
+
+func TestDirectReport(t *testing.T) {
+	t0 := time.Now()
+	h := NewHistogram()
+	h.Record(2 * time.Millisecond)
+	res := &Result{
+		Workers: 1, Conns: 8, Sent: 1000, Acked: 1000, Delivered: 990, Undelivered: 10,
+		Retries: map[string]int64{"rate_limited": 5},
+		Start:   t0, End: t0.Add(2 * time.Second),
+		Latency: map[string]*Histogram{"deliver": h, "ack": h},
+	}
+	rep := reportWith(&Direct{Senders: 4}, res,
+		ServerSample{Phase: "connected", At: t0, CPUSeconds: 1, Commits: 10, Commands: 10},
+		ServerSample{Phase: "loaded", At: t0.Add(4 * time.Second), CPUSeconds: 3, Commits: 510, Commands: 1010})
+	if v, _ := figure(rep, "throughput (acked)"); v != 500 {
+		t.Errorf("throughput %v", v)
+	}
+	if v, _ := figure(rep, "server CPU during the load"); v != 0.5 {
+		t.Errorf("cpu %v", v)
+	}
+	if v, _ := figure(rep, "server CPU per message"); v != 2000 {
+		t.Errorf("cpu per message %v µs", v)
+	}
+	if v, _ := figure(rep, "commands per Raft entry"); v != 2 {
+		t.Errorf("batching %v", v)
+	}
+	if !rep.Failed() || !strings.Contains(strings.Join(rep.Failures, "|"), "10 of 1000 acked messages were not delivered") {
+		t.Errorf("failures %q", rep.Failures)
+	}
+	if len(rep.Warnings) != 1 || !strings.Contains(rep.Warnings[0], "rate limit") {
+		t.Errorf("warnings %q", rep.Warnings)
+	}
+	var text strings.Builder
+	if err := rep.WriteText(&text); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"senders=4", "send → deliver", "2ms", "FAILED: 10 of 1000", "rate_limited 5", "throughput (acked)"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text report lacks %q:\n%s", want, text.String())
+		}
+	}
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back map[string]any
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	lat := back["latency"].(map[string]any)["deliver"].(map[string]any)
+	if lat["count"].(float64) != 1 || lat["p99_us"].(float64) != 2000 {
+		t.Errorf("JSON latency %v", lat)
+	}
+	if _, has := back["counts"].(map[string]any)["latency"]; has {
+		t.Error("JSON counts carry the raw histograms")
+	}
+
+	clean := reportWith(&Direct{Senders: 4}, &Result{Acked: 5, Delivered: 5, Start: t0, End: t0.Add(time.Second)})
+	if clean.Failed() {
+		t.Errorf("clean run failed: %q", clean.Failures)
+	}
+}
+
+func TestIdleReport(t *testing.T) {
+	t0 := time.Now()
+	res := &Result{Workers: 3, Conns: 1000, Dropped: 2}
+	rep := reportWith(&Idle{Conns: 1000}, res,
+		ServerSample{Phase: "baseline", At: t0, RSSBytes: 100 << 20, HeapInuseBytes: 4 << 20, Goroutines: 50},
+		ServerSample{Phase: "connected", At: t0.Add(time.Second), CPUSeconds: 1, Connections: 1000},
+		ServerSample{Phase: "loaded", At: t0.Add(11 * time.Second), RSSBytes: 100<<20 + 2_000_000, HeapInuseBytes: 4<<20 + 1_000_000,
+			Goroutines: 50, CPUSeconds: 1.5, Connections: 998})
+	if v, _ := figure(rep, "server RSS per connection"); v != 2000 {
+		t.Errorf("rss per conn %v", v)
+	}
+	if v, _ := figure(rep, "server heap in use per connection"); v != 1000 {
+		t.Errorf("heap per conn %v", v)
+	}
+	if v, _ := figure(rep, "server CPU while idle"); v != 5 {
+		t.Errorf("idle cpu %v%%", v)
+	}
+	if !rep.Failed() || !strings.Contains(rep.Failures[0], "2 connections were dropped") {
+		t.Errorf("failures %q", rep.Failures)
+	}
+	if len(rep.Warnings) != 2 { // node counts fewer; delta small against the baseline
+		t.Errorf("warnings %q", rep.Warnings)
+	}
+	short := reportWith(&Idle{Conns: 1000}, &Result{Conns: 990})
+	if !short.Failed() || !strings.Contains(short.Failures[0], "only 990 of 1000") {
+		t.Errorf("failures %q", short.Failures)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	bad := []Scenario{
+		&Direct{Senders: -1}, &Direct{Rate: -1}, &Direct{Window: 1000}, &Direct{BodyBytes: 10},
+		&Direct{Drain: time.Hour}, &Idle{Conns: -5},
+	}
+	for _, sc := range bad {
+		if sc.Validate() == nil {
+			t.Errorf("%+v validated", sc)
+		}
+	}
+	for _, sc := range []Scenario{&Direct{}, &Direct{Senders: 1024, Rate: 5000}, &Idle{}, &Idle{Conns: 15000}} {
+		if err := sc.Validate(); err != nil {
+			t.Errorf("%+v: %v", sc, err)
+		}
+	}
+	o := Options{HTTP: []string{"ftp://x"}, WS: nil, Duration: -1, ConnsPerWorker: 20000}
+	err := o.Validate()
+	for _, want := range []string{"HTTP URL", "no WebSocket URL", "duration", "conns per worker"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate() = %v, want a mention of %q", err, want)
+		}
+	}
+	good := Options{HTTP: []string{"http://127.0.0.1:7070"}, WS: []string{"ws://127.0.0.1:7071/v1/ws"}}.withDefaults()
+	if err := good.Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestFormatMicros(t *testing.T) {
+	for us, want := range map[int64]string{0: "0µs", 999: "999µs", 1500: "1.5ms", 149_000: "149ms", 2_340_000: "2.34s"} {
+		if got := formatMicros(us); got != want {
+			t.Errorf("formatMicros(%d) = %q, want %q", us, got, want)
+		}
+	}
+}

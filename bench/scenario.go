@@ -1,0 +1,128 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Scenario is one kind of load. It has two halves that run in different
+// processes:
+//
+//   - on the coordinator, Plan prepares the server (accounts) and splits the
+//     work into shards, one per worker, each a JSON document; Report turns
+//     the merged result and the server samples into figures and verdicts;
+//   - in each worker, NewLoad rebuilds a Load from its shard and drives it
+//     through Connect, Run and Finish (see Load).
+//
+// A worker finds the scenario by Name in the registry, so the worker half
+// must not depend on fields set on the coordinator: everything it needs
+// travels in the shard.
+type Scenario interface {
+	// Name is the command-line name: "direct", "idle".
+	Name() string
+	// Validate reports every problem with the scenario's parameters.
+	Validate() error
+	// Params describes the parameters for the report.
+	Params() map[string]any
+	// Plan runs on the coordinator before any connection is opened.
+	Plan(ctx context.Context, env *Env) ([]json.RawMessage, error)
+	// NewLoad runs in a worker, on a zero Scenario, with one shard of Plan.
+	NewLoad(shard json.RawMessage) (Load, error)
+	// Report fills rep.Figures, rep.Failures and rep.Warnings from
+	// rep.Result and rep.Server.
+	Report(rep *Report)
+}
+
+// Load is one worker's share of a scenario. The worker calls Connect, then
+// Run, then Finish, each once and from one goroutine; Finish is also called
+// after a failed Connect or Run, to close whatever was opened.
+type Load interface {
+	// Connect opens the connections and prepares them (conversations),
+	// counting them in live.Conns. No load is applied yet: the coordinator
+	// samples the server between Connect and Run.
+	Connect(ctx context.Context, live *Live) error
+	// Run applies the load from start until until (wall clock, the same for
+	// every worker), then drains (waits for what is in flight). The
+	// connections stay open: the coordinator samples the server again
+	// before Finish.
+	Run(ctx context.Context, start, until time.Time, live *Live) error
+	// Finish closes every connection and returns the measurements.
+	Finish(ctx context.Context) *Result
+}
+
+// registry maps scenario names to constructors of zero scenarios, for
+// workers and for the command line.
+var registry = map[string]func() Scenario{
+	"direct": func() Scenario { return new(Direct) },
+	"idle":   func() Scenario { return new(Idle) },
+}
+
+// ScenarioNames lists the registered scenarios.
+func ScenarioNames() []string {
+	names := make([]string, 0, len(registry))
+	for name := range registry {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+func newScenario(name string) (Scenario, error) {
+	mk, ok := registry[name]
+	if !ok {
+		return nil, fmt.Errorf("bench: unknown scenario %q (have %s)", name, strings.Join(ScenarioNames(), ", "))
+	}
+	return mk(), nil
+}
+
+// Env is what Plan may use on the coordinator.
+type Env struct {
+	opts     *Options
+	progress Progress
+	accounts *accountMaker
+}
+
+// WS returns the nodes' WebSocket URLs.
+func (e *Env) WS() []string { return slices.Clone(e.opts.WS) }
+
+// ConnsPerWorker is the most connections one worker process may hold.
+func (e *Env) ConnsPerWorker() int { return e.opts.ConnsPerWorker }
+
+// CreateAccounts registers and logs in n fresh users, showing progress.
+func (e *Env) CreateAccounts(ctx context.Context, n int) ([]Account, error) {
+	e.progress.Phase("accounts", int64(n))
+	defer e.progress.Finish()
+	// The callback runs on many goroutines: Progress is safe for that.
+	return e.accounts.create(ctx, n, func() { e.progress.Add(1) })
+}
+
+// splitSizes splits n items into the fewest shards of at most per items,
+// as evenly as possible.
+func splitSizes(n, per int) []int {
+	if n <= 0 {
+		return nil
+	}
+	shards := (n + per - 1) / per
+	sizes := make([]int, shards)
+	for i := range sizes {
+		sizes[i] = n / shards
+		if i < n%shards {
+			sizes[i]++
+		}
+	}
+	return sizes
+}
+
+// rotate returns urls starting at index i mod len: connection number i uses
+// node i first and the others as fallbacks, spreading a cluster's load.
+func rotate(urls []string, i int) []string {
+	if len(urls) == 0 {
+		return nil
+	}
+	k := i % len(urls)
+	return append(slices.Clone(urls[k:]), urls[:k]...)
+}

@@ -1,0 +1,693 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"unicode/utf8"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Apply applies the commands of the committed entry at index, with ts the
+// leader's clock (unix ms), and returns one *Result per command. An entry at
+// or below the applied index was applied before (Raft replays after a
+// restart): Apply skips it and returns nil.
+//
+// Apply is deterministic: it reads no clock and no randomness, IDs come from
+// counters in the state, and its only inputs are the state, index, ts and
+// cmds. Everything the entry changes, and the new applied index, is written
+// in one batch; then the indexes are updated, then the events are published.
+// A command that fails (a bad field, missing rights) changes nothing and
+// gets an error Result; the entry still advances the applied index.
+//
+// cmds are only read, and nothing retains them after Apply returns.
+func (e *Engine) Apply(index uint64, ts int64, cmds [][]byte) []any {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	if e.db == nil {
+		panic("engine: Apply on a closed engine")
+	}
+	if index <= e.applied.Load() {
+		return nil
+	}
+	t := &e.txn
+	t.begin(e, index, ts)
+	results := make([]any, len(cmds))
+	for i, raw := range cmds {
+		results[i] = t.applyOne(raw)
+	}
+	t.finish()
+	if err := e.db.Apply(t.b, pebble.NoSync); err != nil {
+		// The entry is committed in Raft; skipping it would fork this
+		// replica. Stop, and let the restart replay it.
+		panic(fmt.Sprintf("engine: commit entry %d: %v", index, err))
+	}
+	_ = t.b.Close()
+	t.b = nil
+	t.install()
+	e.applied.Store(index)
+	events := t.events
+	t.events = nil
+	if len(events) > 0 && e.pub != nil {
+		e.pub.Publish(events)
+	}
+	t.reset()
+	return results
+}
+
+// txn is the working state of the entry Apply is applying. Commands read
+// the index through it and see the changes of the commands before them in
+// the same entry; those changes reach the index only in install, after the
+// batch is committed. It is reused from entry to entry (maps are cleared,
+// not reallocated), under applyMu.
+type txn struct {
+	e     *Engine
+	db    *pebble.DB
+	ix    *index
+	b     *pebble.Batch
+	index uint64
+	ts    int64
+
+	lastUser, lastDevice, lastConv uint64
+
+	users       map[uint64]*userEntry // registered in this entry
+	names       map[string]uint64
+	devices     map[uint64]Device      // added or revoked in this entry
+	convs       map[uint64]*convWork   // conversations read or changed in this entry
+	touched     []*convWork            // the same, in first-touch order
+	directs     map[[2]uint64]uint64   // 1:1 conversations created in this entry
+	sends       map[sendKey]sendRecord // dedup records written in this entry
+	memberships []membershipChange
+	events      []Event // published after commit; a new slice per entry
+
+	cmd  Command
+	kbuf []byte // key scratch (Batch.Set and Get copy their arguments)
+	vbuf []byte // value scratch
+}
+
+// convWork is a conversation as the entry sees it.
+type convWork struct {
+	c        *convEntry // working copy; becomes the live entry for a new conversation
+	live     *convEntry // the index's entry; nil for a conversation created in this entry
+	changed  bool
+	firstSeq uint64 // the first seq this entry appended; 0 if none yet
+}
+
+type membershipChange struct {
+	user, conv uint64
+	rec        memberRecord
+}
+
+type sendKey struct {
+	user, device uint64
+	cmid         string
+}
+
+func (t *txn) begin(e *Engine, index uint64, ts int64) {
+	if t.users == nil {
+		t.users = make(map[uint64]*userEntry)
+		t.names = make(map[string]uint64)
+		t.devices = make(map[uint64]Device)
+		t.convs = make(map[uint64]*convWork)
+		t.directs = make(map[[2]uint64]uint64)
+		t.sends = make(map[sendKey]sendRecord)
+	}
+	t.e, t.db, t.ix = e, e.db, e.idx
+	t.b = e.db.NewBatch()
+	t.index, t.ts = index, ts
+	t.lastUser, t.lastDevice, t.lastConv = t.ix.lastUser, t.ix.lastDevice, t.ix.lastConv
+}
+
+func (t *txn) reset() {
+	clear(t.users)
+	clear(t.names)
+	clear(t.devices)
+	clear(t.convs)
+	clear(t.touched)
+	t.touched = t.touched[:0]
+	clear(t.directs)
+	clear(t.sends)
+	t.memberships = t.memberships[:0]
+	t.e, t.db, t.ix = nil, nil, nil
+}
+
+// finish writes what the entry changed beyond the commands' own writes: the
+// conversations' last seq and index, the ID counters, the applied index.
+func (t *txn) finish() {
+	for _, w := range t.touched {
+		if w.firstSeq != 0 {
+			t.set(key1(prefixLast, w.c.id), appendU64s(t.vbuf[:0], w.c.lastSeq, w.c.lastIndex))
+		}
+	}
+	for _, m := range []struct {
+		name     byte
+		old, new uint64
+	}{
+		{metaLastUser, t.ix.lastUser, t.lastUser},
+		{metaLastDevice, t.ix.lastDevice, t.lastDevice},
+		{metaLastConv, t.ix.lastConv, t.lastConv},
+	} {
+		if m.new != m.old {
+			t.set(metaKey(m.name), appendU64s(t.vbuf[:0], m.new))
+		}
+	}
+	t.set(metaKey(metaApplied), appendU64s(t.vbuf[:0], t.index))
+}
+
+// install makes the committed entry visible to queries.
+func (t *txn) install() {
+	ix := t.ix
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.lastUser, ix.lastDevice, ix.lastConv = t.lastUser, t.lastDevice, t.lastConv
+	for id, u := range t.users {
+		ix.users[id] = u
+		ix.names[u.name] = id
+	}
+	for _, w := range t.touched {
+		switch {
+		case w.live == nil:
+			ix.convs[w.c.id] = w.c
+		case w.changed:
+			*w.live = *w.c
+		}
+	}
+	for pair, id := range t.directs {
+		ix.directs[pair] = id
+	}
+	for id, d := range t.devices {
+		ix.devices[id] = deviceState{user: d.User, revoked: d.Revoked}
+	}
+	for _, m := range t.memberships {
+		u := ix.users[m.user]
+		ms := u.convs[m.conv]
+		if ms == nil {
+			ms = &membership{conv: ix.convs[m.conv]}
+			u.convs[m.conv] = ms
+		}
+		ms.gone = !m.rec.active
+		ms.goneSeq, ms.goneIndex = m.rec.goneSeq, m.rec.goneIndex
+	}
+}
+
+func (t *txn) set(k, v []byte) {
+	if err := t.b.Set(k, v, nil); err != nil {
+		panic(fmt.Sprintf("engine: batch set: %v", err)) // only fails on a closed batch
+	}
+}
+
+// get reads a committed value into dst; ok is false if the key is absent.
+// A read error stops the replica, as a commit error does: the outcome of the
+// command would otherwise depend on this disk.
+func (t *txn) get(dst, k []byte) ([]byte, bool) {
+	v, closer, err := t.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return dst, false
+	}
+	if err != nil {
+		panic(fmt.Sprintf("engine: read %x at entry %d: %v", k, t.index, err))
+	}
+	dst = append(dst, v...)
+	_ = closer.Close()
+	return dst, true
+}
+
+func (t *txn) userExists(id uint64) bool {
+	return t.users[id] != nil || t.ix.users[id] != nil
+}
+
+// device reports whether the device exists and belongs to user, and
+// whether it is revoked.
+func (t *txn) device(user, id uint64) (exists, revoked bool) {
+	if d, ok := t.devices[id]; ok {
+		return d.User == user, d.Revoked
+	}
+	d, ok := t.ix.devices[id]
+	return ok && d.user == user, d.revoked
+}
+
+func (t *txn) putDevice(d Device) {
+	t.devices[d.ID] = d
+	t.set(key2(prefixDevice, d.User, d.ID), appendDeviceRecord(t.vbuf[:0], &d))
+}
+
+// conv returns the entry's view of a conversation, nil if there is none.
+func (t *txn) conv(id uint64) *convWork {
+	if w, ok := t.convs[id]; ok {
+		return w
+	}
+	live := t.ix.convs[id]
+	if live == nil {
+		return nil
+	}
+	c := *live
+	w := &convWork{c: &c, live: live}
+	t.convs[id] = w
+	t.touched = append(t.touched, w)
+	return w
+}
+
+func (t *txn) newConv(c *convEntry) *convWork {
+	w := &convWork{c: c, changed: true}
+	t.convs[c.id] = w
+	t.touched = append(t.touched, w)
+	t.set(key1(prefixConv, c.id), appendConvRecord(t.vbuf[:0], c))
+	return w
+}
+
+// putMember writes a membership record and queues its index update.
+func (t *txn) putMember(conv, user uint64, rec memberRecord) {
+	t.set(key2(prefixMember, conv, user), appendMemberRecord(t.vbuf[:0], rec))
+	t.memberships = append(t.memberships, membershipChange{user: user, conv: conv, rec: rec})
+}
+
+// appendEvent gives ev the conversation's next seq, stores it and queues it
+// for publishing to recipients. It returns the seq.
+func (t *txn) appendEvent(w *convWork, ev Event, recipients []uint64) uint64 {
+	c := w.c
+	c.lastSeq++
+	c.lastIndex = t.index
+	w.changed = true
+	if w.firstSeq == 0 {
+		w.firstSeq = c.lastSeq
+		t.set(key2(prefixEntry, c.id, t.index), appendU64s(t.vbuf[:0], c.lastSeq))
+	}
+	ev.Conv, ev.Seq, ev.Index, ev.Ts = c.id, c.lastSeq, t.index, t.ts
+	t.kbuf = appendKey2(t.kbuf[:0], prefixEvent, c.id, c.lastSeq)
+	t.vbuf = appendEvent(t.vbuf[:0], &ev)
+	t.set(t.kbuf, t.vbuf)
+	ev.Recipients = recipients
+	if t.events == nil {
+		t.events = make([]Event, 0, 4)
+	}
+	t.events = append(t.events, ev)
+	return c.lastSeq
+}
+
+// ok is the Result of a command that succeeded in conversation conv (0:
+// none) and appended the event at seq (0: none).
+func (t *txn) ok(conv, seq uint64) *Result {
+	return &Result{Conv: conv, Seq: seq, Index: t.index, Ts: t.ts}
+}
+
+func (t *txn) applyOne(raw []byte) *Result {
+	c := &t.cmd
+	if err := DecodeCommand(raw, c); err != nil {
+		return failure(ErrCodeInvalid, err.Error())
+	}
+	switch c.Op {
+	case OpRegister:
+		return t.register(c)
+	case OpAddDevice:
+		return t.addDevice(c)
+	case OpRevokeDevice:
+		return t.revokeDevice(c)
+	case OpOpenDirect:
+		return t.openDirect(c)
+	case OpCreateGroup:
+		return t.createGroup(c)
+	case OpAddMembers:
+		return t.addMembers(c)
+	case OpRemoveMember:
+		return t.removeMember(c)
+	case OpLeave:
+		return t.leave(c)
+	case OpSetAdmin:
+		return t.setAdmin(c)
+	case OpRename:
+		return t.rename(c)
+	case OpSend:
+		return t.send(c)
+	}
+	return failure(ErrCodeInvalid, "unknown operation "+c.Op.String())
+}
+
+// validUsername: 3 to 32 characters of [a-z0-9_.-] (the caller case-folds).
+func validUsername(s string) bool {
+	if len(s) < MinUsernameLen || len(s) > MaxUsernameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		b := s[i]
+		if !('a' <= b && b <= 'z' || '0' <= b && b <= '9' || b == '_' || b == '.' || b == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// checkText checks a name or body: 1 to max bytes of UTF-8.
+func checkText(what, s string, max int) *Result {
+	switch {
+	case s == "":
+		return failure(ErrCodeInvalid, what+" is empty")
+	case len(s) > max:
+		return failure(ErrCodeTooLarge, fmt.Sprintf("%s is over %d bytes", what, max))
+	case !utf8.ValidString(s):
+		return failure(ErrCodeInvalid, what+" is not valid UTF-8")
+	}
+	return nil
+}
+
+func (t *txn) register(c *Command) *Result {
+	switch {
+	case !validUsername(c.Username):
+		return failure(ErrCodeInvalid, "username must be 3 to 32 characters of a-z 0-9 _ . -")
+	case len(c.PasswordHash) == 0:
+		return failure(ErrCodeInvalid, "password hash is empty")
+	case len(c.PasswordHash) > MaxPasswordHashBytes:
+		return failure(ErrCodeTooLarge, "password hash is too long")
+	case t.lastUser >= maxID:
+		return failure(ErrCodeTooLarge, "user IDs exhausted")
+	}
+	if _, taken := t.names[c.Username]; taken {
+		return failure(ErrCodeUsernameTaken, "username taken")
+	}
+	if _, taken := t.ix.names[c.Username]; taken {
+		return failure(ErrCodeUsernameTaken, "username taken")
+	}
+	t.lastUser++
+	u := User{ID: t.lastUser, Username: c.Username, PasswordHash: c.PasswordHash, CreatedAt: t.ts}
+	t.set(key1(prefixUser, u.ID), appendUserRecord(t.vbuf[:0], &u))
+	t.users[u.ID] = &userEntry{id: u.ID, name: u.Username, convs: make(map[uint64]*membership)}
+	t.names[u.Username] = u.ID
+	r := t.ok(0, 0)
+	r.User = u.ID
+	return r
+}
+
+func (t *txn) addDevice(c *Command) *Result {
+	if !t.userExists(c.User) {
+		return failure(ErrCodeNotFound, "no such user")
+	}
+	if r := checkText("device name", c.DeviceName, MaxDeviceNameBytes); r != nil {
+		return r
+	}
+	if t.lastDevice >= maxID {
+		return failure(ErrCodeTooLarge, "device IDs exhausted")
+	}
+	t.lastDevice++
+	t.putDevice(Device{ID: t.lastDevice, User: c.User, Name: c.DeviceName, CreatedAt: t.ts})
+	r := t.ok(0, 0)
+	r.User, r.Device = c.User, t.lastDevice
+	return r
+}
+
+func (t *txn) revokeDevice(c *Command) *Result {
+	exists, revoked := t.device(c.User, c.Device)
+	if !exists {
+		return failure(ErrCodeNotFound, "no such device")
+	}
+	if !revoked {
+		d, ok := t.devices[c.Device]
+		if !ok { // read the record for the name and creation time it keeps
+			t.kbuf = appendKey2(t.kbuf[:0], prefixDevice, c.User, c.Device)
+			v, found := t.get(t.vbuf[:0], t.kbuf)
+			t.vbuf = v
+			if !found || !decodeDeviceRecord(c.User, c.Device, v, &d) {
+				panic(corrupt("device record", t.kbuf).Error())
+			}
+		}
+		d.Revoked = true
+		t.putDevice(d)
+	}
+	r := t.ok(0, 0)
+	r.User, r.Device = c.User, c.Device
+	return r
+}
+
+func (t *txn) openDirect(c *Command) *Result {
+	switch {
+	case !t.userExists(c.User) || !t.userExists(c.Peer):
+		return failure(ErrCodeNotFound, "no such user")
+	case c.User == c.Peer:
+		return failure(ErrCodeConflict, "a 1:1 conversation needs two users")
+	}
+	pair := [2]uint64{min(c.User, c.Peer), max(c.User, c.Peer)}
+	if id, ok := t.directs[pair]; ok {
+		return t.ok(id, 0)
+	}
+	if id, ok := t.ix.directs[pair]; ok {
+		return t.ok(id, 0)
+	}
+	if t.lastConv >= maxID {
+		return failure(ErrCodeTooLarge, "conversation IDs exhausted")
+	}
+	t.lastConv++
+	w := t.newConv(&convEntry{
+		id: t.lastConv, kind: KindDirect, createdAt: t.ts, peers: pair, members: pair[:],
+	})
+	t.directs[pair] = w.c.id
+	for _, u := range pair {
+		t.putMember(w.c.id, u, memberRecord{active: true})
+	}
+	seq := t.appendEvent(w, Event{Kind: EventCreated, From: c.User, Users: []uint64{c.Peer}}, w.c.members)
+	return t.ok(w.c.id, seq)
+}
+
+// checkUsers validates a list of users to add: its length, and that every
+// user exists. It returns the distinct users, ascending.
+func (t *txn) checkUsers(users []uint64) ([]uint64, *Result) {
+	if len(users) > MaxMembersPerCommand {
+		return nil, failure(ErrCodeTooLarge, fmt.Sprintf("over %d users in one request", MaxMembersPerCommand))
+	}
+	for _, u := range users {
+		if !t.userExists(u) {
+			return nil, failure(ErrCodeNotFound, fmt.Sprintf("no such user %d", u))
+		}
+	}
+	return sortedUnique(users), nil
+}
+
+func (t *txn) createGroup(c *Command) *Result {
+	if !t.userExists(c.User) {
+		return failure(ErrCodeNotFound, "no such user")
+	}
+	if r := checkText("name", c.Name, MaxNameBytes); r != nil {
+		return r
+	}
+	others, r := t.checkUsers(c.Members)
+	if r != nil {
+		return r
+	}
+	if i, found := slices.BinarySearch(others, c.User); found {
+		others = append(others[:i], others[i+1:]...)
+	}
+	if len(others)+1 > t.e.maxGroupMembers {
+		return failure(ErrCodeTooLarge, fmt.Sprintf("a group has at most %d members", t.e.maxGroupMembers))
+	}
+	if t.lastConv >= maxID {
+		return failure(ErrCodeTooLarge, "conversation IDs exhausted")
+	}
+	t.lastConv++
+	w := t.newConv(&convEntry{
+		id: t.lastConv, kind: KindGroup, name: c.Name, createdAt: t.ts,
+		members: merged(others, []uint64{c.User}), admins: []uint64{c.User},
+	})
+	for _, u := range w.c.members {
+		t.putMember(w.c.id, u, memberRecord{active: true, admin: u == c.User})
+	}
+	var users []uint64
+	if len(others) > 0 {
+		users = others
+	}
+	seq := t.appendEvent(w, Event{Kind: EventCreated, From: c.User, Name: c.Name, Users: users}, w.c.members)
+	return t.ok(w.c.id, seq)
+}
+
+// group returns the group conv in which user may act, checking that it
+// exists, is a group, that user is a member and, if admin, an admin.
+func (t *txn) group(conv, user uint64, admin bool) (*convWork, *Result) {
+	w := t.conv(conv)
+	switch {
+	case w == nil:
+		return nil, failure(ErrCodeNotFound, "no such conversation")
+	case w.c.kind != KindGroup:
+		return nil, failure(ErrCodeForbidden, "not a group")
+	case !w.c.isMember(user):
+		return nil, failure(ErrCodeNotMember, "not a member")
+	case admin && !w.c.isAdmin(user):
+		return nil, failure(ErrCodeForbidden, "admins only")
+	}
+	return w, nil
+}
+
+func (t *txn) addMembers(c *Command) *Result {
+	w, r := t.group(c.Conv, c.User, true)
+	if r != nil {
+		return r
+	}
+	if len(c.Members) == 0 {
+		return failure(ErrCodeInvalid, "no users to add")
+	}
+	users, r := t.checkUsers(c.Members)
+	if r != nil {
+		return r
+	}
+	added := users[:0]
+	for _, u := range users {
+		if !w.c.isMember(u) {
+			added = append(added, u)
+		}
+	}
+	if len(added) == 0 {
+		return t.ok(w.c.id, 0) // all are members already: nothing to do
+	}
+	if len(w.c.members)+len(added) > t.e.maxGroupMembers {
+		return failure(ErrCodeTooLarge, fmt.Sprintf("a group has at most %d members", t.e.maxGroupMembers))
+	}
+	w.c.members = merged(w.c.members, added)
+	for _, u := range added {
+		t.putMember(w.c.id, u, memberRecord{active: true})
+	}
+	seq := t.appendEvent(w, Event{Kind: EventMemberAdded, From: c.User, Users: added}, w.c.members)
+	return t.ok(w.c.id, seq)
+}
+
+// dropMember removes user from the conversation by an event of kind
+// (removed or left) and returns the seq of that event. The user receives the
+// event along with the remaining members.
+func (t *txn) dropMember(w *convWork, actor, user uint64, kind EventKind) uint64 {
+	c := w.c
+	c.members = without(c.members, user)
+	if c.isAdmin(user) {
+		c.admins = without(c.admins, user)
+	}
+	recipients := merged(c.members, []uint64{user})
+	seq := t.appendEvent(w, Event{Kind: kind, From: actor, Users: []uint64{user}}, recipients)
+	t.putMember(c.id, user, memberRecord{goneSeq: seq, goneIndex: t.index})
+	return seq
+}
+
+func (t *txn) removeMember(c *Command) *Result {
+	w, r := t.group(c.Conv, c.User, true)
+	switch {
+	case r != nil:
+		return r
+	case c.Member == c.User:
+		return failure(ErrCodeInvalid, "use leave to remove yourself")
+	case !w.c.isMember(c.Member):
+		return failure(ErrCodeNotMember, "the user is not a member")
+	}
+	return t.ok(w.c.id, t.dropMember(w, c.User, c.Member, EventMemberRemoved))
+}
+
+// leave takes the user out of a group. When the last admin leaves, the
+// remaining member with the lowest ID becomes admin (an admin_changed event
+// follows), so a group with members always has an admin.
+func (t *txn) leave(c *Command) *Result {
+	w, r := t.group(c.Conv, c.User, false)
+	if r != nil {
+		return r
+	}
+	seq := t.dropMember(w, c.User, c.User, EventMemberLeft)
+	if cv := w.c; len(cv.admins) == 0 && len(cv.members) > 0 {
+		heir := cv.members[0]
+		cv.admins = []uint64{heir}
+		t.putMember(cv.id, heir, memberRecord{active: true, admin: true})
+		t.appendEvent(w, Event{Kind: EventAdminChanged, From: c.User, Users: []uint64{heir}, Admin: true}, cv.members)
+	}
+	return t.ok(w.c.id, seq)
+}
+
+func (t *txn) setAdmin(c *Command) *Result {
+	w, r := t.group(c.Conv, c.User, true)
+	if r != nil {
+		return r
+	}
+	cv := w.c
+	switch {
+	case !cv.isMember(c.Member):
+		return failure(ErrCodeNotMember, "the user is not a member")
+	case cv.isAdmin(c.Member) == c.Admin:
+		return t.ok(cv.id, 0) // already so
+	case !c.Admin && len(cv.admins) == 1:
+		return failure(ErrCodeConflict, "a group needs an admin")
+	}
+	if c.Admin {
+		cv.admins = merged(cv.admins, []uint64{c.Member})
+	} else {
+		cv.admins = without(cv.admins, c.Member)
+	}
+	t.putMember(cv.id, c.Member, memberRecord{active: true, admin: c.Admin})
+	seq := t.appendEvent(w, Event{Kind: EventAdminChanged, From: c.User, Users: []uint64{c.Member}, Admin: c.Admin}, cv.members)
+	return t.ok(cv.id, seq)
+}
+
+func (t *txn) rename(c *Command) *Result {
+	w, r := t.group(c.Conv, c.User, false)
+	if r != nil {
+		return r
+	}
+	if r := checkText("name", c.Name, MaxNameBytes); r != nil {
+		return r
+	}
+	cv := w.c
+	if cv.name == c.Name {
+		return t.ok(cv.id, 0)
+	}
+	cv.name = c.Name
+	t.set(key1(prefixConv, cv.id), appendConvRecord(t.vbuf[:0], cv))
+	seq := t.appendEvent(w, Event{Kind: EventRenamed, From: c.User, Name: c.Name}, cv.members)
+	return t.ok(cv.id, seq)
+}
+
+func (t *txn) send(c *Command) *Result {
+	if c.ClientMsgID == "" {
+		return failure(ErrCodeInvalid, "client_msg_id is empty")
+	}
+	if len(c.ClientMsgID) > MaxClientMsgIDBytes {
+		return failure(ErrCodeTooLarge, "client_msg_id is too long")
+	}
+	// A retry returns the original outcome, whatever changed since (the
+	// sender may have left the conversation in between).
+	sk := sendKey{c.User, c.Device, c.ClientMsgID}
+	orig, dup := t.sends[sk]
+	if !dup {
+		t.kbuf = appendDedupKey(t.kbuf[:0], c.User, c.Device, c.ClientMsgID)
+		var v []byte
+		v, dup = t.get(t.vbuf[:0], t.kbuf)
+		t.vbuf = v
+		if dup {
+			var ok bool
+			if orig, ok = decodeSendRecord(v); !ok {
+				panic(corrupt("send record", t.kbuf).Error())
+			}
+		}
+	}
+	if dup {
+		if orig.conv != c.Conv {
+			return failure(ErrCodeConflict, "client_msg_id already used in another conversation")
+		}
+		return &Result{Conv: orig.conv, Seq: orig.seq, Ts: orig.ts, Index: orig.index, Duplicate: true}
+	}
+
+	if r := checkText("body", c.Body, MaxBodyBytes); r != nil {
+		return r
+	}
+	switch exists, revoked := t.device(c.User, c.Device); {
+	case !exists:
+		return failure(ErrCodeNotFound, "no such device")
+	case revoked:
+		return failure(ErrCodeForbidden, "device revoked")
+	}
+	w := t.conv(c.Conv)
+	switch {
+	case w == nil:
+		return failure(ErrCodeNotFound, "no such conversation")
+	case !w.c.isMember(c.User):
+		return failure(ErrCodeNotMember, "not a member")
+	case c.ReplyTo > w.c.lastSeq:
+		return failure(ErrCodeNotFound, "reply_to names no event of this conversation")
+	}
+	seq := t.appendEvent(w, Event{
+		Kind: EventMessage, From: c.User, Device: c.Device,
+		ClientMsgID: c.ClientMsgID, Body: c.Body, ReplyTo: c.ReplyTo,
+	}, w.c.members)
+	rec := sendRecord{conv: w.c.id, seq: seq, ts: t.ts, index: t.index}
+	t.sends[sk] = rec
+	t.kbuf = appendDedupKey(t.kbuf[:0], c.User, c.Device, c.ClientMsgID)
+	t.set(t.kbuf, appendSendRecord(t.vbuf[:0], rec))
+	return t.ok(w.c.id, seq)
+}

@@ -1,0 +1,336 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Op names the operation of a Command.
+type Op uint8
+
+const (
+	opInvalid Op = iota
+
+	OpRegister     // Username, PasswordHash -> Result.User
+	OpAddDevice    // User, DeviceName -> Result.Device
+	OpRevokeDevice // User, Device -> Result.Device
+	OpOpenDirect   // User, Peer -> Result.Conv
+	OpCreateGroup  // User, Name, Members -> Result.Conv
+	OpAddMembers   // User, Conv, Members (admins only)
+	OpRemoveMember // User, Conv, Member (admins only)
+	OpLeave        // User, Conv
+	OpSetAdmin     // User, Conv, Member, Admin (admins only)
+	OpRename       // User, Conv, Name
+	OpSend         // User, Device, Conv, ClientMsgID, Body, ReplyTo -> Result.Seq
+
+	opCount
+)
+
+var opNames = [opCount]string{
+	opInvalid: "invalid", OpRegister: "register", OpAddDevice: "add_device", OpRevokeDevice: "revoke_device",
+	OpOpenDirect: "open_direct", OpCreateGroup: "create_group", OpAddMembers: "add_members",
+	OpRemoveMember: "remove_member", OpLeave: "leave", OpSetAdmin: "set_admin", OpRename: "rename",
+	OpSend: "send",
+}
+
+func (o Op) String() string {
+	if o < opCount {
+		return opNames[o]
+	}
+	return fmt.Sprintf("op(%d)", uint8(o))
+}
+
+// Command is one state change proposed through Raft. The node fills in the
+// acting User (and Device) from the authenticated session; every other field
+// comes from the client and is validated by Apply. Only the fields listed for
+// an Op are read.
+type Command struct {
+	Op           Op
+	User         uint64
+	Device       uint64
+	Conv         uint64
+	Peer         uint64
+	Member       uint64
+	Members      []uint64
+	Admin        bool
+	Username     string
+	PasswordHash []byte // hashed by the caller; opaque here
+	DeviceName   string
+	Name         string
+	ClientMsgID  string
+	Body         string
+	ReplyTo      uint64
+}
+
+// commandVersion is the first byte of every encoded command. A replica that
+// meets a version it does not know answers ErrCodeInvalid for that command,
+// the same on every replica, instead of guessing at its meaning.
+const commandVersion byte = 1
+
+// Keys of the msgpack map of a command. Short, since a command is encoded
+// into every Raft entry and sent to every replica.
+const (
+	keyOp           = "op"
+	keyUser         = "u"
+	keyDevice       = "d"
+	keyConv         = "c"
+	keyPeer         = "p"
+	keyMember       = "m"
+	keyMembers      = "ms"
+	keyAdmin        = "a"
+	keyUsername     = "un"
+	keyPasswordHash = "ph"
+	keyDeviceName   = "dn"
+	keyName         = "n"
+	keyClientMsgID  = "cm"
+	keyBody         = "b"
+	keyReplyTo      = "r"
+)
+
+// ErrBadCommand is returned (wrapped) by DecodeCommand for malformed input.
+var ErrBadCommand = errors.New("engine: bad command")
+
+// EncodeCommand encodes c for a Raft entry: a version byte, then a msgpack
+// map holding the fields that are not zero.
+//
+// The codec is written out by hand rather than left to msgpack's reflection:
+// it is on the Apply path of every message, and the generic slice decoder
+// preallocates whatever length the input claims.
+func EncodeCommand(c *Command) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(48 + len(c.Username) + len(c.PasswordHash) + len(c.DeviceName) + len(c.Name) +
+		len(c.ClientMsgID) + len(c.Body) + 9*len(c.Members))
+	buf.WriteByte(commandVersion)
+	enc := msgpack.GetEncoder()
+	defer msgpack.PutEncoder(enc)
+	enc.Reset(&buf)
+	if err := encodeCommand(enc, c); err != nil {
+		return nil, fmt.Errorf("engine: encode command: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+func encodeCommand(enc *msgpack.Encoder, c *Command) error {
+	n := 1
+	count := func(nonZero bool) {
+		if nonZero {
+			n++
+		}
+	}
+	count(c.User != 0)
+	count(c.Device != 0)
+	count(c.Conv != 0)
+	count(c.Peer != 0)
+	count(c.Member != 0)
+	count(len(c.Members) != 0)
+	count(c.Admin)
+	count(c.Username != "")
+	count(len(c.PasswordHash) != 0)
+	count(c.DeviceName != "")
+	count(c.Name != "")
+	count(c.ClientMsgID != "")
+	count(c.Body != "")
+	count(c.ReplyTo != 0)
+
+	var err error
+	put := func(key string, f func() error) {
+		if err == nil {
+			if err = enc.EncodeString(key); err == nil {
+				err = f()
+			}
+		}
+	}
+	putUint := func(key string, v uint64) {
+		if v != 0 {
+			put(key, func() error { return enc.EncodeUint(v) })
+		}
+	}
+	putStr := func(key, v string) {
+		if v != "" {
+			put(key, func() error { return enc.EncodeString(v) })
+		}
+	}
+	if err := enc.EncodeMapLen(n); err != nil {
+		return err
+	}
+	put(keyOp, func() error { return enc.EncodeUint(uint64(c.Op)) })
+	putUint(keyUser, c.User)
+	putUint(keyDevice, c.Device)
+	putUint(keyConv, c.Conv)
+	putUint(keyPeer, c.Peer)
+	putUint(keyMember, c.Member)
+	if len(c.Members) != 0 {
+		put(keyMembers, func() error {
+			if err := enc.EncodeArrayLen(len(c.Members)); err != nil {
+				return err
+			}
+			for _, m := range c.Members {
+				if err := enc.EncodeUint(m); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	if c.Admin {
+		put(keyAdmin, func() error { return enc.EncodeBool(true) })
+	}
+	putStr(keyUsername, c.Username)
+	if len(c.PasswordHash) != 0 {
+		put(keyPasswordHash, func() error { return enc.EncodeBytes(c.PasswordHash) })
+	}
+	putStr(keyDeviceName, c.DeviceName)
+	putStr(keyName, c.Name)
+	putStr(keyClientMsgID, c.ClientMsgID)
+	putStr(keyBody, c.Body)
+	putUint(keyReplyTo, c.ReplyTo)
+	return err
+}
+
+// DecodeCommand decodes what EncodeCommand produced into c. Nothing in c
+// aliases b. Unknown keys are skipped (a newer proposer may add fields);
+// empty lists and byte strings decode as nil.
+func DecodeCommand(b []byte, c *Command) error {
+	if len(b) == 0 {
+		return fmt.Errorf("%w: empty", ErrBadCommand)
+	}
+	if b[0] != commandVersion {
+		return fmt.Errorf("%w: unknown version %d", ErrBadCommand, b[0])
+	}
+	r := bytes.NewReader(b[1:])
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	dec.Reset(r)
+	*c = Command{}
+	if err := decodeCommand(dec, r, c); err != nil {
+		return fmt.Errorf("%w: %v", ErrBadCommand, err)
+	}
+	if r.Len() != 0 {
+		return fmt.Errorf("%w: %d trailing bytes", ErrBadCommand, r.Len())
+	}
+	return nil
+}
+
+// decodeCommand reads the map. r is the decoder's input: its remaining
+// length bounds the size of a list before anything is allocated for it.
+func decodeCommand(dec *msgpack.Decoder, r *bytes.Reader, c *Command) error {
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		return err
+	}
+	if n < 0 {
+		return errors.New("nil map")
+	}
+	for range n {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return err
+		}
+		switch key {
+		case keyOp:
+			var op uint64
+			// Not DecodeUint8: it truncates, and 257 must not read as 1.
+			if op, err = dec.DecodeUint64(); err == nil && op > math.MaxUint8 {
+				err = fmt.Errorf("op %d out of range", op)
+			}
+			c.Op = Op(op)
+		case keyUser:
+			c.User, err = dec.DecodeUint64()
+		case keyDevice:
+			c.Device, err = dec.DecodeUint64()
+		case keyConv:
+			c.Conv, err = dec.DecodeUint64()
+		case keyPeer:
+			c.Peer, err = dec.DecodeUint64()
+		case keyMember:
+			c.Member, err = dec.DecodeUint64()
+		case keyMembers:
+			c.Members, err = decodeUint64s(dec, r)
+		case keyAdmin:
+			c.Admin, err = dec.DecodeBool()
+		case keyUsername:
+			c.Username, err = dec.DecodeString()
+		case keyPasswordHash:
+			c.PasswordHash, err = dec.DecodeBytes()
+			if len(c.PasswordHash) == 0 {
+				c.PasswordHash = nil
+			}
+		case keyDeviceName:
+			c.DeviceName, err = dec.DecodeString()
+		case keyName:
+			c.Name, err = dec.DecodeString()
+		case keyClientMsgID:
+			c.ClientMsgID, err = dec.DecodeString()
+		case keyBody:
+			c.Body, err = dec.DecodeString()
+		case keyReplyTo:
+			c.ReplyTo, err = dec.DecodeUint64()
+		default:
+			err = dec.Skip()
+		}
+		if err != nil {
+			return fmt.Errorf("field %q: %w", key, err)
+		}
+	}
+	return nil
+}
+
+func decodeUint64s(dec *msgpack.Decoder, r *bytes.Reader) ([]uint64, error) {
+	n, err := dec.DecodeArrayLen()
+	if err != nil || n <= 0 {
+		return nil, err
+	}
+	if n > r.Len() { // every element takes at least one byte
+		return nil, fmt.Errorf("list of %d elements in %d bytes", n, r.Len())
+	}
+	out := make([]uint64, n)
+	for i := range out {
+		if out[i], err = dec.DecodeUint64(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// ErrCode is a stable error code in a Result or a query answer. The values
+// are the protocol's codes (package wire), so the node passes them through.
+type ErrCode string
+
+const (
+	ErrCodeNone          ErrCode = ""
+	ErrCodeInvalid       ErrCode = "invalid"        // a field is missing or malformed
+	ErrCodeTooLarge      ErrCode = "too_large"      // a body, name or list over its limit
+	ErrCodeForbidden     ErrCode = "forbidden"      // not allowed (not an admin, not a group, revoked device)
+	ErrCodeNotMember     ErrCode = "not_member"     // the user is not a member of the conversation
+	ErrCodeNotFound      ErrCode = "not_found"      // no such user, device, conversation or message
+	ErrCodeConflict      ErrCode = "conflict"       // contradicts current state (1:1 with yourself, cmid reused for another conversation)
+	ErrCodeUsernameTaken ErrCode = "username_taken" // registration with a name in use
+	ErrCodeInternal      ErrCode = "internal"       // a query could not read local state
+)
+
+// Result is what Apply returns for one command, as a value: a command that
+// fails changes nothing, and its error travels back to the proposer here.
+type Result struct {
+	Err     ErrCode
+	Message string // human-readable detail for Err
+
+	User   uint64 // OpRegister
+	Device uint64 // OpAddDevice, OpRevokeDevice
+	Conv   uint64 // conversation operations and OpSend
+
+	// The event the command appended (OpSend: the message; membership
+	// operations: their system event; zero when nothing was appended).
+	Seq   uint64
+	Ts    int64
+	Index uint64
+
+	// Duplicate is set when an OpSend repeated a (user, device,
+	// client_msg_id) already applied: Seq, Ts and Index are the original's.
+	Duplicate bool
+}
+
+func failure(code ErrCode, msg string) *Result { return &Result{Err: code, Message: msg} }

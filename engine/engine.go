@@ -1,0 +1,219 @@
+// Package engine is Parley's chat domain: the commands that change state, the
+// deterministic state machine that applies them (Apply), the state itself in
+// Pebble, the in-memory indexes derived from it, the queries served from it
+// (history, sync) and snapshots of it.
+//
+// The engine knows nothing of networking or Raft. Raft (package raftlog)
+// hands it committed entries, in log order, through Apply; every replica
+// applies the same entries to the same state and so reaches the same state.
+//
+// # Rules of the domain
+//
+// Where the design leaves a choice, the engine makes this one:
+//
+//   - Every event of a conversation (messages and membership changes) takes
+//     its next seq. A group's creator is its first admin. Admins add,
+//     remove and set admins; any member renames or leaves. Adding users who
+//     are members already, renaming to the same name or setting an admin
+//     flag that is already so succeeds without an event. Removing yourself
+//     is invalid (leave instead). The last admin cannot step down
+//     (conflict); when the last admin leaves, the remaining member with the
+//     lowest user ID becomes admin (an admin_changed event follows the
+//     member_left). 1:1 conversations have no membership operations
+//     (forbidden); an emptied group remains, without members.
+//   - Members read a conversation's whole history, from before they joined
+//     too. A former member reads it up to the event that removed them, so
+//     that a sync page's More can be paged; others get not_member.
+//   - A send is deduplicated by (user, device, client_msg_id) for good: the
+//     record is small and a retry may come after any outage. A retry gets
+//     the original result even if the sender has since left; the same
+//     client_msg_id in another conversation is a conflict.
+//   - A device must belong to the sender and not be revoked.
+//
+// # Durability
+//
+// Apply commits each entry's batch without fsync (pebble.NoSync). That is
+// safe because the Raft log, not this database, is the durable record: an
+// entry reaches Apply only once it is fsynced in a majority of Raft logs.
+// Every batch carries the applied index with the state it produced, so after
+// a crash the database holds the state as of some whole entry (Pebble's WAL
+// recovers a prefix of the batches) and Raft replays the entries after it;
+// entries at or below the applied index are skipped, so none is applied
+// twice. The log entries Raft needs for that replay are never compacted
+// away: Raft compacts only up to a snapshot, and Snapshot syncs this
+// database's WAL before taking its checkpoint, so everything up to a
+// snapshot's index is durable here too.
+//
+// # Goroutines and locks
+//
+// Apply, Snapshot, Restore, SetPublisher and Close hold applyMu: Raft calls
+// them from its one FSM goroutine, and the mutex makes that an invariant
+// rather than an assumption. Queries run on any goroutine, concurrently with
+// Apply and with each other:
+//
+//   - applyMu serializes the writers named above. Its holder owns the Apply
+//     scratch (txn) and the publisher, and is the only writer of the index.
+//   - stateMu guards the db and idx pointers. Restore and Close replace them
+//     holding stateMu for writing (and applyMu); queries hold it for reading
+//     while they use them, Pebble reads included, so no query ever reads a
+//     closed database. Only Restore and Close wait on queries.
+//   - index.mu guards the index contents (see index).
+//   - applied is atomic: AppliedIndex is read on hot paths.
+//
+// Lock order: applyMu, then stateMu, then index.mu.
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+)
+
+// Engine is the chat state machine on a Pebble database.
+type Engine struct {
+	dir   string
+	cache *pebble.Cache
+
+	applyMu         sync.Mutex
+	txn             txn       // Apply's scratch; guarded by applyMu
+	pub             Publisher // guarded by applyMu
+	maxGroupMembers int       // MaxGroupMembers; lowered by tests
+
+	stateMu sync.RWMutex
+	db      *pebble.DB // nil once closed
+	idx     *index
+
+	applied atomic.Uint64
+}
+
+// Directories next to the data directory, named after it.
+const (
+	restoreSuffix  = ".restore" // a snapshot being unpacked by Restore
+	oldSuffix      = ".old"     // the state Restore replaced, until removed
+	snapshotSuffix = ".snap-"   // checkpoints of live Snapshots (+ random)
+)
+
+// Open opens (creating it if needed) the state database in dir and builds
+// the indexes from it. cache may be nil or shared with other databases (the
+// Raft log's); Open takes its own reference.
+func Open(dir string, cache *pebble.Cache) (*Engine, error) {
+	dir = filepath.Clean(dir)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, fmt.Errorf("engine: %w", err)
+	}
+	if err := cleanDirs(dir); err != nil {
+		return nil, err
+	}
+	db, err := openDB(dir, cache, true)
+	if err != nil {
+		return nil, err
+	}
+	ix, applied, err := loadIndex(db)
+	if err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("engine: load %s: %w", dir, err)
+	}
+	e := &Engine{dir: dir, cache: cache, db: db, idx: ix, maxGroupMembers: MaxGroupMembers}
+	e.applied.Store(applied)
+	return e, nil
+}
+
+// openDB opens the database in dir and checks its format. Unless create is
+// set, the database must exist.
+func openDB(dir string, cache *pebble.Cache, create bool) (*pebble.DB, error) {
+	opts := &pebble.Options{
+		ErrorIfNotExists:   !create,
+		Cache:              cache,
+		FormatMajorVersion: pebble.FormatNewest,
+		// Messages arrive in bursts of small batches; a large memtable
+		// absorbs them and lets compaction work on bigger runs.
+		MemTableSize: 64 << 20,
+		Logger:       pebbleLogger{},
+	}
+	// Apply makes point lookups that usually miss (dedup keys, devices):
+	// bloom filters answer most of them without reading a block.
+	opts.Levels[0].FilterPolicy = bloom.FilterPolicy(10)
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("engine: open %s: %w", dir, err)
+	}
+	if err := checkFormat(db); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+// cleanDirs finishes or undoes what a crash interrupted: a Restore stopped
+// between its two renames leaves no data directory but the old one (the
+// state before the restore, which Raft then restores over again), and
+// unpacked snapshots or checkpoints left behind are garbage.
+func cleanDirs(dir string) error {
+	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+		if _, err := os.Stat(dir + oldSuffix); err == nil {
+			if err := os.Rename(dir+oldSuffix, dir); err != nil {
+				return fmt.Errorf("engine: recover interrupted restore: %w", err)
+			}
+		}
+	}
+	leftovers, _ := filepath.Glob(dir + snapshotSuffix + "*")
+	leftovers = append(leftovers, dir+restoreSuffix, dir+oldSuffix)
+	for _, p := range leftovers {
+		if err := os.RemoveAll(p); err != nil {
+			return fmt.Errorf("engine: %w", err)
+		}
+	}
+	return nil
+}
+
+// SetPublisher sets the receiver of applied events (nil: none).
+func (e *Engine) SetPublisher(p Publisher) {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	e.pub = p
+}
+
+// AppliedIndex is the index of the last entry whose effects are committed to
+// the database and visible to queries.
+func (e *Engine) AppliedIndex() uint64 { return e.applied.Load() }
+
+// Close syncs and closes the database. Queries after Close find nothing;
+// Apply after Close panics. Later calls return nil.
+func (e *Engine) Close() error {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	e.stateMu.Lock()
+	defer e.stateMu.Unlock()
+	if e.db == nil {
+		return nil
+	}
+	// Sync what NoSync batches left in the WAL, so that a clean restart has
+	// nothing to replay.
+	err := e.db.LogData(nil, pebble.Sync)
+	err = errors.Join(err, e.db.Close())
+	e.db = nil
+	if err != nil {
+		return fmt.Errorf("engine: close: %w", err)
+	}
+	return nil
+}
+
+// pebbleLogger drops Pebble's informational chatter and reports its errors.
+type pebbleLogger struct{}
+
+func (pebbleLogger) Infof(string, ...any) {}
+
+func (pebbleLogger) Errorf(format string, args ...any) {
+	slog.Error("engine: pebble: " + fmt.Sprintf(format, args...))
+}
+
+func (pebbleLogger) Fatalf(format string, args ...any) {
+	panic("engine: pebble: " + fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,76 @@
+package engine
+
+import "encoding/binary"
+
+// Key layout of the state database. Every key is a one-byte prefix followed
+// by fixed-width big-endian integers (so keys sort numerically and a range is
+// bounded by the next integer), except the client_msg_id at the end of a
+// dedup key. Values are described in records.go.
+//
+//	'm' + name byte                      -> meta: 'v' storage format, 'a' applied index,
+//	                                        'u' / 'd' / 'c' last user / device / conversation ID
+//	'u' + user                           -> user record
+//	'd' + user + device                  -> device record
+//	'c' + conv                           -> conversation record (kind, name, created, peers)
+//	'l' + conv                           -> last seq, last index of the conversation
+//	'p' + conv + user                    -> membership (member, admin, or gone at seq/index)
+//	'e' + conv + seq                     -> event: stored once, whatever the number of members
+//	'x' + conv + log index               -> first seq the entry at that index appended to conv
+//	'k' + user + device + client_msg_id  -> conv, seq, ts, index of the original send
+//
+// Everything in an entry, including the applied index, is written in one
+// batch, so the database always holds the state as of some whole entry.
+const (
+	prefixMeta   byte = 'm'
+	prefixUser   byte = 'u'
+	prefixDevice byte = 'd'
+	prefixConv   byte = 'c'
+	prefixLast   byte = 'l'
+	prefixMember byte = 'p'
+	prefixEvent  byte = 'e'
+	prefixEntry  byte = 'x'
+	prefixDedup  byte = 'k'
+
+	metaFormat     byte = 'v'
+	metaApplied    byte = 'a'
+	metaLastUser   byte = 'u'
+	metaLastDevice byte = 'd'
+	metaLastConv   byte = 'c'
+
+	// storageFormat is the version of this layout and of the records.
+	storageFormat byte = 1
+)
+
+func metaKey(name byte) []byte { return []byte{prefixMeta, name} }
+
+// key1 is prefix + a; key2 is prefix + a + b.
+func key1(prefix byte, a uint64) []byte {
+	return binary.BigEndian.AppendUint64(append(make([]byte, 0, 9), prefix), a)
+}
+
+func key2(prefix byte, a, b uint64) []byte {
+	return appendKey2(make([]byte, 0, 17), prefix, a, b)
+}
+
+func appendKey2(dst []byte, prefix byte, a, b uint64) []byte {
+	dst = append(dst, prefix)
+	dst = binary.BigEndian.AppendUint64(dst, a)
+	return binary.BigEndian.AppendUint64(dst, b)
+}
+
+func appendDedupKey(dst []byte, user, device uint64, cmid string) []byte {
+	return append(appendKey2(dst, prefixDedup, user, device), cmid...)
+}
+
+// prefixBounds are the bounds of every key starting with prefix.
+func prefixBounds(prefix byte) (lower, upper []byte) {
+	return []byte{prefix}, []byte{prefix + 1}
+}
+
+// bounds1 are the bounds of every key starting with prefix + a.
+func bounds1(prefix byte, a uint64) (lower, upper []byte) {
+	return key1(prefix, a), key1(prefix, a+1)
+}
+
+// u64At reads the big-endian integer at byte offset off of a key or value.
+func u64At(b []byte, off int) uint64 { return binary.BigEndian.Uint64(b[off:]) }

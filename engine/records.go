@@ -1,0 +1,300 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Values of the state database (keys in keys.go). Fixed-width fields are
+// big-endian. Records are encoded by hand: they are small, fixed, and written
+// on the Apply path; the storage format byte (meta 'v') versions all of them.
+//
+//	user    createdAt(8) nameLen(1) name passwordHash
+//	device  flags(1: revoked) createdAt(8) name
+//	conv    kind(1) createdAt(8) peerLow(8) peerHigh(8) name   (peers: direct only)
+//	last    seq(8) index(8)
+//	member  flags(1: active, admin) goneSeq(8) goneIndex(8)  (gone*: the seq and index of the
+//	        event that removed an inactive member; kept so sync shows it that event once)
+//	dedup   conv(8) seq(8) ts(8) index(8)
+//	entry   seq(8)
+//	event   see appendEvent
+
+var errCorrupt = errors.New("engine: corrupt record")
+
+func corrupt(what string, k []byte) error { return fmt.Errorf("%w: %s at key %x", errCorrupt, what, k) }
+
+func appendUserRecord(dst []byte, u *User) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, uint64(u.CreatedAt))
+	dst = append(dst, byte(len(u.Username)))
+	dst = append(dst, u.Username...)
+	return append(dst, u.PasswordHash...)
+}
+
+func decodeUserRecord(id uint64, v []byte, u *User) bool {
+	if len(v) < 9 || len(v) < 9+int(v[8]) {
+		return false
+	}
+	n := int(v[8])
+	*u = User{
+		ID:           id,
+		CreatedAt:    int64(u64At(v, 0)),
+		Username:     string(v[9 : 9+n]),
+		PasswordHash: append([]byte(nil), v[9+n:]...),
+	}
+	return true
+}
+
+const deviceRevoked byte = 1
+
+func appendDeviceRecord(dst []byte, d *Device) []byte {
+	var flags byte
+	if d.Revoked {
+		flags |= deviceRevoked
+	}
+	dst = append(dst, flags)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(d.CreatedAt))
+	return append(dst, d.Name...)
+}
+
+func decodeDeviceRecord(user, id uint64, v []byte, d *Device) bool {
+	if len(v) < 9 {
+		return false
+	}
+	*d = Device{
+		ID: id, User: user, Revoked: v[0]&deviceRevoked != 0,
+		CreatedAt: int64(u64At(v, 1)), Name: string(v[9:]),
+	}
+	return true
+}
+
+const (
+	convKindDirect byte = 1
+	convKindGroup  byte = 2
+)
+
+func appendConvRecord(dst []byte, c *convEntry) []byte {
+	kind := convKindGroup
+	if c.kind == KindDirect {
+		kind = convKindDirect
+	}
+	dst = append(dst, kind)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(c.createdAt))
+	dst = binary.BigEndian.AppendUint64(dst, c.peers[0])
+	dst = binary.BigEndian.AppendUint64(dst, c.peers[1])
+	return append(dst, c.name...)
+}
+
+func decodeConvRecord(id uint64, v []byte, c *convEntry) bool {
+	if len(v) < 25 {
+		return false
+	}
+	switch v[0] {
+	case convKindDirect:
+		c.kind = KindDirect
+	case convKindGroup:
+		c.kind = KindGroup
+	default:
+		return false
+	}
+	c.id = id
+	c.createdAt = int64(u64At(v, 1))
+	c.peers = [2]uint64{u64At(v, 9), u64At(v, 17)}
+	c.name = string(v[25:])
+	return true
+}
+
+func appendU64s(dst []byte, vs ...uint64) []byte {
+	for _, v := range vs {
+		dst = binary.BigEndian.AppendUint64(dst, v)
+	}
+	return dst
+}
+
+const (
+	memberActive byte = 1
+	memberAdmin  byte = 2
+)
+
+// memberRecord is the value of a 'p' key.
+type memberRecord struct {
+	active, admin      bool
+	goneSeq, goneIndex uint64
+}
+
+func appendMemberRecord(dst []byte, m memberRecord) []byte {
+	var flags byte
+	if m.active {
+		flags |= memberActive
+	}
+	if m.admin {
+		flags |= memberAdmin
+	}
+	return appendU64s(append(dst, flags), m.goneSeq, m.goneIndex)
+}
+
+func decodeMemberRecord(v []byte) (memberRecord, bool) {
+	if len(v) != 17 {
+		return memberRecord{}, false
+	}
+	return memberRecord{
+		active: v[0]&memberActive != 0, admin: v[0]&memberAdmin != 0,
+		goneSeq: u64At(v, 1), goneIndex: u64At(v, 9),
+	}, true
+}
+
+// sendRecord is the value of a dedup key: the outcome of the original send.
+type sendRecord struct {
+	conv, seq uint64
+	ts        int64
+	index     uint64
+}
+
+func appendSendRecord(dst []byte, s sendRecord) []byte {
+	return appendU64s(dst, s.conv, s.seq, uint64(s.ts), s.index)
+}
+
+func decodeSendRecord(v []byte) (sendRecord, bool) {
+	if len(v) != 32 {
+		return sendRecord{}, false
+	}
+	return sendRecord{conv: u64At(v, 0), seq: u64At(v, 8), ts: int64(u64At(v, 16)), index: u64At(v, 24)}, true
+}
+
+// Event kinds as stored.
+var (
+	eventKinds     = [...]EventKind{1: EventMessage, EventCreated, EventMemberAdded, EventMemberRemoved, EventMemberLeft, EventAdminChanged, EventRenamed}
+	eventKindCodes = func() map[EventKind]byte {
+		m := make(map[EventKind]byte, len(eventKinds))
+		for i, k := range eventKinds {
+			if k != "" {
+				m[k] = byte(i)
+			}
+		}
+		return m
+	}()
+)
+
+const eventFormat byte = 1
+
+// appendEvent encodes e (without Conv and Seq, which are in the key, and
+// without Recipients, which are derived):
+//
+//	format(1) kind(1) index(uvarint) ts(varint) from(uvarint) device(uvarint)
+//	replyTo(uvarint) admin(1) cmid(uvarint len + bytes) body(len + bytes)
+//	name(len + bytes) users(uvarint count + uvarint each)
+func appendEvent(dst []byte, e *Event) []byte {
+	code, ok := eventKindCodes[e.Kind]
+	if !ok {
+		panic(fmt.Sprintf("engine: event kind %q has no code", e.Kind))
+	}
+	dst = append(dst, eventFormat, code)
+	dst = binary.AppendUvarint(dst, e.Index)
+	dst = binary.AppendVarint(dst, e.Ts)
+	dst = binary.AppendUvarint(dst, e.From)
+	dst = binary.AppendUvarint(dst, e.Device)
+	dst = binary.AppendUvarint(dst, e.ReplyTo)
+	var admin byte
+	if e.Admin {
+		admin = 1
+	}
+	dst = append(dst, admin)
+	dst = appendString(dst, e.ClientMsgID)
+	dst = appendString(dst, e.Body)
+	dst = appendString(dst, e.Name)
+	dst = binary.AppendUvarint(dst, uint64(len(e.Users)))
+	for _, u := range e.Users {
+		dst = binary.AppendUvarint(dst, u)
+	}
+	return dst
+}
+
+func appendString(dst []byte, s string) []byte {
+	return append(binary.AppendUvarint(dst, uint64(len(s))), s...)
+}
+
+// decodeEvent decodes what appendEvent wrote. Strings are copied out of b.
+func decodeEvent(conv, seq uint64, b []byte, e *Event) error {
+	d := eventDecoder{b: b}
+	if d.byte() != eventFormat {
+		return errors.New("unknown event format")
+	}
+	code := d.byte()
+	if int(code) >= len(eventKinds) || eventKinds[code] == "" {
+		return fmt.Errorf("unknown event kind %d", code)
+	}
+	*e = Event{Conv: conv, Seq: seq, Kind: eventKinds[code]}
+	e.Index = d.uvarint()
+	e.Ts = d.varint()
+	e.From = d.uvarint()
+	e.Device = d.uvarint()
+	e.ReplyTo = d.uvarint()
+	e.Admin = d.byte() == 1
+	e.ClientMsgID = d.string()
+	e.Body = d.string()
+	e.Name = d.string()
+	if n := d.uvarint(); n > 0 {
+		if n > uint64(len(d.b)) { // each user takes at least one byte
+			return errors.New("user count exceeds the record")
+		}
+		e.Users = make([]uint64, n)
+		for i := range e.Users {
+			e.Users[i] = d.uvarint()
+		}
+	}
+	if d.bad {
+		return errors.New("truncated event")
+	}
+	if len(d.b) != 0 {
+		return errors.New("trailing bytes after event")
+	}
+	return nil
+}
+
+// eventDecoder reads fields off b; after the first short read it returns
+// zeros and sets bad.
+type eventDecoder struct {
+	b   []byte
+	bad bool
+}
+
+func (d *eventDecoder) byte() byte {
+	if len(d.b) < 1 {
+		d.bad = true
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *eventDecoder) uvarint() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.bad, d.b = true, nil
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *eventDecoder) varint() int64 {
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.bad, d.b = true, nil
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *eventDecoder) string() string {
+	n := d.uvarint()
+	if n > uint64(len(d.b)) {
+		d.bad, d.b = true, nil
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}

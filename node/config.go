@@ -1,0 +1,164 @@
+package node
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"time"
+)
+
+// Config is everything a node needs. Zero fields take the defaults of
+// DefaultConfig through withDefaults; flags live in cmd/ only.
+type Config struct {
+	NodeID   string // unique in the cluster
+	DataDir  string // state DB, Raft log, snapshots, the JWT key
+	HTTPAddr string // accounts API, /healthz, /metrics
+	WSAddr   string // WebSocket event loop
+	WSPath   string
+	RaftAddr string // Raft transport (TCP)
+
+	// Bootstrap makes an empty node found a one-voter cluster.
+	Bootstrap bool
+
+	// JWTKey signs device tokens; when empty the node keeps a random key in
+	// DataDir/jwt.key, created on first start.
+	JWTKey   []byte
+	TokenTTL time.Duration
+
+	Argon2          Argon2Params
+	HashConcurrency int // argon2id computations at once
+
+	CacheBytes int64 // Pebble block cache shared by the state and log DBs
+
+	// Per connection: request rate (token bucket), requests awaiting a reply,
+	// and bytes queued for the socket before the connection is dropped as a
+	// slow consumer.
+	RatePerSecond      float64
+	RateBurst          int
+	MaxInflightPerConn int
+	SendQueueBytes     int
+	PingInterval       time.Duration
+	IdleTimeout        time.Duration
+
+	// QueryWorkers serve reads (history, sync) off the event loop.
+	QueryWorkers int
+	QueryQueue   int
+
+	Logger *slog.Logger
+}
+
+// DefaultConfig is one node on loopback with data in ./data.
+func DefaultConfig() Config {
+	return Config{
+		NodeID:             "node1",
+		DataDir:            "./data",
+		HTTPAddr:           "127.0.0.1:7070",
+		WSAddr:             "127.0.0.1:7071",
+		WSPath:             "/v1/ws",
+		RaftAddr:           "127.0.0.1:7072",
+		Bootstrap:          true,
+		TokenTTL:           7 * 24 * time.Hour,
+		Argon2:             DefaultArgon2,
+		HashConcurrency:    runtime.GOMAXPROCS(0),
+		CacheBytes:         256 << 20,
+		RatePerSecond:      100,
+		RateBurst:          200,
+		MaxInflightPerConn: 256,
+		SendQueueBytes:     1 << 20,
+		PingInterval:       25 * time.Second,
+		IdleTimeout:        60 * time.Second,
+		QueryWorkers:       4 * runtime.GOMAXPROCS(0),
+		QueryQueue:         4096,
+	}
+}
+
+// withDefaults fills every zero field from DefaultConfig.
+func (c Config) withDefaults() Config {
+	d := DefaultConfig()
+	set := func(dst *string, v string) {
+		if *dst == "" {
+			*dst = v
+		}
+	}
+	set(&c.NodeID, d.NodeID)
+	set(&c.DataDir, d.DataDir)
+	set(&c.HTTPAddr, d.HTTPAddr)
+	set(&c.WSAddr, d.WSAddr)
+	set(&c.WSPath, d.WSPath)
+	set(&c.RaftAddr, d.RaftAddr)
+	if c.TokenTTL == 0 {
+		c.TokenTTL = d.TokenTTL
+	}
+	if c.Argon2 == (Argon2Params{}) {
+		c.Argon2 = d.Argon2
+	}
+	if c.HashConcurrency == 0 {
+		c.HashConcurrency = d.HashConcurrency
+	}
+	if c.CacheBytes == 0 {
+		c.CacheBytes = d.CacheBytes
+	}
+	if c.RatePerSecond == 0 {
+		c.RatePerSecond = d.RatePerSecond
+	}
+	if c.RateBurst == 0 {
+		c.RateBurst = d.RateBurst
+	}
+	if c.MaxInflightPerConn == 0 {
+		c.MaxInflightPerConn = d.MaxInflightPerConn
+	}
+	if c.SendQueueBytes == 0 {
+		c.SendQueueBytes = d.SendQueueBytes
+	}
+	if c.PingInterval == 0 {
+		c.PingInterval = d.PingInterval
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = d.IdleTimeout
+	}
+	if c.QueryWorkers == 0 {
+		c.QueryWorkers = d.QueryWorkers
+	}
+	if c.QueryQueue == 0 {
+		c.QueryQueue = d.QueryQueue
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports every problem at once.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	for name, addr := range map[string]string{"http": c.HTTPAddr, "ws": c.WSAddr, "raft": c.RaftAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad("%s address %q: %v", name, addr, err)
+		}
+	}
+	if c.WSPath == "" || c.WSPath[0] != '/' {
+		bad("ws path %q must start with /", c.WSPath)
+	}
+	if len(c.JWTKey) != 0 && len(c.JWTKey) < 32 {
+		bad("jwt key must be at least 32 bytes")
+	}
+	if c.TokenTTL < time.Minute {
+		bad("token ttl %v is under a minute", c.TokenTTL)
+	}
+	if c.Argon2.Time < 1 || c.Argon2.MemoryKiB < 8 || c.Argon2.Threads < 1 {
+		bad("argon2 parameters %+v out of range", c.Argon2)
+	}
+	if c.RatePerSecond < 0 || c.RateBurst < 1 {
+		bad("rate %v/s burst %d out of range", c.RatePerSecond, c.RateBurst)
+	}
+	if c.IdleTimeout <= c.PingInterval {
+		bad("idle timeout %v must exceed the ping interval %v", c.IdleTimeout, c.PingInterval)
+	}
+	if c.SendQueueBytes < 64<<10 {
+		bad("send queue %d bytes is under 64 KiB (one frame)", c.SendQueueBytes)
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,185 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"parley/engine"
+	"parley/wire"
+)
+
+const (
+	maxHTTPBody      = 4 << 10
+	minPasswordBytes = 8
+	maxPasswordBytes = 256
+	maxDeviceName    = 64
+)
+
+var usernameRE = regexp.MustCompile(`^[a-z0-9_.-]{3,32}$`)
+
+func (n *Node) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /v1/register", n.handleRegister)
+	mux.HandleFunc("POST /v1/login", n.handleLogin)
+	mux.HandleFunc("GET /healthz", n.handleHealth)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+type httpError struct {
+	Code    wire.Code `json:"code"`
+	Message string    `json:"message"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, status int, code wire.Code, msg string) {
+	writeJSON(w, status, httpError{Code: code, Message: msg})
+}
+
+// decodeBody reads a small JSON body; unknown fields are refused so that a
+// typo in a client is reported rather than ignored.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxHTTPBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalid, "malformed JSON body: "+err.Error())
+		return false
+	}
+	return true
+}
+
+type credentials struct {
+	Username string `json:"username"`
+	Password string `json:"password"`
+	Device   string `json:"device"`
+}
+
+func (c *credentials) normalize() string {
+	c.Username = strings.ToLower(strings.TrimSpace(c.Username))
+	if !usernameRE.MatchString(c.Username) {
+		return "username must be 3-32 characters of a-z 0-9 _ . -"
+	}
+	if len(c.Password) < minPasswordBytes || len(c.Password) > maxPasswordBytes {
+		return "password must be 8-256 bytes"
+	}
+	if c.Device == "" {
+		c.Device = "default"
+	}
+	if len(c.Device) > maxDeviceName {
+		return "device name over 64 bytes"
+	}
+	return ""
+}
+
+func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
+	var c credentials
+	if !decodeBody(w, r, &c) {
+		return
+	}
+	if msg := c.normalize(); msg != "" {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	hash, err := n.hasher.Hash(ctx, c.Password)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later")
+		return
+	}
+	res, werr := n.propose(ctx, &engine.Command{Op: engine.OpRegister, Username: c.Username, PasswordHash: []byte(hash)})
+	if werr != nil {
+		writeWireError(w, werr)
+		return
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"user_id": res.User, "username": c.Username})
+}
+
+// dummyHash is verified against when a login names an unknown user, so the
+// response time does not reveal which usernames exist.
+const dummyHash = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$2l0hGGgD5W2Yh0LUJPP5yDtFhQ3ycVlmUPbGgX4wEaM"
+
+func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
+	var c credentials
+	if !decodeBody(w, r, &c) {
+		return
+	}
+	if msg := c.normalize(); msg != "" {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	defer cancel()
+	user, found := n.engine.UserByName(c.Username)
+	hash := dummyHash
+	if found {
+		hash = string(user.PasswordHash)
+	}
+	ok, err := n.hasher.Verify(ctx, hash, c.Password)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later")
+		return
+	}
+	if !found || !ok || err != nil {
+		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "unknown user or wrong password")
+		return
+	}
+	res, werr := n.propose(ctx, &engine.Command{Op: engine.OpAddDevice, User: user.ID, DeviceName: c.Device})
+	if werr != nil {
+		writeWireError(w, werr)
+		return
+	}
+	token, exp, err := n.tokens.Issue(user.ID, res.Device)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot sign token")
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"token": token, "user_id": user.ID, "device_id": res.Device, "expires_at": exp.Unix(),
+	})
+}
+
+func (n *Node) handleHealth(w http.ResponseWriter, _ *http.Request) {
+	status, code := "ok", http.StatusOK
+	if n.raft.LeaderAddr() == "" {
+		status, code = "no leader", http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{
+		"status": status, "node": n.cfg.NodeID, "leader": n.raft.IsLeader(),
+		"applied_index": n.engine.AppliedIndex(),
+	})
+}
+
+// writeWireError maps a protocol error to its HTTP status.
+func writeWireError(w http.ResponseWriter, e *wire.Error) {
+	status := http.StatusInternalServerError
+	switch e.Code {
+	case wire.CodeInvalid, wire.CodeTooLarge, wire.CodeBadFrame:
+		status = http.StatusBadRequest
+	case wire.CodeUnauthorized:
+		status = http.StatusUnauthorized
+	case wire.CodeForbidden, wire.CodeNotMember:
+		status = http.StatusForbidden
+	case wire.CodeNotFound:
+		status = http.StatusNotFound
+	case wire.CodeConflict, wire.CodeUsernameTaken:
+		status = http.StatusConflict
+	case wire.CodeRateLimited:
+		status = http.StatusTooManyRequests
+	case wire.CodeBusy, wire.CodeUnavailable, wire.CodeTimeout:
+		status = http.StatusServiceUnavailable
+	}
+	writeError(w, status, e.Code, e.Message)
+}

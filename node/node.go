@@ -1,0 +1,170 @@
+// Package node is Parley's composition root: it wires the engine (state
+// machine), raftlog (replication), netpoll (WebSocket event loop) and the
+// HTTP API into one running node, and owns sessions, auth, the local
+// delivery hub, metrics and config.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"parley/engine"
+	"parley/netpoll"
+	"parley/raftlog"
+)
+
+// Node is one running Parley server.
+type Node struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	hasher  *passwordHasher
+	tokens  *tokenSigner
+	engine  *engine.Engine
+	raft    *raftlog.Node
+	ws      *netpoll.Server
+	hub     *hub
+
+	httpLn  net.Listener
+	httpSrv *http.Server
+
+	queries chan func() // reads waiting for a query worker
+	workers sync.WaitGroup
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Open starts a node: state, Raft, the WebSocket loop and the HTTP API. It
+// returns once every listener is bound; WaitLeader tells when writes work.
+func Open(cfg Config) (n *Node, err error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, err
+	}
+	key := cfg.JWTKey
+	if len(key) == 0 {
+		if key, err = loadOrCreateKey(filepath.Join(cfg.DataDir, "jwt.key")); err != nil {
+			return nil, err
+		}
+	}
+	n = &Node{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		metrics: newMetrics(),
+		hasher:  newPasswordHasher(cfg.Argon2, cfg.HashConcurrency),
+		tokens:  &tokenSigner{key: key, ttl: cfg.TokenTTL, now: time.Now},
+		hub:     newHub(),
+		queries: make(chan func(), cfg.QueryQueue),
+	}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+
+	// One block cache for both Pebble DBs; each Open takes its own reference.
+	cache := pebble.NewCache(cfg.CacheBytes)
+	defer cache.Unref()
+	if n.engine, err = engine.Open(filepath.Join(cfg.DataDir, "state"), cache); err != nil {
+		return nil, fmt.Errorf("open state: %w", err)
+	}
+	n.engine.SetPublisher(n)
+	if n.raft, err = raftlog.Open(raftlog.Config{
+		ID:        cfg.NodeID,
+		Dir:       filepath.Join(cfg.DataDir, "raft"),
+		BindAddr:  cfg.RaftAddr,
+		Bootstrap: cfg.Bootstrap,
+		Cache:     cache,
+	}, stateMachine{n.engine}); err != nil {
+		return nil, fmt.Errorf("open raft: %w", err)
+	}
+	for range cfg.QueryWorkers {
+		n.workers.Add(1)
+		go n.queryWorker()
+	}
+	if n.ws, err = netpoll.NewServer(netpoll.Config{
+		Addr:           cfg.WSAddr,
+		Path:           cfg.WSPath,
+		SendQueueBytes: cfg.SendQueueBytes,
+		PingInterval:   cfg.PingInterval,
+		IdleTimeout:    cfg.IdleTimeout,
+	}, n); err != nil {
+		return nil, err
+	}
+	if err = n.ws.Start(); err != nil {
+		return nil, fmt.Errorf("websocket listener: %w", err)
+	}
+	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("http listener: %w", err)
+	}
+	n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("http server", "err", err)
+		}
+	}()
+	n.metrics.reg.MustRegister(newStatsCollector(n))
+	return n, nil
+}
+
+// HTTPURL is the base URL of the accounts API.
+func (n *Node) HTTPURL() string { return "http://" + n.httpLn.Addr().String() }
+
+// WSURL is the WebSocket endpoint clients connect to.
+func (n *Node) WSURL() string { return "ws://" + n.ws.Addr() + n.cfg.WSPath }
+
+// WaitLeader blocks until the node's Raft group has a leader.
+func (n *Node) WaitLeader(ctx context.Context) error { return n.raft.WaitLeader(ctx) }
+
+// Close stops accepting, closes every connection, and shuts Raft and the
+// state DB down cleanly. Safe to call more than once.
+func (n *Node) Close() error {
+	n.closeOnce.Do(func() {
+		var errs []error
+		if n.httpSrv != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			errs = append(errs, n.httpSrv.Shutdown(ctx))
+			cancel()
+		} else if n.httpLn != nil {
+			n.httpLn.Close()
+		}
+		if n.ws != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			errs = append(errs, n.ws.Stop(ctx))
+			cancel()
+		}
+		if n.raft != nil {
+			errs = append(errs, n.raft.Close())
+		}
+		close(n.queries)
+		n.workers.Wait()
+		if n.engine != nil {
+			errs = append(errs, n.engine.Close())
+		}
+		n.closeErr = errors.Join(errs...)
+	})
+	return n.closeErr
+}
+
+// stateMachine adapts the engine to raftlog.StateMachine; the two packages
+// know nothing of each other.
+type stateMachine struct{ *engine.Engine }
+
+func (s stateMachine) Snapshot() (raftlog.Snapshot, error) { return s.Engine.Snapshot() }
+
+// Snapshot makes Raft snapshot the state now and truncate its log.
+func (n *Node) Snapshot() error { return n.raft.Snapshot() }

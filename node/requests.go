@@ -1,0 +1,226 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"parley/engine"
+	"parley/netpoll"
+	"parley/raftlog"
+	"parley/wire"
+)
+
+// The node is the netpoll.Handler: these methods run on the event loops and
+// never block. Writes go to the Raft proposer (non-blocking Submit, answered
+// from its goroutine); reads go to the query workers.
+
+// Authorize checks the device token before the upgrade.
+func (n *Node) Authorize(r *netpoll.Request) (any, int, string) {
+	tok := r.Query.Get("token")
+	if h := r.Header.Get("Authorization"); h != "" {
+		scheme, rest, ok := strings.Cut(h, " ")
+		if !ok || !strings.EqualFold(scheme, "Bearer") {
+			return nil, 401, "authorization must be a Bearer token"
+		}
+		tok = strings.TrimSpace(rest)
+	}
+	if tok == "" {
+		return nil, 401, "missing token"
+	}
+	user, device, err := n.tokens.Verify(tok)
+	if err != nil {
+		return nil, 401, "invalid or expired token"
+	}
+	if !n.engine.DeviceActive(user, device) {
+		return nil, 401, "unknown or revoked device"
+	}
+	return &session{
+		user:    user,
+		device:  device,
+		limiter: rate.NewLimiter(rate.Limit(n.cfg.RatePerSecond), n.cfg.RateBurst),
+	}, 0, ""
+}
+
+// OnOpen registers the session for delivery and greets the client.
+func (n *Node) OnOpen(c *netpoll.Conn) {
+	s := c.Session().(*session)
+	s.conn = c
+	n.hub.add(s)
+	hello, err := wire.Marshal(&wire.Hello{
+		Type: wire.TypeHello, Protocol: 1, User: s.user, Device: s.device, Node: n.cfg.NodeID,
+		Index: n.engine.AppliedIndex(), PingMS: n.cfg.PingInterval.Milliseconds(),
+		Limits: wire.Limits{
+			MaxFrameBytes: wire.MaxFrameBytes, MaxBodyBytes: wire.MaxBodyBytes,
+			RatePerSecond: n.cfg.RatePerSecond, RateBurst: n.cfg.RateBurst,
+		},
+	})
+	if err == nil {
+		s.send(netpoll.PrepareBinary(hello))
+	}
+}
+
+// OnClose forgets the session.
+func (n *Node) OnClose(c *netpoll.Conn, _ error) {
+	s, ok := c.Session().(*session)
+	if !ok || s.conn == nil {
+		return
+	}
+	s.closed.Store(true)
+	n.hub.remove(s)
+}
+
+// OnMessage decodes one request and starts it. payload is only valid during
+// the call; DecodeRequest copies what it keeps.
+func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
+	s := c.Session().(*session)
+	if !binary {
+		c.Close(1003, "binary messages only")
+		return
+	}
+	req := new(wire.Request)
+	s.inflight.Add(1) // released by reply
+	if e := wire.DecodeRequest(payload, req); e != nil {
+		n.replyError(s, req.ID, e)
+		return
+	}
+	n.metrics.requests.WithLabelValues(req.Type).Inc()
+	if !s.limiter.Allow() {
+		n.replyError(s, req.ID, wire.Errorf(wire.CodeRateLimited, "slow down"))
+		return
+	}
+	if int(s.inflight.Load()) > n.cfg.MaxInflightPerConn {
+		n.replyError(s, req.ID, wire.Errorf(wire.CodeBusy, "too many requests in flight"))
+		return
+	}
+	switch req.Type {
+	case wire.TypePing:
+		n.reply(s, &wire.Reply{Type: wire.TypeOK, ID: req.ID})
+	case wire.TypeSend:
+		n.submit(s, req.ID, &engine.Command{
+			Op: engine.OpSend, User: s.user, Device: s.device, Conv: req.Conv,
+			ClientMsgID: req.ClientMsgID, Body: req.Body, ReplyTo: req.ReplyTo,
+		}, func(res *engine.Result) *wire.Reply {
+			return &wire.Reply{
+				Type: wire.TypeOK, ID: req.ID, ClientMsgID: req.ClientMsgID, Conv: res.Conv,
+				Seq: res.Seq, Ts: res.Ts, Index: res.Index, Duplicate: res.Duplicate,
+			}
+		})
+	case wire.TypeDirectOpen:
+		n.submitConv(s, req.ID, &engine.Command{Op: engine.OpOpenDirect, User: s.user, Peer: req.User})
+	case wire.TypeGroupCreate:
+		n.submitConv(s, req.ID, &engine.Command{Op: engine.OpCreateGroup, User: s.user, Name: req.Name, Members: req.Users})
+	case wire.TypeGroupAdd:
+		n.submitConv(s, req.ID, &engine.Command{Op: engine.OpAddMembers, User: s.user, Conv: req.Conv, Members: req.Users})
+	case wire.TypeGroupRemove:
+		n.submitConv(s, req.ID, &engine.Command{Op: engine.OpRemoveMember, User: s.user, Conv: req.Conv, Member: req.User})
+	case wire.TypeGroupAdmin:
+		n.submitConv(s, req.ID, &engine.Command{Op: engine.OpSetAdmin, User: s.user, Conv: req.Conv, Member: req.User, Admin: req.Admin})
+	case wire.TypeGroupRename:
+		n.submitConv(s, req.ID, &engine.Command{Op: engine.OpRename, User: s.user, Conv: req.Conv, Name: req.Name})
+	case wire.TypeGroupLeave:
+		n.submit(s, req.ID, &engine.Command{Op: engine.OpLeave, User: s.user, Conv: req.Conv},
+			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
+	default:
+		n.query(s, req)
+	}
+}
+
+// submit proposes cmd through Raft; ok builds the reply once the entry is
+// committed and applied here.
+func (n *Node) submit(s *session, id uint64, cmd *engine.Command, ok func(*engine.Result) *wire.Reply) {
+	b, err := engine.EncodeCommand(cmd)
+	if err != nil {
+		n.replyError(s, id, wire.Errorf(wire.CodeInternal, "encode command"))
+		return
+	}
+	err = n.raft.Submit(b, func(result any, _ uint64, err error) {
+		if err != nil {
+			n.replyError(s, id, proposeError(err))
+			return
+		}
+		res, _ := result.(*engine.Result)
+		if res == nil {
+			n.replyError(s, id, wire.Errorf(wire.CodeInternal, "no result"))
+			return
+		}
+		if res.Err != "" {
+			n.replyError(s, id, wire.Errorf(wire.Code(res.Err), res.Message))
+			return
+		}
+		n.reply(s, ok(res))
+	})
+	if err != nil {
+		n.replyError(s, id, proposeError(err))
+	}
+}
+
+// submitConv proposes a conversation change and replies with the
+// conversation as it is after the change.
+func (n *Node) submitConv(s *session, id uint64, cmd *engine.Command) {
+	n.submit(s, id, cmd, func(res *engine.Result) *wire.Reply {
+		info, ok := n.engine.Conversation(res.Conv)
+		if !ok {
+			return wire.ErrorReply(id, wire.Errorf(wire.CodeNotFound, "conversation gone"))
+		}
+		ci := convInfo(&info)
+		return &wire.Reply{Type: wire.TypeOK, ID: id, Info: &ci}
+	})
+}
+
+// proposeError maps a proposer failure to the code a client acts on.
+func proposeError(err error) *wire.Error {
+	switch {
+	case errors.Is(err, raftlog.ErrBusy):
+		return wire.Errorf(wire.CodeBusy, "write queue full")
+	case errors.Is(err, raftlog.ErrNotLeader), errors.Is(err, raftlog.ErrClosed):
+		return wire.Errorf(wire.CodeUnavailable, "no leader")
+	case errors.Is(err, raftlog.ErrTimeout):
+		return wire.Errorf(wire.CodeTimeout, "not confirmed in time; retry with the same cmid")
+	}
+	return wire.Errorf(wire.CodeInternal, err.Error())
+}
+
+// propose is the blocking form for the HTTP API.
+func (n *Node) propose(ctx context.Context, cmd *engine.Command) (*engine.Result, *wire.Error) {
+	b, err := engine.EncodeCommand(cmd)
+	if err != nil {
+		return nil, wire.Errorf(wire.CodeInternal, "encode command")
+	}
+	result, _, err := n.raft.Propose(ctx, b)
+	if err != nil {
+		return nil, proposeError(err)
+	}
+	res, _ := result.(*engine.Result)
+	if res == nil {
+		return nil, wire.Errorf(wire.CodeInternal, "no result")
+	}
+	if res.Err != "" {
+		return nil, wire.Errorf(wire.Code(res.Err), res.Message)
+	}
+	return res, nil
+}
+
+// Publish is the engine's Publisher: it runs on the apply goroutine after an
+// entry's state is written. Each event is encoded once and the same frame
+// goes to every online device of every recipient on this node.
+func (n *Node) Publish(events []engine.Event) {
+	now := time.Now().UnixMilli()
+	for i := range events {
+		ev := &events[i]
+		we := wireEvent(ev)
+		we.Type = wire.TypeEvent
+		b, err := wire.Marshal(&we)
+		if err != nil {
+			n.log.Error("encode event", "err", err)
+			continue
+		}
+		d := n.hub.deliver(ev.Recipients, netpoll.PrepareBinary(b))
+		n.metrics.deliveries.Add(float64(d))
+		n.metrics.deliveryLatency.Observe(float64(now-ev.Ts) / 1000)
+	}
+	n.metrics.eventsPublished.Add(float64(len(events)))
+}

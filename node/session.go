@@ -1,0 +1,50 @@
+package node
+
+import (
+	"sync/atomic"
+
+	"golang.org/x/time/rate"
+
+	"parley/netpoll"
+	"parley/wire"
+)
+
+// session is one authenticated WebSocket connection: a (user, device) on
+// this node. Created in Authorize on the event loop; the loop owns limiter
+// (only OnMessage touches it), inflight is shared with the goroutines that
+// complete requests.
+type session struct {
+	user, device uint64
+	conn         *netpoll.Conn
+	limiter      *rate.Limiter
+	inflight     atomic.Int32 // requests received and not yet replied to
+	closed       atomic.Bool
+}
+
+// send queues a prepared frame; false if the connection is gone or was just
+// closed for overflowing its queue.
+func (s *session) send(frame []byte) bool {
+	if s.closed.Load() {
+		return false
+	}
+	return s.conn.Send(frame) == nil
+}
+
+// reply encodes and queues the answer to one request and releases its
+// in-flight slot.
+func (n *Node) reply(s *session, r *wire.Reply) {
+	s.inflight.Add(-1)
+	if r.Type == wire.TypeError {
+		n.metrics.requestErrors.WithLabelValues(string(r.Code)).Inc()
+	}
+	b, err := wire.Marshal(r)
+	if err != nil {
+		n.log.Error("encode reply", "err", err)
+		return
+	}
+	s.send(netpoll.PrepareBinary(b))
+}
+
+func (n *Node) replyError(s *session, id uint64, e *wire.Error) {
+	n.reply(s, wire.ErrorReply(id, e))
+}

@@ -1,0 +1,100 @@
+package node
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"parley/raftlog"
+)
+
+// statsCollector exports the counters that netpoll and raftlog keep in their
+// own atomics, read once per scrape.
+type statsCollector struct {
+	n     *Node
+	descs map[string]*prometheus.Desc
+}
+
+type statDef struct {
+	name, help string
+	kind       prometheus.ValueType
+}
+
+var statDefs = []statDef{
+	{"parley_connections", "Open WebSocket connections.", prometheus.GaugeValue},
+	{"parley_handshakes_accepted_total", "WebSocket upgrades accepted.", prometheus.CounterValue},
+	{"parley_handshakes_refused_total", "WebSocket upgrades refused (bad request or token).", prometheus.CounterValue},
+	{"parley_idle_timeouts_total", "Connections closed for silence.", prometheus.CounterValue},
+	{"parley_frames_in_total", "WebSocket frames received.", prometheus.CounterValue},
+	{"parley_frames_out_total", "WebSocket frames sent.", prometheus.CounterValue},
+	{"parley_bytes_in_total", "Bytes received on WebSocket connections.", prometheus.CounterValue},
+	{"parley_bytes_out_total", "Bytes sent on WebSocket connections.", prometheus.CounterValue},
+	{"parley_queue_overflows_total", "Connections closed as slow consumers.", prometheus.CounterValue},
+	{"parley_protocol_errors_total", "Connections failed for breaking RFC 6455.", prometheus.CounterValue},
+	{"parley_raft_leader", "1 if this node is the Raft leader.", prometheus.GaugeValue},
+	{"parley_raft_term", "Current Raft term.", prometheus.GaugeValue},
+	{"parley_raft_commit_index", "Raft commit index.", prometheus.GaugeValue},
+	{"parley_raft_applied_index", "Last index applied to the state machine.", prometheus.GaugeValue},
+	{"parley_proposer_queue", "Commands waiting for the proposer.", prometheus.GaugeValue},
+	{"parley_commits_total", "Raft entries committed and applied on this node.", prometheus.CounterValue},
+	{"parley_commands_committed_total", "Commands committed through this node's proposer.", prometheus.CounterValue},
+	{"parley_commands_rejected_total", "Commands refused with busy (proposer queue full).", prometheus.CounterValue},
+}
+
+func newStatsCollector(n *Node) *statsCollector {
+	c := &statsCollector{n: n, descs: map[string]*prometheus.Desc{}}
+	for _, d := range statDefs {
+		c.descs[d.name] = prometheus.NewDesc(d.name, d.help, nil, nil)
+	}
+	c.descs["commit"] = prometheus.NewDesc("parley_commit_seconds",
+		"From proposing a Raft entry to its local apply (commit latency).", nil, nil)
+	c.descs["apply"] = prometheus.NewDesc("parley_apply_seconds",
+		"Time to apply one committed Raft entry to the state machine.", nil, nil)
+	return c
+}
+
+func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
+	ws := c.n.ws.Stats()
+	rs := c.n.raft.Stats()
+	leader := 0.0
+	if rs.Leader {
+		leader = 1
+	}
+	values := map[string]float64{
+		"parley_connections":               float64(ws.OpenConnections),
+		"parley_handshakes_accepted_total": float64(ws.HandshakesAccepted),
+		"parley_handshakes_refused_total":  float64(ws.HandshakesRefused),
+		"parley_idle_timeouts_total":       float64(ws.IdleTimeouts),
+		"parley_frames_in_total":           float64(ws.FramesIn),
+		"parley_frames_out_total":          float64(ws.FramesOut),
+		"parley_bytes_in_total":            float64(ws.BytesIn),
+		"parley_bytes_out_total":           float64(ws.BytesOut),
+		"parley_queue_overflows_total":     float64(ws.QueueOverflows),
+		"parley_protocol_errors_total":     float64(ws.ProtocolErrors),
+		"parley_raft_leader":               leader,
+		"parley_raft_term":                 float64(rs.Term),
+		"parley_raft_commit_index":         float64(rs.CommitIndex),
+		"parley_raft_applied_index":        float64(rs.AppliedIndex),
+		"parley_proposer_queue":            float64(rs.QueueLength),
+		"parley_commits_total":             float64(rs.EntriesCommitted),
+		"parley_commands_committed_total":  float64(rs.CommandsCommitted),
+		"parley_commands_rejected_total":   float64(rs.CommandsRejected),
+	}
+	for _, d := range statDefs {
+		ch <- prometheus.MustNewConstMetric(c.descs[d.name], d.kind, values[d.name])
+	}
+	ch <- constHistogram(c.descs["commit"], rs.CommitLatency)
+	ch <- constHistogram(c.descs["apply"], rs.ApplyLatency)
+}
+
+func constHistogram(d *prometheus.Desc, h raftlog.Histogram) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	for i, b := range h.Bounds {
+		buckets[b] = h.Counts[i]
+	}
+	return prometheus.MustNewConstHistogram(d, h.Count, h.Sum, buckets)
+}
