@@ -46,6 +46,10 @@ type Config struct {
 	QueryWorkers int
 	QueryQueue   int
 
+	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP API: for
+	// profiling by operators, off by default.
+	Pprof bool
+
 	Logger *slog.Logger
 }
 

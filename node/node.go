@@ -47,7 +47,7 @@ type Node struct {
 
 // Open starts a node: state, Raft, the WebSocket loop and the HTTP API. It
 // returns once every listener is bound; WaitLeader tells when writes work.
-func Open(cfg Config) (n *Node, err error) {
+func Open(cfg Config) (_ *Node, err error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
@@ -61,7 +61,7 @@ func Open(cfg Config) (n *Node, err error) {
 			return nil, err
 		}
 	}
-	n = &Node{
+	n := &Node{
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: newMetrics(),

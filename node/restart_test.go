@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 
 	"parley/node"
@@ -120,4 +121,19 @@ func TestRestartAfterSnapshotRebuildsState(t *testing.T) {
 	if len(messages(got)) != 21 {
 		t.Fatalf("bob has %d messages, want 21", len(messages(got)))
 	}
+}
+
+// A node that cannot start (here: its WebSocket port is taken) fails cleanly
+// and releases what it opened, so the data directory can be opened again.
+func TestOpenFailureReleasesResources(t *testing.T) {
+	dir := t.TempDir()
+	first := startNode(t, t.TempDir())
+	cfg := testConfig(dir)
+	cfg.WSAddr = strings.TrimPrefix(first.WSURL(), "ws://")
+	cfg.WSAddr = strings.TrimSuffix(cfg.WSAddr, "/v1/ws")
+	if n, err := node.Open(cfg); err == nil {
+		n.Close()
+		t.Fatal("opened on a taken port")
+	}
+	startNode(t, dir) // the state and log DBs were closed: this opens them again
 }
