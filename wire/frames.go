@@ -10,7 +10,7 @@ const (
 	TypeGroupRemove = "group.remove" // remove a member (admins only)
 	TypeGroupLeave  = "group.leave"  // leave a group
 	TypeGroupAdmin  = "group.admin"  // grant or revoke admin (admins only)
-	TypeGroupRename = "group.rename" // rename a group (admins only)
+	TypeGroupRename = "group.rename" // rename a group (any member)
 	TypeConvGet     = "conv.get"     // one conversation's metadata
 	TypeConvList    = "conv.list"    // the user's conversations
 	TypeHistory     = "history"      // a page of a conversation's events by seq
