@@ -23,10 +23,11 @@ type Client struct {
 	cancel context.CancelCauseFunc
 	wg     sync.WaitGroup // the supervisor, the dispatcher and every session's reader
 
-	nextID atomic.Uint64 // request ids, shared by all sessions
-	cursor atomic.Uint64 // written by the dispatcher only
-	inbox  inbox
-	events chan wire.Event // sent on by the dispatcher only; closed when it exits
+	nextID  atomic.Uint64 // request ids, shared by all sessions
+	cursor  atomic.Uint64 // written by the dispatcher only
+	inbox   inbox
+	events  chan wire.Event // sent on by the dispatcher only; closed when it exits
+	signals chan Signal     // ephemeral typing and presence frames; never closed
 
 	mu          sync.Mutex    // guards sess and sessChanged
 	sess        *session      // the session requests use; nil while reconnecting
@@ -55,6 +56,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		cfg:         cfg,
 		log:         cfg.Logger,
 		events:      make(chan wire.Event, cfg.EventBuffer),
+		signals:     make(chan Signal, cfg.EventBuffer),
 		sessChanged: make(chan struct{}),
 		initDone:    make(chan struct{}),
 		delivered:   make(map[uint64]uint64),

@@ -305,6 +305,20 @@ func (s *session) handle(b []byte) error {
 			return err
 		}
 		s.c.inbox.push(s, &ev)
+	case wire.TypeTypingEvent, wire.TypePresenceEvent:
+		var sig Signal
+		var err error
+		if typ == wire.TypeTypingEvent {
+			sig.Typing = new(wire.Typing)
+			err = wire.Unmarshal(b, sig.Typing)
+		} else {
+			sig.Presence = new(wire.Presence)
+			err = wire.Unmarshal(b, sig.Presence)
+		}
+		if err != nil {
+			return err
+		}
+		s.c.signal(sig)
 	case wire.TypeHello:
 		select {
 		case <-s.helloCh:

@@ -33,6 +33,7 @@ func (e *Engine) Apply(index uint64, ts int64, cmds [][]byte) []any {
 	}
 	t := &e.txn
 	t.begin(e, index, ts)
+	t.ncmds = len(cmds)
 	results := make([]any, len(cmds))
 	for i, raw := range cmds {
 		results[i] = t.applyOne(raw)
@@ -79,7 +80,11 @@ type txn struct {
 	directs     map[[2]uint64]uint64   // 1:1 conversations created in this entry
 	sends       map[sendKey]sendRecord // dedup records written in this entry
 	memberships []membershipChange
-	events      []Event // published after commit; a new slice per entry
+	cursorIdx   map[cursorKey]int     // -> cursorWorks
+	cursorWorks []cursorWork          // receipt cursors read or changed, in first-touch order
+	seen        map[uint64]seenRecord // last_seen and privacy changed in this entry
+	events      []Event               // published after commit; a new slice per entry
+	ncmds       int                   // commands in the entry: sizes events
 
 	cmd  Command
 	kbuf []byte // key scratch (Batch.Set and Get copy their arguments)
@@ -112,6 +117,8 @@ func (t *txn) begin(e *Engine, index uint64, ts int64) {
 		t.convs = make(map[uint64]*convWork)
 		t.directs = make(map[[2]uint64]uint64)
 		t.sends = make(map[sendKey]sendRecord)
+		t.cursorIdx = make(map[cursorKey]int)
+		t.seen = make(map[uint64]seenRecord)
 	}
 	t.e, t.db, t.ix = e, e.db, e.idx
 	t.b = e.db.NewBatch()
@@ -129,12 +136,17 @@ func (t *txn) reset() {
 	clear(t.directs)
 	clear(t.sends)
 	t.memberships = t.memberships[:0]
+	clear(t.cursorIdx)
+	t.cursorWorks = t.cursorWorks[:0]
+	clear(t.seen)
 	t.e, t.db, t.ix = nil, nil, nil
 }
 
 // finish writes what the entry changed beyond the commands' own writes: the
-// conversations' last seq and index, the ID counters, the applied index.
+// conversations' last seq and index, receipt cursors, the ID counters, the
+// applied index.
 func (t *txn) finish() {
+	t.writeCursors()
 	for _, w := range t.touched {
 		if w.firstSeq != 0 {
 			t.set(key1(prefixLast, w.c.id), appendU64s(t.vbuf[:0], w.c.lastSeq, w.c.lastIndex))
@@ -188,6 +200,10 @@ func (t *txn) install() {
 		}
 		ms.gone = !m.rec.active
 		ms.goneSeq, ms.goneIndex = m.rec.goneSeq, m.rec.goneIndex
+	}
+	t.installCursors()
+	for id, rec := range t.seen {
+		ix.users[id].seen = rec
 	}
 }
 
@@ -249,6 +265,9 @@ func (t *txn) conv(id uint64) *convWork {
 }
 
 func (t *txn) newConv(c *convEntry) *convWork {
+	if c.kind == KindGroup {
+		c.cursors = &cursorSet{}
+	}
 	w := &convWork{c: c, changed: true}
 	t.convs[c.id] = w
 	t.touched = append(t.touched, w)
@@ -277,12 +296,23 @@ func (t *txn) appendEvent(w *convWork, ev Event, recipients []uint64) uint64 {
 	t.kbuf = appendKey2(t.kbuf[:0], prefixEvent, c.id, c.lastSeq)
 	t.vbuf = appendEvent(t.vbuf[:0], &ev)
 	t.set(t.kbuf, t.vbuf)
+	if ev.Kind != EventMessage {
+		c.systemSeqs = append(c.systemSeqs, c.lastSeq) // in place: see convEntry
+		t.kbuf = appendKey2(t.kbuf[:0], prefixSystem, c.id, c.lastSeq)
+		t.set(t.kbuf, nil)
+	}
 	ev.Recipients = recipients
+	t.publish(ev)
+	return c.lastSeq
+}
+
+// publish queues ev for the publisher, after commit.
+func (t *txn) publish(ev Event) {
 	if t.events == nil {
-		t.events = make([]Event, 0, 4)
+		// Most commands publish one event: one allocation for the entry.
+		t.events = make([]Event, 0, max(4, t.ncmds))
 	}
 	t.events = append(t.events, ev)
-	return c.lastSeq
 }
 
 // ok is the Result of a command that succeeded in conversation conv (0:
@@ -319,6 +349,12 @@ func (t *txn) applyOne(raw []byte) *Result {
 		return t.rename(c)
 	case OpSend:
 		return t.send(c)
+	case OpReceipts:
+		return t.receipts(c)
+	case OpLastSeen:
+		return t.lastSeen(c)
+	case OpSetPrivacy:
+		return t.setPrivacy(c)
 	}
 	return failure(ErrCodeInvalid, "unknown operation "+c.Op.String())
 }
@@ -411,6 +447,11 @@ func (t *txn) revokeDevice(c *Command) *Result {
 		}
 		d.Revoked = true
 		t.putDevice(d)
+		// The hook for the nodes: each closes the device's connections.
+		t.publish(Event{
+			Index: t.index, Ts: t.ts, Kind: EventDeviceRevoked, From: c.User, Device: c.Device,
+			Recipients: []uint64{c.User},
+		})
 	}
 	r := t.ok(0, 0)
 	r.User, r.Device = c.User, c.Device
@@ -443,6 +484,9 @@ func (t *txn) openDirect(c *Command) *Result {
 		t.putMember(w.c.id, u, memberRecord{active: true})
 	}
 	seq := t.appendEvent(w, Event{Kind: EventCreated, From: c.User, Users: []uint64{c.Peer}}, w.c.members)
+	for _, u := range pair {
+		t.joined(w.c.id, u, seq)
+	}
 	return t.ok(w.c.id, seq)
 }
 
@@ -493,6 +537,9 @@ func (t *txn) createGroup(c *Command) *Result {
 		users = others
 	}
 	seq := t.appendEvent(w, Event{Kind: EventCreated, From: c.User, Name: c.Name, Users: users}, w.c.members)
+	for _, u := range w.c.members {
+		t.joined(w.c.id, u, seq)
+	}
 	return t.ok(w.c.id, seq)
 }
 
@@ -542,6 +589,9 @@ func (t *txn) addMembers(c *Command) *Result {
 		t.putMember(w.c.id, u, memberRecord{active: true})
 	}
 	seq := t.appendEvent(w, Event{Kind: EventMemberAdded, From: c.User, Users: added}, w.c.members)
+	for _, u := range added {
+		t.joined(w.c.id, u, seq)
+	}
 	return t.ok(w.c.id, seq)
 }
 
@@ -557,6 +607,7 @@ func (t *txn) dropMember(w *convWork, actor, user uint64, kind EventKind) uint64
 	recipients := merged(c.members, []uint64{user})
 	seq := t.appendEvent(w, Event{Kind: kind, From: actor, Users: []uint64{user}}, recipients)
 	t.putMember(c.id, user, memberRecord{goneSeq: seq, goneIndex: t.index})
+	t.cursor(c.id, user) // install takes their cursors out of the group's set
 	return seq
 }
 
@@ -685,9 +736,61 @@ func (t *txn) send(c *Command) *Result {
 		Kind: EventMessage, From: c.User, Device: c.Device,
 		ClientMsgID: c.ClientMsgID, Body: c.Body, ReplyTo: c.ReplyTo,
 	}, w.c.members)
+	// Sending reads the conversation: the sender's cursors move to their
+	// message (see receipts.go). Their devices learn it from the message.
+	t.advance(t.cursor(w.c.id, c.User), seq, seq)
 	rec := sendRecord{conv: w.c.id, seq: seq, ts: t.ts, index: t.index}
 	t.sends[sk] = rec
 	t.kbuf = appendDedupKey(t.kbuf[:0], c.User, c.Device, c.ClientMsgID)
 	t.set(t.kbuf, appendSendRecord(t.vbuf[:0], rec))
 	return t.ok(w.c.id, seq)
+}
+
+// seenOf is the entry's view of a user's last_seen and privacy.
+func (t *txn) seenOf(user uint64) seenRecord {
+	if rec, ok := t.seen[user]; ok {
+		return rec
+	}
+	if u := t.ix.users[user]; u != nil {
+		return u.seen
+	}
+	return seenRecord{} // registered in this entry
+}
+
+func (t *txn) putSeen(user uint64, rec seenRecord) {
+	t.seen[user] = rec
+	t.set(key1(prefixSeen, user), appendSeenRecord(t.vbuf[:0], rec))
+}
+
+// lastSeen stores max(last_seen, Ts). Ts is capped at the entry's time, so a
+// node with a clock ahead cannot set a last_seen in the future; an older Ts
+// (a late or replayed report) is a no-op.
+func (t *txn) lastSeen(c *Command) *Result {
+	switch {
+	case !t.userExists(c.User):
+		return failure(ErrCodeNotFound, "no such user")
+	case c.Ts <= 0:
+		return failure(ErrCodeInvalid, "last_seen time is missing")
+	}
+	rec := t.seenOf(c.User)
+	if ts := min(c.Ts, t.ts); ts > rec.lastSeen {
+		rec.lastSeen = ts
+		t.putSeen(c.User, rec)
+	}
+	r := t.ok(0, 0)
+	r.User = c.User
+	return r
+}
+
+func (t *txn) setPrivacy(c *Command) *Result {
+	if !t.userExists(c.User) {
+		return failure(ErrCodeNotFound, "no such user")
+	}
+	if rec := t.seenOf(c.User); rec.hide != c.HideLastSeen {
+		rec.hide = c.HideLastSeen
+		t.putSeen(c.User, rec)
+	}
+	r := t.ok(0, 0)
+	r.User = c.User
+	return r
 }

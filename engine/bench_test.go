@@ -124,3 +124,72 @@ func BenchmarkSync(b *testing.B) {
 		}
 	})
 }
+
+// BenchmarkApplyReceipts measures Apply on entries of OpReceipts (64
+// commands an entry, as the proposer batches them): 1,000 users, all
+// members of 50 groups of 100 messages each. Every item moves its user's
+// read cursor forward by one (so each one writes its record, moves the
+// group's sorted cursor sets past the members at the old value, and
+// publishes an event to the reader); "items=1" is one conversation a
+// command, "items=50" a device's coalesced report over all 50.
+func BenchmarkApplyReceipts(b *testing.B) {
+	const (
+		users    = 1000
+		groups   = 50
+		messages = 100
+		perEntry = 64
+	)
+	for _, items := range []int{1, groups} {
+		b.Run(fmt.Sprintf("items=%d", items), func(b *testing.B) {
+			e := openBenchEngine(b)
+			defer e.Close()
+			idx := setup(b, e, users)
+			others := make([]uint64, 0, users-1)
+			for u := uint64(2); u <= users; u++ {
+				others = append(others, u)
+			}
+			for range groups {
+				applyEntry(b, e, entry{index: idx, cmds: mustEncode(b, &Command{Op: OpCreateGroup, User: 1, Name: "g", Members: others})})
+				idx++
+			}
+			var sends []*Command
+			for i := range groups * messages {
+				sends = append(sends, &Command{Op: OpSend, User: 1, Device: 1, Conv: uint64(i%groups + 1), ClientMsgID: fmt.Sprint(i), Body: "m"})
+				if len(sends) == 250 {
+					applyEntry(b, e, entry{index: idx, cmds: mustEncode(b, sends...)})
+					idx++
+					sends = sends[:0]
+				}
+			}
+
+			// Command i: user i%users reads one seq further in its groups.
+			// There are users*groups*messages moves to make.
+			cmds := make([][]byte, b.N)
+			for i := range cmds {
+				u := uint64(i%users) + 1
+				c := &Command{Op: OpReceipts, User: u, Device: u}
+				round := i / users
+				if items == 1 {
+					conv := uint64(round%groups) + 1
+					c.Items = []ReceiptItem{{Conv: conv, Read: uint64(round/groups)%messages + 2}}
+				} else {
+					for conv := uint64(1); conv <= groups; conv++ {
+						c.Items = append(c.Items, ReceiptItem{Conv: conv, Read: uint64(round)%messages + 2})
+					}
+				}
+				cmds[i] = mustEncode(b, c)[0]
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := 0; i < len(cmds); i += perEntry {
+				res := e.Apply(idx, int64(idx), cmds[i:min(i+perEntry, len(cmds))])
+				if r := res[0].(*Result); r.Err != ErrCodeNone || r.ItemErrors != nil {
+					b.Fatal(fmtResult(r))
+				}
+				idx++
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N*items)/b.Elapsed().Seconds(), "items/s")
+		})
+	}
+}

@@ -3,7 +3,9 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"math"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -22,6 +24,10 @@ var sampleCommands = []*Command{
 	{Op: OpSetAdmin, User: 1, Conv: 7, Member: 2, Admin: true},
 	{Op: OpRename, User: 1, Conv: 7, Name: "renamed ✓"},
 	{Op: OpSend, User: 1, Device: 3, Conv: 7, ClientMsgID: "c-1", Body: "hello, world", ReplyTo: 5},
+	{Op: OpReceipts, User: 2, Device: 4, Items: []ReceiptItem{{Conv: 7, Delivered: 9, Read: 8}, {Conv: 1 << 52, Read: 1}, {}}},
+	{Op: OpLastSeen, User: 2, Ts: 1_700_000_000_123},
+	{Op: OpLastSeen, User: 2, Ts: -1},
+	{Op: OpSetPrivacy, User: 2, HideLastSeen: true},
 	{},
 }
 
@@ -29,7 +35,13 @@ func TestCommandRoundTrip(t *testing.T) {
 	all := &Command{
 		Op: OpSend, User: 1, Device: 2, Conv: 3, Peer: 4, Member: 5, Members: []uint64{6, 7}, Admin: true,
 		Username: "u", PasswordHash: []byte{0, 1}, DeviceName: "d", Name: "n", ClientMsgID: "c", Body: "b", ReplyTo: 8,
+		Items: []ReceiptItem{{Conv: 9, Delivered: 10, Read: 11}}, Ts: 12, HideLastSeen: true,
 	}
+	maxItems := &Command{Op: OpReceipts, User: 1, Device: 1, Items: make([]ReceiptItem, MaxReceiptItems)}
+	for i := range maxItems.Items {
+		maxItems.Items[i] = ReceiptItem{Conv: uint64(i + 1), Delivered: math.MaxUint64, Read: uint64(i)}
+	}
+	sampleCommands := append(slices.Clone(sampleCommands), maxItems)
 	for _, c := range append(sampleCommands, all) {
 		b, err := EncodeCommand(c)
 		if err != nil {
@@ -67,6 +79,14 @@ func TestDecodeCommandRejects(t *testing.T) {
 		"op overflow":    mapWith(keyOp, 300),
 		"huge list":      {commandVersion, 0x81, 0xa2, 'm', 's', 0xdd, 0xff, 0xff, 0xff, 0xff, 1},
 		"list of string": mapWith(keyMembers, []string{"a"}),
+		"too many items": mapWith(keyItems, make([][3]uint64, MaxReceiptItems+1)),
+		"short item":     mapWith(keyItems, [][]uint64{{1, 2}}),
+		"long item":      mapWith(keyItems, [][]uint64{{1, 2, 3, 4}}),
+		"item of string": mapWith(keyItems, [][]string{{"a", "b", "c"}}),
+		"items not list": mapWith(keyItems, 5),
+		"huge items":     {commandVersion, 0x81, 0xa2, 'r', 'i', 0xdd, 0, 0, 0x03, 0xe8, 0x93, 1, 2, 3},
+		"ts of string":   mapWith(keyTs, "now"),
+		"hide not bool":  mapWith(keyHideLastSeen, 1),
 	}
 	for name, b := range cases {
 		var c Command
@@ -92,6 +112,8 @@ func FuzzDecodeCommand(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte{commandVersion, 0x81, 0xa2, 'm', 's', 0xdd, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{commandVersion, 0x81, 0xa2, 'r', 'i', 0xdd, 0, 0, 0x03, 0xe8, 0x93, 1, 2, 3})
+	f.Add([]byte{commandVersion, 0x81, 0xa2, 'r', 'i', 0x91, 0x92, 1, 2})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var c Command
 		if err := DecodeCommand(b, &c); err != nil {

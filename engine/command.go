@@ -26,6 +26,9 @@ const (
 	OpSetAdmin     // User, Conv, Member, Admin (admins only)
 	OpRename       // User, Conv, Name
 	OpSend         // User, Device, Conv, ClientMsgID, Body, ReplyTo -> Result.Seq
+	OpReceipts     // User, Device, Items -> Result.ItemErrors
+	OpLastSeen     // User, Ts
+	OpSetPrivacy   // User, HideLastSeen
 
 	opCount
 )
@@ -34,7 +37,7 @@ var opNames = [opCount]string{
 	opInvalid: "invalid", OpRegister: "register", OpAddDevice: "add_device", OpRevokeDevice: "revoke_device",
 	OpOpenDirect: "open_direct", OpCreateGroup: "create_group", OpAddMembers: "add_members",
 	OpRemoveMember: "remove_member", OpLeave: "leave", OpSetAdmin: "set_admin", OpRename: "rename",
-	OpSend: "send",
+	OpSend: "send", OpReceipts: "receipts", OpLastSeen: "last_seen", OpSetPrivacy: "set_privacy",
 }
 
 func (o Op) String() string {
@@ -64,6 +67,9 @@ type Command struct {
 	ClientMsgID  string
 	Body         string
 	ReplyTo      uint64
+	Items        []ReceiptItem // OpReceipts: at most MaxReceiptItems
+	Ts           int64         // OpLastSeen: when the user was last seen, unix ms
+	HideLastSeen bool          // OpSetPrivacy
 }
 
 // commandVersion is the first byte of every encoded command. A replica that
@@ -89,6 +95,9 @@ const (
 	keyClientMsgID  = "cm"
 	keyBody         = "b"
 	keyReplyTo      = "r"
+	keyItems        = "ri" // [[conv, delivered, read], ...]
+	keyTs           = "ts"
+	keyHideLastSeen = "hl"
 )
 
 // ErrBadCommand is returned (wrapped) by DecodeCommand for malformed input.
@@ -103,7 +112,7 @@ var ErrBadCommand = errors.New("engine: bad command")
 func EncodeCommand(c *Command) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.Grow(48 + len(c.Username) + len(c.PasswordHash) + len(c.DeviceName) + len(c.Name) +
-		len(c.ClientMsgID) + len(c.Body) + 9*len(c.Members))
+		len(c.ClientMsgID) + len(c.Body) + 9*len(c.Members) + 28*len(c.Items))
 	buf.WriteByte(commandVersion)
 	enc := msgpack.GetEncoder()
 	defer msgpack.PutEncoder(enc)
@@ -135,6 +144,9 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	count(c.ClientMsgID != "")
 	count(c.Body != "")
 	count(c.ReplyTo != 0)
+	count(len(c.Items) != 0)
+	count(c.Ts != 0)
+	count(c.HideLastSeen)
 
 	var err error
 	put := func(key string, f func() error) {
@@ -188,7 +200,36 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	putStr(keyClientMsgID, c.ClientMsgID)
 	putStr(keyBody, c.Body)
 	putUint(keyReplyTo, c.ReplyTo)
+	if len(c.Items) != 0 {
+		put(keyItems, func() error { return encodeItems(enc, c.Items) })
+	}
+	if c.Ts != 0 {
+		put(keyTs, func() error { return enc.EncodeInt(c.Ts) })
+	}
+	if c.HideLastSeen {
+		put(keyHideLastSeen, func() error { return enc.EncodeBool(true) })
+	}
 	return err
+}
+
+// encodeItems writes receipt items as an array of [conv, delivered, read]
+// arrays. Any number is encoded; DecodeCommand refuses more than
+// MaxReceiptItems, so the proposer must split longer lists.
+func encodeItems(enc *msgpack.Encoder, items []ReceiptItem) error {
+	if err := enc.EncodeArrayLen(len(items)); err != nil {
+		return err
+	}
+	for _, it := range items {
+		if err := enc.EncodeArrayLen(3); err != nil {
+			return err
+		}
+		for _, v := range [3]uint64{it.Conv, it.Delivered, it.Read} {
+			if err := enc.EncodeUint(v); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // DecodeCommand decodes what EncodeCommand produced into c. Nothing in c
@@ -269,6 +310,12 @@ func decodeCommand(dec *msgpack.Decoder, r *bytes.Reader, c *Command) error {
 			c.Body, err = dec.DecodeString()
 		case keyReplyTo:
 			c.ReplyTo, err = dec.DecodeUint64()
+		case keyItems:
+			c.Items, err = decodeItems(dec, r)
+		case keyTs:
+			c.Ts, err = dec.DecodeInt64()
+		case keyHideLastSeen:
+			c.HideLastSeen, err = dec.DecodeBool()
 		default:
 			err = dec.Skip()
 		}
@@ -291,6 +338,38 @@ func decodeUint64s(dec *msgpack.Decoder, r *bytes.Reader) ([]uint64, error) {
 	for i := range out {
 		if out[i], err = dec.DecodeUint64(); err != nil {
 			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// decodeItems reads what encodeItems wrote: at most MaxReceiptItems items,
+// each an array of exactly three integers.
+func decodeItems(dec *msgpack.Decoder, r *bytes.Reader) ([]ReceiptItem, error) {
+	n, err := dec.DecodeArrayLen()
+	if err != nil || n <= 0 {
+		return nil, err
+	}
+	if n > MaxReceiptItems {
+		return nil, fmt.Errorf("%d receipt items, at most %d", n, MaxReceiptItems)
+	}
+	if 4*n > r.Len() { // every item takes at least four bytes
+		return nil, fmt.Errorf("list of %d items in %d bytes", n, r.Len())
+	}
+	out := make([]ReceiptItem, n)
+	for i := range out {
+		m, err := dec.DecodeArrayLen()
+		if err != nil {
+			return nil, err
+		}
+		if m != 3 {
+			return nil, fmt.Errorf("receipt item of %d fields, want 3", m)
+		}
+		it := &out[i]
+		for _, dst := range [3]*uint64{&it.Conv, &it.Delivered, &it.Read} {
+			if *dst, err = dec.DecodeUint64(); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return out, nil
@@ -331,6 +410,12 @@ type Result struct {
 	// Duplicate is set when an OpSend repeated a (user, device,
 	// client_msg_id) already applied: Seq, Ts and Index are the original's.
 	Duplicate bool
+
+	// ItemErrors is OpReceipts' outcome per item, aligned with
+	// Command.Items: ErrCodeNone where the item applied (or was stale, a
+	// no-op), else why it did not. Nil when no item failed. The command
+	// itself succeeds whatever its items do.
+	ItemErrors []ErrCode
 }
 
 func failure(code ErrCode, msg string) *Result { return &Result{Err: code, Message: msg} }

@@ -29,6 +29,17 @@
 //     the original result even if the sender has since left; the same
 //     client_msg_id in another conversation is a conflict.
 //   - A device must belong to the sender and not be revoked.
+//   - Receipts are per (user, conversation) cursors, delivered and read,
+//     forward only; a member's start at the event that made them one, and
+//     a send moves the sender's to their message (sending reads). Stale
+//     reports are no-ops; an OpReceipts fails per item, not as a whole.
+//     Receipts take no seq; they publish a "receipt" signal and make the
+//     conversation show up in sync. The details are in receipts.go.
+//   - last_seen is the highest time reported, capped at the entry's time; the
+//     privacy flag is stored, and the node decides who sees what.
+//   - Revoking a device publishes a "device_revoked" signal to its user
+//     (the nodes close its connections) and nothing else; revoking a
+//     revoked device succeeds without one.
 //
 // # Durability
 //
@@ -57,7 +68,8 @@
 //     holding stateMu for writing (and applyMu); queries hold it for reading
 //     while they use them, Pebble reads included, so no query ever reads a
 //     closed database. Only Restore and Close wait on queries.
-//   - index.mu guards the index contents (see index).
+//   - index.mu guards the index contents (see index), including the
+//     groups' cursor sets, which install updates in place.
 //   - applied is atomic: AppliedIndex is read on hot paths.
 //
 // Lock order: applyMu, then stateMu, then index.mu.

@@ -116,10 +116,11 @@ func dumpIndex(e *Engine) string {
 	fmt.Fprintf(&b, "applied=%d last user=%d device=%d conv=%d\n", e.AppliedIndex(), ix.lastUser, ix.lastDevice, ix.lastConv)
 	for _, id := range slices.Sorted(maps.Keys(ix.users)) {
 		u := ix.users[id]
-		fmt.Fprintf(&b, "user %d %q byname=%d convs:", u.id, u.name, ix.names[u.name])
+		fmt.Fprintf(&b, "user %d %q byname=%d seen=%+v convs:", u.id, u.name, ix.names[u.name], u.seen)
 		for _, cid := range slices.Sorted(maps.Keys(u.convs)) {
 			m := u.convs[cid]
-			fmt.Fprintf(&b, " %d(gone=%v %d/%d)", cid, m.gone, m.goneSeq, m.goneIndex)
+			fmt.Fprintf(&b, " %d(gone=%v %d/%d cur=%d/%d@%d unread=%d)", cid, m.gone, m.goneSeq, m.goneIndex,
+				m.cursors.delivered, m.cursors.read, m.cursorIndex, m.unread())
 			if m.conv != ix.convs[cid] {
 				fmt.Fprintf(&b, " STALE-POINTER")
 			}
@@ -131,8 +132,12 @@ func dumpIndex(e *Engine) string {
 	}
 	for _, id := range slices.Sorted(maps.Keys(ix.convs)) {
 		c := ix.convs[id]
-		fmt.Fprintf(&b, "conv %d %s %q created=%d peers=%v last=%d/%d members=%v admins=%v\n",
-			c.id, c.kind, c.name, c.createdAt, c.peers, c.lastSeq, c.lastIndex, c.members, c.admins)
+		fmt.Fprintf(&b, "conv %d %s %q created=%d peers=%v last=%d/%d members=%v admins=%v system=%v cursors@%d",
+			c.id, c.kind, c.name, c.createdAt, c.peers, c.lastSeq, c.lastIndex, c.members, c.admins, c.systemSeqs, c.cursorIndex)
+		if c.cursors != nil {
+			fmt.Fprintf(&b, " delivered=%v read=%v", c.cursors.delivered, c.cursors.read)
+		}
+		b.WriteByte('\n')
 	}
 	for _, id := range slices.Sorted(maps.Keys(ix.devices)) {
 		fmt.Fprintf(&b, "device %d %+v\n", id, ix.devices[id])

@@ -11,7 +11,8 @@ import (
 
 // index is the in-memory view of the state that Apply checks rights against
 // and queries answer from: users by name, conversations with their members
-// and last seq/index, each user's conversations, the 1:1 lookup. It is
+// and last seq/index, each user's conversations with their receipt cursors,
+// the 1:1 lookup, each group's cursors in sorted order. It is
 // derived data: built from the database by loadIndex on Open and Restore,
 // never persisted on its own.
 //
@@ -46,6 +47,7 @@ type deviceState struct {
 type userEntry struct {
 	id   uint64
 	name string
+	seen seenRecord // last_seen and privacy; written by install only
 	// convs has every conversation the user is in or has left (a former
 	// member keeps seeing the event that removed them, once, in sync).
 	convs map[uint64]*membership
@@ -56,15 +58,36 @@ type membership struct {
 	// gone: the user left or was removed by the event at goneSeq/goneIndex.
 	gone               bool
 	goneSeq, goneIndex uint64
+	// The user's receipt cursors, and the index of the entry that last
+	// moved them. A former member's stay as they were.
+	cursors     cursors
+	cursorIndex uint64
 }
 
-// syncIndex is the last index the user must see this conversation at in
-// sync, and lastSeq the last seq they may read.
+// syncIndex is the index of the last change the user must see this
+// conversation at in sync: its last event, or a change of the user's
+// cursors (in a 1:1, of either member's); for a former member, the event
+// that removed them.
 func (m *membership) syncIndex() uint64 {
-	if m.gone {
+	c := m.conv
+	switch {
+	case m.gone:
 		return m.goneIndex
+	case c.kind == KindDirect:
+		return max(c.lastIndex, c.cursorIndex)
 	}
-	return m.conv.lastIndex
+	return max(c.lastIndex, m.cursorIndex)
+}
+
+// unread is the number of messages from other users above the user's read
+// cursor. Sending a message moves the sender's read cursor to it (see
+// send), so every message above the read cursor is another user's, and
+// the count is the number of messages in (read, lastSeq].
+func (m *membership) unread() uint64 {
+	if m.gone || m.cursors.read >= m.conv.lastSeq {
+		return 0
+	}
+	return m.conv.messagesUpTo(m.conv.lastSeq) - m.conv.messagesUpTo(m.cursors.read)
 }
 
 type convEntry struct {
@@ -81,6 +104,27 @@ type convEntry struct {
 	// published event can carry members as its Recipients without a copy.
 	members []uint64
 	admins  []uint64
+
+	// systemSeqs are the seqs of the events that are not messages,
+	// ascending: with them, the number of messages up to any seq is a
+	// binary search. Apply appends to it in place from the entry's working
+	// copy: readers of the live entry read only up to its length, and only
+	// the Apply goroutine appends.
+	systemSeqs []uint64
+
+	// cursorIndex is the index of the last entry that moved any member's
+	// receipt cursors. cursors holds a group's current members' cursors
+	// in sorted order (nil for a 1:1: two members need no index). Both are
+	// written only by install, after it has copied the entry's working
+	// copies back (which carry them unchanged), under index.mu.
+	cursorIndex uint64
+	cursors     *cursorSet
+}
+
+// messagesUpTo is the number of message events with seq <= seq.
+func (c *convEntry) messagesUpTo(seq uint64) uint64 {
+	n, _ := slices.BinarySearch(c.systemSeqs, seq+1)
+	return seq - uint64(n)
 }
 
 func (c *convEntry) isMember(user uint64) bool { return contains(c.members, user) }
@@ -217,6 +261,26 @@ func loadIndex(db *pebble.DB) (*index, uint64, error) {
 		})
 	}
 	if err == nil {
+		err = scan(db, prefixSystem, func(k, v []byte) error {
+			c := ix.convs[u64At(k, 1)]
+			if len(k) != 17 || c == nil {
+				return corrupt("system seq", k)
+			}
+			c.systemSeqs = append(c.systemSeqs, u64At(k, 9)) // keys come in seq order
+			return nil
+		})
+	}
+	if err == nil {
+		err = scan(db, prefixSeen, func(k, v []byte) error {
+			rec, ok := decodeSeenRecord(v)
+			if len(k) != 9 || !ok || ix.users[u64At(k, 1)] == nil {
+				return corrupt("last seen record", k)
+			}
+			ix.users[u64At(k, 1)].seen = rec
+			return nil
+		})
+	}
+	if err == nil {
 		// Keys are ordered by (conv, user): members come out sorted.
 		err = scan(db, prefixMember, func(k, v []byte) error {
 			if len(k) != 17 {
@@ -237,10 +301,66 @@ func loadIndex(db *pebble.DB) (*index, uint64, error) {
 			return nil
 		})
 	}
+	if err == nil {
+		err = loadCursors(db, ix)
+	}
 	if err != nil {
 		return nil, 0, err
 	}
 	return ix, applied, nil
+}
+
+// loadCursors reads every member's receipt cursors into their membership
+// and builds each group's cursor set. Every member and former member has a
+// cursor record (written when they joined).
+func loadCursors(db *pebble.DB, ix *index) error {
+	records := 0
+	err := scan(db, prefixCursor, func(k, v []byte) error {
+		if len(k) != 17 {
+			return corrupt("cursor key", k)
+		}
+		var m *membership
+		if u := ix.users[u64At(k, 9)]; u != nil {
+			m = u.convs[u64At(k, 1)]
+		}
+		cur, index, ok := decodeCursorRecord(v)
+		if m == nil || !ok {
+			return corrupt("cursor record", k)
+		}
+		records++
+		m.cursors, m.cursorIndex = cur, index
+		c := m.conv
+		c.cursorIndex = max(c.cursorIndex, index)
+		if c.kind == KindGroup && !m.gone {
+			if c.cursors == nil {
+				c.cursors = &cursorSet{}
+			}
+			c.cursors.delivered = append(c.cursors.delivered, cur.delivered)
+			c.cursors.read = append(c.cursors.read, cur.read)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	memberships := 0
+	for _, u := range ix.users {
+		memberships += len(u.convs)
+	}
+	if records != memberships {
+		return fmt.Errorf("%w: %d cursor records for %d memberships", errCorrupt, records, memberships)
+	}
+	for _, c := range ix.convs {
+		if c.kind != KindGroup {
+			continue
+		}
+		if c.cursors == nil {
+			c.cursors = &cursorSet{}
+		}
+		slices.Sort(c.cursors.delivered)
+		slices.Sort(c.cursors.read)
+	}
+	return nil
 }
 
 // scan calls f for every key with the prefix, in order. k and v are valid

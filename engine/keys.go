@@ -17,6 +17,9 @@ import "encoding/binary"
 //	'e' + conv + seq                     -> event: stored once, whatever the number of members
 //	'x' + conv + log index               -> first seq the entry at that index appended to conv
 //	'k' + user + device + client_msg_id  -> conv, seq, ts, index of the original send
+//	'r' + conv + user                    -> receipt cursors of a member or former member
+//	's' + conv + seq                     -> (empty) the event at seq is not a message
+//	'w' + user                           -> last_seen and privacy of the user
 //
 // Everything in an entry, including the applied index, is written in one
 // batch, so the database always holds the state as of some whole entry.
@@ -30,6 +33,9 @@ const (
 	prefixEvent  byte = 'e'
 	prefixEntry  byte = 'x'
 	prefixDedup  byte = 'k'
+	prefixCursor byte = 'r'
+	prefixSystem byte = 's'
+	prefixSeen   byte = 'w'
 
 	metaFormat     byte = 'v'
 	metaApplied    byte = 'a'
@@ -38,7 +44,9 @@ const (
 	metaLastConv   byte = 'c'
 
 	// storageFormat is the version of this layout and of the records.
-	storageFormat byte = 1
+	// 2 added the 'r', 's' and 'w' keys; a format 1 database lacks the
+	// cursors and system seqs that unread counts derive from.
+	storageFormat byte = 2
 )
 
 func metaKey(name byte) []byte { return []byte{prefixMeta, name} }

@@ -50,8 +50,33 @@ func (e *Engine) userLocked(id uint64) (User, bool) {
 		return u, false
 	}
 	defer closer.Close()
-	ok := decodeUserRecord(id, v, &u)
-	return u, ok
+	if !decodeUserRecord(id, v, &u) {
+		return u, false
+	}
+	e.idx.mu.RLock()
+	if ue := e.idx.users[id]; ue != nil {
+		u.LastSeen, u.HideLastSeen = ue.seen.lastSeen, ue.seen.hide
+	}
+	e.idx.mu.RUnlock()
+	return u, true
+}
+
+// LastSeen returns a user's last_seen (unix ms, 0 if never recorded) and
+// privacy setting. It reads memory only. The node shows ts to nobody but
+// the user themself while hidden is set. ok is false for an unknown user.
+func (e *Engine) LastSeen(user uint64) (ts int64, hidden, ok bool) {
+	e.stateMu.RLock()
+	defer e.stateMu.RUnlock()
+	if e.db == nil {
+		return 0, false, false
+	}
+	e.idx.mu.RLock()
+	defer e.idx.mu.RUnlock()
+	u := e.idx.users[user]
+	if u == nil {
+		return 0, false, false
+	}
+	return u.seen.lastSeen, u.seen.hide, true
 }
 
 // Device returns a device of a user.
@@ -69,6 +94,48 @@ func (e *Engine) Device(user, device uint64) (Device, bool) {
 	defer closer.Close()
 	ok := decodeDeviceRecord(user, device, v, &d)
 	return d, ok
+}
+
+// Devices lists the devices of user, revoked ones included, ascending by
+// ID, after the device ID after: up to limit of them (clamped to [1,
+// MaxDevicesLimit], 0 meaning DefaultDevicesLimit; every login makes a
+// device, so the list is paged). more reports whether further devices
+// follow; page them with after = the last ID returned. An unknown user has
+// none.
+func (e *Engine) Devices(user, after uint64, limit int) (devices []Device, more bool, code ErrCode) {
+	limit = clamp(limit, DefaultDevicesLimit, MaxDevicesLimit)
+	e.stateMu.RLock()
+	defer e.stateMu.RUnlock()
+	if e.db == nil {
+		return nil, false, ErrCodeInternal
+	}
+	if after == math.MaxUint64 || user == math.MaxUint64 { // no key above; user+1 would wrap
+		return nil, false, ErrCodeNone
+	}
+	it, err := e.db.NewIter(&pebble.IterOptions{
+		LowerBound: key2(prefixDevice, user, after+1),
+		UpperBound: key1(prefixDevice, user+1),
+	})
+	if err != nil {
+		return nil, false, ErrCodeInternal
+	}
+	defer it.Close()
+	valid := it.First()
+	for ; valid && len(devices) < limit; valid = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return nil, false, ErrCodeInternal
+		}
+		var d Device
+		if k := it.Key(); len(k) != 17 || !decodeDeviceRecord(user, u64At(k, 9), v, &d) {
+			return nil, false, ErrCodeInternal
+		}
+		devices = append(devices, d)
+	}
+	if it.Error() != nil {
+		return nil, false, ErrCodeInternal
+	}
+	return devices, valid, ErrCodeNone
 }
 
 // DeviceActive reports whether the device exists, belongs to user and is not
@@ -101,6 +168,31 @@ func (e *Engine) Conversation(id uint64) (ConvInfo, bool) {
 	return c.info(math.MaxInt), true
 }
 
+// ConversationFor describes a conversation for one of its members, with
+// that user's cursors and unread count (and the peer's in a 1:1) and the
+// full member list: ErrCodeNotFound if there is no such conversation,
+// ErrCodeNotMember if user is not a current member.
+func (e *Engine) ConversationFor(user, id uint64) (ConvInfo, ErrCode) {
+	e.stateMu.RLock()
+	defer e.stateMu.RUnlock()
+	if e.db == nil {
+		return ConvInfo{}, ErrCodeInternal
+	}
+	ix := e.idx
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	c := ix.convs[id]
+	if c == nil {
+		return ConvInfo{}, ErrCodeNotFound
+	}
+	if !c.isMember(user) {
+		return ConvInfo{}, ErrCodeNotMember
+	}
+	ci := c.info(math.MaxInt)
+	ix.fillCursors(&ci, user, ix.users[user].convs[id])
+	return ci, ErrCodeNone
+}
+
 // IsMember reports whether user is a current member of conv.
 func (e *Engine) IsMember(conv, user uint64) bool {
 	e.stateMu.RLock()
@@ -115,7 +207,8 @@ func (e *Engine) IsMember(conv, user uint64) bool {
 }
 
 // Conversations lists the conversations user is a member of, the most
-// recently active first, with their full member lists.
+// recently active first, with their full member lists and the user's
+// cursors and unread counts.
 func (e *Engine) Conversations(user uint64) []ConvInfo {
 	e.stateMu.RLock()
 	defer e.stateMu.RUnlock()
@@ -130,6 +223,7 @@ func (e *Engine) Conversations(user uint64) []ConvInfo {
 		for _, m := range u.convs {
 			if !m.gone {
 				out = append(out, m.conv.info(math.MaxInt))
+				e.idx.fillCursors(&out[len(out)-1], user, m)
 			}
 		}
 	}

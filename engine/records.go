@@ -19,6 +19,9 @@ import (
 //	dedup   conv(8) seq(8) ts(8) index(8)
 //	entry   seq(8)
 //	event   see appendEvent
+//	cursor  delivered(8) read(8) index(8)   (index: the entry that last moved them)
+//	system  empty
+//	seen    lastSeen(8) flags(1: hide last_seen)
 
 var errCorrupt = errors.New("engine: corrupt record")
 
@@ -141,6 +144,48 @@ func decodeMemberRecord(v []byte) (memberRecord, bool) {
 		active: v[0]&memberActive != 0, admin: v[0]&memberAdmin != 0,
 		goneSeq: u64At(v, 1), goneIndex: u64At(v, 9),
 	}, true
+}
+
+// cursors are a member's receipt cursors in a conversation: the highest seq
+// delivered to and read on any of their devices. delivered >= read.
+type cursors struct {
+	delivered, read uint64
+}
+
+func appendCursorRecord(dst []byte, c cursors, index uint64) []byte {
+	return appendU64s(dst, c.delivered, c.read, index)
+}
+
+func decodeCursorRecord(v []byte) (c cursors, index uint64, ok bool) {
+	if len(v) != 24 {
+		return cursors{}, 0, false
+	}
+	c = cursors{delivered: u64At(v, 0), read: u64At(v, 8)}
+	return c, u64At(v, 16), c.delivered >= c.read
+}
+
+const seenHidden byte = 1
+
+// seenRecord is the value of a 'w' key.
+type seenRecord struct {
+	lastSeen int64
+	hide     bool
+}
+
+func appendSeenRecord(dst []byte, s seenRecord) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, uint64(s.lastSeen))
+	var flags byte
+	if s.hide {
+		flags |= seenHidden
+	}
+	return append(dst, flags)
+}
+
+func decodeSeenRecord(v []byte) (seenRecord, bool) {
+	if len(v) != 9 {
+		return seenRecord{}, false
+	}
+	return seenRecord{lastSeen: int64(u64At(v, 0)), hide: v[8]&seenHidden != 0}, true
 }
 
 // sendRecord is the value of a dedup key: the outcome of the original send.

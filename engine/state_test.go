@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -125,7 +126,7 @@ func (g *gen) command() []byte {
 	case p < 40:
 		conv, actor, _ := g.conv(false)
 		c = &Command{Op: OpRename, User: actor, Conv: conv, Name: fmt.Sprintf("n%d", g.rng.IntN(3))}
-	case p < 98:
+	case p < 88:
 		conv, actor, _ := g.conv(false)
 		ci, _ := g.scratch.Conversation(conv)
 		c = &Command{
@@ -136,6 +137,12 @@ func (g *gen) command() []byte {
 		if g.chance(20) {
 			c.ReplyTo = uint64(g.rng.IntN(int(ci.LastSeq) + 2))
 		}
+	case p < 95:
+		c = g.receipts()
+	case p < 97:
+		c = &Command{Op: OpLastSeen, User: g.pick(users), Ts: int64(g.index)*7 + 1_700_000_000_000 - int64(g.rng.IntN(30))}
+	case p < 98:
+		c = &Command{Op: OpSetPrivacy, User: g.pick(users), HideLastSeen: g.chance(50)}
 	default:
 		b := make([]byte, g.rng.IntN(12))
 		for i := range b {
@@ -144,6 +151,34 @@ func (g *gen) command() []byte {
 		return b
 	}
 	return mustEncode(g.t, c)[0]
+}
+
+// receipts reports cursors of a member's conversations, sometimes stale,
+// beyond the last seq, for a conversation the user is not in, or repeated.
+func (g *gen) receipts() *Command {
+	_, actor, _ := g.conv(false)
+	c := &Command{Op: OpReceipts, User: actor, Device: g.pick(g.devices[actor])}
+	convs := g.scratch.Conversations(actor)
+	for range 1 + g.rng.IntN(4) {
+		var it ReceiptItem
+		var last uint64
+		if len(convs) > 0 && !g.chance(10) {
+			ci := convs[g.rng.IntN(len(convs))]
+			it.Conv, last = ci.ID, ci.LastSeq
+		} else if g.chance(50) {
+			it.Conv = g.pick(g.convs())
+			ci, _ := g.scratch.Conversation(it.Conv)
+			last = ci.LastSeq
+		} else {
+			it.Conv, last = 1<<40, 3 // no such conversation
+		}
+		it.Delivered = uint64(g.rng.IntN(int(last) + 2))
+		if g.chance(70) {
+			it.Read = uint64(g.rng.IntN(int(last) + 2))
+		}
+		c.Items = append(c.Items, it)
+	}
+	return c
 }
 
 func (g *gen) entry() entry {
@@ -205,6 +240,7 @@ func TestDeterminism(t *testing.T) {
 	a.SetPublisher(recA)
 	b.SetPublisher(recB)
 	rng := rand.New(rand.NewPCG(2, 2))
+	kinds := map[string]int{} // what the stream exercised
 
 	for i, en := range entries {
 		ra := applyEntry(t, a, en)
@@ -215,7 +251,16 @@ func TestDeterminism(t *testing.T) {
 		if fa, fb := fmtResults(ra), fmtResults(rb); fa != fb {
 			t.Fatalf("entry %d: results differ:\n%s\n%s", en.index, fa, fb)
 		}
-		if ea, eb := fmtEvents(recA.take()), fmtEvents(recB.take()); ea != eb {
+		for _, r := range ra {
+			for _, code := range r.ItemErrors {
+				kinds["item "+string(code)]++
+			}
+		}
+		evA := recA.take()
+		for _, ev := range evA {
+			kinds[string(ev.Kind)]++
+		}
+		if ea, eb := fmtEvents(evA), fmtEvents(recB.take()); ea != eb {
 			t.Fatalf("entry %d: events differ:\n%s\n%s", en.index, ea, eb)
 		}
 		switch rng.IntN(40) {
@@ -240,6 +285,11 @@ func TestDeterminism(t *testing.T) {
 		t.Fatalf("states differ:\n%s", diff(da, db))
 	}
 	checkInvariants(t, a)
+	for _, k := range []string{"receipt", "device_revoked", "item ", "item not_member", "item invalid", "item not_found"} {
+		if kinds[k] == 0 {
+			t.Errorf("the stream made no %q (%v)", k, kinds)
+		}
+	}
 }
 
 // TestReopenRebuildsIndexes: the indexes rebuilt by Open equal the ones
@@ -402,6 +452,10 @@ func TestQueriesDuringApply(t *testing.T) {
 	}
 	snap.Release()
 
+	// restores counts Restore calls started and finished: a query that saw
+	// it change may have seen the state move back to the snapshot between
+	// two calls, so its cross-call checks do not hold.
+	var restores atomic.Int64
 	done := make(chan struct{})
 	errs := make(chan error, 8)
 	var wg sync.WaitGroup
@@ -416,7 +470,7 @@ func TestQueriesDuringApply(t *testing.T) {
 					return
 				default:
 				}
-				if err := queryOnce(e, rng); err != nil {
+				if err := queryOnce(e, rng, &restores); err != nil {
 					errs <- err
 					return
 				}
@@ -427,9 +481,11 @@ func TestQueriesDuringApply(t *testing.T) {
 		if i == 150 {
 			// Back to the snapshot, then forward again: Raft installing a
 			// snapshot from the leader while clients read.
+			restores.Add(1)
 			if err := e.Restore(bytes.NewReader(buf.Bytes())); err != nil {
 				t.Fatal(err)
 			}
+			restores.Add(1)
 			for _, old := range entries[:250] {
 				e.Apply(old.index, old.ts, old.cmds)
 			}
@@ -445,12 +501,15 @@ func TestQueriesDuringApply(t *testing.T) {
 	}
 }
 
-func queryOnce(e *Engine, rng *rand.Rand) error {
+func queryOnce(e *Engine, rng *rand.Rand, restores *atomic.Int64) error {
 	user, conv := uint64(rng.IntN(30)+1), uint64(rng.IntN(40)+1)
+	epoch := restores.Load()
 	if ci, ok := e.Conversation(conv); ok && len(ci.Members) > 0 {
 		m := ci.Members[0].User
 		evs, _, code := e.History(m, conv, 0, Before, 1)
 		switch {
+		case epoch%2 == 1 || restores.Load() != epoch:
+			// a Restore ran between the two calls
 		case code == ErrCodeNotMember:
 			// m left between the two calls
 		case code != ErrCodeNone:
@@ -479,7 +538,22 @@ func queryOnce(e *Engine, rng *rand.Rand) error {
 		}
 		after = page.Next
 	}
-	e.Conversations(user)
+	for _, ci := range e.Conversations(user) {
+		if ci.Read > ci.Delivered || ci.Delivered > ci.LastSeq || ci.Unread > ci.LastSeq-ci.Read {
+			return fmt.Errorf("user %d conv %d: cursors %d/%d unread %d, last seq %d", user, ci.ID, ci.Delivered, ci.Read, ci.Unread, ci.LastSeq)
+		}
+	}
+	if read, delivered, members, ok := e.ReadCount(conv, 1); ok && (read > delivered || delivered > members) {
+		return fmt.Errorf("conv %d: read %d delivered %d of %d", conv, read, delivered, members)
+	}
+	if page, ok := e.Readers(conv, 1, 0, 3); ok && (len(page.Users) > 3 || !slices.IsSorted(page.Users)) {
+		return fmt.Errorf("conv %d: readers %+v", conv, page)
+	}
+	e.ConversationFor(user, conv)
+	e.LastSeen(user)
+	if _, _, code := e.Devices(user, 0, 2); code != ErrCodeNone {
+		return fmt.Errorf("devices: %s", code)
+	}
 	e.User(user)
 	e.UserByName(fmt.Sprintf("user%d", user))
 	e.DeviceActive(user, uint64(rng.IntN(20)+1))
@@ -497,6 +571,8 @@ func checkInvariants(t *testing.T, e *Engine) {
 	type convCheck struct {
 		seq, index uint64
 		firsts     map[uint64]uint64 // index -> first seq
+		system     []uint64          // seqs of the events that are not messages
+		senders    []uint64          // by seq - 1: the sender of each message, 0 for the others
 	}
 	convs := map[uint64]*convCheck{}
 	err := scan(e.db, prefixEvent, func(k, v []byte) error {
@@ -516,6 +592,13 @@ func checkInvariants(t *testing.T, e *Engine) {
 		if ev.Index != c.index {
 			c.firsts[ev.Index] = seq
 		}
+		var sender uint64
+		if ev.Kind == EventMessage {
+			sender = ev.From
+		} else {
+			c.system = append(c.system, seq)
+		}
+		c.senders = append(c.senders, sender)
 		c.seq, c.index = seq, ev.Index
 		return nil
 	})
@@ -543,6 +626,46 @@ func checkInvariants(t *testing.T, e *Engine) {
 	}
 	if entries != want {
 		t.Fatalf("%d entry keys for %d (conversation, index) pairs", entries, want)
+	}
+
+	// Receipts: the derived state equals what the events and the cursor
+	// records say, and unread (a binary search) equals a count over the
+	// history of the messages from other users above the read cursor.
+	cursorsChecked := 0
+	for id, c := range e.idx.convs {
+		cc := convs[id]
+		if !slices.Equal(c.systemSeqs, cc.system) {
+			t.Fatalf("conv %d: system seqs %v, events say %v", id, c.systemSeqs, cc.system)
+		}
+		var delivered, read []uint64
+		for _, u := range c.members {
+			m := e.idx.users[u].convs[id]
+			cur := m.cursors
+			if cur.read > cur.delivered || cur.delivered > c.lastSeq {
+				t.Fatalf("conv %d user %d: cursors %+v, last seq %d", id, u, cur, c.lastSeq)
+			}
+			delivered, read = append(delivered, cur.delivered), append(read, cur.read)
+			var unread uint64
+			for seq := cur.read + 1; seq <= c.lastSeq; seq++ {
+				if from := cc.senders[seq-1]; from != 0 && from != u {
+					unread++
+				}
+			}
+			if got := m.unread(); got != unread {
+				t.Fatalf("conv %d user %d: unread %d, history says %d", id, u, got, unread)
+			}
+			cursorsChecked++
+		}
+		if c.kind == KindGroup {
+			slices.Sort(delivered)
+			slices.Sort(read)
+			if !slices.Equal(c.cursors.delivered, delivered) || !slices.Equal(c.cursors.read, read) {
+				t.Fatalf("conv %d: cursor set %+v, members have %v / %v", id, *c.cursors, delivered, read)
+			}
+		}
+	}
+	if cursorsChecked < 50 {
+		t.Fatalf("only %d members' cursors checked", cursorsChecked)
 	}
 	if len(convs) < 10 {
 		t.Fatalf("the stream made only %d conversations with events", len(convs))

@@ -8,7 +8,12 @@ import (
 
 // Sync returns, in pages, the conversations of user that changed after the
 // log index since (the cursor the device has fully seen), each with its new
-// events.
+// events and the user's current receipt cursors and unread count. A
+// conversation changes with a new event and with a change of the user's
+// cursors (in a 1:1, of either member's): one whose cursors alone changed
+// comes with no events, so that a device offline while another read, or
+// while the peer read, learns it. Conversations are ordered by that change
+// index (ConvSync.ChangeIndex); "last index" below means it.
 //
 // A catch-up is a sequence of calls with the same since: the first with
 // after = 0, each next one with after = the previous page's Next, until a
@@ -99,6 +104,8 @@ func (e *Engine) Sync(user, since, after uint64, maxConvs, perConvEvents int) (S
 		cs := &page.Convs[i]
 		m := cd.m
 		cs.Info = m.conv.info(SyncInfoMembers)
+		cs.ChangeIndex = cd.syncIndex
+		ix.fillCursors(&cs.Info, user, m)
 		maxSeq[i] = math.MaxUint64
 		if m.gone {
 			cs.Gone = true

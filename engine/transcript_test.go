@@ -123,7 +123,8 @@ type runner struct {
 	rec     *recorder
 	index   uint64
 	entries []entry
-	cmids   int // for generated client_msg_ids
+	cmids   int  // for generated client_msg_ids
+	cursors bool // show-cursors: conversation lines show receipt cursors
 }
 
 func newRunner(t *testing.T) *runner {
@@ -274,8 +275,30 @@ func (r *runner) command(name string, a args) (*Command, bool) {
 			Op: OpSend, User: a.u64("user"), Device: a.u64("dev"), Conv: a.u64("conv"),
 			ClientMsgID: a.str("cmid"), Body: body, ReplyTo: a.u64("reply"),
 		}, true
+	case "receipts": // items=conv:delivered:read,...
+		return &Command{Op: OpReceipts, User: a.u64("user"), Device: a.u64("dev"), Items: a.items("items")}, true
+	case "seen":
+		return &Command{Op: OpLastSeen, User: a.u64("user"), Ts: int64(a.u64("ts"))}, true
+	case "privacy":
+		return &Command{Op: OpSetPrivacy, User: a.u64("user"), HideLastSeen: a.str("hide") == "true"}, true
 	}
 	return nil, false
+}
+
+// items parses conv:delivered:read,...
+func (a args) items(k string) []ReceiptItem {
+	var out []ReceiptItem
+	for _, s := range strings.Split(a.kv[k], ",") {
+		if s == "" {
+			continue
+		}
+		var it ReceiptItem
+		if _, err := fmt.Sscanf(s, "%d:%d:%d", &it.Conv, &it.Delivered, &it.Read); err != nil {
+			a.t.Fatalf("%q: %s: %q: %v", a.line, k, s, err)
+		}
+		out = append(out, it)
+	}
+	return out
 }
 
 // apply applies raw commands as the next entry and renders the outcome.
@@ -333,7 +356,11 @@ func (r *runner) run(input []string) []string {
 		if !ok {
 			return []string{"not found"}
 		}
-		return []string{fmt.Sprintf("user %d %q hash=%q created=%d", u.ID, u.Username, u.PasswordHash, u.CreatedAt)}
+		line := fmt.Sprintf("user %d %q hash=%q created=%d", u.ID, u.Username, u.PasswordHash, u.CreatedAt)
+		if u.LastSeen != 0 || u.HideLastSeen {
+			line += fmt.Sprintf(" last_seen=%d hidden=%v", u.LastSeen, u.HideLastSeen)
+		}
+		return []string{line}
 	case "devinfo":
 		d, ok := r.e.Device(a.u64("user"), a.u64("id"))
 		if !ok {
@@ -350,9 +377,46 @@ func (r *runner) run(input []string) []string {
 	case "convs":
 		var out []string
 		for _, ci := range r.e.Conversations(a.u64("user")) {
-			out = append(out, fmtInfo(&ci))
+			out = append(out, r.fmtInfo(&ci))
 		}
 		return out
+	case "show-cursors":
+		r.cursors = true
+		return []string{"ok"}
+	case "conv-for":
+		ci, code := r.e.ConversationFor(a.u64("user"), a.u64("conv"))
+		if code != ErrCodeNone {
+			return []string{"error " + string(code)}
+		}
+		return []string{fmtInfo(&ci) + fmtCursors(&ci)}
+	case "readcount":
+		read, delivered, members, ok := r.e.ReadCount(a.u64("conv"), a.u64("seq"))
+		if !ok {
+			return []string{"not found"}
+		}
+		return []string{fmt.Sprintf("read=%d delivered=%d members=%d", read, delivered, members)}
+	case "readers":
+		page, ok := r.e.Readers(a.u64("conv"), a.u64("seq"), a.u64("after"), a.int("limit", 0))
+		if !ok {
+			return []string{"not found"}
+		}
+		return []string{fmt.Sprintf("users=%v more=%v next=%d", page.Users, page.More, page.Next)}
+	case "lastseen":
+		ts, hidden, ok := r.e.LastSeen(a.u64("user"))
+		if !ok {
+			return []string{"not found"}
+		}
+		return []string{fmt.Sprintf("last_seen=%d hidden=%v", ts, hidden)}
+	case "devices":
+		devs, more, code := r.e.Devices(a.u64("user"), a.u64("after"), a.int("limit", 0))
+		if code != ErrCodeNone {
+			return []string{"error " + string(code)}
+		}
+		var out []string
+		for _, d := range devs {
+			out = append(out, fmt.Sprintf("device %d user=%d %q created=%d revoked=%v", d.ID, d.User, d.Name, d.CreatedAt, d.Revoked))
+		}
+		return append(out, fmt.Sprintf("more=%v", more))
 	case "member":
 		return []string{fmt.Sprint(r.e.IsMember(a.u64("conv"), a.u64("user")))}
 	case "history":
@@ -396,7 +460,11 @@ func (r *runner) sync(a args) []string {
 	}
 	var out []string
 	for _, cs := range page.Convs {
-		out = append(out, fmtInfo(&cs.Info)+fmt.Sprintf(" events=%d more=%v gone=%v", len(cs.Events), cs.More, cs.Gone))
+		line := r.fmtInfo(&cs.Info) + fmt.Sprintf(" events=%d more=%v gone=%v", len(cs.Events), cs.More, cs.Gone)
+		if r.cursors {
+			line += fmt.Sprintf(" change=%d", cs.ChangeIndex)
+		}
+		out = append(out, line)
 		for _, ev := range cs.Events {
 			out = append(out, "  "+fmtEvent(&ev))
 		}
@@ -431,13 +499,19 @@ func (r *runner) syncAll(a args) []string {
 				gone++
 			}
 			if i == 0 {
-				lo = cs.Info.LastIndex
+				lo = cs.ChangeIndex
 			}
-			if cs.Info.LastIndex < hi {
+			if cs.ChangeIndex < hi || cs.ChangeIndex < cs.Info.LastIndex {
 				problems++ // out of order
 			}
-			hi = cs.Info.LastIndex
+			hi = cs.ChangeIndex
 			evs := cs.Events
+			if cs.Info.LastIndex <= since { // only receipt cursors changed
+				if len(evs) != 0 || cs.More {
+					problems++
+				}
+				continue
+			}
 			if cs.More {
 				convMore++
 				for more := true; more; {
@@ -579,6 +653,22 @@ func (r *runner) bulkSend(a args) []string {
 	return []string{fmt.Sprintf("sent %d in %d entries: idx=%d..%d", sent, entries, firstIdx, r.index)}
 }
 
+// fmtInfo is fmtInfo, with the receipt cursors after show-cursors.
+func (r *runner) fmtInfo(c *ConvInfo) string {
+	if r.cursors {
+		return fmtInfo(c) + fmtCursors(c)
+	}
+	return fmtInfo(c)
+}
+
+func fmtCursors(c *ConvInfo) string {
+	s := fmt.Sprintf(" cur=%d/%d unread=%d", c.Delivered, c.Read, c.Unread)
+	if c.Kind == KindDirect {
+		s += fmt.Sprintf(" peer=%d/%d", c.PeerDelivered, c.PeerRead)
+	}
+	return s
+}
+
 func fmtResult(r *Result) string {
 	if r.Err != ErrCodeNone {
 		return fmt.Sprintf("error %s: %s", r.Err, r.Message)
@@ -599,6 +689,19 @@ func fmtResult(r *Result) string {
 	if r.Duplicate {
 		b.WriteString(" dup")
 	}
+	if r.ItemErrors != nil {
+		b.WriteString(" items=[")
+		for i, code := range r.ItemErrors {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			if code == ErrCodeNone {
+				code = "-"
+			}
+			b.WriteString(string(code))
+		}
+		b.WriteByte(']')
+	}
 	return b.String()
 }
 
@@ -608,8 +711,13 @@ func fmtEvent(e *Event) string {
 	if e.Ts != int64(e.Index)*1000 {
 		fmt.Fprintf(&b, " ts=%d", e.Ts)
 	}
-	if e.Kind == EventMessage {
+	switch e.Kind {
+	case EventMessage:
 		fmt.Fprintf(&b, " dev=%d cmid=%s body=%q", e.Device, e.ClientMsgID, e.Body)
+	case EventReceipt:
+		fmt.Fprintf(&b, " dev=%d delivered=%d read=%d", e.Device, e.Delivered, e.Read)
+	case EventDeviceRevoked:
+		fmt.Fprintf(&b, " dev=%d", e.Device)
 	}
 	if e.ReplyTo != 0 {
 		fmt.Fprintf(&b, " reply=%d", e.ReplyTo)

@@ -13,6 +13,7 @@ const (
 	MaxBodyBytes         = 16 << 10
 	MaxMembersPerCommand = 1000
 	MaxGroupMembers      = 100_000
+	MaxReceiptItems      = 1000 // conversations in one OpReceipts
 
 	DefaultHistoryLimit = 50
 	MaxHistoryLimit     = 200
@@ -20,6 +21,15 @@ const (
 	MaxSyncConvs        = 100
 	DefaultSyncEvents   = 50
 	MaxSyncEvents       = 200
+	DefaultReadersLimit = 50
+	MaxReadersLimit     = 200
+	DefaultDevicesLimit = 100
+	MaxDevicesLimit     = 500
+
+	// readersScanLimit bounds the members one Readers call examines, so a
+	// page of a 100k-member group that few have read costs no more than
+	// this; the page may then come back short (even empty) with More set.
+	readersScanLimit = 10_000
 
 	// SyncInfoMembers caps the member list in a ConvSync's Info: a page of
 	// 100 large groups would otherwise carry millions of IDs. Larger groups
@@ -49,10 +59,23 @@ const (
 	EventMemberLeft    EventKind = "member_left"
 	EventAdminChanged  EventKind = "admin_changed"
 	EventRenamed       EventKind = "renamed"
+
+	// Signals: published after commit, never stored, Seq 0. They are not
+	// conversation events: sync does not replay them (it reports the state
+	// they announce instead) and clients must not dedupe them by seq.
+
+	// EventReceipt: a user's receipt cursors in Conv moved to Delivered and
+	// Read, reported by Device. Recipients: both members of a 1:1; in a
+	// group only the reader (their other devices), and only when Read moved.
+	EventReceipt EventKind = "receipt"
+	// EventDeviceRevoked: Device of user From was revoked (Conv 0).
+	// Recipients: that user. Every node closes the device's connections.
+	EventDeviceRevoked EventKind = "device_revoked"
 )
 
 // Event is one entry of a conversation: a message or a membership change.
-// Each takes the conversation's next Seq.
+// Each takes the conversation's next Seq. The signal kinds above use the
+// same struct with Seq 0.
 type Event struct {
 	Conv  uint64
 	Seq   uint64
@@ -71,6 +94,10 @@ type Event struct {
 	Users []uint64 // affected users (added, removed, left, made admin; the initial members for created)
 	Name  string   // created (groups) and renamed
 	Admin bool     // admin_changed: the new flag
+
+	// Receipts: the reader's (From's) cursors after the change.
+	Delivered uint64
+	Read      uint64
 
 	// Recipients is set only on published events: the members after the
 	// change, plus the removed or departed user on their own removal event.
@@ -93,6 +120,10 @@ type User struct {
 	Username     string
 	PasswordHash []byte
 	CreatedAt    int64
+	// LastSeen is unix ms (0: never recorded). HideLastSeen is the user's
+	// privacy setting: the node shows LastSeen to nobody else while it is set.
+	LastSeen     int64
+	HideLastSeen bool
 }
 
 // Device is one login of a user.
@@ -120,6 +151,36 @@ type ConvInfo struct {
 	LastSeq     uint64
 	LastIndex   uint64
 	CreatedAt   int64
+
+	// For the asking user (Conversations, ConversationFor and Sync fill
+	// these; Conversation, which has no asking user, leaves them zero):
+	// their receipt cursors, and the number of messages from other users
+	// above Read. A former member's Unread is 0.
+	Delivered uint64
+	Read      uint64
+	Unread    uint64
+	// 1:1 only: the other member's cursors.
+	PeerDelivered uint64
+	PeerRead      uint64
+}
+
+// ReceiptItem is one conversation's cursors in an OpReceipts: the highest
+// seq the reporting device has received (Delivered) and shown (Read). Zero
+// means "no report" for that cursor.
+type ReceiptItem struct {
+	Conv      uint64
+	Delivered uint64
+	Read      uint64
+}
+
+// ReadersPage answers Readers.
+type ReadersPage struct {
+	Users []uint64 // ascending
+	// More: members after Next remain to be examined; call again with
+	// after = Next. A page may be short, even empty, while More is set
+	// (each call examines a bounded number of members).
+	More bool
+	Next uint64
 }
 
 // Direction of a History page relative to its anchor.
@@ -132,9 +193,15 @@ const (
 
 // ConvSync is one changed conversation in a SyncPage.
 type ConvSync struct {
-	Info   ConvInfo
-	Events []Event // index > since, ascending seq
-	More   bool    // further events follow these: page them with History(After)
+	Info ConvInfo
+	// ChangeIndex is the log index of the latest change the user sees in
+	// the conversation, and the order of a sync page: the last event, or
+	// a change of the user's receipt cursors (in a 1:1, of either
+	// member's). It is above Info.LastIndex when only cursors changed, and
+	// then Events may be empty.
+	ChangeIndex uint64
+	Events      []Event // index > since, ascending seq
+	More        bool    // further events follow these: page them with History(After)
 	// Gone is set when the user left or was removed: Events end with that
 	// change and the conversation stops appearing in later syncs.
 	Gone bool

@@ -46,6 +46,16 @@ type Config struct {
 	QueryWorkers int
 	QueryQueue   int
 
+	// Ephemeral signals. Clock drives their timers (tests replace it);
+	// SignalTick is how often expiries are checked.
+	Clock            func() time.Time
+	SignalTick       time.Duration
+	TypingThrottle   time.Duration // at most one typing start per user per conversation per this
+	TypingTTL        time.Duration // an indicator not renewed for this long stops by itself
+	TypingMaxMembers int           // no typing indicators in larger groups
+	PresenceGrace    time.Duration // offline only this long after the last connection closed
+	LastSeenEvery    time.Duration // last_seen written through Raft at most this often per user
+
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP API: for
 	// profiling by operators, off by default.
 	Pprof bool
@@ -75,6 +85,13 @@ func DefaultConfig() Config {
 		IdleTimeout:        60 * time.Second,
 		QueryWorkers:       4 * runtime.GOMAXPROCS(0),
 		QueryQueue:         4096,
+		Clock:              time.Now,
+		SignalTick:         500 * time.Millisecond,
+		TypingThrottle:     3 * time.Second,
+		TypingTTL:          6 * time.Second,
+		TypingMaxMembers:   100,
+		PresenceGrace:      5 * time.Second,
+		LastSeenEvery:      time.Minute,
 	}
 }
 
@@ -131,6 +148,23 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Clock == nil {
+		c.Clock = d.Clock
+	}
+	for _, f := range []struct {
+		dst *time.Duration
+		v   time.Duration
+	}{
+		{&c.SignalTick, d.SignalTick}, {&c.TypingThrottle, d.TypingThrottle}, {&c.TypingTTL, d.TypingTTL},
+		{&c.PresenceGrace, d.PresenceGrace}, {&c.LastSeenEvery, d.LastSeenEvery},
+	} {
+		if *f.dst == 0 {
+			*f.dst = f.v
+		}
+	}
+	if c.TypingMaxMembers == 0 {
+		c.TypingMaxMembers = d.TypingMaxMembers
+	}
 	return c
 }
 
@@ -163,6 +197,9 @@ func (c Config) Validate() error {
 	}
 	if c.SendQueueBytes < 64<<10 {
 		bad("send queue %d bytes is under 64 KiB (one frame)", c.SendQueueBytes)
+	}
+	if c.TypingTTL <= c.TypingThrottle {
+		bad("typing ttl %v must exceed the typing throttle %v", c.TypingTTL, c.TypingThrottle)
 	}
 	return errors.Join(errs...)
 }

@@ -38,7 +38,12 @@ type Node struct {
 	httpLn  net.Listener
 	httpSrv *http.Server
 
-	queries chan func() // reads waiting for a query worker
+	typing   *typingTracker
+	presence *presenceTracker
+	lastSeen *lastSeenThrottle
+
+	queries chan func()   // reads waiting for a query worker
+	stop    chan struct{} // closed by Close: ends the signal loop
 	workers sync.WaitGroup
 
 	closeOnce sync.Once
@@ -62,13 +67,17 @@ func Open(cfg Config) (_ *Node, err error) {
 		}
 	}
 	n := &Node{
-		cfg:     cfg,
-		log:     cfg.Logger,
-		metrics: newMetrics(),
-		hasher:  newPasswordHasher(cfg.Argon2, cfg.HashConcurrency),
-		tokens:  &tokenSigner{key: key, ttl: cfg.TokenTTL, now: time.Now},
-		hub:     newHub(),
-		queries: make(chan func(), cfg.QueryQueue),
+		cfg:      cfg,
+		log:      cfg.Logger,
+		metrics:  newMetrics(),
+		hasher:   newPasswordHasher(cfg.Argon2, cfg.HashConcurrency),
+		tokens:   &tokenSigner{key: key, ttl: cfg.TokenTTL, now: time.Now},
+		hub:      newHub(),
+		queries:  make(chan func(), cfg.QueryQueue),
+		stop:     make(chan struct{}),
+		typing:   newTypingTracker(cfg.TypingThrottle, cfg.TypingTTL),
+		presence: newPresenceTracker(cfg.PresenceGrace),
+		lastSeen: newLastSeenThrottle(cfg.LastSeenEvery),
 	}
 	defer func() {
 		if err != nil {
@@ -92,6 +101,8 @@ func Open(cfg Config) (_ *Node, err error) {
 	}, stateMachine{n.engine}); err != nil {
 		return nil, fmt.Errorf("open raft: %w", err)
 	}
+	n.workers.Add(1)
+	go n.signalLoop()
 	for range cfg.QueryWorkers {
 		n.workers.Add(1)
 		go n.queryWorker()
@@ -151,6 +162,7 @@ func (n *Node) Close() error {
 			errs = append(errs, n.raft.Close())
 		}
 		close(n.queries)
+		close(n.stop)
 		n.workers.Wait()
 		if n.engine != nil {
 			errs = append(errs, n.engine.Close())

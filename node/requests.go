@@ -49,7 +49,9 @@ func (n *Node) Authorize(r *netpoll.Request) (any, int, string) {
 func (n *Node) OnOpen(c *netpoll.Conn) {
 	s := c.Session().(*session)
 	s.conn = c
-	n.hub.add(s)
+	if n.hub.add(s) {
+		n.userOnline(s.user)
+	}
 	hello, err := wire.Marshal(&wire.Hello{
 		Type: wire.TypeHello, Protocol: 1, User: s.user, Device: s.device, Node: n.cfg.NodeID,
 		Index: n.engine.AppliedIndex(), PingMS: n.cfg.PingInterval.Milliseconds(),
@@ -70,7 +72,10 @@ func (n *Node) OnClose(c *netpoll.Conn, _ error) {
 		return
 	}
 	s.closed.Store(true)
-	n.hub.remove(s)
+	if n.hub.remove(s) {
+		n.userLeft(s.user)
+	}
+	n.presence.forget(s)
 }
 
 // OnMessage decodes one request and starts it. payload is only valid during
@@ -99,6 +104,10 @@ func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
 	switch req.Type {
 	case wire.TypePing:
 		n.reply(s, &wire.Reply{Type: wire.TypeOK, ID: req.ID})
+	case wire.TypeTyping:
+		n.reply(s, n.handleTyping(s, req))
+	case wire.TypePresenceSub:
+		n.reply(s, n.handlePresenceSub(s, req))
 	case wire.TypeSend:
 		n.submit(s, req.ID, &engine.Command{
 			Op: engine.OpSend, User: s.user, Device: s.device, Conv: req.Conv,

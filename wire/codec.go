@@ -146,6 +146,13 @@ func (r *Request) Validate() *Error {
 		if r.User == 0 && r.Name == "" {
 			return Errorf(CodeInvalid, "user or name is required")
 		}
+	case TypeTyping:
+		return needConv()
+	case TypePresenceSub:
+		if len(r.Users) > MaxPresenceWatch {
+			return Errorf(CodeTooLarge, "presence.sub watches at most 256 users")
+		}
+		return validUsers(r.Users, true)
 	case TypeConvList, TypePing:
 	case "":
 		return Errorf(CodeBadFrame, `missing "t"`)

@@ -17,6 +17,8 @@ const (
 	TypeSync        = "sync"         // what changed since a cursor
 	TypeUserGet     = "user.get"     // look up a user by id or by name
 	TypePing        = "ping"         // application-level keepalive; replied with "ok"
+	TypeTyping      = "typing"       // start or stop typing in a conversation (ephemeral)
+	TypePresenceSub = "presence.sub" // watch the presence of a bounded list of users
 )
 
 // Server frame types.
@@ -25,6 +27,9 @@ const (
 	TypeOK    = "ok"    // successful reply to a request
 	TypeError = "error" // failed reply to a request (id 0 if the request had none)
 	TypeEvent = "ev"    // a durable conversation event
+	// Ephemeral signals: never stored, never replayed by sync.
+	TypeTypingEvent   = "typing"   // someone started or stopped typing
+	TypePresenceEvent = "presence" // a watched user went online or offline
 )
 
 // Event kinds. Every kind occupies one seq in its conversation.
@@ -70,6 +75,7 @@ type Request struct {
 	Limit       int      `msgpack:"limit,omitempty"`
 	Since       uint64   `msgpack:"since,omitempty"`
 	After       uint64   `msgpack:"after,omitempty"` // sync paging: the previous page's next
+	On          bool     `msgpack:"on,omitempty"`    // typing: started (true) or stopped
 }
 
 // Hello is sent once, right after the WebSocket upgrade.
@@ -120,6 +126,28 @@ type Reply struct {
 	// sync
 	Changes []ConvSync `msgpack:"changes,omitempty"`
 	Next    uint64     `msgpack:"next,omitempty"`
+	// presence.sub: the current state of every watched user
+	Presence []Presence `msgpack:"presence,omitempty"`
+}
+
+// Typing is the ephemeral "typing" frame. A client shows the indicator until
+// it gets On=false or TTLms pass without a renewal.
+type Typing struct {
+	Type  string `msgpack:"t"` // "typing"
+	Conv  uint64 `msgpack:"conv"`
+	User  uint64 `msgpack:"user"`
+	On    bool   `msgpack:"on"`
+	TTLms int64  `msgpack:"ttl_ms,omitempty"`
+}
+
+// Presence is a user's online state: a "presence" frame, or an item of the
+// presence.sub reply. LastSeen is Unix ms, 0 when unknown or hidden by the
+// user's privacy setting.
+type Presence struct {
+	Type     string `msgpack:"t,omitempty"` // "presence" as a frame
+	User     uint64 `msgpack:"user"`
+	Online   bool   `msgpack:"online"`
+	LastSeen int64  `msgpack:"last_seen,omitempty"`
 }
 
 // Event is a durable conversation event. Clients dedupe events by

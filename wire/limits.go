@@ -13,7 +13,8 @@ const (
 	DefaultHistoryLimit = 50
 	MaxSyncConvs        = 100 // conversations per sync page
 	DefaultSyncConvs    = 50
-	SyncEventsPerConv   = 50 // events per conversation in a sync page; more via history
+	SyncEventsPerConv   = 50  // events per conversation in a sync page; more via history
+	MaxPresenceWatch    = 256 // users one connection may watch (presence.sub)
 
 	// MaxSafeInteger is 2^53-1: every ID and counter in the protocol stays
 	// below it, so JavaScript clients read them exactly as numbers.

@@ -1,0 +1,146 @@
+package node
+
+import (
+	"time"
+
+	"parley/netpoll"
+	"parley/wire"
+)
+
+// Ephemeral signals (DESIGN guarantee 7): typing and presence never go
+// through Raft; only last_seen, which is durable, does (throttled).
+
+// signalLoop expires typing indicators and presence grace periods. It owns
+// no state of its own: the trackers lock theirs.
+func (n *Node) signalLoop() {
+	defer n.workers.Done()
+	t := time.NewTicker(n.cfg.SignalTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+			n.sweepSignals(n.cfg.Clock())
+		}
+	}
+}
+
+func (n *Node) sweepSignals(now time.Time) {
+	for _, k := range n.typing.expire(now) {
+		n.fanTyping(k.user, k.conv, false)
+	}
+	for _, u := range n.presence.sweep(now) {
+		ts := now.UnixMilli()
+		n.recordLastSeen(u, ts)
+		n.notifyPresence(u, false, ts)
+	}
+	n.flushLastSeen(now)
+}
+
+// userOnline runs when a user's first session on this node opened.
+func (n *Node) userOnline(user uint64) {
+	if n.presence.connected(user) {
+		n.notifyPresence(user, true, 0)
+	}
+}
+
+// userLeft runs when a user's last session on this node closed.
+func (n *Node) userLeft(user uint64) { n.presence.disconnected(user, n.cfg.Clock()) }
+
+// notifyPresence sends a presence frame to every watcher of user.
+func (n *Node) notifyPresence(user uint64, online bool, lastSeen int64) {
+	watchers := n.presence.watchersOf(user)
+	if len(watchers) == 0 {
+		return
+	}
+	if !online && n.lastSeenHidden(user) {
+		lastSeen = 0
+	}
+	b, err := wire.Marshal(&wire.Presence{Type: wire.TypePresenceEvent, User: user, Online: online, LastSeen: lastSeen})
+	if err != nil {
+		return
+	}
+	frame := netpoll.PrepareBinary(b)
+	for _, s := range watchers {
+		s.send(frame)
+	}
+}
+
+// handleTyping forwards a typing start or stop, throttled.
+func (n *Node) handleTyping(s *session, req *wire.Request) *wire.Reply {
+	if !n.engine.IsMember(req.Conv, s.user) {
+		if _, found := n.engine.Conversation(req.Conv); !found {
+			return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotFound, "no such conversation"))
+		}
+		return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotMember, "not a member"))
+	}
+	var forward bool
+	if req.On {
+		forward = n.typing.start(s.user, req.Conv, n.cfg.Clock())
+	} else {
+		forward = n.typing.stop(s.user, req.Conv)
+	}
+	if forward {
+		n.fanTyping(s.user, req.Conv, req.On)
+	}
+	return &wire.Reply{Type: wire.TypeOK, ID: req.ID}
+}
+
+// fanTyping sends one typing frame to the conversation's other members on
+// this node. Groups over TypingMaxMembers get none: in a crowd the signal is
+// noise and its fan-out the largest cost.
+func (n *Node) fanTyping(user, conv uint64, on bool) {
+	info, ok := n.engine.Conversation(conv)
+	if !ok || len(info.Members) > n.cfg.TypingMaxMembers {
+		return
+	}
+	ev := wire.Typing{Type: wire.TypeTypingEvent, Conv: conv, User: user, On: on}
+	if on {
+		ev.TTLms = n.cfg.TypingTTL.Milliseconds()
+	}
+	b, err := wire.Marshal(&ev)
+	if err != nil {
+		return
+	}
+	others := make([]uint64, 0, len(info.Members))
+	for _, m := range info.Members {
+		if m.User != user {
+			others = append(others, m.User)
+		}
+	}
+	n.hub.deliver(others, netpoll.PrepareBinary(b))
+}
+
+// handlePresenceSub replaces the session's watch list and answers with the
+// current state of each watched user.
+func (n *Node) handlePresenceSub(s *session, req *wire.Request) *wire.Reply {
+	users := dedupe(req.Users)
+	for _, u := range users {
+		if _, found := n.engine.User(u); !found {
+			return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotFound, "no such user"))
+		}
+	}
+	n.presence.watch(s, users)
+	rep := &wire.Reply{Type: wire.TypeOK, ID: req.ID, Presence: make([]wire.Presence, len(users))}
+	for i, u := range users {
+		p := wire.Presence{User: u, Online: n.presence.isOnline(u)}
+		if !p.Online {
+			p.LastSeen = n.visibleLastSeen(u)
+		}
+		rep.Presence[i] = p
+	}
+	return rep
+}
+
+func dedupe(ids []uint64) []uint64 {
+	seen := make(map[uint64]struct{}, len(ids))
+	out := make([]uint64, 0, len(ids))
+	for _, id := range ids {
+		if _, ok := seen[id]; !ok {
+			seen[id] = struct{}{}
+			out = append(out, id)
+		}
+	}
+	return out
+}
