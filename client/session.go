@@ -305,17 +305,24 @@ func (s *session) handle(b []byte) error {
 			return err
 		}
 		s.c.inbox.push(s, &ev)
-	case wire.TypeTypingEvent, wire.TypePresenceEvent:
+	case wire.TypeTypingEvent, wire.TypePresenceEvent, wire.TypeReceiptEvent, wire.TypeReadCountsEvent:
 		var sig Signal
-		var err error
-		if typ == wire.TypeTypingEvent {
+		var v any
+		switch typ {
+		case wire.TypeTypingEvent:
 			sig.Typing = new(wire.Typing)
-			err = wire.Unmarshal(b, sig.Typing)
-		} else {
+			v = sig.Typing
+		case wire.TypePresenceEvent:
 			sig.Presence = new(wire.Presence)
-			err = wire.Unmarshal(b, sig.Presence)
+			v = sig.Presence
+		case wire.TypeReceiptEvent:
+			sig.Receipt = new(wire.Receipt)
+			v = sig.Receipt
+		default:
+			sig.ReadCounts = new(wire.ReadCounts)
+			v = sig.ReadCounts
 		}
-		if err != nil {
+		if err := wire.Unmarshal(b, v); err != nil {
 			return err
 		}
 		s.c.signal(sig)

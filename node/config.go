@@ -55,6 +55,7 @@ type Config struct {
 	TypingMaxMembers int           // no typing indicators in larger groups
 	PresenceGrace    time.Duration // offline only this long after the last connection closed
 	LastSeenEvery    time.Duration // last_seen written through Raft at most this often per user
+	ReadCountsEvery  time.Duration // a group's read_counts update at most this often
 
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP API: for
 	// profiling by operators, off by default.
@@ -92,6 +93,7 @@ func DefaultConfig() Config {
 		TypingMaxMembers:   100,
 		PresenceGrace:      5 * time.Second,
 		LastSeenEvery:      time.Minute,
+		ReadCountsEvery:    time.Second,
 	}
 }
 
@@ -157,6 +159,7 @@ func (c Config) withDefaults() Config {
 	}{
 		{&c.SignalTick, d.SignalTick}, {&c.TypingThrottle, d.TypingThrottle}, {&c.TypingTTL, d.TypingTTL},
 		{&c.PresenceGrace, d.PresenceGrace}, {&c.LastSeenEvery, d.LastSeenEvery},
+		{&c.ReadCountsEvery, d.ReadCountsEvery},
 	} {
 		if *f.dst == 0 {
 			*f.dst = f.v

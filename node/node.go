@@ -38,9 +38,11 @@ type Node struct {
 	httpLn  net.Listener
 	httpSrv *http.Server
 
-	typing   *typingTracker
-	presence *presenceTracker
-	lastSeen *lastSeenThrottle
+	typing     *typingTracker
+	presence   *presenceTracker
+	lastSeen   *lastSeenThrottle
+	receipts   *receiptBuffer
+	readCounts *readCountThrottle
 
 	queries chan func()   // reads waiting for a query worker
 	stop    chan struct{} // closed by Close: ends the signal loop
@@ -67,17 +69,19 @@ func Open(cfg Config) (_ *Node, err error) {
 		}
 	}
 	n := &Node{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		metrics:  newMetrics(),
-		hasher:   newPasswordHasher(cfg.Argon2, cfg.HashConcurrency),
-		tokens:   &tokenSigner{key: key, ttl: cfg.TokenTTL, now: time.Now},
-		hub:      newHub(),
-		queries:  make(chan func(), cfg.QueryQueue),
-		stop:     make(chan struct{}),
-		typing:   newTypingTracker(cfg.TypingThrottle, cfg.TypingTTL),
-		presence: newPresenceTracker(cfg.PresenceGrace),
-		lastSeen: newLastSeenThrottle(cfg.LastSeenEvery),
+		cfg:        cfg,
+		log:        cfg.Logger,
+		metrics:    newMetrics(),
+		hasher:     newPasswordHasher(cfg.Argon2, cfg.HashConcurrency),
+		tokens:     &tokenSigner{key: key, ttl: cfg.TokenTTL, now: time.Now},
+		hub:        newHub(),
+		queries:    make(chan func(), cfg.QueryQueue),
+		stop:       make(chan struct{}),
+		typing:     newTypingTracker(cfg.TypingThrottle, cfg.TypingTTL),
+		presence:   newPresenceTracker(cfg.PresenceGrace),
+		lastSeen:   newLastSeenThrottle(cfg.LastSeenEvery),
+		receipts:   newReceiptBuffer(),
+		readCounts: newReadCountThrottle(cfg.ReadCountsEvery),
 	}
 	defer func() {
 		if err != nil {

@@ -5,9 +5,10 @@ import (
 	"parley/wire"
 )
 
-// query runs a read request on the query workers, off the event loop. Reads
-// come from this node's local state, which already holds every write this
-// node acknowledged (guarantee 8).
+// query runs a request that reads state on the query workers, off the event
+// loop (looking up a large group's members is not loop work). Reads come
+// from this node's local state, which already holds every write this node
+// acknowledged (guarantee 8).
 func (n *Node) query(s *session, req *wire.Request) {
 	select {
 	case n.queries <- func() { n.reply(s, n.read(s, req)) }:
@@ -28,12 +29,9 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 	ok := &wire.Reply{Type: wire.TypeOK, ID: req.ID}
 	switch req.Type {
 	case wire.TypeConvGet:
-		info, found := n.engine.Conversation(req.Conv)
-		if !found {
-			return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotFound, "no such conversation"))
-		}
-		if !n.engine.IsMember(req.Conv, s.user) {
-			return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotMember, "not a member"))
+		info, code := n.engine.ConversationFor(s.user, req.Conv)
+		if code != "" {
+			return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(code), "conv.get"))
 		}
 		ci := convInfo(&info)
 		ok.Info = &ci
@@ -55,6 +53,30 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 			return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotFound, "no such user"))
 		}
 		ok.UserInfo = &wire.UserInfo{ID: u.ID, Username: u.Username}
+		if !u.HideLastSeen || u.ID == s.user {
+			ok.UserInfo.LastSeen = u.LastSeen
+		}
+	case wire.TypeTyping:
+		return n.handleTyping(s, req)
+	case wire.TypePresenceSub:
+		return n.handlePresenceSub(s, req)
+	case wire.TypeReceipt:
+		return n.handleReceipt(s, req)
+	case wire.TypeReadGet:
+		return n.handleReadGet(s, req)
+	case wire.TypeDeviceList:
+		devs, more, code := n.engine.Devices(s.user, req.After, req.Limit)
+		if code != "" {
+			return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(code), "device.list"))
+		}
+		ok.Devices = make([]wire.DeviceInfo, len(devs))
+		for i, d := range devs {
+			ok.Devices[i] = wire.DeviceInfo{ID: d.ID, Name: d.Name, CreatedAt: d.CreatedAt, Revoked: d.Revoked, Current: d.ID == s.device}
+		}
+		ok.More = more
+		if more && len(devs) > 0 {
+			ok.Next = devs[len(devs)-1].ID
+		}
 	case wire.TypeHistory:
 		dir := engine.Before
 		if req.Dir == wire.DirAfter {
@@ -90,6 +112,8 @@ func convInfo(c *engine.ConvInfo) wire.ConvInfo {
 	ci := wire.ConvInfo{
 		ID: c.ID, Name: c.Name, LastSeq: c.LastSeq, LastIndex: c.LastIndex, CreatedAt: c.CreatedAt,
 		Kind: wire.ConvGroup, Members: make([]uint64, 0, len(c.Members)),
+		MemberCount: c.MemberCount, Delivered: c.Delivered, Read: c.Read, Unread: c.Unread,
+		PeerDelivered: c.PeerDelivered, PeerRead: c.PeerRead,
 	}
 	if c.Kind == engine.KindDirect {
 		ci.Kind = wire.ConvDirect

@@ -104,10 +104,12 @@ func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
 	switch req.Type {
 	case wire.TypePing:
 		n.reply(s, &wire.Reply{Type: wire.TypeOK, ID: req.ID})
-	case wire.TypeTyping:
-		n.reply(s, n.handleTyping(s, req))
-	case wire.TypePresenceSub:
-		n.reply(s, n.handlePresenceSub(s, req))
+	case wire.TypePrivacySet:
+		n.submit(s, req.ID, &engine.Command{Op: engine.OpSetPrivacy, User: s.user, HideLastSeen: req.Hide},
+			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
+	case wire.TypeDeviceRevoke:
+		n.submit(s, req.ID, &engine.Command{Op: engine.OpRevokeDevice, User: s.user, Device: req.Device},
+			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
 	case wire.TypeSend:
 		n.submit(s, req.ID, &engine.Command{
 			Op: engine.OpSend, User: s.user, Device: s.device, Conv: req.Conv,
@@ -171,9 +173,12 @@ func (n *Node) submit(s *session, id uint64, cmd *engine.Command, ok func(*engin
 // conversation as it is after the change.
 func (n *Node) submitConv(s *session, id uint64, cmd *engine.Command) {
 	n.submit(s, id, cmd, func(res *engine.Result) *wire.Reply {
-		info, ok := n.engine.Conversation(res.Conv)
-		if !ok {
-			return wire.ErrorReply(id, wire.Errorf(wire.CodeNotFound, "conversation gone"))
+		info, code := n.engine.ConversationFor(s.user, res.Conv)
+		if code != "" {
+			var found bool
+			if info, found = n.engine.Conversation(res.Conv); !found {
+				return wire.ErrorReply(id, wire.Errorf(wire.CodeNotFound, "conversation gone"))
+			}
 		}
 		ci := convInfo(&info)
 		return &wire.Reply{Type: wire.TypeOK, ID: id, Info: &ci}
@@ -213,6 +218,15 @@ func (n *Node) propose(ctx context.Context, cmd *engine.Command) (*engine.Result
 	return res, nil
 }
 
+// closeDevice cuts off a revoked device's connections on this node.
+func (n *Node) closeDevice(user, device uint64) {
+	for _, s := range n.hub.sessions(user) {
+		if s.device == device {
+			s.conn.Close(netpoll.ClosePolicyViolation, "device revoked")
+		}
+	}
+}
+
 // Publish is the engine's Publisher: it runs on the apply goroutine after an
 // entry's state is written. Each event is encoded once and the same frame
 // goes to every online device of every recipient on this node.
@@ -220,6 +234,14 @@ func (n *Node) Publish(events []engine.Event) {
 	now := time.Now().UnixMilli()
 	for i := range events {
 		ev := &events[i]
+		switch ev.Kind {
+		case engine.EventReceipt:
+			n.publishReceipt(ev)
+			continue
+		case engine.EventDeviceRevoked:
+			n.closeDevice(ev.From, ev.Device)
+			continue
+		}
 		we := wireEvent(ev)
 		we.Type = wire.TypeEvent
 		b, err := wire.Marshal(&we)

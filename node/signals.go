@@ -36,6 +36,10 @@ func (n *Node) sweepSignals(now time.Time) {
 		n.notifyPresence(u, false, ts)
 	}
 	n.flushLastSeen(now)
+	n.flushReceipts()
+	for conv, reader := range n.readCounts.due(now) {
+		n.sendReadCounts(conv, reader)
+	}
 }
 
 // userOnline runs when a user's first session on this node opened.

@@ -148,7 +148,9 @@ func TestTypingSuppressedInLargeGroups(t *testing.T) {
 }
 
 func isPresence(user uint64, online bool) func(client.Signal) bool {
-	return func(s client.Signal) bool { return s.Presence != nil && s.Presence.User == user && s.Presence.Online == online }
+	return func(s client.Signal) bool {
+		return s.Presence != nil && s.Presence.User == user && s.Presence.Online == online
+	}
 }
 
 func TestPresenceTwoDevicesGraceAndLastSeen(t *testing.T) {

@@ -7,10 +7,10 @@ package wire
 
 // ClusterStatus is one node's view of the cluster (GET /v1/admin/status).
 type ClusterStatus struct {
-	Node          string          `json:"node"`           // the answering node's id
-	State         string          `json:"state"`          // Leader, Follower, Candidate, Shutdown
-	Leader        string          `json:"leader"`         // leader id, "" if none known
-	LeaderAddr    string          `json:"leader_addr"`    // its internal address
+	Node          string          `json:"node"`        // the answering node's id
+	State         string          `json:"state"`       // Leader, Follower, Candidate, Shutdown
+	Leader        string          `json:"leader"`      // leader id, "" if none known
+	LeaderAddr    string          `json:"leader_addr"` // its internal address
 	Term          uint64          `json:"term"`
 	CommitIndex   uint64          `json:"commit_index"`
 	AppliedIndex  uint64          `json:"applied_index"`

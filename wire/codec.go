@@ -55,7 +55,7 @@ func isMap(c byte) bool { return c&0xf0 == 0x80 || c == 0xde || c == 0xdf }
 // Validate checks the fields a request type needs and every limit. It is the
 // single place where the protocol's rules on requests live.
 func (r *Request) Validate() *Error {
-	for _, v := range [...]uint64{r.ID, r.Conv, r.ReplyTo, r.User, r.Seq, r.Since, r.After} {
+	for _, v := range [...]uint64{r.ID, r.Conv, r.ReplyTo, r.User, r.Seq, r.Since, r.After, r.Delivered, r.Read, r.Device} {
 		if v > MaxSafeInteger {
 			return Errorf(CodeInvalid, "a number is above 2^53-1")
 		}
@@ -153,7 +153,25 @@ func (r *Request) Validate() *Error {
 			return Errorf(CodeTooLarge, "presence.sub watches at most 256 users")
 		}
 		return validUsers(r.Users, true)
-	case TypeConvList, TypePing:
+	case TypeReceipt:
+		if e := needConv(); e != nil {
+			return e
+		}
+		if r.Delivered == 0 && r.Read == 0 {
+			return Errorf(CodeInvalid, "delivered or read is required")
+		}
+	case TypeReadGet:
+		if e := needConv(); e != nil {
+			return e
+		}
+		if r.Seq == 0 {
+			return Errorf(CodeInvalid, "seq is required")
+		}
+	case TypeDeviceRevoke:
+		if r.Device == 0 {
+			return Errorf(CodeInvalid, "dev is required")
+		}
+	case TypeConvList, TypePing, TypePrivacySet, TypeDeviceList:
 	case "":
 		return Errorf(CodeBadFrame, `missing "t"`)
 	default:

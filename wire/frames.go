@@ -3,22 +3,27 @@ package wire
 // Request types (client -> server). Each request gets exactly one reply with
 // the same id: an "ok" frame or an "error" frame.
 const (
-	TypeSend        = "send"         // post a message to a conversation
-	TypeDirectOpen  = "dm.open"      // get or create the 1:1 conversation with a user
-	TypeGroupCreate = "group.create" // create a group
-	TypeGroupAdd    = "group.add"    // add members (admins only)
-	TypeGroupRemove = "group.remove" // remove a member (admins only)
-	TypeGroupLeave  = "group.leave"  // leave a group
-	TypeGroupAdmin  = "group.admin"  // grant or revoke admin (admins only)
-	TypeGroupRename = "group.rename" // rename a group (any member)
-	TypeConvGet     = "conv.get"     // one conversation's metadata
-	TypeConvList    = "conv.list"    // the user's conversations
-	TypeHistory     = "history"      // a page of a conversation's events by seq
-	TypeSync        = "sync"         // what changed since a cursor
-	TypeUserGet     = "user.get"     // look up a user by id or by name
-	TypePing        = "ping"         // application-level keepalive; replied with "ok"
-	TypeTyping      = "typing"       // start or stop typing in a conversation (ephemeral)
-	TypePresenceSub = "presence.sub" // watch the presence of a bounded list of users
+	TypeSend         = "send"          // post a message to a conversation
+	TypeDirectOpen   = "dm.open"       // get or create the 1:1 conversation with a user
+	TypeGroupCreate  = "group.create"  // create a group
+	TypeGroupAdd     = "group.add"     // add members (admins only)
+	TypeGroupRemove  = "group.remove"  // remove a member (admins only)
+	TypeGroupLeave   = "group.leave"   // leave a group
+	TypeGroupAdmin   = "group.admin"   // grant or revoke admin (admins only)
+	TypeGroupRename  = "group.rename"  // rename a group (any member)
+	TypeConvGet      = "conv.get"      // one conversation's metadata
+	TypeConvList     = "conv.list"     // the user's conversations
+	TypeHistory      = "history"       // a page of a conversation's events by seq
+	TypeSync         = "sync"          // what changed since a cursor
+	TypeUserGet      = "user.get"      // look up a user by id or by name
+	TypePing         = "ping"          // application-level keepalive; replied with "ok"
+	TypeTyping       = "typing"        // start or stop typing in a conversation (ephemeral)
+	TypePresenceSub  = "presence.sub"  // watch the presence of a bounded list of users
+	TypeReceipt      = "receipt"       // report delivered-up-to / read-up-to in a conversation
+	TypeReadGet      = "read.get"      // who has read a message of a group, paged
+	TypePrivacySet   = "privacy.set"   // hide or show last_seen
+	TypeDeviceList   = "device.list"   // the user's devices, paged
+	TypeDeviceRevoke = "device.revoke" // revoke one of the user's devices
 )
 
 // Server frame types.
@@ -30,6 +35,10 @@ const (
 	// Ephemeral signals: never stored, never replayed by sync.
 	TypeTypingEvent   = "typing"   // someone started or stopped typing
 	TypePresenceEvent = "presence" // a watched user went online or offline
+	// Receipts: derived from durable cursors, but not conversation events
+	// (no seq): sync returns the cursors themselves.
+	TypeReceiptEvent    = "receipt"     // a member's cursors moved (1:1, and your own devices)
+	TypeReadCountsEvent = "read_counts" // a group's "read by N of M", throttled
 )
 
 // Event kinds. Every kind occupies one seq in its conversation.
@@ -76,6 +85,10 @@ type Request struct {
 	Since       uint64   `msgpack:"since,omitempty"`
 	After       uint64   `msgpack:"after,omitempty"` // sync paging: the previous page's next
 	On          bool     `msgpack:"on,omitempty"`    // typing: started (true) or stopped
+	Delivered   uint64   `msgpack:"delivered,omitempty"`
+	Read        uint64   `msgpack:"read,omitempty"`
+	Hide        bool     `msgpack:"hide_last_seen,omitempty"`
+	Device      uint64   `msgpack:"dev,omitempty"`
 }
 
 // Hello is sent once, right after the WebSocket upgrade.
@@ -128,6 +141,50 @@ type Reply struct {
 	Next    uint64     `msgpack:"next,omitempty"`
 	// presence.sub: the current state of every watched user
 	Presence []Presence `msgpack:"presence,omitempty"`
+	// read.get
+	ReadCount      int      `msgpack:"read_count,omitempty"`
+	DeliveredCount int      `msgpack:"delivered_count,omitempty"`
+	MemberCount    int      `msgpack:"member_count,omitempty"`
+	Readers        []uint64 `msgpack:"readers,omitempty"`
+	// device.list
+	Devices []DeviceInfo `msgpack:"devices,omitempty"`
+}
+
+// DeviceInfo describes one of the user's devices.
+type DeviceInfo struct {
+	ID        uint64 `msgpack:"id"`
+	Name      string `msgpack:"name"`
+	CreatedAt int64  `msgpack:"created_at"`
+	Revoked   bool   `msgpack:"revoked,omitempty"`
+	Current   bool   `msgpack:"current,omitempty"` // the device asking
+}
+
+// Receipt is the "receipt" frame: User's cursors in Conv moved.
+type Receipt struct {
+	Type      string `msgpack:"t"` // "receipt"
+	Conv      uint64 `msgpack:"conv"`
+	User      uint64 `msgpack:"user"`
+	Device    uint64 `msgpack:"dev,omitempty"`
+	Delivered uint64 `msgpack:"delivered"`
+	Read      uint64 `msgpack:"read"`
+	Index     uint64 `msgpack:"idx"`
+}
+
+// ReadCounts is the "read_counts" frame: for recent messages of a group,
+// how many of the other members have had them delivered and have read them.
+type ReadCounts struct {
+	Type  string      `msgpack:"t"` // "read_counts"
+	Conv  uint64      `msgpack:"conv"`
+	Items []ReadCount `msgpack:"items"`
+}
+
+// ReadCount is one message's aggregate receipt.
+type ReadCount struct {
+	Seq       uint64 `msgpack:"seq"`
+	From      uint64 `msgpack:"from"`
+	Read      int    `msgpack:"read"`
+	Delivered int    `msgpack:"delivered"`
+	Members   int    `msgpack:"members"` // other members (the sender excluded)
 }
 
 // Typing is the ephemeral "typing" frame. A client shows the indicator until
@@ -179,6 +236,14 @@ type ConvInfo struct {
 	LastSeq   uint64   `msgpack:"last_seq"`
 	LastIndex uint64   `msgpack:"last_idx"`
 	CreatedAt int64    `msgpack:"created_at"`
+	// The asking user's receipt cursors and unread messages; in a 1:1 the
+	// other member's cursors too.
+	MemberCount   int    `msgpack:"member_count,omitempty"`
+	Delivered     uint64 `msgpack:"delivered,omitempty"`
+	Read          uint64 `msgpack:"read,omitempty"`
+	Unread        uint64 `msgpack:"unread,omitempty"`
+	PeerDelivered uint64 `msgpack:"peer_delivered,omitempty"`
+	PeerRead      uint64 `msgpack:"peer_read,omitempty"`
 }
 
 // ConvSync is one changed conversation in a sync page.
@@ -193,4 +258,5 @@ type ConvSync struct {
 type UserInfo struct {
 	ID       uint64 `msgpack:"id"`
 	Username string `msgpack:"username"`
+	LastSeen int64  `msgpack:"last_seen,omitempty"` // Unix ms; 0 if unknown or hidden
 }
