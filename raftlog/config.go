@@ -18,14 +18,18 @@ type Config struct {
 	ID string
 	// Dir holds the log database (Dir/log) and raft snapshots (Dir/snapshots).
 	Dir string
-	// BindAddr is the TCP address raft listens on; "127.0.0.1:0" picks a free
-	// port (fine for one node; a cluster needs stable addresses).
+	// BindAddr is the node's internal TCP address: raft's RPCs, the
+	// forwarding link and admin calls share it (transport.go). "127.0.0.1:0"
+	// picks a free port; a cluster member needs a stable address, since the
+	// raft configuration records it.
 	BindAddr string
 	// AdvertiseAddr is the address peers dial, when BindAddr is not dialable
 	// (e.g. 0.0.0.0:7000). Default: the bound address.
 	AdvertiseAddr string
 	// Bootstrap makes a node with an empty log bootstrap a cluster with itself
-	// as the only voter. Ignored when there is existing state.
+	// as the only voter. Ignored when there is existing state. Members of a
+	// multi-node cluster leave it false and are bootstrapped with
+	// Node.Bootstrap or added with Node.Join / Node.AddVoter.
 	Bootstrap bool
 	// Cache is shared with the engine's state database; nil gives the log
 	// database a private cache.
@@ -45,6 +49,22 @@ type Config struct {
 	// EnqueueTimeout bounds how long the proposer waits for raft to accept an
 	// entry. Default 10s.
 	EnqueueTimeout time.Duration
+	// SubmitTimeout bounds how long a submitted command waits for its
+	// outcome: applied by this node's state machine, or refused. After it
+	// the callback gets ErrTimeout: the command may still commit, and
+	// callers retry (commands are idempotent). Default 5s: above a leader
+	// election (1-3s with the default timing), so a command appended before
+	// a leader crash usually still succeeds.
+	SubmitTimeout time.Duration
+
+	// ReportInterval: how often a follower reports its applied and last
+	// indexes to the leader over the internal link (Status, catch-up before
+	// promotion). Default 250ms.
+	ReportInterval time.Duration
+	// CatchUpMaxLag: Promote makes a nonvoter a voter once the leader sees
+	// its applied index within this many entries of the commit index.
+	// Default 1024.
+	CatchUpMaxLag uint64
 
 	// Raft snapshots: checked every SnapshotInterval (randomized up to 2x),
 	// taken when SnapshotThreshold entries were added since the last one,
@@ -54,9 +74,15 @@ type Config struct {
 	SnapshotInterval  time.Duration // default 2m
 	SnapshotRetain    int           // snapshot files kept, default 2
 
-	// Raft timing. The defaults suit a loaded 2-core machine; a node that is
-	// the only voter campaigns at once on start instead of waiting for
-	// HeartbeatTimeout.
+	// Raft timing. A follower starts an election after hearing nothing from
+	// the leader for HeartbeatTimeout to 2x HeartbeatTimeout; the leader
+	// sends heartbeats every HeartbeatTimeout/10 on a connection of their
+	// own, and steps down after LeaderLeaseTimeout without a quorum. The
+	// defaults (1s, 1s, 500ms) sit far above fsync and scheduling stalls of
+	// a loaded 2-core machine (BenchmarkClusterPropose fails if the term
+	// moves at full load), while a dead leader is replaced in 1-3s. A node
+	// that is the only voter, or that Node.Bootstrap seeded, campaigns at
+	// once.
 	HeartbeatTimeout   time.Duration // default 1s
 	ElectionTimeout    time.Duration // default 1s
 	LeaderLeaseTimeout time.Duration // default 500ms
@@ -83,6 +109,9 @@ const (
 	DefaultMaxInflightEntries = 64
 	DefaultQueueLength        = 65536
 	DefaultEnqueueTimeout     = 10 * time.Second
+	DefaultSubmitTimeout      = 5 * time.Second
+	DefaultReportInterval     = 250 * time.Millisecond
+	DefaultCatchUpMaxLag      = 1024
 	DefaultSnapshotThreshold  = 8192
 	DefaultTrailingLogs       = 4096
 	DefaultSnapshotInterval   = 2 * time.Minute
@@ -109,6 +138,9 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.MaxInflightEntries, DefaultMaxInflightEntries)
 	setDefault(&c.QueueLength, DefaultQueueLength)
 	setDefault(&c.EnqueueTimeout, DefaultEnqueueTimeout)
+	setDefault(&c.SubmitTimeout, DefaultSubmitTimeout)
+	setDefault(&c.ReportInterval, DefaultReportInterval)
+	setDefault(&c.CatchUpMaxLag, DefaultCatchUpMaxLag)
 	setDefault(&c.SnapshotThreshold, DefaultSnapshotThreshold)
 	setDefault(&c.TrailingLogs, DefaultTrailingLogs)
 	setDefault(&c.SnapshotInterval, DefaultSnapshotInterval)
@@ -181,6 +213,8 @@ func (c Config) Validate() error {
 		}
 	}
 	atLeast("EnqueueTimeout", c.EnqueueTimeout, time.Millisecond)
+	atLeast("SubmitTimeout", c.SubmitTimeout, time.Millisecond)
+	atLeast("ReportInterval", c.ReportInterval, time.Millisecond)
 	atLeast("SnapshotInterval", c.SnapshotInterval, 5*time.Millisecond)
 	atLeast("HeartbeatTimeout", c.HeartbeatTimeout, 5*time.Millisecond)
 	atLeast("ElectionTimeout", c.ElectionTimeout, 5*time.Millisecond)

@@ -7,40 +7,74 @@ import (
 )
 
 // An entry is the Data of one raft.LogCommand log entry: the commands the
-// proposer packed together (group commit) and the leader's clock.
+// proposer packed together (group commit), each with the tag of the node
+// that submitted it, and the leader's clock.
 //
-//	version  1 byte (EntryVersion)
+// Version 2 (written by this build):
+//
+//	version  1 byte (2)
 //	ts       8 bytes big-endian int64, unix milliseconds, stamped by the leader
 //	count    uvarint, number of commands (at least 1)
-//	count x  uvarint length + command bytes
+//	count x  origin 8 bytes big-endian, seq uvarint, length uvarint, command bytes
+//
+// Version 1 (still decoded, from before forwarding existed) has no tags:
+//
+//	version 1 byte (1), ts 8 bytes, count uvarint, count x (length uvarint, command bytes)
 //
 // Nothing follows the last command. Varints must be minimal, so an entry
 // has exactly one encoding.
 const (
-	// EntryVersion is the entry format this build writes and reads.
-	EntryVersion byte = 1
+	// EntryVersion is the entry format this build writes.
+	EntryVersion byte = 2
+	// entryVersion1 is the untagged format of earlier builds, read only.
+	entryVersion1 byte = 1
 
 	entryFixedHeader = 1 + 8
+	tagOriginLen     = 8
 )
+
+// Tag identifies a submitted command across the cluster: Origin is the
+// random identity a node draws each time it opens (never 0), Seq counts the
+// commands that incarnation submitted. Every node applies every entry; the
+// node whose Origin a command carries resolves its caller with its own
+// state machine's result. Version-1 entries carry the zero Tag.
+type Tag struct {
+	Origin uint64
+	Seq    uint64
+}
+
+// Entry is a decoded log entry.
+type Entry struct {
+	TS   int64 // leader's clock, unix milliseconds
+	Cmds [][]byte
+	Tags []Tag // one per command; nil for a version-1 entry
+}
 
 // ErrCorruptEntry is returned (wrapped) by DecodeEntry for malformed input.
 var ErrCorruptEntry = errors.New("raftlog: corrupt entry")
 
-// EntrySize is the exact encoded size of an entry holding cmds.
-func EntrySize(cmds [][]byte) int {
+// EntrySize is the exact encoded size of an entry holding cmds with tags.
+func EntrySize(cmds [][]byte, tags []Tag) int {
 	n := entryFixedHeader + uvarintLen(uint64(len(cmds)))
-	for _, c := range cmds {
-		n += uvarintLen(uint64(len(c))) + len(c)
+	for i, c := range cmds {
+		n += entryCommandSize(tags[i], len(c))
 	}
 	return n
 }
 
+func entryCommandSize(tag Tag, cmdLen int) int {
+	return tagOriginLen + uvarintLen(tag.Seq) + uvarintLen(uint64(cmdLen)) + cmdLen
+}
+
 // AppendEntry appends the encoding of an entry to dst and returns the
-// extended slice.
-func AppendEntry(dst []byte, ts int64, cmds [][]byte) []byte {
+// extended slice. tags must have one element per command.
+func AppendEntry(dst []byte, ts int64, cmds [][]byte, tags []Tag) []byte {
+	if len(tags) != len(cmds) {
+		panic(fmt.Sprintf("raftlog: AppendEntry with %d commands and %d tags", len(cmds), len(tags)))
+	}
 	dst = appendEntryHeader(dst, ts, len(cmds))
-	for _, c := range cmds {
-		dst = appendEntryCommand(dst, c)
+	for i, c := range cmds {
+		dst = appendEntryCommand(dst, tags[i], c)
 	}
 	return dst
 }
@@ -51,63 +85,92 @@ func appendEntryHeader(dst []byte, ts int64, count int) []byte {
 	return binary.AppendUvarint(dst, uint64(count))
 }
 
-func appendEntryCommand(dst, cmd []byte) []byte {
+func appendEntryCommand(dst []byte, tag Tag, cmd []byte) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, tag.Origin)
+	dst = binary.AppendUvarint(dst, tag.Seq)
 	dst = binary.AppendUvarint(dst, uint64(len(cmd)))
 	return append(dst, cmd...)
 }
 
-// DecodeEntry decodes an entry. The commands alias data (no copies); they
-// are capacity-limited, so appending to one cannot overwrite the next.
+// DecodeEntry decodes an entry of version 1 or 2. The commands alias data
+// (no copies); they are capacity-limited, so appending to one cannot
+// overwrite the next.
 //
 // Malformed input yields an error wrapping ErrCorruptEntry. The input is
 // validated completely before anything is allocated, and the only
-// allocation is the slice of len(cmds) headers, so its size is bounded by
+// allocations are the command headers and tags, whose count is bounded by
 // the input's length.
-func DecodeEntry(data []byte) (ts int64, cmds [][]byte, err error) {
+func DecodeEntry(data []byte) (Entry, error) {
 	if len(data) < entryFixedHeader {
-		return 0, nil, fmt.Errorf("%w: %d bytes is shorter than the header", ErrCorruptEntry, len(data))
+		return Entry{}, fmt.Errorf("%w: %d bytes is shorter than the header", ErrCorruptEntry, len(data))
 	}
-	if data[0] != EntryVersion {
-		return 0, nil, fmt.Errorf("%w: unknown version %d", ErrCorruptEntry, data[0])
+	version := data[0]
+	if version != EntryVersion && version != entryVersion1 {
+		return Entry{}, fmt.Errorf("%w: unknown version %d", ErrCorruptEntry, version)
 	}
-	ts = int64(binary.BigEndian.Uint64(data[1:]))
+	tagged := version == EntryVersion
+	ts := int64(binary.BigEndian.Uint64(data[1:]))
 	body := data[entryFixedHeader:]
 	count, n := readUvarint(body)
 	if n <= 0 {
-		return 0, nil, fmt.Errorf("%w: bad command count", ErrCorruptEntry)
+		return Entry{}, fmt.Errorf("%w: bad command count", ErrCorruptEntry)
 	}
 	body = body[n:]
 	if count == 0 {
-		return 0, nil, fmt.Errorf("%w: no commands", ErrCorruptEntry)
+		return Entry{}, fmt.Errorf("%w: no commands", ErrCorruptEntry)
 	}
-	// Every command takes at least its one-byte length prefix.
-	if count > uint64(len(body)) {
-		return 0, nil, fmt.Errorf("%w: %d commands cannot fit in %d bytes", ErrCorruptEntry, count, len(body))
+	// Every command takes at least its length prefix, and in version 2 its
+	// origin and seq as well.
+	minCmd := uint64(1)
+	if tagged {
+		minCmd += tagOriginLen + 1
+	}
+	if count > uint64(len(body))/minCmd {
+		return Entry{}, fmt.Errorf("%w: %d commands cannot fit in %d bytes", ErrCorruptEntry, count, len(body))
 	}
 
 	// First pass: validate the framing without allocating.
 	rest := body
 	for i := uint64(0); i < count; i++ {
+		if tagged {
+			if len(rest) < tagOriginLen {
+				return Entry{}, fmt.Errorf("%w: command %d overruns the entry", ErrCorruptEntry, i)
+			}
+			_, n := readUvarint(rest[tagOriginLen:])
+			if n <= 0 {
+				return Entry{}, fmt.Errorf("%w: command %d has a bad seq", ErrCorruptEntry, i)
+			}
+			rest = rest[tagOriginLen+n:]
+		}
 		l, n := readUvarint(rest)
 		if n <= 0 || l > uint64(len(rest)-n) {
-			return 0, nil, fmt.Errorf("%w: command %d overruns the entry", ErrCorruptEntry, i)
+			return Entry{}, fmt.Errorf("%w: command %d overruns the entry", ErrCorruptEntry, i)
 		}
 		rest = rest[n+int(l):]
 	}
 	if len(rest) != 0 {
-		return 0, nil, fmt.Errorf("%w: %d trailing bytes", ErrCorruptEntry, len(rest))
+		return Entry{}, fmt.Errorf("%w: %d trailing bytes", ErrCorruptEntry, len(rest))
 	}
 
 	// Second pass: slice out the commands.
-	cmds = make([][]byte, count)
+	e := Entry{TS: ts, Cmds: make([][]byte, count)}
+	if tagged {
+		e.Tags = make([]Tag, count)
+	}
 	rest = body
-	for i := range cmds {
+	for i := range e.Cmds {
+		if tagged {
+			e.Tags[i].Origin = binary.BigEndian.Uint64(rest)
+			seq, n := binary.Uvarint(rest[tagOriginLen:])
+			e.Tags[i].Seq = seq
+			rest = rest[tagOriginLen+n:]
+		}
 		l, n := binary.Uvarint(rest)
 		end := n + int(l)
-		cmds[i] = rest[n:end:end]
+		e.Cmds[i] = rest[n:end:end]
 		rest = rest[end:]
 	}
-	return ts, cmds, nil
+	return e, nil
 }
 
 // readUvarint is binary.Uvarint that also rejects non-minimal encodings

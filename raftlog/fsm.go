@@ -16,7 +16,8 @@ type StateMachine interface {
 	// Apply applies the commands of one committed entry, in order. ts is the
 	// leader's clock (unix milliseconds) stamped into the entry; Apply must be
 	// deterministic and read no clock of its own. It returns one result per
-	// command; the node hands result i to the callback of command i.
+	// command; the node that submitted command i hands result i (of its own
+	// state machine) to the command's callback.
 	//
 	// The implementation itself skips entries whose index is <= its persisted
 	// applied index (raft replays them after a restart) and then returns nil.
@@ -54,13 +55,21 @@ type Snapshot interface {
 }
 
 // fsmAdapter implements raft.FSM on top of a StateMachine: it decodes the
-// entry, calls StateMachine.Apply and measures it. Raft only passes
-// LogCommand entries to FSM.Apply (configuration, noop and barrier entries
-// never reach it), and the adapter checks that again.
+// entry, calls StateMachine.Apply, measures it, and resolves the callers of
+// this node's own commands (those whose tag carries its origin) with the
+// results: a command is acknowledged only once this node has applied it.
+// Raft only passes LogCommand entries to FSM.Apply (configuration, noop and
+// barrier entries never reach it), and the adapter checks that again.
 //
-// All methods run on raft's FSM goroutine; the atomics are read by Stats.
+// All methods run on raft's FSM goroutine, which also runs the success
+// callbacks; the atomics are read by Stats.
 type fsmAdapter struct {
-	sm StateMachine
+	sm     StateMachine
+	origin uint64    // this node's incarnation (Tag.Origin)
+	waits  *waitList // this node's callers
+	stats  *nodeStats
+
+	scratch []resolved // reused per entry
 
 	// lastIndex is the index of the last command entry handed to sm
 	// (initially sm.AppliedIndex() as seen by Open).
@@ -70,8 +79,8 @@ type fsmAdapter struct {
 
 var _ raft.FSM = (*fsmAdapter)(nil)
 
-func newFSMAdapter(sm StateMachine, applied uint64) *fsmAdapter {
-	a := &fsmAdapter{sm: sm}
+func newFSMAdapter(sm StateMachine, applied, origin uint64, waits *waitList, stats *nodeStats) *fsmAdapter {
+	a := &fsmAdapter{sm: sm, origin: origin, waits: waits, stats: stats}
 	a.lastIndex.Store(applied)
 	return a
 }
@@ -82,7 +91,7 @@ func (a *fsmAdapter) Apply(l *raft.Log) any {
 	if l.Type != raft.LogCommand {
 		return nil
 	}
-	ts, cmds, err := DecodeEntry(l.Data)
+	e, err := DecodeEntry(l.Data)
 	if err != nil {
 		// Only the proposer writes command entries and Pebble checksums
 		// them; a committed entry that does not decode is a bug or a newer
@@ -90,17 +99,42 @@ func (a *fsmAdapter) Apply(l *raft.Log) any {
 		panic(fmt.Sprintf("raftlog: committed entry %d does not decode: %v", l.Index, err))
 	}
 	start := time.Now()
-	results := a.sm.Apply(l.Index, ts, cmds)
+	results := a.sm.Apply(l.Index, e.TS, e.Cmds)
 	a.applyTime.observe(time.Since(start))
 	a.lastIndex.Store(l.Index)
+	if results != nil && len(results) != len(e.Cmds) {
+		panic(fmt.Sprintf("raftlog: state machine returned %d results for the %d commands of entry %d",
+			len(results), len(e.Cmds), l.Index))
+	}
+	if e.Tags != nil {
+		a.resolve(l.Index, e.Tags, results)
+	}
 	if results == nil {
 		return nil
 	}
-	if len(results) != len(cmds) {
-		panic(fmt.Sprintf("raftlog: state machine returned %d results for the %d commands of entry %d",
-			len(results), len(cmds), l.Index))
-	}
 	return results
+}
+
+// resolve calls back this node's callers of the entry's commands.
+func (a *fsmAdapter) resolve(index uint64, tags []Tag, results []any) {
+	var errSkipped error
+	if results == nil {
+		// The state machine believes it applied this entry already: its
+		// applied index is ahead of the log. Our own commands in it are new,
+		// so they were not applied.
+		errSkipped = fmt.Errorf("raftlog: state machine skipped new entry %d (applied index ahead of the log)", index)
+	}
+	a.scratch = a.waits.takeApplied(a.scratch[:0], a.origin, tags, results, errSkipped)
+	for _, r := range a.scratch {
+		if r.err != nil {
+			a.stats.commandsFailed.Add(1)
+			r.done(nil, 0, r.err)
+		} else {
+			a.stats.commandsCommitted.Add(1)
+			r.done(r.result, index, nil)
+		}
+	}
+	clear(a.scratch) // drop the callbacks and results
 }
 
 func (a *fsmAdapter) Snapshot() (raft.FSMSnapshot, error) {

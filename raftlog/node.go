@@ -2,6 +2,8 @@ package raftlog
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -14,75 +16,101 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// Errors returned by Submit, or passed to its callback. Anything else is
-// wrapped with "raftlog: ".
+// Errors returned by Submit, or passed to its callback, and by the
+// membership calls. Anything else is wrapped with "raftlog: ".
 var (
-	// ErrNotLeader: this node is not the leader; the command was not
-	// appended to the log and may be retried elsewhere.
-	ErrNotLeader = errors.New("raftlog: not the leader")
-	// ErrLeadershipLost: leadership was lost after the entry was appended;
-	// it may or may not commit. Retry idempotently.
-	ErrLeadershipLost = errors.New("raftlog: leadership lost, outcome unknown")
-	// ErrBusy: the proposal queue is full (backpressure).
+	// ErrNotLeader: no leader is known or reachable, or the leader refused
+	// the command because it lost leadership: the command was not appended
+	// to the log. The cluster is unavailable for writes from this node right
+	// now; retry later.
+	ErrNotLeader = errors.New("raftlog: no leader available")
+	// ErrBusy: the proposal queue is full, here or on the leader
+	// (backpressure). The command was not appended.
 	ErrBusy = errors.New("raftlog: proposal queue full")
 	// ErrClosed: the node is closed or closing.
 	ErrClosed = errors.New("raftlog: node closed")
-	// ErrTimeout: raft did not accept the entry within EnqueueTimeout; the
-	// command was not appended.
-	ErrTimeout = errors.New("raftlog: timed out handing the entry to raft")
+	// ErrTimeout: the outcome is unknown. The command was not confirmed
+	// within SubmitTimeout (or raft did not take it within EnqueueTimeout);
+	// it may still commit. Retry idempotently.
+	ErrTimeout = errors.New("raftlog: not confirmed in time, outcome unknown")
 	// ErrTooLarge: the command is larger than MaxBatchBytes.
 	ErrTooLarge = errors.New("raftlog: command larger than MaxBatchBytes")
 	// ErrNothingToSnapshot: nothing was applied since the last snapshot
 	// (or since the node started).
 	ErrNothingToSnapshot = errors.New("raftlog: nothing new to snapshot")
+	// ErrUnknownServer: the server ID is not in the cluster configuration.
+	ErrUnknownServer = errors.New("raftlog: no such server in the configuration")
+	// ErrNotCaughtUp: Promote gave up before the nonvoter caught up with
+	// the leader; it stays a nonvoter.
+	ErrNotCaughtUp = errors.New("raftlog: server has not caught up with the leader")
+	// ErrAlreadyBootstrapped: Bootstrap on a node that already has a
+	// different cluster configuration.
+	ErrAlreadyBootstrapped = errors.New("raftlog: node already belongs to a cluster")
 )
 
 // DoneFunc receives the outcome of a submitted command: its result and the
 // index of its log entry, or an error.
 type DoneFunc func(result any, index uint64, err error)
 
-// Node is a raft server replicating opaque commands to a StateMachine.
+// Node is a raft server replicating opaque commands to a StateMachine, one
+// member of a cluster whose every node accepts writes (Submit).
 //
 // Goroutines (all started by Open, all stopped by Close):
 //   - the proposer (runProposer) drains the queue into entries and hands
-//     them to raft.Apply;
-//   - the waiter (runWaiter) resolves those entries in log order and calls
-//     the callbacks;
+//     them to raft.Apply; it runs on every node and has work on the leader;
+//   - the waiter (runWaiter) waits for those entries in log order and
+//     fails the commands raft refused;
+//   - the forwarder (runForwarder) keeps the link to the leader while this
+//     node follows: sends it this node's commands and index reports, reads
+//     its refusals;
+//   - the sweeper (runSweeper) fails commands past SubmitTimeout;
 //   - the observer (runObserver) turns raft's state changes into wake-ups
-//     for WaitLeader;
-//   - raft's own goroutines, which call the StateMachine.
+//     for WaitLeader and the forwarder;
+//   - the mux (transport.go): the internal listener and one goroutine per
+//     forward session (followers' links, on the leader) or admin call;
+//   - raft's own goroutines, which call the StateMachine and, through the
+//     FSM adapter, the callbacks of successful commands.
 type Node struct {
 	cfg    Config
 	logger hclog.Logger
-	addr   string // this node's transport address
+	addr   string // this node's internal address, as peers dial it
+	origin uint64 // this incarnation's Tag.Origin: random, never 0
 
 	raft     *raft.Raft
 	logs     *LogStore
 	fsm      *fsmAdapter
+	mux      *mux
 	observer *raft.Observer
+	waits    *waitList
+	progress progressTable // followers' reports, kept while leading
 
-	// submitMu guards closed against Submit: Submit holds it for reading
-	// while it checks closed and enqueues, Close takes it for writing to set
-	// closed. After that no request can enter the queue behind the
-	// proposer's final drain, so every accepted request gets its callback.
+	// submitMu guards closed against Submit and the forward sessions: they
+	// hold it for reading while they check closed and enqueue, Close takes
+	// it for writing to set closed. After that no request can enter a queue
+	// behind the final drains, so every accepted command gets its outcome.
 	submitMu sync.RWMutex
 	closed   bool
 
-	queue   chan request      // Submit -> proposer, bounded (QueueLength)
-	slots   chan struct{}     // entries in flight, a counting semaphore (MaxInflightEntries)
-	pending chan pendingEntry // proposer -> waiter, in log order; closed by the proposer
-	stop    chan struct{}     // closed by Close: the proposer stops
+	queue    chan request      // Submit and forward sessions -> proposer, bounded (QueueLength)
+	fwdQueue chan fwdCommand   // Submit on a follower -> forwarder, bounded (QueueLength)
+	slots    chan struct{}     // entries in flight, a counting semaphore (MaxInflightEntries)
+	pending  chan pendingEntry // proposer -> waiter, in log order; closed by the proposer
+	stop     chan struct{}     // closed by Close: every goroutine of the node stops
+	life     context.Context   // canceled by Close; bounds admin calls served here
+	endLife  context.CancelFunc
 
 	waiterDone   chan struct{}
+	fwdDone      chan struct{}
+	sweeperDone  chan struct{}
 	obsStop      chan struct{}
 	observerDone chan struct{}
 
 	// leaderMu guards leaderChanged, a channel closed and replaced on every
-	// raft state or leader change, which wakes WaitLeader.
+	// raft state or leader change, which wakes WaitLeader and the forwarder.
 	leaderMu      sync.Mutex
 	leaderChanged chan struct{}
 
-	stats proposerStats
+	stats nodeStats
 
 	closeOnce sync.Once
 	closeErr  error
@@ -140,11 +168,17 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 			return nil, fmt.Errorf("raftlog: AdvertiseAddr: %w", err)
 		}
 	}
-	trans, err := raft.NewTCPTransportWithLogger(cfg.BindAddr, advertise,
-		cfg.TransportMaxPool, cfg.TransportTimeout, logger.Named("transport"))
+	m, err := newMux(cfg.BindAddr, advertise, logger.Named("mux"))
 	if err != nil {
-		return nil, fmt.Errorf("raftlog: transport on %s: %w", cfg.BindAddr, err)
+		return nil, fmt.Errorf("raftlog: listen on %s: %w", cfg.BindAddr, err)
 	}
+	cleanup = append(cleanup, func() { _ = m.Close() })
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  newRaftStream(m),
+		MaxPool: cfg.TransportMaxPool,
+		Timeout: cfg.TransportTimeout,
+		Logger:  logger.Named("transport"),
+	})
 	cleanup = append(cleanup, func() { _ = trans.Close() })
 
 	// Decide how the state machine's persistent state meets raft's.
@@ -198,28 +232,40 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 		}
 	}
 
-	fsm := newFSMAdapter(sm, applied)
-	r, err := raft.NewRaft(rc, fsm, cachedLogs, logs, snaps, trans)
+	origin, err := newOrigin()
 	if err != nil {
-		return nil, fmt.Errorf("raftlog: start raft: %w", err)
+		return nil, err
 	}
-
+	stop := make(chan struct{})
 	n := &Node{
 		cfg:           cfg,
 		logger:        logger,
 		addr:          string(trans.LocalAddr()),
-		raft:          r,
+		origin:        origin,
 		logs:          logs,
-		fsm:           fsm,
+		mux:           m,
+		waits:         newWaitList(cfg.SubmitTimeout),
 		queue:         make(chan request, cfg.QueueLength),
+		fwdQueue:      make(chan fwdCommand, cfg.QueueLength),
 		slots:         make(chan struct{}, cfg.MaxInflightEntries),
 		pending:       make(chan pendingEntry, cfg.MaxInflightEntries),
-		stop:          make(chan struct{}),
+		stop:          stop,
 		waiterDone:    make(chan struct{}),
+		fwdDone:       make(chan struct{}),
+		sweeperDone:   make(chan struct{}),
 		obsStop:       make(chan struct{}),
 		observerDone:  make(chan struct{}),
 		leaderChanged: make(chan struct{}),
 	}
+	n.life, n.endLife = context.WithCancel(context.Background())
+	n.fsm = newFSMAdapter(sm, applied, origin, n.waits, &n.stats)
+	r, err := raft.NewRaft(rc, n.fsm, cachedLogs, logs, snaps, trans)
+	if err != nil {
+		n.endLife()
+		return nil, fmt.Errorf("raftlog: start raft: %w", err)
+	}
+	n.raft = r
+
 	// Non-blocking: a dropped observation is harmless, because the ones still
 	// buffered when it was dropped wake WaitLeader later and it re-reads the
 	// current state.
@@ -235,8 +281,27 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 	go n.runObserver(obsCh)
 	go n.runProposer()
 	go n.runWaiter()
+	go n.runForwarder()
+	go n.runSweeper()
+	m.serve(n.serveConn)
 	n.campaignIfSoleVoter()
 	return n, nil
+}
+
+// newOrigin draws this incarnation's Tag.Origin. It is random rather than
+// derived from the ID so that it never repeats: a restarted or wiped node
+// replays entries of its earlier lives, whose tags must not match the
+// commands it is waiting for now.
+func newOrigin() (uint64, error) {
+	var b [8]byte
+	for {
+		if _, err := rand.Read(b[:]); err != nil {
+			return 0, fmt.Errorf("raftlog: origin: %w", err)
+		}
+		if o := binary.LittleEndian.Uint64(b[:]); o != 0 {
+			return o, nil
+		}
+	}
 }
 
 // campaignIfSoleVoter starts an election now when this node is the only
@@ -254,6 +319,12 @@ func (n *Node) campaignIfSoleVoter() {
 	if len(servers) != 1 || servers[0].ID != raft.ServerID(n.cfg.ID) || servers[0].Suffrage != raft.Voter {
 		return
 	}
+	n.hurryElection()
+}
+
+// hurryElection makes a follower that has never heard from a leader
+// campaign now rather than after its heartbeat timeout.
+func (n *Node) hurryElection() {
 	orig := n.raft.ReloadableConfig()
 	nudge := orig
 	nudge.HeartbeatTimeout -= time.Millisecond
@@ -266,7 +337,8 @@ func (n *Node) campaignIfSoleVoter() {
 	}
 }
 
-// runObserver owns obsCh: each observation wakes the WaitLeader callers.
+// runObserver owns obsCh: each observation wakes the WaitLeader callers
+// and the forwarder.
 func (n *Node) runObserver(obsCh <-chan raft.Observation) {
 	defer close(n.observerDone)
 	for {
@@ -282,13 +354,19 @@ func (n *Node) runObserver(obsCh <-chan raft.Observation) {
 	}
 }
 
+// leaderChanges returns a channel that is closed at the next raft state or
+// leader change.
+func (n *Node) leaderChanges() <-chan struct{} {
+	n.leaderMu.Lock()
+	defer n.leaderMu.Unlock()
+	return n.leaderChanged
+}
+
 // WaitLeader blocks until a leader is known (this node or, in a cluster,
 // another one), the context ends, or the node closes.
 func (n *Node) WaitLeader(ctx context.Context) error {
 	for {
-		n.leaderMu.Lock()
-		changed := n.leaderChanged
-		n.leaderMu.Unlock()
+		changed := n.leaderChanges()
 		if addr, _ := n.raft.LeaderWithID(); addr != "" {
 			return nil
 		}
@@ -305,14 +383,23 @@ func (n *Node) WaitLeader(ctx context.Context) error {
 // IsLeader reports whether this node is the leader right now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
-// LeaderAddr is the transport address of the known leader, "" if none.
+// LeaderAddr is the internal address of the known leader, "" if none.
 func (n *Node) LeaderAddr() string {
 	addr, _ := n.raft.LeaderWithID()
 	return string(addr)
 }
 
-// Addr is this node's transport address (the bound port when BindAddr
-// asked for port 0).
+// LeaderID is the server ID of the known leader, "" if none.
+func (n *Node) LeaderID() string {
+	_, id := n.raft.LeaderWithID()
+	return string(id)
+}
+
+// ID is this node's server ID.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// Addr is this node's internal address, as peers dial it: AdvertiseAddr,
+// or the bound address (with the port picked when BindAddr asked for 0).
 func (n *Node) Addr() string { return n.addr }
 
 // Stats reads the node's counters and raft's gauges without locking.
@@ -335,9 +422,13 @@ func (n *Node) Stats() Stats {
 		EntriesProposed:   s.entriesProposed.Load(),
 		CommandsProposed:  s.commandsProposed.Load(),
 		EntriesCommitted:  s.entriesCommitted.Load(),
+		CommandsReceived:  s.commandsReceived.Load(),
+		CommandsForwarded: s.commandsForwarded.Load(),
 		CommandsCommitted: s.commandsCommitted.Load(),
 		CommandsFailed:    s.commandsFailed.Load(),
+		CommandsTimedOut:  s.commandsTimedOut.Load(),
 		CommandsRejected:  s.commandsRejected.Load(),
+		Waiting:           n.waits.waiting(),
 		CommitLatency:     s.commitTime.read(),
 		ApplyLatency:      n.fsm.applyTime.read(),
 	}
@@ -360,16 +451,21 @@ func (n *Node) Snapshot() error {
 }
 
 // Close shuts the node down: Submit fails with ErrClosed from now on, the
-// queued commands' callbacks get ErrClosed, the entries already handed to
-// raft resolve normally, then raft stops and the stores close. Calling it
-// from a DoneFunc deadlocks. Later calls return the first call's result.
+// commands still queued get ErrClosed (or, forwarded by followers, a
+// refusal), the entries this node already handed to raft as leader
+// resolve, then the link to the leader, raft, the internal listener and
+// the stores close; commands still waiting for their outcome (forwarded,
+// or appended and not yet applied) get ErrClosed. Calling it from a
+// DoneFunc deadlocks. Later calls return the first call's result.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.submitMu.Lock()
 		n.closed = true
 		n.submitMu.Unlock()
 		close(n.stop)
-		<-n.waiterDone // the proposer drained the queue; the waiter resolved the in-flight entries
+		n.endLife()
+		<-n.fwdDone
+		<-n.waiterDone // the proposer drained the queue; the waiter saw the in-flight entries resolve
 
 		// The observer keeps draining until raft has stopped: Shutdown itself
 		// reports a state change.
@@ -377,7 +473,37 @@ func (n *Node) Close() error {
 		n.raft.DeregisterObserver(n.observer)
 		close(n.obsStop)
 		<-n.observerDone
+		err = errors.Join(err, n.mux.Close()) // ends the forward sessions and admin calls
+		<-n.sweeperDone
+		// No entry is applied any more: nothing else can resolve these.
+		n.failAll(n.waits.closeAll(), ErrClosed)
 		n.closeErr = errors.Join(err, n.logs.Close())
 	})
 	return n.closeErr
+}
+
+// runSweeper fails the commands whose SubmitTimeout passed with ErrTimeout.
+func (n *Node) runSweeper() {
+	defer close(n.sweeperDone)
+	t := time.NewTicker(min(max(n.cfg.SubmitTimeout/20, time.Millisecond), 100*time.Millisecond))
+	defer t.Stop()
+	var expired []DoneFunc
+	for {
+		select {
+		case <-t.C:
+			expired = n.waits.expire(expired[:0])
+			n.stats.commandsTimedOut.Add(uint64(len(expired)))
+			n.failAll(expired, ErrTimeout)
+			clear(expired)
+		case <-n.stop:
+			return
+		}
+	}
+}
+
+func (n *Node) failAll(dones []DoneFunc, err error) {
+	n.stats.commandsFailed.Add(uint64(len(dones)))
+	for _, done := range dones {
+		done(nil, 0, err)
+	}
 }

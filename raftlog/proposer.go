@@ -9,10 +9,13 @@ import (
 	"github.com/hashicorp/raft"
 )
 
-// request is one submitted command waiting in the queue.
+// request is one command waiting in the proposer's queue: submitted here
+// (from is nil) or forwarded by a follower (from is its session, which
+// hears about refusals).
 type request struct {
 	cmd  []byte
-	done DoneFunc
+	tag  Tag
+	from *fwdSession
 }
 
 // pendingEntry is an entry handed to raft, waiting for the waiter, or (with
@@ -20,25 +23,35 @@ type request struct {
 type pendingEntry struct {
 	future raft.ApplyFuture
 	err    error
-	dones  []DoneFunc // one per command, in entry order
+	reqs   []request // in entry order, commands dropped
 	start  time.Time
 }
 
-// Submit enqueues cmd for the proposer and returns at once: it never blocks,
-// so it can be called from a network event loop.
+// Submit hands cmd to the leader and returns at once: it never blocks, so
+// it can be called from a network event loop. On the leader the command
+// goes to the proposer's queue; on a follower, to the forwarding link
+// (forward.go), which sends it to the leader's proposer.
 //
-// It returns ErrClosed after Close, ErrNotLeader when this node is not the
-// leader, ErrTooLarge for a command over MaxBatchBytes, and ErrBusy when the
-// queue is full. When it returns nil, done is called exactly once, from the
-// node's waiter goroutine, which runs all callbacks in log order: after the
-// entry holding cmd has been committed and applied by the local state
-// machine, with the command's result and the entry's index, or with an
-// error (ErrNotLeader, ErrLeadershipLost, ErrTimeout, ErrClosed, or a
-// wrapped raft error). done must not block, since it delays every later
-// callback; it may call Submit.
+// It returns ErrClosed after Close, ErrNotLeader when no leader is known,
+// ErrTooLarge for a command over MaxBatchBytes, and ErrBusy when the queue
+// is full. When it returns nil, done is called exactly once:
+//   - with the command's result and its entry's index, once this node's
+//     own state machine has applied the entry (so a caller reads its own
+//     write here), from raft's FSM goroutine, in log order;
+//   - or with an error: ErrNotLeader, ErrBusy, ErrTooLarge (the leader
+//     refused it: not appended), ErrTimeout (no outcome within
+//     SubmitTimeout: it may still commit), ErrClosed (Close ran first: it
+//     may have committed), or another error; from one of the node's
+//     goroutines.
 //
-// Commands submitted from one goroutine land in the log in submission order.
-// cmd must not be modified after the call.
+// Any error may hide a command that committed after all, so callers retry
+// commands that are idempotent; no error ever hides a success. Callbacks
+// of different commands may run concurrently. done must not block, since
+// it delays the application of later entries; it may call Submit.
+//
+// Commands submitted from one goroutine to one node land in the log in
+// submission order, as long as the leader does not change meanwhile. cmd
+// must not be modified after the call.
 func (n *Node) Submit(cmd []byte, done DoneFunc) error {
 	if done == nil {
 		panic("raftlog: Submit with a nil DoneFunc")
@@ -51,15 +64,69 @@ func (n *Node) Submit(cmd []byte, done DoneFunc) error {
 	if n.closed {
 		return ErrClosed
 	}
+	leader := false
+	switch n.raft.State() {
+	case raft.Leader:
+		leader = true
+	case raft.Shutdown: // removed from the cluster
+		return ErrNotLeader
+	default:
+		if addr, _ := n.raft.LeaderWithID(); addr == "" {
+			return ErrNotLeader
+		}
+	}
+	seq, ok := n.waits.add(done)
+	if !ok {
+		return ErrClosed
+	}
+	if leader {
+		select {
+		case n.queue <- request{cmd: cmd, tag: Tag{Origin: n.origin, Seq: seq}}:
+			return nil
+		default:
+		}
+	} else {
+		select {
+		case n.fwdQueue <- fwdCommand{seq: seq, cmd: cmd}:
+			return nil
+		default:
+		}
+	}
+	n.stats.commandsRejected.Add(1)
+	if n.waits.take(seq) == nil {
+		// The sweeper expired it in between and has called done.
+		return nil
+	}
+	return ErrBusy
+}
+
+// enqueueLocal hands a command of this node to the local proposer, for a
+// command that was queued for forwarding when this node became the
+// leader. Called without submitMu held.
+func (n *Node) enqueueLocal(c fwdCommand) error {
+	n.submitMu.RLock()
+	defer n.submitMu.RUnlock()
+	if n.closed {
+		return ErrClosed
+	}
 	if n.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}
 	select {
-	case n.queue <- request{cmd: cmd, done: done}:
+	case n.queue <- request{cmd: c.cmd, tag: Tag{Origin: n.origin, Seq: c.seq}}:
 		return nil
 	default:
 		n.stats.commandsRejected.Add(1)
 		return ErrBusy
+	}
+}
+
+// failSeq fails this node's command seq with err, unless its outcome is
+// already known.
+func (n *Node) failSeq(seq uint64, err error) {
+	if done := n.waits.take(seq); done != nil {
+		n.stats.commandsFailed.Add(1)
+		done(nil, 0, err)
 	}
 }
 
@@ -153,23 +220,23 @@ func (n *Node) propose(batch []request) {
 	now := time.Now()
 	size := entryFixedHeader + uvarintLen(uint64(len(batch)))
 	for i := range batch {
-		size += uvarintLen(uint64(len(batch[i].cmd))) + len(batch[i].cmd)
+		size += entryCommandSize(batch[i].tag, len(batch[i].cmd))
 	}
 	// A fresh buffer per entry: raft keeps the entry (in its log cache and
 	// inflight list) after the future resolves, so it cannot be reused.
 	data := make([]byte, 0, size)
 	data = appendEntryHeader(data, now.UnixMilli(), len(batch))
-	dones := make([]DoneFunc, len(batch))
+	reqs := make([]request, len(batch))
 	for i := range batch {
-		data = appendEntryCommand(data, batch[i].cmd)
-		dones[i] = batch[i].done
+		data = appendEntryCommand(data, batch[i].tag, batch[i].cmd)
+		reqs[i] = request{tag: batch[i].tag, from: batch[i].from}
 	}
 	future := n.raft.Apply(data, n.cfg.EnqueueTimeout)
 	n.stats.entriesProposed.Add(1)
 	n.stats.commandsProposed.Add(uint64(len(batch)))
 	// Never blocks: the channel holds MaxInflightEntries and the slot held
 	// for this entry is one of them.
-	n.pending <- pendingEntry{future: future, dones: dones, start: now}
+	n.pending <- pendingEntry{future: future, reqs: reqs, start: now}
 }
 
 // failQueued hands every request still queued (and carry) to the waiter,
@@ -178,72 +245,104 @@ func (n *Node) propose(batch []request) {
 // queue only shrinks now. The send may block until the waiter catches up,
 // which it always does.
 func (n *Node) failQueued(carry request, hasCarry bool) {
-	var dones []DoneFunc
+	var reqs []request
 	if hasCarry {
-		dones = append(dones, carry.done)
+		reqs = append(reqs, carry)
 	}
 drain:
 	for {
 		select {
 		case req := <-n.queue:
-			dones = append(dones, req.done)
+			reqs = append(reqs, req)
 		default:
 			break drain
 		}
 	}
-	if len(dones) > 0 {
-		n.pending <- pendingEntry{err: ErrClosed, dones: dones}
+	if len(reqs) > 0 {
+		n.pending <- pendingEntry{err: ErrClosed, reqs: reqs}
 	}
 }
 
-// runWaiter resolves the proposed entries in log order, calls their
-// callbacks and releases their in-flight slots. It exits when the proposer
-// closes n.pending.
+// runWaiter waits for the proposed entries in log order, releases their
+// in-flight slots, and fails the commands of entries raft refused. It does
+// not report successes: each node's FSM adapter resolves its own commands
+// when it applies them. It exits when the proposer closes n.pending.
 func (n *Node) runWaiter() {
 	defer close(n.waiterDone)
 	for p := range n.pending {
 		if p.future == nil {
-			n.fail(p.dones, p.err)
+			n.refuse(p.reqs, p.err)
 			continue
 		}
 		err := p.future.Error()
 		n.stats.entriesResolved.Add(1)
 		<-n.slots
-		if err != nil {
-			n.fail(p.dones, mapRaftError(err))
+		if err == nil {
+			n.stats.commitTime.observe(time.Since(p.start))
+			n.stats.entriesCommitted.Add(1)
 			continue
 		}
-		n.stats.commitTime.observe(time.Since(p.start))
-		index := p.future.Index()
-		results, ok := p.future.Response().([]any)
-		if !ok || len(results) != len(p.dones) {
-			// The state machine skipped an entry it believes it had applied:
-			// its applied index is ahead of the log.
-			n.fail(p.dones, fmt.Errorf("raftlog: state machine skipped new entry %d (applied index ahead of the log)", index))
+		if definite := refusedByRaft(err); definite != nil {
+			n.refuse(p.reqs, definite)
 			continue
 		}
-		n.stats.entriesCommitted.Add(1)
-		n.stats.commandsCommitted.Add(uint64(len(p.dones)))
-		for i, done := range p.dones {
-			done(results[i], index, nil)
+		// Appended but not known to be committed (leadership lost, shutdown):
+		// the entry may still commit under the next leader, in which case the
+		// submitting node's FSM adapter resolves its commands; otherwise they
+		// time out.
+		n.logger.Debug("entry outcome unknown", "commands", len(p.reqs), "error", err)
+	}
+}
+
+// refuse reports commands that were not appended to the log: to this
+// node's callers, or to the followers that forwarded them.
+func (n *Node) refuse(reqs []request, err error) {
+	code := refusalCode(err)
+	for _, r := range reqs {
+		if r.from != nil {
+			r.from.refuse(r.tag.Seq, code)
+		} else {
+			n.failSeq(r.tag.Seq, err)
 		}
 	}
 }
 
-func (n *Node) fail(dones []DoneFunc, err error) {
-	n.stats.commandsFailed.Add(uint64(len(dones)))
-	for _, done := range dones {
-		done(nil, 0, err)
+// refusedByRaft maps the errors with which raft refuses an entry it did not
+// append to the package's own; it returns nil when the entry may have been
+// appended.
+func refusedByRaft(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return ErrNotLeader
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return ErrTimeout
 	}
+	return nil
+}
+
+func refusalCode(err error) byte {
+	switch {
+	case errors.Is(err, ErrBusy):
+		return refuseBusy
+	case errors.Is(err, ErrTooLarge):
+		return refuseTooLarge
+	case errors.Is(err, ErrClosed):
+		return refuseClosed
+	case errors.Is(err, ErrTimeout):
+		return refuseTimeout
+	}
+	return refuseNotLeader
 }
 
 // mapRaftError maps raft's errors to the package's own.
 func mapRaftError(err error) error {
 	switch {
+	case err == nil:
+		return nil
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return ErrNotLeader
 	case errors.Is(err, raft.ErrLeadershipLost):
-		return ErrLeadershipLost
+		return fmt.Errorf("%w: leadership lost before the change committed", ErrTimeout)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed
 	case errors.Is(err, raft.ErrEnqueueTimeout):

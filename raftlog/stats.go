@@ -20,14 +20,22 @@ type Stats struct {
 	QueueCapacity int
 	Inflight      int // entries handed to raft and not yet resolved
 
-	EntriesProposed   uint64 // entries handed to raft.Apply
-	CommandsProposed  uint64 // commands in those entries
-	EntriesCommitted  uint64 // entries committed and applied locally
-	CommandsCommitted uint64 // commands whose callback got a result
-	CommandsFailed    uint64 // commands whose callback got an error
-	CommandsRejected  uint64 // Submit calls refused with ErrBusy
+	// The proposer (on the leader: commands of every node).
+	EntriesProposed  uint64 // entries handed to raft.Apply
+	CommandsProposed uint64 // commands in those entries
+	EntriesCommitted uint64 // of those, entries committed and applied locally
+	CommandsReceived uint64 // commands followers forwarded and the proposer queued
 
-	// CommitLatency: from raft.Apply to the entry applied locally, per entry.
+	// This node's callers (Submit).
+	CommandsForwarded uint64 // commands sent to the leader over the forwarding link
+	CommandsCommitted uint64 // commands whose callback got a result
+	CommandsFailed    uint64 // commands whose callback got an error, timeouts included
+	CommandsTimedOut  uint64 // of those, ErrTimeout: outcome unknown
+	CommandsRejected  uint64 // commands refused for a full queue (ErrBusy), here or by the leader
+	Waiting           int    // commands whose outcome is not known yet
+
+	// CommitLatency: from raft.Apply to the entry applied locally, per entry
+	// proposed here.
 	CommitLatency Histogram
 	// ApplyLatency: time spent in StateMachine.Apply, per entry.
 	ApplyLatency Histogram
@@ -91,14 +99,18 @@ func (h *latencyHistogram) read() Histogram {
 	return out
 }
 
-// proposerStats are the counters of the proposer and the waiter.
-type proposerStats struct {
+// nodeStats are the node's counters, written by the proposer, the waiter,
+// the forwarding goroutines and the FSM adapter.
+type nodeStats struct {
 	entriesProposed   atomic.Uint64
 	commandsProposed  atomic.Uint64
 	entriesResolved   atomic.Uint64 // committed or failed
 	entriesCommitted  atomic.Uint64
+	commandsReceived  atomic.Uint64
+	commandsForwarded atomic.Uint64
 	commandsCommitted atomic.Uint64
 	commandsFailed    atomic.Uint64
+	commandsTimedOut  atomic.Uint64
 	commandsRejected  atomic.Uint64
 	commitTime        latencyHistogram
 }

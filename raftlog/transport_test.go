@@ -1,0 +1,239 @@
+package raftlog
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// TestMuxRoutes: connections reach raft's stream layer or the handler by
+// their first byte, unknown kinds are closed, isolation cuts every
+// connection in both directions until lifted, and Close ends everything.
+func TestMuxRoutes(t *testing.T) {
+	m, err := newMux("127.0.0.1:0", nil, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	handled := make(chan byte, 4)
+	m.serve(func(kind byte, c net.Conn) {
+		handled <- kind
+		io.Copy(c, c) // echo until closed
+		c.Close()
+	})
+	stream := newRaftStream(m)
+	addr := m.addr().String()
+
+	// Raft: Dial on one side, Accept on the other, bytes flow.
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := stream.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	dialed, err := stream.Dial(raft.ServerAddress(addr), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in net.Conn
+	select {
+	case in = <-accepted:
+	case <-time.After(10 * time.Second):
+		t.Fatal("raft connection not accepted")
+	}
+	if _, err := dialed.Write([]byte{rpcProbe}); err != nil {
+		t.Fatal(err)
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(in, b[:]); err != nil || b[0] != rpcProbe {
+		t.Fatalf("raft stream got %v, %v", b, err)
+	}
+
+	// Forward and admin connections reach the handler.
+	fwd, err := m.dial(addr, connForward, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := <-handled; k != connForward {
+		t.Fatalf("handler got kind %q", k)
+	}
+	if _, err := fwd.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	echo := make([]byte, 4)
+	if _, err := io.ReadFull(fwd, echo); err != nil || string(echo) != "ping" {
+		t.Fatalf("echo %q, %v", echo, err)
+	}
+
+	// An unknown kind is closed.
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.Write([]byte{'?'})
+	raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := raw.Read(b[:]); err == nil {
+		t.Fatal("connection of unknown kind left open")
+	}
+	raw.Close()
+
+	// Isolation cuts what exists and refuses what comes.
+	m.isolate(true)
+	for _, c := range []net.Conn{dialed, in, fwd} {
+		c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := c.Read(b[:]); err == nil {
+			t.Fatal("connection survived isolation")
+		}
+	}
+	if _, err := m.dial(addr, connForward, time.Second); !errors.Is(err, errIsolated) {
+		t.Fatalf("dial while isolated: %v", err)
+	}
+	raw, err = net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := raw.Read(b[:]); err == nil {
+		t.Fatal("accepted a connection while isolated")
+	}
+	raw.Close()
+	m.isolate(false)
+	again, err := m.dial(addr, connAdmin, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k := <-handled; k != connAdmin {
+		t.Fatalf("handler got kind %q", k)
+	}
+
+	// Close ends the handlers and Accept.
+	stream.Close()
+	if _, err := stream.Accept(); err == nil {
+		t.Fatal("Accept after Close")
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := again.Read(b[:]); err == nil {
+		t.Fatal("connection survived Close")
+	}
+	if _, err := m.dial(addr, connForward, time.Second); err == nil {
+		t.Fatal("dial after Close")
+	}
+}
+
+const rpcProbe = 7
+
+// TestForwardProtocol speaks the forwarding link by hand to a leader and
+// to a node that is not one: accepted commands are applied with the
+// sender's tag, the others are refused with the right code, and a hello of
+// another version is turned away.
+func TestForwardProtocol(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.MaxBatchBytes = 16
+	cfg.QueueLength = 1
+	cfg.MaxInflightEntries = 1
+	sm := newMemSM()
+	sm.gate = make(chan struct{})
+	sm.entered = make(chan uint64, 16)
+	l := openLeader(t, cfg, sm)
+	defer l.Close()
+
+	// Stall the leader's proposer: "local" holds the only in-flight slot
+	// inside Apply.
+	localDone := make(chan error, 1)
+	if err := l.Submit([]byte("local"), func(_ any, _ uint64, err error) { localDone <- err }); err != nil {
+		t.Fatal(err)
+	}
+	<-sm.entered
+
+	const origin = 0xabcdef
+	conn, r := dialForward(t, l, helloFrame{version: linkVersion, origin: origin, id: "tester"})
+	defer conn.Close()
+	send(t, conn, appendSubmit(nil, []fwdCommand{
+		{seq: 10, cmd: []byte("queued")},            // fills the queue
+		{seq: 11, cmd: []byte("no room")},           // busy
+		{seq: 12, cmd: []byte("far too large cmd")}, // 17 bytes > 16
+	}))
+	got := readRefusals(t, r, 2)
+	if !slices.Equal(got, []refusal{{11, refuseBusy}, {12, refuseTooLarge}}) {
+		t.Fatalf("refusals %v", got)
+	}
+	close(sm.gate)
+	if err := <-localDone; err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the forwarded command to apply", func() bool {
+		cmds, _, _ := sm.state()
+		return len(cmds) == 2
+	})
+	requireEachOnce(t, sm, []string{"local", "queued"})
+	if st := l.Stats(); st.CommandsReceived != 1 {
+		t.Fatalf("stats: %+v", st)
+	}
+
+	// A node that is not the leader refuses everything as not leader.
+	fcfg := testConfig(t, t.TempDir())
+	fcfg.ID, fcfg.Bootstrap = "lonely", false
+	f, err := Open(fcfg, newMemSM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fconn, fr := dialForward(t, f, helloFrame{version: linkVersion, origin: origin, id: "tester"})
+	defer fconn.Close()
+	send(t, fconn, appendSubmit(nil, []fwdCommand{{seq: 1, cmd: []byte("x")}, {seq: 2, cmd: []byte("y")}}))
+	if got := readRefusals(t, fr, 2); !slices.Equal(got, []refusal{{1, refuseNotLeader}, {2, refuseNotLeader}}) {
+		t.Fatalf("refusals %v", got)
+	}
+
+	// Another protocol version is closed without an answer.
+	vconn, vr := dialForward(t, l, helloFrame{version: linkVersion + 1, origin: origin, id: "future"})
+	defer vconn.Close()
+	vconn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := readFrame(vr); err == nil {
+		t.Fatal("link of another version not closed")
+	}
+}
+
+func dialForward(t *testing.T, n *Node, h helloFrame) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	conn, err := net.Dial("tcp", n.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	send(t, conn, append([]byte{connForward}, appendHello(nil, h)...))
+	return conn, bufio.NewReader(conn)
+}
+
+func send(t *testing.T, c net.Conn, b []byte) {
+	t.Helper()
+	if _, err := c.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readRefusals reads refuse frames until it has want refusals.
+func readRefusals(t *testing.T, r *bufio.Reader, want int) []refusal {
+	t.Helper()
+	var got []refusal
+	for len(got) < want {
+		typ, p, err := readFrame(r)
+		if err != nil || typ != frameRefuse {
+			t.Fatalf("frame %d, %v", typ, err)
+		}
+		if err := decodeRefuse(p, func(rf refusal) { got = append(got, rf) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return got
+}
