@@ -17,7 +17,9 @@
 //     are sampled again ("connected");
 //  4. run: the workers apply the load from a common start time for
 //     Options.Duration and drain; the nodes are sampled ("loaded") while the
-//     connections are still open;
+//     connections are still open. A Windowed scenario measures only the
+//     end of the load, after a warmup: the nodes are also sampled at the
+//     edges of that window ("window-start", "window-end");
 //  5. finish: the workers close their connections and send their results,
 //     which the coordinator merges (Result.Merge: counts add up, HDR
 //     histograms merge) into a Report; the scenario adds its figures and

@@ -112,13 +112,16 @@ func (r *Report) AddFigure(name string, value float64, unit string) {
 func (r *Report) Failed() bool { return len(r.Failures) > 0 }
 
 // latencyOrder lists the histograms in report order; others follow by name.
-var latencyOrder = []string{"deliver", "ack", "connect"}
+var latencyOrder = []string{"deliver", "ack", "connect", "online", "offline", "typing"}
 
 // latencyTitles are the table's names for the histograms.
 var latencyTitles = map[string]string{
 	"deliver": "send → deliver",
 	"ack":     "send → ack",
 	"connect": "connect → hello",
+	"online":  "reconnect → watcher online",
+	"offline": "disconnect → watcher offline (grace incl.)",
+	"typing":  "typing start → member",
 }
 
 // WriteText writes the human-readable report.
@@ -151,6 +154,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	}
 	if len(res.Failed) > 0 {
 		fmt.Fprintf(tw, "sends failed\t%s\n", formatCounts(res.Failed))
+	}
+	if len(res.Counters) > 0 {
+		fmt.Fprintf(tw, "counts\t%s\n", formatCounts(res.Counters))
 	}
 	_ = tw.Flush()
 

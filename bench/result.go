@@ -51,6 +51,10 @@ type Result struct {
 	// Latency holds the histograms by name (see the scenario for names).
 	Latency map[string]*Histogram `json:"latency,omitempty"`
 
+	// Counters are a scenario's own counts by name (see the scenario for
+	// names); they merge by addition like the fields above.
+	Counters map[string]int64 `json:"counters,omitempty"`
+
 	// Errors are the first few distinct failure messages, for the report.
 	Errors []string `json:"errors,omitempty"`
 }
@@ -75,6 +79,7 @@ func (r *Result) Merge(o *Result) {
 	r.HarnessCPU += o.HarnessCPU
 	r.Retries = mergeCounts(r.Retries, o.Retries)
 	r.Failed = mergeCounts(r.Failed, o.Failed)
+	r.Counters = mergeCounts(r.Counters, o.Counters)
 	if !o.Start.IsZero() && (r.Start.IsZero() || o.Start.Before(r.Start)) {
 		r.Start = o.Start
 	}

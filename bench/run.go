@@ -115,7 +115,8 @@ func (o *Options) Validate() error {
 // The phases: sample the server (is it there?), plan (accounts), settle and
 // sample "baseline", start one worker per shard and let them connect,
 // settle and sample "connected", run the load for Duration and drain,
-// sample "loaded", then finish the workers and merge their results. A
+// sample "loaded" (a Windowed scenario also gets samples at the edges of
+// its measured window), then finish the workers and merge their results. A
 // scenario's verdicts (rep.Failures) do not make Run fail; errors of the
 // harness or the server's API do.
 func Run(ctx context.Context, sc Scenario, opts Options) (*Report, error) {
@@ -125,6 +126,9 @@ func Run(ctx context.Context, sc Scenario, opts Options) (*Report, error) {
 	opts = opts.withDefaults()
 	if err := opts.Validate(); err != nil {
 		return nil, err
+	}
+	if w, ok := sc.(Windowed); ok && w.MeasureAfter() >= opts.Duration {
+		return nil, fmt.Errorf("bench: %s: the warmup (%v) must be shorter than the duration (%v)", sc.Name(), w.MeasureAfter(), opts.Duration)
 	}
 	c := &coordinator{opts: &opts, progress: opts.Progress}
 	for _, base := range opts.HTTP {
@@ -197,11 +201,25 @@ func (c *coordinator) run(ctx context.Context, sc Scenario) (*Report, error) {
 			return nil, err
 		}
 	}
+	var window <-chan windowSamples
+	if w, ok := sc.(Windowed); ok {
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		window = c.sampleWindow(wctx, start.Add(w.MeasureAfter()), until)
+	}
 	c.progress.Phase("run", c.opts.Duration.Milliseconds())
 	if _, err := c.await(ctx, evLoaded, time.Until(until)+c.opts.DrainTimeout, c.showRun(start)); err != nil {
 		return nil, err
 	}
 	c.progress.Finish()
+	if window != nil {
+		// The load has ended, so both samples are taken or being taken.
+		ws := <-window
+		if ws.err != nil {
+			return nil, ws.err
+		}
+		c.samples = append(c.samples, ws.samples...)
+	}
 	if _, err := c.scrapeAll(ctx, "loaded"); err != nil {
 		return nil, err
 	}
@@ -252,19 +270,23 @@ func (c *coordinator) showConnect(ready int) {
 func (c *coordinator) showRun(start time.Time) func(int) {
 	// The rate is taken over a second or more: workers report every 250 ms,
 	// so a shorter window would alias.
-	var lastAcked int64
-	var rate float64
+	var lastAcked, lastDelivered int64
+	var rate, deliverRate float64
 	last := time.Now()
 	return func(int) {
 		lc := c.liveTotal()
 		now := time.Now()
 		if dt := now.Sub(last); dt >= time.Second {
 			rate = float64(lc.Acked-lastAcked) / dt.Seconds()
-			lastAcked, last = lc.Acked, now
+			deliverRate = float64(lc.Delivered-lastDelivered) / dt.Seconds()
+			lastAcked, lastDelivered, last = lc.Acked, lc.Delivered, now
 		}
 		detail := fmt.Sprintf("conns %d", lc.Conns)
-		if lc.Sent > 0 {
+		switch {
+		case lc.Sent > 0:
 			detail = fmt.Sprintf("sent %d acked %d delivered %d (%.0f/s)", lc.Sent, lc.Acked, lc.Delivered, rate)
+		case lc.Delivered > 0: // a load that receives rather than sends
+			detail = fmt.Sprintf("conns %d received %d (%.0f/s)", lc.Conns, lc.Delivered, deliverRate)
 		}
 		if now.After(start.Add(c.opts.Duration)) {
 			detail = "draining: " + detail
@@ -366,6 +388,20 @@ func (c *coordinator) sampleAfterSettle(ctx context.Context, phase string) error
 
 // scrapeAll samples every node; a non-empty phase records the samples.
 func (c *coordinator) scrapeAll(ctx context.Context, phase string) ([]ServerSample, error) {
+	out, err := c.scrapeNodes(ctx, phase)
+	if err != nil {
+		return nil, err
+	}
+	if phase != "" {
+		c.samples = append(c.samples, out...)
+	}
+	return out, nil
+}
+
+// scrapeNodes samples every node without recording the samples. It reads
+// only c.scrapers, which never change during a run, so any goroutine may
+// call it.
+func (c *coordinator) scrapeNodes(ctx context.Context, phase string) ([]ServerSample, error) {
 	var out []ServerSample
 	for _, s := range c.scrapers {
 		m, err := s.scrape(ctx)
@@ -374,8 +410,46 @@ func (c *coordinator) scrapeAll(ctx context.Context, phase string) ([]ServerSamp
 		}
 		out = append(out, NewServerSample(phase, s.base, time.Now(), m))
 	}
-	if phase != "" {
-		c.samples = append(c.samples, out...)
-	}
 	return out, nil
+}
+
+// Phases of the samples taken at the edges of a Windowed scenario's
+// measured window.
+const (
+	phaseWindowStart = "window-start"
+	phaseWindowEnd   = "window-end"
+)
+
+type windowSamples struct {
+	samples []ServerSample
+	err     error
+}
+
+// sampleWindow starts a goroutine that samples the nodes at from
+// (phaseWindowStart) and at until (phaseWindowEnd) and then sends the
+// samples, or the first error, on the returned channel. The channel is
+// buffered: the goroutine never waits for a reader. It ends early, with
+// ctx's error, when ctx ends.
+func (c *coordinator) sampleWindow(ctx context.Context, from, until time.Time) <-chan windowSamples {
+	out := make(chan windowSamples, 1)
+	go func() {
+		var ws windowSamples
+		for _, edge := range []struct {
+			phase string
+			at    time.Time
+		}{{phaseWindowStart, from}, {phaseWindowEnd, until}} {
+			if !sleepCtx(ctx, time.Until(edge.at)) {
+				ws.err = ctx.Err()
+				break
+			}
+			s, err := c.scrapeNodes(ctx, edge.phase)
+			if err != nil {
+				ws.err = err
+				break
+			}
+			ws.samples = append(ws.samples, s...)
+		}
+		out <- ws
+	}()
+	return out
 }

@@ -22,7 +22,7 @@ import (
 // must not depend on fields set on the coordinator: everything it needs
 // travels in the shard.
 type Scenario interface {
-	// Name is the command-line name: "direct", "idle".
+	// Name is the command-line name: "direct", "idle", "storm".
 	Name() string
 	// Validate reports every problem with the scenario's parameters.
 	Validate() error
@@ -54,11 +54,23 @@ type Load interface {
 	Finish(ctx context.Context) *Result
 }
 
+// Windowed is a Scenario that measures only part of the load: the window
+// from MeasureAfter into the load to its end, after a warmup that lets the
+// load reach a steady state. The coordinator then also samples the nodes at
+// the window's edges (phases "window-start" and "window-end"), so that the
+// server's figures cover the same window as the workers' counts.
+// MeasureAfter must be shorter than Options.Duration.
+type Windowed interface {
+	Scenario
+	MeasureAfter() time.Duration
+}
+
 // registry maps scenario names to constructors of zero scenarios, for
 // workers and for the command line.
 var registry = map[string]func() Scenario{
 	"direct": func() Scenario { return new(Direct) },
 	"idle":   func() Scenario { return new(Idle) },
+	"storm":  func() Scenario { return new(Storm) },
 }
 
 // ScenarioNames lists the registered scenarios.
