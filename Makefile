@@ -29,3 +29,14 @@ fuzz:
 
 clean:
 	rm -rf $(DATA)
+
+# Three nodes on 127.0.0.1 in the background (HTTP 7170/7180/7190, WebSocket
+# 7171/7181/7191, Raft 7172/7182/7192), data in $(DATA)/cluster/n1..n3, one
+# shared admin token in $(DATA)/cluster/admin.token; formed with parleyctl
+# cluster init. See docs/OPERATIONS.md.
+.PHONY: cluster cluster-stop
+cluster:
+	GO=$(GO) DATA_DIR=$(DATA)/cluster ./scripts/cluster.sh start
+
+cluster-stop:
+	DATA_DIR=$(DATA)/cluster ./scripts/cluster.sh stop

@@ -83,6 +83,7 @@ type txn struct {
 	cursorIdx   map[cursorKey]int     // -> cursorWorks
 	cursorWorks []cursorWork          // receipt cursors read or changed, in first-touch order
 	seen        map[uint64]seenRecord // last_seen and privacy changed in this entry
+	signingKey  []byte                // set by this entry (OpSetSigningKey); nil if not
 	events      []Event               // published after commit; a new slice per entry
 	ncmds       int                   // commands in the entry: sizes events
 
@@ -139,6 +140,7 @@ func (t *txn) reset() {
 	clear(t.cursorIdx)
 	t.cursorWorks = t.cursorWorks[:0]
 	clear(t.seen)
+	t.signingKey = nil
 	t.e, t.db, t.ix = nil, nil, nil
 }
 
@@ -204,6 +206,9 @@ func (t *txn) install() {
 	t.installCursors()
 	for id, rec := range t.seen {
 		ix.users[id].seen = rec
+	}
+	if t.signingKey != nil {
+		ix.signingKey = t.signingKey
 	}
 }
 
@@ -355,6 +360,8 @@ func (t *txn) applyOne(raw []byte) *Result {
 		return t.lastSeen(c)
 	case OpSetPrivacy:
 		return t.setPrivacy(c)
+	case OpSetSigningKey:
+		return t.setSigningKey(c)
 	}
 	return failure(ErrCodeInvalid, "unknown operation "+c.Op.String())
 }
@@ -793,4 +800,20 @@ func (t *txn) setPrivacy(c *Command) *Result {
 	r := t.ok(0, 0)
 	r.User = c.User
 	return r
+}
+
+// setSigningKey stores the cluster's token signing key if it has none:
+// first write wins, so every node that proposes a key at start ends up
+// with the one that committed first, and tokens signed with it stay valid
+// for the life of the cluster.
+func (t *txn) setSigningKey(c *Command) *Result {
+	if n := len(c.SigningKey); n < MinSigningKeyLen || n > MaxSigningKeyLen {
+		return failure(ErrCodeInvalid, fmt.Sprintf("signing key of %d bytes, want %d to %d", n, MinSigningKeyLen, MaxSigningKeyLen))
+	}
+	if t.signingKey == nil && t.ix.signingKey == nil {
+		// DecodeCommand allocated it: nothing else holds the slice.
+		t.signingKey = c.SigningKey
+		t.set(metaKey(metaSigningKey), t.signingKey)
+	}
+	return t.ok(0, 0)
 }

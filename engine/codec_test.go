@@ -28,6 +28,7 @@ var sampleCommands = []*Command{
 	{Op: OpLastSeen, User: 2, Ts: 1_700_000_000_123},
 	{Op: OpLastSeen, User: 2, Ts: -1},
 	{Op: OpSetPrivacy, User: 2, HideLastSeen: true},
+	{Op: OpSetSigningKey, SigningKey: bytes.Repeat([]byte{0, 0xff}, 16)},
 	{},
 }
 
@@ -36,6 +37,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		Op: OpSend, User: 1, Device: 2, Conv: 3, Peer: 4, Member: 5, Members: []uint64{6, 7}, Admin: true,
 		Username: "u", PasswordHash: []byte{0, 1}, DeviceName: "d", Name: "n", ClientMsgID: "c", Body: "b", ReplyTo: 8,
 		Items: []ReceiptItem{{Conv: 9, Delivered: 10, Read: 11}}, Ts: 12, HideLastSeen: true,
+		SigningKey: []byte{13},
 	}
 	maxItems := &Command{Op: OpReceipts, User: 1, Device: 1, Items: make([]ReceiptItem, MaxReceiptItems)}
 	for i := range maxItems.Items {

@@ -29,6 +29,10 @@ const (
 	OpReceipts     // User, Device, Items -> Result.ItemErrors
 	OpLastSeen     // User, Ts
 	OpSetPrivacy   // User, HideLastSeen
+	// OpSetSigningKey: SigningKey. The cluster's device-token signing key,
+	// submitted by the nodes themselves (never by a client). The first one
+	// applied stays for good; later ones succeed without changing it.
+	OpSetSigningKey
 
 	opCount
 )
@@ -38,6 +42,7 @@ var opNames = [opCount]string{
 	OpOpenDirect: "open_direct", OpCreateGroup: "create_group", OpAddMembers: "add_members",
 	OpRemoveMember: "remove_member", OpLeave: "leave", OpSetAdmin: "set_admin", OpRename: "rename",
 	OpSend: "send", OpReceipts: "receipts", OpLastSeen: "last_seen", OpSetPrivacy: "set_privacy",
+	OpSetSigningKey: "set_signing_key",
 }
 
 func (o Op) String() string {
@@ -70,6 +75,7 @@ type Command struct {
 	Items        []ReceiptItem // OpReceipts: at most MaxReceiptItems
 	Ts           int64         // OpLastSeen: when the user was last seen, unix ms
 	HideLastSeen bool          // OpSetPrivacy
+	SigningKey   []byte        // OpSetSigningKey: MinSigningKeyLen to MaxSigningKeyLen bytes
 }
 
 // commandVersion is the first byte of every encoded command. A replica that
@@ -98,6 +104,7 @@ const (
 	keyItems        = "ri" // [[conv, delivered, read], ...]
 	keyTs           = "ts"
 	keyHideLastSeen = "hl"
+	keySigningKey   = "sk"
 )
 
 // ErrBadCommand is returned (wrapped) by DecodeCommand for malformed input.
@@ -111,7 +118,7 @@ var ErrBadCommand = errors.New("engine: bad command")
 // preallocates whatever length the input claims.
 func EncodeCommand(c *Command) ([]byte, error) {
 	var buf bytes.Buffer
-	buf.Grow(48 + len(c.Username) + len(c.PasswordHash) + len(c.DeviceName) + len(c.Name) +
+	buf.Grow(48 + len(c.Username) + len(c.PasswordHash) + len(c.SigningKey) + len(c.DeviceName) + len(c.Name) +
 		len(c.ClientMsgID) + len(c.Body) + 9*len(c.Members) + 28*len(c.Items))
 	buf.WriteByte(commandVersion)
 	enc := msgpack.GetEncoder()
@@ -147,6 +154,7 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	count(len(c.Items) != 0)
 	count(c.Ts != 0)
 	count(c.HideLastSeen)
+	count(len(c.SigningKey) != 0)
 
 	var err error
 	put := func(key string, f func() error) {
@@ -208,6 +216,9 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	}
 	if c.HideLastSeen {
 		put(keyHideLastSeen, func() error { return enc.EncodeBool(true) })
+	}
+	if len(c.SigningKey) != 0 {
+		put(keySigningKey, func() error { return enc.EncodeBytes(c.SigningKey) })
 	}
 	return err
 }
@@ -316,6 +327,11 @@ func decodeCommand(dec *msgpack.Decoder, r *bytes.Reader, c *Command) error {
 			c.Ts, err = dec.DecodeInt64()
 		case keyHideLastSeen:
 			c.HideLastSeen, err = dec.DecodeBool()
+		case keySigningKey:
+			c.SigningKey, err = dec.DecodeBytes()
+			if len(c.SigningKey) == 0 {
+				c.SigningKey = nil
+			}
 		default:
 			err = dec.Skip()
 		}

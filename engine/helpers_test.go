@@ -113,7 +113,7 @@ func dumpIndex(e *Engine) string {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "applied=%d last user=%d device=%d conv=%d\n", e.AppliedIndex(), ix.lastUser, ix.lastDevice, ix.lastConv)
+	fmt.Fprintf(&b, "applied=%d last user=%d device=%d conv=%d signing key=%x\n", e.AppliedIndex(), ix.lastUser, ix.lastDevice, ix.lastConv, ix.signingKey)
 	for _, id := range slices.Sorted(maps.Keys(ix.users)) {
 		u := ix.users[id]
 		fmt.Fprintf(&b, "user %d %q byname=%d seen=%+v convs:", u.id, u.name, ix.names[u.name], u.seen)

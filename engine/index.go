@@ -35,6 +35,10 @@ type index struct {
 
 	// The last ID handed out of each kind (mirrors the meta keys).
 	lastUser, lastDevice, lastConv uint64
+
+	// signingKey is the cluster's token signing key, nil until one is
+	// applied. Never modified once set, so readers may keep the slice.
+	signingKey []byte
 }
 
 // deviceState is what the index keeps of a device: no pointers, so a
@@ -213,6 +217,15 @@ func loadIndex(db *pebble.DB) (*index, uint64, error) {
 			return nil, 0, err
 		}
 		*m.dst = v
+	}
+	if v, closer, err := db.Get(metaKey(metaSigningKey)); err == nil {
+		ix.signingKey = slices.Clone(v)
+		_ = closer.Close()
+		if n := len(ix.signingKey); n < MinSigningKeyLen || n > MaxSigningKeyLen {
+			return nil, 0, corrupt("signing key", metaKey(metaSigningKey))
+		}
+	} else if !errors.Is(err, pebble.ErrNotFound) {
+		return nil, 0, err
 	}
 
 	err := scan(db, prefixUser, func(k, v []byte) error {

@@ -8,7 +8,8 @@ import "encoding/binary"
 // dedup key. Values are described in records.go.
 //
 //	'm' + name byte                      -> meta: 'v' storage format, 'a' applied index,
-//	                                        'u' / 'd' / 'c' last user / device / conversation ID
+//	                                        'u' / 'd' / 'c' last user / device / conversation ID,
+//	                                        'k' the cluster's token signing key (absent until set)
 //	'u' + user                           -> user record
 //	'd' + user + device                  -> device record
 //	'c' + conv                           -> conversation record (kind, name, created, peers)
@@ -42,10 +43,13 @@ const (
 	metaLastUser   byte = 'u'
 	metaLastDevice byte = 'd'
 	metaLastConv   byte = 'c'
+	metaSigningKey byte = 'k'
 
 	// storageFormat is the version of this layout and of the records.
 	// 2 added the 'r', 's' and 'w' keys; a format 1 database lacks the
-	// cursors and system seqs that unread counts derive from.
+	// cursors and system seqs that unread counts derive from. The signing
+	// key ('m' 'k') came later without a new format: its absence is a
+	// valid state (no key yet), so older databases read correctly.
 	storageFormat byte = 2
 )
 

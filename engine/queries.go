@@ -138,6 +138,20 @@ func (e *Engine) Devices(user, after uint64, limit int) (devices []Device, more 
 	return devices, valid, ErrCodeNone
 }
 
+// SigningKey is the cluster's device-token signing key (OpSetSigningKey),
+// nil until one is applied. It reads only memory; the slice is shared and
+// must not be modified.
+func (e *Engine) SigningKey() []byte {
+	e.stateMu.RLock()
+	defer e.stateMu.RUnlock()
+	if e.db == nil {
+		return nil
+	}
+	e.idx.mu.RLock()
+	defer e.idx.mu.RUnlock()
+	return e.idx.signingKey
+}
+
 // DeviceActive reports whether the device exists, belongs to user and is not
 // revoked. It reads only memory.
 func (e *Engine) DeviceActive(user, device uint64) bool {

@@ -14,6 +14,10 @@ const (
 	MaxMembersPerCommand = 1000
 	MaxGroupMembers      = 100_000
 	MaxReceiptItems      = 1000 // conversations in one OpReceipts
+	// A token signing key (OpSetSigningKey): HS256 wants at least 32 bytes;
+	// the upper bound only keeps a bad command from bloating the state.
+	MinSigningKeyLen = 32
+	MaxSigningKeyLen = 512
 
 	DefaultHistoryLimit = 50
 	MaxHistoryLimit     = 200

@@ -7,14 +7,22 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 	"golang.org/x/crypto/argon2"
+
+	"parley/engine"
+	"parley/netpoll"
+	"parley/wire"
 )
 
 // Argon2Params are the argon2id cost parameters. The defaults follow the
@@ -120,15 +128,54 @@ type Claims struct {
 
 const tokenIssuer = "parley"
 
-// tokenSigner issues and checks HS256 device tokens.
+// tokenSigner issues and checks HS256 device tokens. Its key is the
+// cluster's (replicated through the engine, see signingKeyLoop) or the one
+// configured; until it is known every Issue and Verify fails with
+// errNoSigningKey. The key is set once and read on every WebSocket
+// handshake, hence the atomic pointer rather than a lock.
 type tokenSigner struct {
-	key []byte
-	ttl time.Duration
-	now func() time.Time
+	key   atomic.Pointer[[]byte]
+	ready chan struct{} // closed once the key is set
+	once  sync.Once
+	ttl   time.Duration
+	now   func() time.Time
+}
+
+// errNoSigningKey: the cluster's signing key is not applied on this node yet
+// (no leader since the cluster formed, or this node is still catching up).
+var errNoSigningKey = errors.New("the cluster's token signing key is not known yet; retry shortly")
+
+func newTokenSigner(ttl time.Duration, now func() time.Time) *tokenSigner {
+	return &tokenSigner{ready: make(chan struct{}), ttl: ttl, now: now}
+}
+
+// setKey installs the signing key. Only the first call counts: the key of a
+// cluster never changes, and a token must verify on every node.
+func (s *tokenSigner) setKey(key []byte) {
+	s.once.Do(func() {
+		k := slices.Clone(key)
+		s.key.Store(&k)
+		close(s.ready)
+	})
+}
+
+// hasKey reports whether tokens can be issued and checked.
+func (s *tokenSigner) hasKey() bool { return s.key.Load() != nil }
+
+func (s *tokenSigner) loadKey() ([]byte, error) {
+	k := s.key.Load()
+	if k == nil {
+		return nil, errNoSigningKey
+	}
+	return *k, nil
 }
 
 // Issue returns a token for (user, device) valid for the signer's TTL.
 func (s *tokenSigner) Issue(user, device uint64) (string, time.Time, error) {
+	key, err := s.loadKey()
+	if err != nil {
+		return "", time.Time{}, err
+	}
 	now := s.now()
 	exp := now.Add(s.ttl)
 	c := Claims{
@@ -140,14 +187,19 @@ func (s *tokenSigner) Issue(user, device uint64) (string, time.Time, error) {
 			ExpiresAt: jwt.NewNumericDate(exp),
 		},
 	}
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(s.key)
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, c).SignedString(key)
 	return tok, exp, err
 }
 
-// Verify parses a token and returns its user and device.
+// Verify parses a token and returns its user and device. It fails with
+// errNoSigningKey while the key is not known.
 func (s *tokenSigner) Verify(token string) (user, device uint64, err error) {
+	key, err := s.loadKey()
+	if err != nil {
+		return 0, 0, err
+	}
 	var c Claims
-	_, err = jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return s.key, nil },
+	_, err = jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return key, nil },
 		jwt.WithValidMethods([]string{jwt.SigningMethodHS256.Alg()}),
 		jwt.WithIssuer(tokenIssuer),
 		jwt.WithExpirationRequired(),
@@ -163,30 +215,133 @@ func (s *tokenSigner) Verify(token string) (user, device uint64, err error) {
 	return user, c.Device, nil
 }
 
-// loadOrCreateKey returns the JWT signing key kept in path, creating a random
-// 32-byte key on first start. The file is the node's secret: mode 0600.
-func loadOrCreateKey(path string) ([]byte, error) {
+// readKeyFile returns the base64 key kept in path (a jwt.key written by
+// builds from before the key was replicated), or nil when there is none.
+func readKeyFile(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	if err != nil || len(key) < engine.MinSigningKeyLen || len(key) > engine.MaxSigningKeyLen {
+		return nil, fmt.Errorf("%s: not a base64 key of %d to %d bytes", path, engine.MinSigningKeyLen, engine.MaxSigningKeyLen)
+	}
+	return key, nil
+}
+
+// signingKeyCandidate is the key this node proposes when the cluster has
+// none: the node's old jwt.key if it has one, so that the tokens it issued
+// before it joined a cluster stay valid (when its proposal commits first),
+// else a random one. Nothing is written: the key that counts is the one in
+// the replicated state.
+func signingKeyCandidate(dataDir string) ([]byte, error) {
+	key, err := readKeyFile(filepath.Join(dataDir, "jwt.key"))
+	if err != nil || key != nil {
+		return key, err
+	}
+	key = make([]byte, 32)
+	_, err = rand.Read(key)
+	return key, err
+}
+
+// signingKeyLoop makes the cluster's signing key this node's. A node whose
+// state already holds it installs it at once. Otherwise, whenever a leader
+// is known, it proposes its candidate; the engine keeps the first key
+// applied in the cluster (OpSetSigningKey), so after its proposal applies
+// here, whoever won, the engine holds the key every node uses. A node still
+// catching up may time out and propose again: the extra entries are no-ops.
+// It runs on its own goroutine until the key is set or the node closes.
+func (n *Node) signingKeyLoop(candidate []byte) {
+	defer n.workers.Done()
+	// The engine is checked often (a read of memory), so that a key that
+	// arrives through the log, e.g. on a node that just joined, is used at
+	// once; proposals back off while they fail.
+	const poll, maxBackoff = 100 * time.Millisecond, 5 * time.Second
+	backoff, next := poll, time.Time{}
+	for {
+		if key := n.engine.SigningKey(); key != nil {
+			n.tokens.setKey(key)
+			return
+		}
+		if n.raft.LeaderID() != "" && !time.Now().Before(next) {
+			// Close ends a pending proposal itself (raftlog.ErrClosed).
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, werr := n.propose(ctx, &engine.Command{Op: engine.OpSetSigningKey, SigningKey: candidate})
+			cancel()
+			if werr == nil {
+				continue // applied here: the engine has a key now
+			}
+			n.log.Debug("proposing the token signing key", "err", werr)
+			next = time.Now().Add(backoff)
+			backoff = min(2*backoff, maxBackoff)
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(poll):
+		}
+	}
+}
+
+// wsHandler is the node as the WebSocket server's handler, with one check
+// in front of Authorize: while the signing key is unknown no token can be
+// checked, and the client is told to retry (503) rather than that its
+// token is bad (401).
+type wsHandler struct{ *Node }
+
+func (h wsHandler) Authorize(r *netpoll.Request) (any, int, string) {
+	if !h.tokens.hasKey() {
+		return nil, http.StatusServiceUnavailable, string(wire.CodeUnavailable) + ": " + errNoSigningKey.Error()
+	}
+	return h.Node.Authorize(r)
+}
+
+// loadOrCreateAdminToken returns the admin token kept in path, creating a
+// random one on first start. The file is a secret: mode 0600.
+func loadOrCreateAdminToken(path string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
-		key, derr := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
-		if derr != nil || len(key) < 32 {
-			return nil, fmt.Errorf("%s: not a base64 key of at least 32 bytes", path)
+		tok := strings.TrimSpace(string(b))
+		if len(tok) < minAdminTokenLen {
+			return "", fmt.Errorf("%s: admin token under %d characters", path, minAdminTokenLen)
 		}
-		return key, nil
+		return tok, nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return nil, err
+		return "", err
 	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return nil, err
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return "", err
 	}
+	tok := base64.RawURLEncoding.EncodeToString(raw)
+	return tok, writeSecretFile(path, tok+"\n")
+}
+
+// writeSecretFile writes a 0600 file whole or not at all (temporary file,
+// fsync, rename), so a crash never leaves a truncated secret behind.
+func writeSecretFile(path, content string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, err
+		return err
 	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
-		return nil, err
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
 	}
-	return key, os.Rename(tmp, path)
+	_, err = f.WriteString(content)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
 }

@@ -1,7 +1,11 @@
 package node
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
+	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,7 +63,20 @@ func TestHasherBoundsConcurrency(t *testing.T) {
 
 func TestTokens(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
-	s := &tokenSigner{key: []byte(strings.Repeat("k", 32)), ttl: time.Hour, now: func() time.Time { return now }}
+	s := newTokenSigner(time.Hour, func() time.Time { return now })
+	if _, _, err := s.Issue(7, 9); !errors.Is(err, errNoSigningKey) {
+		t.Fatalf("issue without a key: %v", err)
+	}
+	if _, _, err := s.Verify("x.y.z"); !errors.Is(err, errNoSigningKey) {
+		t.Fatalf("verify without a key: %v", err)
+	}
+	s.setKey([]byte(strings.Repeat("k", 32)))
+	s.setKey([]byte(strings.Repeat("z", 32))) // the first key stays
+	select {
+	case <-s.ready:
+	default:
+		t.Fatal("ready not closed after setKey")
+	}
 	tok, exp, err := s.Issue(7, 9)
 	if err != nil || !exp.Equal(now.Add(time.Hour)) {
 		t.Fatal(err, exp)
@@ -68,7 +85,8 @@ func TestTokens(t *testing.T) {
 	if err != nil || u != 7 || d != 9 {
 		t.Fatalf("verify: %d %d %v", u, d, err)
 	}
-	other := &tokenSigner{key: []byte(strings.Repeat("o", 32)), ttl: time.Hour, now: s.now}
+	other := newTokenSigner(time.Hour, s.now)
+	other.setKey([]byte(strings.Repeat("o", 32)))
 	if _, _, err := other.Verify(tok); err == nil {
 		t.Fatal("token verified with another key")
 	}
@@ -81,23 +99,64 @@ func TestTokens(t *testing.T) {
 	}
 }
 
-func TestSigningKeyPersists(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "jwt.key")
-	k1, err := loadOrCreateKey(path)
-	if err != nil {
-		t.Fatal(err)
+func TestSigningKeyCandidate(t *testing.T) {
+	dir := t.TempDir()
+	// No jwt.key: a random key each time, and nothing written (the key
+	// that counts lives in the replicated state).
+	k1, err := signingKeyCandidate(dir)
+	if err != nil || len(k1) != 32 {
+		t.Fatalf("random candidate: %x %v", k1, err)
 	}
-	k2, err := loadOrCreateKey(path)
-	if err != nil || string(k1) != string(k2) || len(k1) != 32 {
-		t.Fatalf("key not persisted: %v", err)
+	k2, _ := signingKeyCandidate(dir)
+	if bytes.Equal(k1, k2) {
+		t.Fatal("same random key twice")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "jwt.key")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("candidate written to disk: %v", err)
+	}
+	// An old node's jwt.key is proposed, so its tokens stay valid.
+	old := bytes.Repeat([]byte{7}, 32)
+	os.WriteFile(filepath.Join(dir, "jwt.key"), []byte(base64.StdEncoding.EncodeToString(old)+"\n"), 0o600)
+	if k, err := signingKeyCandidate(dir); err != nil || !bytes.Equal(k, old) {
+		t.Fatalf("jwt.key candidate: %x %v", k, err)
+	}
+	os.WriteFile(filepath.Join(dir, "jwt.key"), []byte("short"), 0o600)
+	if _, err := signingKeyCandidate(dir); err == nil {
+		t.Fatal("malformed jwt.key accepted")
+	}
+}
+
+func TestAdminTokenFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "admin.token")
+	t1, err := loadOrCreateAdminToken(path)
+	if err != nil || len(t1) < minAdminTokenLen {
+		t.Fatalf("created token %q: %v", t1, err)
+	}
+	t2, err := loadOrCreateAdminToken(path)
+	if err != nil || t1 != t2 {
+		t.Fatalf("token not kept: %q then %q, %v", t1, t2, err)
 	}
 	fi, _ := os.Stat(path)
 	if fi.Mode().Perm() != 0o600 {
-		t.Fatalf("key mode %v", fi.Mode())
+		t.Fatalf("token mode %v", fi.Mode())
 	}
-	os.WriteFile(path, []byte("short"), 0o600)
-	if _, err := loadOrCreateKey(path); err == nil {
-		t.Fatal("malformed key accepted")
+	os.WriteFile(path, []byte("short\n"), 0o600)
+	if _, err := loadOrCreateAdminToken(path); err == nil {
+		t.Fatal("short admin token accepted")
+	}
+
+	a := newAdminAuth(t1)
+	for hdr, want := range map[string]bool{
+		"Bearer " + t1: true, "bearer " + t1: true, "Bearer  " + t1 + " ": true,
+		"": false, "Bearer": false, "Bearer " + t1 + "x": false, "Basic " + t1: false, t1: false,
+	} {
+		r, _ := http.NewRequest(http.MethodGet, "/", nil)
+		if hdr != "" {
+			r.Header.Set("Authorization", hdr)
+		}
+		if got := a.check(r); got != want {
+			t.Errorf("Authorization %q: %v, want %v", hdr, got, want)
+		}
 	}
 }
 
@@ -107,11 +166,13 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 	c.WSPath = "ws"
 	c.JWTKey = []byte("short")
 	c.IdleTimeout = c.PingInterval
+	c.AdminToken = "short"
+	c.RaftAdvertise = "127.0.0.1:0"
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"http address", "ws path", "jwt key", "idle timeout"} {
+	for _, want := range []string{"http address", "ws path", "jwt key", "idle timeout", "admin token", "raft advertise"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)
 		}

@@ -7,30 +7,52 @@ import (
 	"net"
 	"runtime"
 	"time"
+
+	"parley/engine"
 )
 
 // Config is everything a node needs. Zero fields take the defaults of
 // DefaultConfig through withDefaults; flags live in cmd/ only.
 type Config struct {
 	NodeID   string // unique in the cluster
-	DataDir  string // state DB, Raft log, snapshots, the JWT key
-	HTTPAddr string // accounts API, /healthz, /metrics
+	DataDir  string // state DB, Raft log, snapshots, the admin token
+	HTTPAddr string // accounts API, admin API, /healthz, /readyz, /metrics
 	WSAddr   string // WebSocket event loop
 	WSPath   string
-	RaftAddr string // Raft transport (TCP)
+	RaftAddr string // Raft transport (TCP), as bound
+	// RaftAdvertise is the Raft address peers dial, when RaftAddr is not
+	// dialable (e.g. 0.0.0.0:7072). Empty: the bound address. The cluster
+	// configuration records it, so it must stay stable.
+	RaftAdvertise string
 
-	// Bootstrap makes an empty node found a one-voter cluster.
+	// Bootstrap makes a node with empty data found a one-voter cluster.
+	// Members of a multi-node cluster leave it false: they wait for the
+	// admin API's init (sent to one of them) or join (sent to a member).
 	Bootstrap bool
 
-	// JWTKey signs device tokens; when empty the node keeps a random key in
-	// DataDir/jwt.key, created on first start.
+	// JWTKey, when set, signs and checks device tokens on this node instead
+	// of the cluster's replicated key (then every node needs the same one).
+	// When empty, the node uses the key in the replicated state, proposing
+	// one when the cluster has none (see signingKeyLoop).
 	JWTKey   []byte
 	TokenTTL time.Duration
+
+	// AdminToken authorizes the admin API (/v1/admin/, Bearer token). When
+	// empty the node keeps a random one in DataDir/admin.token, created on
+	// first start. Nodes of a cluster may share one.
+	AdminToken string
 
 	Argon2          Argon2Params
 	HashConcurrency int // argon2id computations at once
 
 	CacheBytes int64 // Pebble block cache shared by the state and log DBs
+
+	// Raft log compaction (zero: raftlog's defaults): a snapshot is taken
+	// once SnapshotThreshold entries were added since the last one, and
+	// TrailingLogs entries are kept behind it for followers that lag.
+	// Lower them to make snapshot installs happen in tests.
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
 
 	// Per connection: request rate (token bucket), requests awaiting a reply,
 	// and bytes queued for the socket before the connection is dropped as a
@@ -180,11 +202,19 @@ func (c Config) Validate() error {
 			bad("%s address %q: %v", name, addr, err)
 		}
 	}
+	if c.RaftAdvertise != "" {
+		if host, port, err := net.SplitHostPort(c.RaftAdvertise); err != nil || host == "" || port == "0" {
+			bad("raft advertise address %q: want a dialable host:port", c.RaftAdvertise)
+		}
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < minAdminTokenLen {
+		bad("admin token must be at least %d characters", minAdminTokenLen)
+	}
 	if c.WSPath == "" || c.WSPath[0] != '/' {
 		bad("ws path %q must start with /", c.WSPath)
 	}
-	if len(c.JWTKey) != 0 && len(c.JWTKey) < 32 {
-		bad("jwt key must be at least 32 bytes")
+	if len(c.JWTKey) != 0 && (len(c.JWTKey) < engine.MinSigningKeyLen || len(c.JWTKey) > engine.MaxSigningKeyLen) {
+		bad("jwt key must be %d to %d bytes", engine.MinSigningKeyLen, engine.MaxSigningKeyLen)
 	}
 	if c.TokenTTL < time.Minute {
 		bad("token ttl %v is under a minute", c.TokenTTL)

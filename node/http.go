@@ -30,6 +30,8 @@ func (n *Node) httpHandler() http.Handler {
 	mux.HandleFunc("POST /v1/register", n.handleRegister)
 	mux.HandleFunc("POST /v1/login", n.handleLogin)
 	mux.HandleFunc("GET /healthz", n.handleHealth)
+	mux.HandleFunc("GET /readyz", n.handleReady)
+	n.adminRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	if n.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -90,7 +92,36 @@ func (c *credentials) normalize() string {
 	return ""
 }
 
+// signingKeyWait bounds how long a login or registration waits for the
+// signing key. A node learns it moments after it first sees a leader, so a
+// client arriving in those moments (just after start) is served rather than
+// told to retry; a cluster without a leader answers 503 after this long.
+const signingKeyWait = 3 * time.Second
+
+// needSigningKey answers 503 when the cluster's token signing key is not
+// known here (after waiting a little for it): the client retries, instead
+// of getting an account it cannot log in with yet or a token no node could
+// check.
+func (n *Node) needSigningKey(w http.ResponseWriter, r *http.Request) bool {
+	if n.tokens.hasKey() {
+		return true
+	}
+	t := time.NewTimer(signingKeyWait)
+	defer t.Stop()
+	select {
+	case <-n.tokens.ready:
+		return true
+	case <-t.C:
+	case <-r.Context().Done():
+	}
+	writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, errNoSigningKey.Error())
+	return false
+}
+
 func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
+	if !n.needSigningKey(w, r) {
+		return
+	}
 	var c credentials
 	if !decodeBody(w, r, &c) {
 		return
@@ -119,6 +150,9 @@ func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
 const dummyHash = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$2l0hGGgD5W2Yh0LUJPP5yDtFhQ3ycVlmUPbGgX4wEaM"
 
 func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
+	if !n.needSigningKey(w, r) {
+		return
+	}
 	var c credentials
 	if !decodeBody(w, r, &c) {
 		return
@@ -158,14 +192,30 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// handleHealth is liveness: 200 while the process serves HTTP, whatever the
+// cluster's state (a node waiting for init is healthy, just not ready).
 func (n *Node) handleHealth(w http.ResponseWriter, _ *http.Request) {
-	status, code := "ok", http.StatusOK
-	if n.raft.LeaderAddr() == "" {
+	writeJSON(w, http.StatusOK, map[string]any{
+		"status": "ok", "node": n.cfg.NodeID, "leader": n.raft.IsLeader(),
+		"applied_index": n.engine.AppliedIndex(),
+	})
+}
+
+// handleReady is readiness: 200 only when this node can serve clients,
+// that is it knows a leader (writes can commit) and the token signing key
+// (logins and WebSocket auth work); else 503 saying what is missing.
+func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
+	leader := n.raft.LeaderID()
+	status, code := "ready", http.StatusOK
+	switch {
+	case leader == "":
 		status, code = "no leader", http.StatusServiceUnavailable
+	case !n.tokens.hasKey():
+		status, code = "no signing key yet", http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, map[string]any{
-		"status": status, "node": n.cfg.NodeID, "leader": n.raft.IsLeader(),
-		"applied_index": n.engine.AppliedIndex(),
+		"status": status, "node": n.cfg.NodeID, "leader_id": leader, "leader": n.raft.IsLeader(),
+		"signing_key": n.tokens.hasKey(), "applied_index": n.engine.AppliedIndex(),
 	})
 }
 

@@ -30,6 +30,7 @@ type Node struct {
 	metrics *metrics
 	hasher  *passwordHasher
 	tokens  *tokenSigner
+	admin   adminAuth
 	engine  *engine.Engine
 	raft    *raftlog.Node
 	ws      *netpoll.Server
@@ -62,9 +63,15 @@ func Open(cfg Config) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, err
 	}
-	key := cfg.JWTKey
-	if len(key) == 0 {
-		if key, err = loadOrCreateKey(filepath.Join(cfg.DataDir, "jwt.key")); err != nil {
+	adminToken := cfg.AdminToken
+	if adminToken == "" {
+		if adminToken, err = loadOrCreateAdminToken(filepath.Join(cfg.DataDir, "admin.token")); err != nil {
+			return nil, err
+		}
+	}
+	var keyCandidate []byte
+	if len(cfg.JWTKey) == 0 {
+		if keyCandidate, err = signingKeyCandidate(cfg.DataDir); err != nil {
 			return nil, err
 		}
 	}
@@ -73,7 +80,8 @@ func Open(cfg Config) (_ *Node, err error) {
 		log:        cfg.Logger,
 		metrics:    newMetrics(),
 		hasher:     newPasswordHasher(cfg.Argon2, cfg.HashConcurrency),
-		tokens:     &tokenSigner{key: key, ttl: cfg.TokenTTL, now: time.Now},
+		tokens:     newTokenSigner(cfg.TokenTTL, time.Now),
+		admin:      newAdminAuth(adminToken),
 		hub:        newHub(),
 		queries:    make(chan func(), cfg.QueryQueue),
 		stop:       make(chan struct{}),
@@ -97,13 +105,24 @@ func Open(cfg Config) (_ *Node, err error) {
 	}
 	n.engine.SetPublisher(n)
 	if n.raft, err = raftlog.Open(raftlog.Config{
-		ID:        cfg.NodeID,
-		Dir:       filepath.Join(cfg.DataDir, "raft"),
-		BindAddr:  cfg.RaftAddr,
-		Bootstrap: cfg.Bootstrap,
-		Cache:     cache,
+		ID:            cfg.NodeID,
+		Dir:           filepath.Join(cfg.DataDir, "raft"),
+		BindAddr:      cfg.RaftAddr,
+		AdvertiseAddr: cfg.RaftAdvertise,
+		Bootstrap:     cfg.Bootstrap,
+		Cache:         cache,
+		Peers:         peerHandler{n}, // presence and typing across the cluster (peers.go)
+
+		SnapshotThreshold: cfg.SnapshotThreshold,
+		TrailingLogs:      cfg.TrailingLogs,
 	}, stateMachine{n.engine}); err != nil {
 		return nil, fmt.Errorf("open raft: %w", err)
+	}
+	if len(cfg.JWTKey) != 0 {
+		n.tokens.setKey(cfg.JWTKey)
+	} else {
+		n.workers.Add(1)
+		go n.signingKeyLoop(keyCandidate)
 	}
 	n.workers.Add(1)
 	go n.signalLoop()
@@ -117,7 +136,7 @@ func Open(cfg Config) (_ *Node, err error) {
 		SendQueueBytes: cfg.SendQueueBytes,
 		PingInterval:   cfg.PingInterval,
 		IdleTimeout:    cfg.IdleTimeout,
-	}, n); err != nil {
+	}, wsHandler{n}); err != nil {
 		return nil, err
 	}
 	if err = n.ws.Start(); err != nil {
@@ -142,8 +161,25 @@ func (n *Node) HTTPURL() string { return "http://" + n.httpLn.Addr().String() }
 // WSURL is the WebSocket endpoint clients connect to.
 func (n *Node) WSURL() string { return "ws://" + n.ws.Addr() + n.cfg.WSPath }
 
-// WaitLeader blocks until the node's Raft group has a leader.
-func (n *Node) WaitLeader(ctx context.Context) error { return n.raft.WaitLeader(ctx) }
+// RaftAddr is the node's Raft address as peers dial it (the advertised
+// address, or the bound one with the port picked for port 0): the address
+// to give to init and join.
+func (n *Node) RaftAddr() string { return n.raft.Addr() }
+
+// WaitLeader blocks until the node can serve clients: its Raft group has a
+// leader and the token signing key is known here (until then nobody can
+// log in on this node), or ctx ends.
+func (n *Node) WaitLeader(ctx context.Context) error {
+	if err := n.raft.WaitLeader(ctx); err != nil {
+		return err
+	}
+	select {
+	case <-n.tokens.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the token signing key: %w", ctx.Err())
+	}
+}
 
 // Close stops accepting, closes every connection, and shuts Raft and the
 // state DB down cleanly. Safe to call more than once.

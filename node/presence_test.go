@@ -27,7 +27,7 @@ func TestPresenceGraceAndWatches(t *testing.T) {
 	if !p.isOnline(1) {
 		t.Fatal("offline before grace ended")
 	}
-	if off := p.sweep(t0.Add(15 * time.Second)); len(off) != 1 || off[0] != 1 {
+	if off := p.sweep(t0.Add(15 * time.Second)); len(off) != 1 || off[0].user != 1 || off[0].online {
 		t.Fatalf("sweep after grace: %v", off)
 	}
 	if p.isOnline(1) || len(p.sweep(t0.Add(20*time.Second))) != 0 {

@@ -11,7 +11,9 @@ import (
 )
 
 func isReceipt(user, read uint64) func(client.Signal) bool {
-	return func(s client.Signal) bool { return s.Receipt != nil && s.Receipt.User == user && s.Receipt.Read >= read }
+	return func(s client.Signal) bool {
+		return s.Receipt != nil && s.Receipt.User == user && s.Receipt.Read >= read
+	}
 }
 
 // pollConv polls conv.get until pred holds.

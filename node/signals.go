@@ -8,10 +8,12 @@ import (
 )
 
 // Ephemeral signals (DESIGN guarantee 7): typing and presence never go
-// through Raft; only last_seen, which is durable, does (throttled).
+// through Raft; they cross the cluster on the peer channel (peers.go).
+// Only last_seen, which is durable, goes through Raft (throttled).
 
-// signalLoop expires typing indicators and presence grace periods. It owns
-// no state of its own: the trackers lock theirs.
+// signalLoop expires typing indicators and presence grace periods and
+// sends the peers this node's presence changes, once per tick. It owns no
+// state of its own: the trackers lock theirs.
 func (n *Node) signalLoop() {
 	defer n.workers.Done()
 	t := time.NewTicker(n.cfg.SignalTick)
@@ -28,13 +30,11 @@ func (n *Node) signalLoop() {
 
 func (n *Node) sweepSignals(now time.Time) {
 	for _, k := range n.typing.expire(now) {
-		n.fanTyping(k.user, k.conv, false)
+		n.signalTyping(k.user, k.conv, false)
 	}
-	for _, u := range n.presence.sweep(now) {
-		ts := now.UnixMilli()
-		n.recordLastSeen(u, ts)
-		n.notifyPresence(u, false, ts)
-	}
+	n.notifyChanges(n.presence.sweep(now))
+	n.broadcastPresence(now.UnixMilli())
+	n.writeWentOffline()
 	n.flushLastSeen(now)
 	n.flushReceipts()
 	for conv, reader := range n.readCounts.due(now) {
@@ -42,7 +42,8 @@ func (n *Node) sweepSignals(now time.Time) {
 	}
 }
 
-// userOnline runs when a user's first session on this node opened.
+// userOnline runs when a user's first session on this node opened. The
+// peers hear of it at the next signal tick.
 func (n *Node) userOnline(user uint64) {
 	if n.presence.connected(user) {
 		n.notifyPresence(user, true, 0)
@@ -52,7 +53,8 @@ func (n *Node) userOnline(user uint64) {
 // userLeft runs when a user's last session on this node closed.
 func (n *Node) userLeft(user uint64) { n.presence.disconnected(user, n.cfg.Clock()) }
 
-// notifyPresence sends a presence frame to every watcher of user.
+// notifyPresence sends a presence frame to every watcher of user on this
+// node.
 func (n *Node) notifyPresence(user uint64, online bool, lastSeen int64) {
 	watchers := n.presence.watchersOf(user)
 	if len(watchers) == 0 {
@@ -86,18 +88,28 @@ func (n *Node) handleTyping(s *session, req *wire.Request) *wire.Reply {
 		forward = n.typing.stop(s.user, req.Conv)
 	}
 	if forward {
-		n.fanTyping(s.user, req.Conv, req.On)
+		n.signalTyping(s.user, req.Conv, req.On)
 	}
 	return &wire.Reply{Type: wire.TypeOK, ID: req.ID}
 }
 
+// signalTyping sends a typing start or stop this node decided to the
+// conversation's members here and to the peers, which fan it out to
+// theirs.
+func (n *Node) signalTyping(user, conv uint64, on bool) {
+	if n.fanTyping(user, conv, on) {
+		n.broadcastTyping(user, conv, on)
+	}
+}
+
 // fanTyping sends one typing frame to the conversation's other members on
 // this node. Groups over TypingMaxMembers get none: in a crowd the signal is
-// noise and its fan-out the largest cost.
-func (n *Node) fanTyping(user, conv uint64, on bool) {
+// noise and its fan-out the largest cost. It reports whether the
+// conversation gets typing indicators at all.
+func (n *Node) fanTyping(user, conv uint64, on bool) bool {
 	info, ok := n.engine.Conversation(conv)
 	if !ok || len(info.Members) > n.cfg.TypingMaxMembers {
-		return
+		return false
 	}
 	ev := wire.Typing{Type: wire.TypeTypingEvent, Conv: conv, User: user, On: on}
 	if on {
@@ -105,7 +117,7 @@ func (n *Node) fanTyping(user, conv uint64, on bool) {
 	}
 	b, err := wire.Marshal(&ev)
 	if err != nil {
-		return
+		return true
 	}
 	others := make([]uint64, 0, len(info.Members))
 	for _, m := range info.Members {
@@ -114,10 +126,11 @@ func (n *Node) fanTyping(user, conv uint64, on bool) {
 		}
 	}
 	n.hub.deliver(others, netpoll.PrepareBinary(b))
+	return true
 }
 
 // handlePresenceSub replaces the session's watch list and answers with the
-// current state of each watched user.
+// current cluster-wide state of each watched user.
 func (n *Node) handlePresenceSub(s *session, req *wire.Request) *wire.Reply {
 	users := dedupe(req.Users)
 	for _, u := range users {

@@ -1,6 +1,8 @@
 package node_test
 
 import (
+	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -232,4 +234,176 @@ func waitOnline(t *testing.T, n *node.Node, _ int) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// startSignalCluster starts three nodes with empty state on one fake
+// clock, bootstraps them as one cluster and waits until every node's
+// links to its two peers are up.
+func startSignalCluster(t *testing.T) ([]*node.Node, *fakeClock) {
+	t.Helper()
+	clk := &fakeClock{now: time.Now().Add(-time.Hour)} // behind the leader: the engine caps last_seen at the entry time
+	key := []byte("0123456789abcdef0123456789abcdef")  // one token key: a token works on every node
+	var nodes []*node.Node
+	for i := range 3 {
+		cfg := testConfig(t.TempDir())
+		cfg.NodeID = fmt.Sprintf("n%d", i+1)
+		cfg.Bootstrap = false
+		cfg.JWTKey = key
+		cfg.Clock = clk.Now
+		cfg.SignalTick = 5 * time.Millisecond // real ticks; expiries follow the fake clock
+		n, err := node.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes = append(nodes, n)
+	}
+	if err := node.BootstrapForTest(nodes...); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range nodes {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := n.WaitLeader(ctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, "peer links up", func() bool { return n.PeerLinksUpForTest() == 2 })
+	}
+	return nodes, clk
+}
+
+// waitUntil polls cond until it holds or a deadline passes.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// caughtUp waits until every node applied what from has applied.
+func caughtUp(t *testing.T, from *node.Node, nodes ...*node.Node) {
+	t.Helper()
+	idx := from.AppliedIndexForTest()
+	for _, n := range nodes {
+		waitUntil(t, "replication", func() bool { return n.AppliedIndexForTest() >= idx })
+	}
+}
+
+// TestPresenceAcrossNodes: a watcher on one node sees a user connected to
+// another come online and, after the grace, go offline with the last_seen
+// the leader stores; a user moving between nodes does not flap; and when a
+// node closes, its users go offline for the other nodes' watchers after
+// the grace.
+func TestPresenceAcrossNodes(t *testing.T) {
+	nodes, clk := startSignalCluster(t)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	ctx := ctxT(t)
+	alice, bob := register(t, n1, "alice"), register(t, n1, "bob")
+	aliceTok, bobPhone, bobLaptop := login(t, n1, alice, "phone"), login(t, n1, bob, "phone"), login(t, n1, bob, "laptop")
+	caughtUp(t, n1, n2, n3)
+
+	ca := dial(t, []string{n2.WSURL()}, aliceTok, 0)
+	states, err := ca.WatchPresence(ctx, []uint64{bob.user})
+	if err != nil || len(states) != 1 || states[0].Online {
+		t.Fatalf("initial state %+v, %v", states, err)
+	}
+	b1 := dial(t, []string{n1.WSURL()}, bobPhone, 0)
+	nextSignal(t, ca, "bob online on n1", isPresence(bob.user, true))
+	if states, err := ca.WatchPresence(ctx, []uint64{bob.user}); err != nil || !states[0].Online {
+		t.Fatalf("presence.sub on n2 while bob is on n1: %+v, %v", states, err)
+	}
+
+	// Bob leaves n1: offline after n1's grace, with last_seen.
+	b1.Close()
+	waitUntil(t, "bob's n1 session closed", func() bool { return metricValue(t, n1, "parley_connections") == 0 })
+	offAt := clk.Now()
+	clk.Advance(4 * time.Second)
+	noSignal(t, ca, "bob offline inside the grace", isPresence(bob.user, false))
+	clk.Advance(2 * time.Second)
+	s := nextSignal(t, ca, "bob offline", isPresence(bob.user, false))
+	if s.Presence.LastSeen < offAt.UnixMilli() {
+		t.Fatalf("last_seen %d, want >= %d", s.Presence.LastSeen, offAt.UnixMilli())
+	}
+	// The leader stored it through Raft: every node reads it.
+	for _, n := range nodes {
+		c := dial(t, []string{n.WSURL()}, aliceTok, 0)
+		waitUntil(t, "stored last_seen", func() bool {
+			states, err := c.WatchPresence(ctx, []uint64{bob.user})
+			return err == nil && !states[0].Online && states[0].LastSeen == s.Presence.LastSeen
+		})
+		c.Close()
+	}
+
+	// Bob moves from n1 to n3, online there before n1's grace ends: no
+	// flap. Then back to n1, the same way.
+	b1 = dial(t, []string{n1.WSURL()}, bobPhone, 0)
+	nextSignal(t, ca, "bob online on n1 again", isPresence(bob.user, true))
+	b3 := dial(t, []string{n3.WSURL()}, bobLaptop, 0)
+	waitUntil(t, "n2 hears bob is on n3", func() bool { return n2.OnlineOnPeerForTest("n3", bob.user) })
+	b1.Close()
+	waitUntil(t, "bob's n1 session closed", func() bool { return metricValue(t, n1, "parley_connections") == 0 })
+	clk.Advance(6 * time.Second)
+	waitUntil(t, "n2 hears bob left n1", func() bool { return !n2.OnlineOnPeerForTest("n1", bob.user) })
+	dial(t, []string{n1.WSURL()}, bobPhone, 0)
+	waitUntil(t, "n2 hears bob is on n1", func() bool { return n2.OnlineOnPeerForTest("n1", bob.user) })
+	b3.Close()
+	waitUntil(t, "bob's n3 session closed", func() bool { return metricValue(t, n3, "parley_connections") == 0 })
+	clk.Advance(6 * time.Second)
+	waitUntil(t, "n2 hears bob left n3", func() bool { return !n2.OnlineOnPeerForTest("n3", bob.user) })
+	noSignal(t, ca, "bob moving between nodes", func(s client.Signal) bool { return s.Presence != nil })
+
+	// n1 closes while bob is connected to it: n2 keeps him online for one
+	// grace, then he is offline.
+	n1.Close()
+	waitUntil(t, "n2 lost n1", func() bool { return n2.PeerLostForTest("n1") })
+	noSignal(t, ca, "bob offline before the grace", isPresence(bob.user, false))
+	clk.Advance(6 * time.Second)
+	nextSignal(t, ca, "bob offline after n1 closed", isPresence(bob.user, false))
+}
+
+// TestTypingAcrossNodes: typing decided on the typist's node (throttled,
+// expiring there) reaches a member connected to another node.
+func TestTypingAcrossNodes(t *testing.T) {
+	nodes, clk := startSignalCluster(t)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	ctx := ctxT(t)
+	alice, carol, dave := register(t, n1, "alice"), register(t, n1, "carol"), register(t, n1, "dave")
+	aliceTok, carolTok, daveTok := login(t, n1, alice, "phone"), login(t, n1, carol, "phone"), login(t, n1, dave, "phone")
+	ca := dial(t, []string{n1.WSURL()}, aliceTok, 0)
+	dm, err := ca.OpenDirect(ctx, carol.user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caughtUp(t, n1, n2, n3)
+	cc := dial(t, []string{n3.WSURL()}, carolTok, 0)
+	cd := dial(t, []string{n2.WSURL()}, daveTok, 0)
+
+	if err := ca.Typing(ctx, dm.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	s := nextSignal(t, cc, "start on n3", isTyping(alice.user, true))
+	if s.Typing.Conv != dm.ID || s.Typing.TTLms != 6000 {
+		t.Fatalf("typing frame %+v", s.Typing)
+	}
+	if err := ca.Typing(ctx, dm.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	nextSignal(t, cc, "stop on n3", isTyping(alice.user, false))
+
+	// Throttled and expired on n1: a renewal inside the window is not
+	// sent; the expiry is, as a stop.
+	clk.Advance(4 * time.Second)
+	ca.Typing(ctx, dm.ID, true)
+	nextSignal(t, cc, "second start", isTyping(alice.user, true))
+	clk.Advance(time.Second)
+	ca.Typing(ctx, dm.ID, true)
+	noSignal(t, cc, "throttled renewal", isTyping(alice.user, true))
+	clk.Advance(7 * time.Second)
+	nextSignal(t, cc, "expiry on n1 reaches n3", isTyping(alice.user, false))
+	noSignal(t, cd, "non-member on n2", func(s client.Signal) bool { return s.Typing != nil })
 }

@@ -95,6 +95,13 @@ type Config struct {
 	TransportMaxPool int           // pooled connections per peer, default 3
 	TransportTimeout time.Duration // default 10s
 
+	// Peers receives the peer channel's messages and link events
+	// (peers.go); nil leaves the node out of the peer channel, and
+	// Broadcast does nothing. PeerQueueLength bounds the messages queued
+	// for each peer; Broadcast drops beyond it. Default 4096.
+	Peers           PeerHandler
+	PeerQueueLength int
+
 	// Logger receives raft's and Pebble's messages. When nil, a logger at
 	// LogLevel writing to LogOutput (default os.Stderr) is made.
 	Logger    hclog.Logger
@@ -124,6 +131,7 @@ const (
 	DefaultLogCacheEntries    = 128
 	DefaultTransportMaxPool   = 3
 	DefaultTransportTimeout   = 10 * time.Second
+	DefaultPeerQueueLength    = 4096
 	DefaultLogLevel           = "warn"
 
 	// maxBatchBytesLimit keeps one entry well inside what raft replicates
@@ -153,6 +161,7 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.LogCacheEntries, DefaultLogCacheEntries)
 	setDefault(&c.TransportMaxPool, DefaultTransportMaxPool)
 	setDefault(&c.TransportTimeout, DefaultTransportTimeout)
+	setDefault(&c.PeerQueueLength, DefaultPeerQueueLength)
 	setDefault(&c.LogLevel, DefaultLogLevel)
 	return c
 }
@@ -201,6 +210,7 @@ func (c Config) Validate() error {
 	positive("SnapshotRetain", c.SnapshotRetain)
 	positive("LogCacheEntries", c.LogCacheEntries)
 	positive("TransportMaxPool", c.TransportMaxPool)
+	positive("PeerQueueLength", c.PeerQueueLength)
 	if c.MaxBatchBytes > maxBatchBytesLimit {
 		bad("MaxBatchBytes %d exceeds %d", c.MaxBatchBytes, maxBatchBytesLimit)
 	}

@@ -67,7 +67,10 @@ type DoneFunc func(result any, index uint64, err error)
 //   - the observer (runObserver) turns raft's state changes into wake-ups
 //     for WaitLeader and the forwarder;
 //   - the mux (transport.go): the internal listener and one goroutine per
-//     forward session (followers' links, on the leader) or admin call;
+//     forward session (followers' links, on the leader), admin call or
+//     inbound peer connection;
+//   - with Config.Peers, the peer channel's manager and one goroutine per
+//     outbound peer link (peers.go);
 //   - raft's own goroutines, which call the StateMachine and, through the
 //     FSM adapter, the callbacks of successful commands.
 type Node struct {
@@ -83,6 +86,7 @@ type Node struct {
 	observer *raft.Observer
 	waits    *waitList
 	progress progressTable // followers' reports, kept while leading
+	peers    *peerChannel  // nil without Config.Peers
 
 	// submitMu guards closed against Submit and the forward sessions: they
 	// hold it for reading while they check closed and enqueue, Close takes
@@ -283,7 +287,11 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 	go n.runWaiter()
 	go n.runForwarder()
 	go n.runSweeper()
-	m.serve(n.serveConn)
+	if cfg.Peers != nil {
+		n.peers = newPeerChannel(n, cfg.Peers, cfg.PeerQueueLength)
+		go n.peers.run()
+	}
+	m.serve(n.serveInternal)
 	n.campaignIfSoleVoter()
 	return n, nil
 }
@@ -453,10 +461,10 @@ func (n *Node) Snapshot() error {
 // Close shuts the node down: Submit fails with ErrClosed from now on, the
 // commands still queued get ErrClosed (or, forwarded by followers, a
 // refusal), the entries this node already handed to raft as leader
-// resolve, then the link to the leader, raft, the internal listener and
-// the stores close; commands still waiting for their outcome (forwarded,
-// or appended and not yet applied) get ErrClosed. Calling it from a
-// DoneFunc deadlocks. Later calls return the first call's result.
+// resolve, then the link to the leader, the peer links, raft, the internal
+// listener and the stores close; commands still waiting for their outcome
+// (forwarded, or appended and not yet applied) get ErrClosed. Calling it
+// from a DoneFunc deadlocks. Later calls return the first call's result.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.submitMu.Lock()
@@ -473,7 +481,10 @@ func (n *Node) Close() error {
 		n.raft.DeregisterObserver(n.observer)
 		close(n.obsStop)
 		<-n.observerDone
-		err = errors.Join(err, n.mux.Close()) // ends the forward sessions and admin calls
+		err = errors.Join(err, n.mux.Close()) // ends the forward sessions, admin calls and inbound peer links
+		if n.peers != nil {
+			<-n.peers.done // stop closed its links; the mux cut a write blocked on one
+		}
 		<-n.sweeperDone
 		// No entry is applied any more: nothing else can resolve these.
 		n.failAll(n.waits.closeAll(), ErrClosed)

@@ -14,12 +14,13 @@ import (
 // Every node listens on one internal TCP port. The dialer of a connection
 // writes one byte saying what the connection carries, and the mux routes it:
 // raft's RPCs go to raft's NetworkTransport through raftStream, the
-// forwarding link and admin calls to the node's handlers (forward.go,
-// membership.go).
+// forwarding link, admin calls and the peer channel to the node's handlers
+// (forward.go, membership.go, peers.go).
 const (
 	connRaft    byte = 'R'
 	connForward byte = 'F'
 	connAdmin   byte = 'A'
+	connPeer    byte = 'P'
 
 	// sniffTimeout bounds how long an accepted connection may take to send
 	// its first byte.
@@ -33,13 +34,14 @@ var errIsolated = errors.New("raftlog: transport isolated")
 // them all.
 //
 // Goroutines: the accept loop, and one per accepted connection that reads
-// the first byte and then, for forward and admin connections, runs the
-// handler for the connection's lifetime. Close waits for all of them.
+// the first byte and then, for forward, admin and peer connections, runs
+// the handler for the connection's lifetime. Close waits for all of them.
 type mux struct {
 	ln        net.Listener
 	advertise net.Addr // nil: the listener's address
 	logger    hclog.Logger
-	// handle serves a forward or admin connection until it ends; it owns c.
+	// handle serves a forward, admin or peer connection until it ends; it
+	// owns c.
 	handle func(kind byte, c net.Conn)
 
 	raftConns chan net.Conn // routed raft connections, taken by raftStream.Accept
@@ -130,7 +132,7 @@ func (m *mux) route(c *muxConn) {
 		case <-m.done:
 			c.Close()
 		}
-	case connForward, connAdmin:
+	case connForward, connAdmin, connPeer:
 		m.handle(kind[0], c)
 	default:
 		m.logger.Warn("closing a connection of unknown kind", "kind", kind[0], "remote", c.RemoteAddr())

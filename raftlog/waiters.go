@@ -23,10 +23,10 @@ type waitList struct {
 	epoch   time.Time     // deadlines are offsets from it (monotonic clock)
 	timeout time.Duration // per command
 
-	mu      sync.Mutex // guards the fields below; never held while a callback runs
-	first   uint64     // seq of items[0]; seqs start at 1
-	items   []waitItem // a resolved item has a nil done until it leaves the front
-	closed  bool       // closeAll ran: add fails
+	mu     sync.Mutex // guards the fields below; never held while a callback runs
+	first  uint64     // seq of items[0]; seqs start at 1
+	items  []waitItem // a resolved item has a nil done until it leaves the front
+	closed bool       // closeAll ran: add fails
 
 	pending atomic.Int64 // items with a non-nil done; written under mu, read by Stats without it
 }

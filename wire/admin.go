@@ -18,6 +18,9 @@ type ClusterStatus struct {
 	SnapshotIndex uint64          `json:"snapshot_index"` // latest snapshot, 0 if none
 	SnapshotTerm  uint64          `json:"snapshot_term"`
 	Members       []ClusterMember `json:"members"`
+	// Warning, when set, says what the answer lacks: members' progress when
+	// the leader did not answer (their Applied and Lag are then -1).
+	Warning string `json:"warning,omitempty"`
 }
 
 // ClusterMember is one server of the Raft configuration. Applied and Lag are
@@ -25,7 +28,7 @@ type ClusterStatus struct {
 type ClusterMember struct {
 	ID       string `json:"id"`
 	Addr     string `json:"addr"`
-	Suffrage string `json:"suffrage"` // Voter, Nonvoter
+	Suffrage string `json:"suffrage"` // Voter, Nonvoter, Staging
 	Applied  int64  `json:"applied"`
 	Lag      int64  `json:"lag"` // leader's commit index minus the member's applied index
 }

@@ -26,6 +26,13 @@ const (
 	CodeUnavailable Code = "unavailable"  // no Raft leader reachable, or shutting down
 	CodeTimeout     Code = "timeout"      // not confirmed in time; outcome unknown, retry with the same client_msg_id
 	CodeInternal    Code = "internal"     // a bug or an I/O failure on the server
+
+	// The operator API (/v1/admin/, see admin.go). A missing or wrong admin
+	// token is CodeUnauthorized; no leader reachable is CodeUnavailable.
+	CodeUnknownServer       Code = "unknown_server"       // the server ID is not in the cluster configuration
+	CodeNotCaughtUp         Code = "not_caught_up"        // a joining server did not catch up in time; it stays a non-voter, join again later
+	CodeAlreadyBootstrapped Code = "already_bootstrapped" // init on a node that already belongs to another cluster configuration
+	CodeNothingToSnapshot   Code = "nothing_to_snapshot"  // nothing was applied since the latest snapshot
 )
 
 // Retryable reports whether a request that failed with c may be sent again

@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -19,10 +21,16 @@ func main() {
 	var argonTime, argonMemory uint
 	flag.StringVar(&cfg.NodeID, "id", cfg.NodeID, "node id, unique in the cluster")
 	flag.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory")
-	flag.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP API address (accounts, /healthz, /metrics)")
+	flag.StringVar(&cfg.HTTPAddr, "http", cfg.HTTPAddr, "HTTP API address (accounts, admin API, /healthz, /readyz, /metrics)")
 	flag.StringVar(&cfg.WSAddr, "ws", cfg.WSAddr, "WebSocket address")
-	flag.StringVar(&cfg.RaftAddr, "raft", cfg.RaftAddr, "Raft transport address")
-	flag.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap, "found a one-node cluster if the data directory is empty")
+	flag.StringVar(&cfg.RaftAddr, "raft", cfg.RaftAddr, "Raft transport address to bind")
+	flag.StringVar(&cfg.RaftAdvertise, "advertise", "", "Raft address peers dial, when the -raft address is not dialable (default: the -raft address)")
+	flag.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap,
+		"found a one-node cluster if the data directory is empty; false: wait for 'parleyctl cluster init' or 'join'")
+	adminTokenFile := flag.String("admin-token-file", "",
+		"file holding the admin API token (nodes may share one); default: <data>/admin.token, created on first start")
+	flag.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 0, "Raft log entries between automatic snapshots (0: raftlog's default)")
+	flag.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 0, "Raft log entries kept behind a snapshot for lagging followers (0: raftlog's default)")
 	flag.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "lifetime of device tokens")
 	flag.UintVar(&argonTime, "argon2-time", uint(cfg.Argon2.Time), "argon2id passes for password hashing")
 	flag.UintVar(&argonMemory, "argon2-memory", uint(cfg.Argon2.MemoryKiB), "argon2id memory in KiB (lower only for load tests)")
@@ -39,24 +47,44 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	tokenWhere := filepath.Join(cfg.DataDir, "admin.token")
+	if *adminTokenFile != "" {
+		b, err := os.ReadFile(*adminTokenFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "parley: -admin-token-file:", err)
+			os.Exit(2)
+		}
+		cfg.AdminToken, tokenWhere = strings.TrimSpace(string(b)), *adminTokenFile
+		if cfg.AdminToken == "" {
+			fmt.Fprintln(os.Stderr, "parley: -admin-token-file:", *adminTokenFile, "is empty")
+			os.Exit(2)
+		}
+	}
 
 	n, err := node.Open(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "parley:", err)
 		os.Exit(1)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	err = n.WaitLeader(ctx)
-	cancel()
-	if err != nil {
-		cfg.Logger.Warn("no leader yet; writes will fail until one is elected", "err", err)
-	}
-	fmt.Printf("parley %s running, data in %s\n  HTTP API   %s\n  WebSocket  %s\n  metrics    %s/metrics\n",
-		cfg.NodeID, cfg.DataDir, n.HTTPURL(), n.WSURL(), n.HTTPURL())
+	fmt.Printf("parley %s running, data in %s\n  HTTP API   %s\n  WebSocket  %s\n  Raft       %s\n  metrics    %s/metrics\n  admin token in %s\n",
+		cfg.NodeID, cfg.DataDir, n.HTTPURL(), n.WSURL(), n.RaftAddr(), n.HTTPURL(), tokenWhere)
 
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	<-sig
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	go func() { // report readiness; a new cluster member may wait for init a long time
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := n.WaitLeader(wctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			cfg.Logger.Warn("not ready: no leader or no token signing key yet; a new cluster member waits for 'parleyctl cluster init' or 'join'")
+			err = n.WaitLeader(ctx)
+		}
+		if err == nil {
+			cfg.Logger.Info("ready: leader known, token signing key applied")
+		}
+	}()
+	<-ctx.Done()
+	stop()
 	fmt.Println("parley: shutting down")
 	if err := n.Close(); err != nil {
 		fmt.Fprintln(os.Stderr, "parley: close:", err)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -27,6 +28,14 @@ type globals struct {
 }
 
 func main() {
+	if err := newRoot().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "parleyctl:", err)
+		os.Exit(1)
+	}
+}
+
+// newRoot builds the command tree; tests run it with their own arguments.
+func newRoot() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "parleyctl",
@@ -44,10 +53,7 @@ func main() {
 	cluster := &cobra.Command{Use: "cluster", Short: "Raft cluster membership and state"}
 	cluster.AddCommand(statusCmd(g), initCmd(g), joinCmd(g), removeCmd(g), transferCmd(g), snapshotCmd(g))
 	root.AddCommand(cluster)
-	if err := root.Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "parleyctl:", err)
-		os.Exit(1)
-	}
+	return root
 }
 
 func (g *globals) admin(node string) (*client.Admin, error) {
@@ -62,7 +68,9 @@ func (g *globals) admin(node string) (*client.Admin, error) {
 	if tok == "" {
 		return nil, errors.New("no admin token: use --token, --token-file or $PARLEY_ADMIN_TOKEN")
 	}
-	return &client.Admin{Base: node, Token: tok}, nil
+	// No client-wide timeout: --timeout bounds every call through its
+	// context, and a join may rightly wait long for a new server to catch up.
+	return &client.Admin{Base: node, Token: tok, HTTP: &http.Client{}}, nil
 }
 
 func (g *globals) ctx() (context.Context, context.CancelFunc) {
@@ -124,6 +132,9 @@ func printStatus(w io.Writer, st *wire.ClusterStatus) {
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", m.ID, m.Addr, role, unknownIfNeg(m.Applied), unknownIfNeg(m.Lag))
 	}
 	tw.Flush()
+	if st.Warning != "" {
+		fmt.Fprintf(w, "  warning: %s\n", st.Warning)
+	}
 }
 
 func orDash(s string) string {
@@ -218,6 +229,11 @@ func snapshotCmd(g *globals) *cobra.Command {
 	}
 }
 
+// snapshotText is how a snapshot result reads in a terminal.
+func snapshotText(r *wire.SnapshotResult) string {
+	return fmt.Sprintf("snapshot at index %d (term %d)", r.Index, r.Term)
+}
+
 // run calls f against --node and prints its result.
 func (g *globals) run(cmd *cobra.Command, f func(context.Context, *client.Admin) (any, error)) error {
 	a, err := g.admin(g.node)
@@ -237,7 +253,11 @@ func (g *globals) run(cmd *cobra.Command, f func(context.Context, *client.Admin)
 	case g.asJSON:
 		_, err = fmt.Fprintln(w, `{"ok":true}`)
 	case out != nil:
-		_, err = fmt.Fprintf(w, "%+v\n", out)
+		if r, ok := out.(*wire.SnapshotResult); ok {
+			_, err = fmt.Fprintln(w, snapshotText(r))
+		} else {
+			_, err = fmt.Fprintf(w, "%+v\n", out)
+		}
 	default:
 		_, err = fmt.Fprintln(w, "ok")
 	}
