@@ -152,6 +152,40 @@ func (e *Engine) SigningKey() []byte {
 	return e.idx.signingKey
 }
 
+// DeviceState is what this replica knows of a device named by a token.
+type DeviceState uint8
+
+const (
+	// DeviceIsActive: the device exists, belongs to the user, is not revoked.
+	DeviceIsActive DeviceState = iota
+	// DeviceIsRevoked: revoked, or not the user's, or gone: refuse for good.
+	DeviceIsRevoked
+	// DeviceNotYet: the ID is above every device this replica has applied;
+	// it was created on the leader and has not reached this replica yet, so
+	// the caller should retry shortly rather than refuse.
+	DeviceNotYet
+)
+
+// DeviceStatus classifies the device for authentication.
+func (e *Engine) DeviceStatus(user, device uint64) DeviceState {
+	e.stateMu.RLock()
+	defer e.stateMu.RUnlock()
+	if e.db == nil {
+		return DeviceIsRevoked
+	}
+	e.idx.mu.RLock()
+	defer e.idx.mu.RUnlock()
+	d, ok := e.idx.devices[device]
+	switch {
+	case ok && d.user == user && !d.revoked:
+		return DeviceIsActive
+	case !ok && device > e.idx.lastDevice:
+		return DeviceNotYet
+	}
+	return DeviceIsRevoked
+}
+
+
 // DeviceActive reports whether the device exists, belongs to user and is not
 // revoked. It reads only memory.
 func (e *Engine) DeviceActive(user, device uint64) bool {

@@ -204,3 +204,26 @@ func TestBadTokenIsRefusedBeforeUpgrade(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenForUnreplicatedDevice: a validly signed token naming a device this
+// node has not applied yet (logged in on another node a moment ago) gets 503,
+// which clients retry, not 401, which they take as final.
+func TestTokenForUnreplicatedDevice(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	alice := register(t, n, "alice")
+	login(t, n, alice, "phone")
+	for _, tc := range []struct {
+		device uint64
+		want   int
+	}{{1 << 40, http.StatusServiceUnavailable}, {0, http.StatusUnauthorized}} {
+		h := http.Header{}
+		h.Set("Authorization", "Bearer "+n.IssueTokenForTest(alice.user, tc.device))
+		_, resp, err := gws.NewClient(&gws.BuiltinEventHandler{}, &gws.ClientOption{Addr: n.WSURL(), RequestHeader: h})
+		if err == nil {
+			t.Fatalf("device %d accepted", tc.device)
+		}
+		if resp == nil || resp.StatusCode != tc.want {
+			t.Fatalf("device %d: resp %v err %v, want %d", tc.device, resp, err, tc.want)
+		}
+	}
+}

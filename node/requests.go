@@ -35,8 +35,14 @@ func (n *Node) Authorize(r *netpoll.Request) (any, int, string) {
 	if err != nil {
 		return nil, 401, "invalid or expired token"
 	}
-	if !n.engine.DeviceActive(user, device) {
+	switch n.engine.DeviceStatus(user, device) {
+	case engine.DeviceIsRevoked:
 		return nil, 401, "unknown or revoked device"
+	case engine.DeviceNotYet:
+		// Logged in on another node a moment ago: the device has not
+		// reached this replica yet. 503 makes clients retry, where a 401
+		// would make them give up on a good token.
+		return nil, 503, "device not replicated to this node yet, retry"
 	}
 	return &session{
 		user:    user,
