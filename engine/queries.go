@@ -185,7 +185,6 @@ func (e *Engine) DeviceStatus(user, device uint64) DeviceState {
 	return DeviceIsRevoked
 }
 
-
 // DeviceActive reports whether the device exists, belongs to user and is not
 // revoked. It reads only memory.
 func (e *Engine) DeviceActive(user, device uint64) bool {
