@@ -51,6 +51,10 @@ type Record struct {
 	// see (1 for a member since the conversation was created). A client's
 	// conversations absent here start at 1.
 	From map[string]map[uint64]uint64
+	// Deduped says the clients drop repeats themselves (the Go SDK does), so
+	// a repeat in Seen is a violation too: each client then saw every seq
+	// exactly once.
+	Deduped bool
 }
 
 // Violation is one broken guarantee.
@@ -148,7 +152,11 @@ func Check(r Record) []Violation {
 			for _, s := range seqs {
 				switch {
 				case s < next:
-					// A repeat (at least once delivery): dropped.
+					// A repeat (at least once delivery): dropped, unless the
+					// client claims to drop repeats itself.
+					if r.Deduped {
+						add("delivery", "client %s conv %d: seq %d delivered again after %d", c, conv, s, next-1)
+					}
 				case s == next:
 					next++
 				default:

@@ -72,6 +72,9 @@ func TestCheckFindsEachViolation(t *testing.T) {
 		{"client saw seqs out of order", func(r *Record) {
 			r.Seen["alice"][7] = []uint64{1, 3, 2, 4}
 		}, "delivery", "client alice"},
+		{"repeat from a client that dedups", func(r *Record) {
+			r.Deduped = true
+		}, "delivery", "seq 2 delivered again after 3"},
 		{"client missed the tail", func(r *Record) {
 			r.Seen["carol"][7] = []uint64{3}
 		}, "delivery", "saw up to seq 3 of 4"},

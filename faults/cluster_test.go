@@ -41,7 +41,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freeAddr(t *testing.T) string {
+func freeAddr(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -62,7 +62,7 @@ type daemon struct {
 
 func (d *daemon) wsURL() string { return "ws://" + d.ws + "/v1/ws" }
 
-func (d *daemon) start(t *testing.T) {
+func (d *daemon) start(t testing.TB) {
 	t.Helper()
 	d.cmd = exec.Command(parleyBin, "-id", d.name, "-data", d.dir,
 		"-http", d.http, "-ws", d.ws, "-raft", d.raft, "-advertise", d.proxy.addr(),
@@ -83,7 +83,7 @@ func (d *daemon) start(t *testing.T) {
 
 func (d *daemon) running() bool { return d.cmd != nil && d.cmd.ProcessState == nil }
 
-func (d *daemon) kill9(t *testing.T) {
+func (d *daemon) kill9(t testing.TB) {
 	t.Helper()
 	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -101,7 +101,7 @@ func httpStatus(addr, path string) int {
 	return resp.StatusCode
 }
 
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for !cond() {
@@ -118,7 +118,7 @@ type cluster struct {
 	token string
 }
 
-func startCluster(t *testing.T) *cluster {
+func startCluster(t testing.TB) *cluster {
 	t.Helper()
 	root := t.TempDir()
 	c := &cluster{token: "faults-admin-token-0123456789abcdef"}
@@ -177,7 +177,7 @@ func (c *cluster) admin(d *daemon) *client.Admin {
 	return &client.Admin{Base: "http://" + d.http, Token: c.token, HTTP: &http.Client{Timeout: 3 * time.Second}}
 }
 
-func (c *cluster) status(t *testing.T, d *daemon) (*wire.ClusterStatus, error) {
+func (c *cluster) status(t testing.TB, d *daemon) (*wire.ClusterStatus, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	return c.admin(d).Status(ctx)
@@ -185,7 +185,7 @@ func (c *cluster) status(t *testing.T, d *daemon) (*wire.ClusterStatus, error) {
 
 // leader returns the daemon that a running node names as leader, polling
 // until one does.
-func (c *cluster) leader(t *testing.T, among ...*daemon) *daemon {
+func (c *cluster) leader(t testing.TB, among ...*daemon) *daemon {
 	t.Helper()
 	var found *daemon
 	waitFor(t, 30*time.Second, "a leader", func() bool {
@@ -205,7 +205,7 @@ func (c *cluster) leader(t *testing.T, among ...*daemon) *daemon {
 // converged waits until every node has applied what the leader had
 // committed when it was called (so, once traffic stops, until all replicas
 // are equal), and returns that index.
-func (c *cluster) converged(t *testing.T, limit time.Duration) uint64 {
+func (c *cluster) converged(t testing.TB, limit time.Duration) uint64 {
 	t.Helper()
 	lead := c.leader(t, c.nodes...)
 	var commit uint64
@@ -226,7 +226,7 @@ func (c *cluster) converged(t *testing.T, limit time.Duration) uint64 {
 	return commit
 }
 
-func ctxFor(t *testing.T, d time.Duration) context.Context {
+func ctxFor(t testing.TB, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
 	return ctx
@@ -282,7 +282,7 @@ func (u *user) maxSeen(conv uint64) uint64 {
 	return m
 }
 
-func (c *cluster) newUser(t *testing.T, name string, home int) *user {
+func (c *cluster) newUser(t testing.TB, name string, home int) *user {
 	t.Helper()
 	u := &user{name: name, home: home, seen: make(map[uint64][]uint64)}
 	d := c.nodes[home]
@@ -318,7 +318,7 @@ func (c *cluster) newUser(t *testing.T, name string, home int) *user {
 }
 
 // pinned dials one node only, as u.
-func pinned(t *testing.T, d *daemon, token string) *client.Client {
+func pinned(t testing.TB, d *daemon, token string) *client.Client {
 	t.Helper()
 	cl, err := client.Dial(ctxFor(t, 30*time.Second), client.Config{URLs: []string{d.wsURL()}, Token: token, RequestTimeout: 3 * time.Second, ReconnectMax: 300 * time.Millisecond})
 	if err != nil {
@@ -350,7 +350,7 @@ func (tr *traffic) total() int {
 	return len(tr.acks)
 }
 
-func (tr *traffic) run(t *testing.T, u *user) {
+func (tr *traffic) run(t testing.TB, u *user) {
 	defer tr.wg.Done()
 	for i := 0; ; i++ {
 		select {
@@ -381,7 +381,7 @@ func (tr *traffic) run(t *testing.T, u *user) {
 
 // waitProgress waits until the senders homed on one of homes got n more
 // acks than they had.
-func (tr *traffic) waitProgress(t *testing.T, what string, n int, homes ...int) {
+func (tr *traffic) waitProgress(t testing.TB, what string, n int, homes ...int) {
 	t.Helper()
 	count := func() int {
 		s := 0
@@ -548,6 +548,7 @@ func TestClusterFaults(t *testing.T) {
 		Acks:     tr.acks,
 		Replicas: make(map[string]map[uint64][]Stored),
 		Seen:     make(map[string]map[uint64][]uint64),
+		Deduped:  true, // the SDK delivers each seq once, across reconnects
 	}
 	convMember := make(map[uint64]*user)
 	for _, u := range users {
@@ -584,7 +585,7 @@ func TestClusterFaults(t *testing.T) {
 }
 
 // readHistory pages through conv's whole history on cl's node.
-func readHistory(t *testing.T, cl *client.Client, conv uint64) []Stored {
+func readHistory(t testing.TB, cl *client.Client, conv uint64) []Stored {
 	t.Helper()
 	var out []Stored
 	var after uint64
