@@ -668,6 +668,11 @@ func TestClusterMembership(t *testing.T) {
 		t.Fatalf("joining again: %v", err)
 	}
 	requireServers(t, n4.n, map[string]string{"n1": "voter", "n2": "voter", "n3": "voter", "n4": "voter"})
+	// The membership change is newer than the last command: raft cannot
+	// snapshot it yet, which is "nothing to snapshot" until the next write.
+	if err := c.leader().n.Snapshot(); !errors.Is(err, ErrNothingToSnapshot) {
+		t.Fatalf("snapshot right after a membership change: %v, want ErrNothingToSnapshot", err)
+	}
 	m.proposeUntilOK(n4, "n4")
 	// Status, asked on the newcomer, comes from the leader and shows every
 	// member's progress.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -35,8 +36,9 @@ var (
 	ErrTimeout = errors.New("raftlog: not confirmed in time, outcome unknown")
 	// ErrTooLarge: the command is larger than MaxBatchBytes.
 	ErrTooLarge = errors.New("raftlog: command larger than MaxBatchBytes")
-	// ErrNothingToSnapshot: nothing was applied since the last snapshot
-	// (or since the node started).
+	// ErrNothingToSnapshot: nothing was applied since this node started, or
+	// a membership change is newer than the last applied command; either way
+	// the next write makes a snapshot possible.
 	ErrNothingToSnapshot = errors.New("raftlog: nothing new to snapshot")
 	// ErrUnknownServer: the server ID is not in the cluster configuration.
 	ErrUnknownServer = errors.New("raftlog: no such server in the configuration")
@@ -454,6 +456,12 @@ func (n *Node) Snapshot() error {
 		return ErrNothingToSnapshot
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed
+	case strings.Contains(err.Error(), "wait until the configuration entry"):
+		// raft refuses to snapshot while the newest configuration entry is
+		// above the last command applied (a snapshot cannot represent it).
+		// raft has no sentinel for it, hence the match on its text. There
+		// is nothing new worth a snapshot: the next write makes it possible.
+		return fmt.Errorf("%w: a membership change is newer than the last applied command (%v)", ErrNothingToSnapshot, err)
 	}
 	return fmt.Errorf("raftlog: snapshot: %w", err)
 }
