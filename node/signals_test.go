@@ -269,6 +269,9 @@ func startSignalCluster(t *testing.T) ([]*node.Node, *fakeClock) {
 			t.Fatal(err)
 		}
 		waitUntil(t, "peer links up", func() bool { return n.PeerLinksUpForTest() == 2 })
+		if v := metricValue(t, n, "parley_peer_links_up"); v != 2 {
+			t.Fatalf("parley_peer_links_up = %v, want 2", v)
+		}
 	}
 	return nodes, clk
 }

@@ -37,6 +37,13 @@ var statDefs = []statDef{
 	{"parley_commits_total", "Raft entries committed and applied on this node.", prometheus.CounterValue},
 	{"parley_commands_committed_total", "Commands committed through this node's proposer.", prometheus.CounterValue},
 	{"parley_commands_rejected_total", "Commands refused with busy (proposer queue full).", prometheus.CounterValue},
+	{"parley_commands_forwarded_total", "Commands this node sent to the leader over the forwarding link.", prometheus.CounterValue},
+	{"parley_commands_timed_out_total", "Commands whose outcome was not known within the submit timeout.", prometheus.CounterValue},
+	{"parley_peer_links", "Other cluster members this node keeps a peer link to.", prometheus.GaugeValue},
+	{"parley_peer_links_up", "Peer links connected now.", prometheus.GaugeValue},
+	{"parley_peer_messages_sent_total", "Presence and typing messages sent to peers.", prometheus.CounterValue},
+	{"parley_peer_messages_dropped_total", "Peer messages dropped (link down or queue full; repaired by a full resend).", prometheus.CounterValue},
+	{"parley_peer_messages_received_total", "Presence and typing messages received from peers.", prometheus.CounterValue},
 }
 
 func newStatsCollector(n *Node) *statsCollector {
@@ -60,6 +67,7 @@ func (c *statsCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ws := c.n.ws.Stats()
 	rs := c.n.raft.Stats()
+	ps := c.n.raft.PeerStats()
 	leader := 0.0
 	if rs.Leader {
 		leader = 1
@@ -83,6 +91,14 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		"parley_commits_total":             float64(rs.EntriesCommitted),
 		"parley_commands_committed_total":  float64(rs.CommandsCommitted),
 		"parley_commands_rejected_total":   float64(rs.CommandsRejected),
+
+		"parley_commands_forwarded_total":     float64(rs.CommandsForwarded),
+		"parley_commands_timed_out_total":     float64(rs.CommandsTimedOut),
+		"parley_peer_links":                   float64(ps.Links),
+		"parley_peer_links_up":                float64(ps.LinksUp),
+		"parley_peer_messages_sent_total":     float64(ps.Sent),
+		"parley_peer_messages_dropped_total":  float64(ps.Dropped),
+		"parley_peer_messages_received_total": float64(ps.Received),
 	}
 	for _, d := range statDefs {
 		ch <- prometheus.MustNewConstMetric(c.descs[d.name], d.kind, values[d.name])
