@@ -9,7 +9,9 @@
 # Node i (1..3) listens on HTTP 71i0, WebSocket 71i1 and Raft 71i2 (n1: 7170,
 # 7171, 7172; n2: 7180...; n3: 7190...), keeps its data in $DATA_DIR/ni and
 # its log in $DATA_DIR/ni.log. The nodes share one admin token, in
-# $DATA_DIR/admin.token, created on first start.
+# $DATA_DIR/admin.token, created on first start. Extra node flags go in
+# PARLEY_FLAGS, e.g. PARLEY_FLAGS="-argon2-time 1 -argon2-memory 64" for a
+# load test that creates thousands of accounts.
 set -euo pipefail
 
 GO=${GO:-go}
@@ -78,7 +80,7 @@ start() {
 		fi
 		nohup "$BIN_DIR/parley" -id "$id" -data "$DATA_DIR/$id" \
 			-http "127.0.0.1:$(http_port $i)" -ws "127.0.0.1:$(ws_port $i)" -raft "127.0.0.1:$(raft_port $i)" \
-			-bootstrap=false -admin-token-file "$TOKEN_FILE" \
+			-bootstrap=false -admin-token-file "$TOKEN_FILE" ${PARLEY_FLAGS:-} \
 			>>"$DATA_DIR/$id.log" 2>&1 </dev/null &
 		echo $! >"$DATA_DIR/$id.pid"
 		echo "cluster: started $id (pid $!), HTTP $(http_url $i), log $DATA_DIR/$id.log"
