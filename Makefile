@@ -40,3 +40,11 @@ cluster:
 
 cluster-stop:
 	DATA_DIR=$(DATA)/cluster ./scripts/cluster.sh stop
+
+# The standard benchmark suite: builds parley and parleybench into ./bin,
+# runs a few short scenarios against one fresh node on loopback (about 4
+# minutes) and writes the results into docs/BENCHMARKS.md (between the
+# "make bench" markers) and the charts into docs/bench/. See scripts/bench.sh.
+.PHONY: bench
+bench:
+	GO=$(GO) ./scripts/bench.sh

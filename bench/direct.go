@@ -33,12 +33,21 @@ import (
 // it delayed (no coordinated omission); a send due while Window sends are in
 // flight waits, its wait counted, and sends still unissued when the load
 // ends are reported as missed.
+//
+// With Slow > 0, that fraction of the receivers are slow consumers (see
+// slow.go): bare connections that stop reading their sockets when the load
+// starts, while their senders keep sending. The other pairs are measured as
+// usual; the slow ones are probed after the load (did the server drop
+// them?) and the nodes' memory is sampled throughout.
 type Direct struct {
 	Senders   int           // pairs; default 1
 	Rate      float64       // messages per second over all senders; 0 is flat out
 	Window    int           // sends in flight per sender; default 1 flat out, 64 at a fixed rate
 	BodyBytes int           // message body size; default 100
 	Drain     time.Duration // wait for deliveries after the load; default 10s
+	Slow      float64       // fraction of the receivers that stop reading; default 0
+
+	sampler *serverSampler // coordinator only, with Slow: Plan starts it, Report stops it
 }
 
 // Direct limits. A sender may not have more requests in flight than the
@@ -94,6 +103,11 @@ func (d *Direct) Validate() error {
 	if c.Drain < 0 || c.Drain > maxDirectDrain {
 		errs = append(errs, fmt.Errorf("bench: direct: drain %v out of range [0, %v]", c.Drain, maxDirectDrain))
 	}
+	if !validSlow(c.Slow) {
+		errs = append(errs, fmt.Errorf("bench: direct: slow %v out of range [0, 1]", c.Slow))
+	} else if c.Senders >= 1 && c.Senders <= maxDirectSenders && countSlow(c.Senders, c.Slow) == c.Senders {
+		errs = append(errs, fmt.Errorf("bench: direct: slow %v leaves no reading receiver", c.Slow))
+	}
 	return errors.Join(errs...)
 }
 
@@ -103,10 +117,14 @@ func (d *Direct) Params() map[string]any {
 	if c.Rate > 0 {
 		rate = strconv.FormatFloat(c.Rate, 'f', -1, 64) + "/s"
 	}
-	return map[string]any{
+	p := map[string]any{
 		"senders": c.Senders, "rate": rate, "window": c.Window,
 		"body_bytes": c.BodyBytes, "drain": c.Drain.String(),
 	}
+	if c.Slow > 0 {
+		p["slow"] = c.Slow
+	}
+	return p
 }
 
 // directShard is one worker's part: its pairs and everything about the
@@ -118,6 +136,7 @@ type directShard struct {
 	Window    int           `json:"window"`
 	BodyBytes int           `json:"body_bytes"`
 	Drain     time.Duration `json:"drain"`
+	Slow      float64       `json:"slow,omitempty"`
 	First     int           `json:"first"` // global index of Pairs[0]
 	Pairs     []directPair  `json:"pairs"`
 }
@@ -133,12 +152,15 @@ func (d *Direct) Plan(ctx context.Context, env *Env) ([]json.RawMessage, error) 
 	if err != nil {
 		return nil, err
 	}
+	if c.Slow > 0 {
+		d.sampler = startServerSampler(ctx, env.opts)
+	}
 	var shards []json.RawMessage
 	first := 0
 	for _, n := range splitSizes(c.Senders, max(env.ConnsPerWorker()/2, 1)) {
 		sh := directShard{
 			WS: env.WS(), Senders: c.Senders, Rate: c.Rate, Window: c.Window,
-			BodyBytes: c.BodyBytes, Drain: c.Drain, First: first,
+			BodyBytes: c.BodyBytes, Drain: c.Drain, Slow: c.Slow, First: first,
 		}
 		for i := first; i < first+n; i++ {
 			sh.Pairs = append(sh.Pairs, directPair{Sender: accounts[2*i], Receiver: accounts[2*i+1]})
@@ -158,7 +180,7 @@ func (d *Direct) NewLoad(raw json.RawMessage) (Load, error) {
 	if err := json.Unmarshal(raw, &sh); err != nil {
 		return nil, err
 	}
-	cfg := Direct{Senders: sh.Senders, Rate: sh.Rate, Window: sh.Window, BodyBytes: sh.BodyBytes, Drain: sh.Drain}
+	cfg := Direct{Senders: sh.Senders, Rate: sh.Rate, Window: sh.Window, BodyBytes: sh.BodyBytes, Drain: sh.Drain, Slow: sh.Slow}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -176,7 +198,7 @@ func (d *Direct) NewLoad(raw json.RawMessage) (Load, error) {
 		l.interval = time.Duration(float64(time.Second) * float64(sh.Senders) / sh.Rate)
 	}
 	for i, p := range sh.Pairs {
-		l.pairs = append(l.pairs, &pairState{idx: sh.First + i, directPair: p})
+		l.pairs = append(l.pairs, &pairState{idx: sh.First + i, directPair: p, slow: isSlow(sh.First+i, sh.Slow)})
 	}
 	return l, nil
 }
@@ -212,12 +234,15 @@ type directLoad struct {
 	dropped, undelivered int64
 }
 
-// pairState is one sender and its receiver. snd, rcv and conv are written
-// by the goroutine that sets the pair up, before Connect returns.
+// pairState is one sender and its receiver. snd, rcv (or slowRcv) and
+// conv are written by the goroutine that sets the pair up, before Connect
+// returns.
 type pairState struct {
 	directPair
-	idx      int // global pair index: schedules, cmids, recorder shards
+	idx      int  // global pair index: schedules, cmids, recorder shards
+	slow     bool // the receiver is a slow consumer: slowRcv instead of rcv
 	snd, rcv *client.Client
+	slowRcv  *bareConn
 	conv     uint64
 	nextMsg  atomic.Uint64
 	acked    atomic.Int64
@@ -248,11 +273,18 @@ func (l *directLoad) clientConfig(token string, idx int) client.Config {
 
 func (l *directLoad) connectPair(ctx context.Context, p *pairState) error {
 	var err error
-	if p.rcv, err = client.Dial(ctx, l.clientConfig(p.Receiver.Token, p.idx)); err != nil {
+	if p.slow {
+		p.slowRcv, err = dialBare(ctx, bareOptions{
+			URL: l.shard.WS[p.idx%len(l.shard.WS)], Token: p.Receiver.Token,
+			Timeout: connectDialTimeout, SocketReadBuffer: slowSocketBuffer,
+		})
+	} else if p.rcv, err = client.Dial(ctx, l.clientConfig(p.Receiver.Token, p.idx)); err == nil {
+		l.readers.Go(func() { l.receive(p) })
+	}
+	if err != nil {
 		return fmt.Errorf("bench: dial receiver %s: %w", p.Receiver.Name, err)
 	}
 	l.live.Conns.Add(1)
-	l.readers.Go(func() { l.receive(p) })
 	if p.snd, err = client.Dial(ctx, l.clientConfig(p.Sender.Token, p.idx)); err != nil {
 		return fmt.Errorf("bench: dial sender %s: %w", p.Sender.Name, err)
 	}
@@ -293,6 +325,11 @@ func (l *directLoad) Run(ctx context.Context, start, until time.Time, _ *Live) e
 		return ctx.Err()
 	}
 	l.start = start
+	for _, p := range l.pairs {
+		if p.slow {
+			p.slowRcv.sock.pause()
+		}
+	}
 	var senders sync.WaitGroup
 	for _, p := range l.pairs {
 		senders.Go(func() { l.sendLoop(ctx, p, start, until) })
@@ -310,6 +347,12 @@ func (l *directLoad) Run(ctx context.Context, start, until time.Time, _ *Live) e
 		}
 	}
 	for _, p := range l.pairs {
+		if p.slow {
+			if !p.snd.State().Connected {
+				l.dropped++
+			}
+			continue // its receiver is not reading: see Finish
+		}
 		if a, r := p.acked.Load(), p.received.Load(); r < a {
 			l.undelivered += a - r
 		}
@@ -324,7 +367,7 @@ func (l *directLoad) Run(ctx context.Context, start, until time.Time, _ *Live) e
 
 func (l *directLoad) drained() bool {
 	for _, p := range l.pairs {
-		if p.received.Load() < p.acked.Load() {
+		if !p.slow && p.received.Load() < p.acked.Load() {
 			return false
 		}
 	}
@@ -472,6 +515,17 @@ func parseStamp(body string) (time.Time, bool) {
 
 func (l *directLoad) Finish(ctx context.Context) *Result {
 	res := &Result{}
+	var slow []*bareConn
+	var counters counterSet
+	for _, p := range l.pairs {
+		if p.slowRcv != nil {
+			slow = append(slow, p.slowRcv)
+		}
+	}
+	probeAll(ctx, slow, &counters)
+	closeBare(ctx, slow, &l.tally)
+	res.Conns = int64(len(slow))
+	res.Counters = counters.snapshot()
 	var closers errgroup.Group
 	closers.SetLimit(64)
 	for _, p := range l.pairs {
@@ -532,6 +586,10 @@ func (d *Direct) Report(rep *Report) {
 	}
 	if res.Dropped > 0 {
 		rep.Failures = append(rep.Failures, fmt.Sprintf("%d connections were down at the end of the load", res.Dropped))
+	}
+	if c.Slow > 0 {
+		reportServerSeries(rep, d.sampler.stop())
+		reportSlow(rep, countSlow(c.Senders, c.Slow))
 	}
 	if res.Missed > 0 {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf(

@@ -44,6 +44,36 @@
 // progress goroutine reports the Live counters every 250 ms. Each Load
 // documents its own goroutines.
 //
+// # Connections at scale: connect, group, reconnect, slow consumers
+//
+// Connect opens N connections at a rate, or all at once (a connection
+// storm), from the common start of the load in every worker, and reports
+// connect latency (from the due time, retries included, and from the
+// successful attempt's dial), failed attempts by kind, the time until all
+// had their hello, and the nodes' memory and CPU per connection. Group
+// puts M members in one group, S of them sending, and reports deliveries
+// per second, per-delivery latency and per-message fan-out latency: from
+// the send to the last member's receipt over all workers (each worker
+// exports its share per message through Result.Counters, which Report
+// combines and removes). Reconnect holds N clients with cursors, runs a
+// restart command (in the first worker, when the load starts) or waits for
+// an external restart, and times each client from its drop to its hello
+// and to the end of its resync from its cursor, and all of them to the
+// last.
+//
+// These scenarios hold bare connections (bareConn in connect.go): a gws
+// connection that authenticates, waits for hello, answers pings, matches
+// replies to requests and hands frames to a callback, at a few KiB each.
+// Latencies that cross workers (fan-out) compare wall clocks of processes
+// on one machine: the harness does not run workers elsewhere.
+//
+// Direct and Group take a Slow fraction of their receivers that stop
+// reading their sockets when the load starts (slow.go): the others are
+// measured as usual, the nodes' memory is sampled throughout on the
+// coordinator (serverSampler, started in Plan, stopped in Report), and
+// after the load each slow receiver reads again and pings, which tells
+// whether the server dropped it and why (close code 1008 "slow consumer").
+//
 // # Adding a scenario
 //
 // Implement Scenario (and Load), register it in registry, and give it

@@ -34,7 +34,10 @@ type Report struct {
 	Result  *Result            `json:"-"`
 	Counts  *Result            `json:"counts"`
 	Latency map[string]Summary `json:"latency"`
-	Server  []ServerSample     `json:"server"`
+	// Timeline is each latency by second of the run (see Timeline),
+	// timed from the start of the load.
+	Timeline map[string][]TimelinePoint `json:"timeline,omitempty"`
+	Server   []ServerSample             `json:"server"`
 
 	Figures  []Figure `json:"figures"`
 	Warnings []string `json:"warnings,omitempty"`
@@ -81,6 +84,12 @@ func (r *Report) finish(res *Result, samples []ServerSample) {
 	r.Latency = make(map[string]Summary, len(res.Latency))
 	for name, h := range res.Latency {
 		r.Latency[name] = h.Summary()
+		if tl := h.Timeline(); tl != nil && tl.Len() > 0 {
+			if r.Timeline == nil {
+				r.Timeline = make(map[string][]TimelinePoint)
+			}
+			r.Timeline[name] = tl.Points(res.Start)
+		}
 	}
 	r.Server = samples
 }
@@ -122,6 +131,7 @@ var latencyTitles = map[string]string{
 	"online":  "reconnect → watcher online",
 	"offline": "disconnect → watcher offline (grace incl.)",
 	"typing":  "typing start → member",
+	"resume":  "reconnect → resumed (sync incl.)",
 }
 
 // WriteText writes the human-readable report.

@@ -68,9 +68,13 @@ type Windowed interface {
 // registry maps scenario names to constructors of zero scenarios, for
 // workers and for the command line.
 var registry = map[string]func() Scenario{
-	"direct": func() Scenario { return new(Direct) },
-	"idle":   func() Scenario { return new(Idle) },
-	"storm":  func() Scenario { return new(Storm) },
+	"connect":   func() Scenario { return new(Connect) },
+	"direct":    func() Scenario { return new(Direct) },
+	"group":     func() Scenario { return new(Group) },
+	"idle":      func() Scenario { return new(Idle) },
+	"mixed":     func() Scenario { return new(Mixed) },
+	"reconnect": func() Scenario { return new(Reconnect) },
+	"storm":     func() Scenario { return new(Storm) },
 }
 
 // ScenarioNames lists the registered scenarios.

@@ -2,6 +2,8 @@ package main
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -49,6 +51,81 @@ func TestParseArgsErrors(t *testing.T) {
 		var out strings.Builder
 		if _, err := parseArgs(args, &out); err == nil || out.Len() == 0 {
 			t.Errorf("%q: err %v, output %q", args, err, out.String())
+		}
+	}
+}
+
+func TestParseArgsMixed(t *testing.T) {
+	inv, err := parseArgs([]string{"-chart", "out.svg", "mixed", "-users", "300", "-groups", "1.5", "-group-min", "4",
+		"-group-max", "8", "-directs", "3", "-send-rate", "10", "-type-for", "1s", "-read-delay", "500ms",
+		"-reconnect", "0.2", "-offline", "3s", "-warmup", "2s", "-seed", "7", "-drain", "4s", "-body", "64"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, ok := inv.sc.(*bench.Mixed)
+	if !ok {
+		t.Fatalf("scenario %T", inv.sc)
+	}
+	want := bench.Mixed{Users: 300, Groups: 1.5, GroupMin: 4, GroupMax: 8, Directs: 3, Rate: 10, TypeFor: time.Second,
+		ReadDelay: 500 * time.Millisecond, Reconnect: 0.2, Offline: 3 * time.Second, BodyBytes: 64,
+		Warmup: 2 * time.Second, Drain: 4 * time.Second, Seed: 7}
+	if *m != want {
+		t.Fatalf("mixed %+v, want %+v", *m, want)
+	}
+	if inv.chart != "out.svg" || inv.opts.Duration != mixedDuration {
+		t.Fatalf("chart %q, duration %v", inv.chart, inv.opts.Duration)
+	}
+
+	// Without flags, the mixed of the issue, not the storm's shared
+	// defaults; an explicit duration stands.
+	inv, err = parseArgs([]string{"mixed", "-duration", "12s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *inv.sc.(*bench.Mixed) != bench.DefaultMixed() || inv.opts.Duration != 12*time.Second {
+		t.Fatalf("mixed %+v for %v", inv.sc, inv.opts.Duration)
+	}
+}
+
+func TestTable(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("direct.json", `{"scenario":"direct","params":{"senders":1},"command":"parleybench direct",`+
+		`"counts":{"conns":2},"latency":{"deliver":{"count":5,"p50_us":500,"p99_us":900,"p99_9_us":950,"max_us":1000}},`+
+		`"figures":[{"name":"throughput (acked)","value":1500,"unit":"msg/s"}]}`)
+	empty := write("idle.json", "")
+	write("idle.err", "some progress\nparleybench: the node does not answer\n\n")
+	write("docs/bench/direct.svg", "<svg/>")
+
+	var out, errOut strings.Builder
+	code := table([]string{"-charts", filepath.Join(dir, "docs/bench"), "-doc", filepath.Join(dir, "docs/BENCHMARKS.md"),
+		"direct=" + good, "idle=" + empty, "gone=" + filepath.Join(dir, "nope.json")}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	for _, want := range []string{
+		"| [direct](#direct) | direct | 2 | throughput (acked): 1500 msg/s | send → deliver | 500µs | 900µs | 950µs | 1ms |",
+		"| idle | | | | | | | | | | no report: parleybench: the node does not answer |",
+		"| gone | | | | | | | | | | no report: open",
+		"](bench/direct.svg)",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("no %q in:\n%s", want, out.String())
+		}
+	}
+	for _, args := range [][]string{{}, {"noequals"}, {"=x.json"}, {"-nosuchflag", "a=b"}} {
+		errOut.Reset()
+		if code := table(args, io.Discard, &errOut); code != 2 || errOut.Len() == 0 {
+			t.Errorf("%q: exit %d, stderr %q", args, code, errOut.String())
 		}
 	}
 }

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# The standard benchmark suite (make bench): a few short scenarios against
+# one fresh node, with the results written into docs/BENCHMARKS.md.
+#
+#   1. builds parley and parleybench into $BIN_DIR (./bin);
+#   2. starts one node on 127.0.0.1, on ports the kernel picks, with its own
+#      temporary data directory, cheap argon2 (so the harness can create
+#      thousands of accounts quickly) and the per-connection request limit
+#      lifted (so one flat-out sender is not capped at 100/s);
+#   3. runs the scenarios below, each with -json and -chart, bounded by
+#      $RUN_TIMEOUT seconds each; connect and group run when this parleybench
+#      has them (parleybench -h);
+#   4. writes a generated summary (date, machine, commands, a table, the
+#      figures and a chart per run) into $DOC between the markers
+#      "<!-- make bench: begin -->" and "<!-- make bench: end -->", adding a
+#      section "Standard suite (make bench)" if they are missing; the charts
+#      go to $CHARTS/NAME.svg.
+#
+# The node is stopped at the end, also on failure or ^C (trap). A run that
+# fails still gets its row; the script then exits 1. About 4 minutes on 2
+# cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GO=${GO:-go}
+BIN_DIR=${BIN_DIR:-./bin}
+DOC=${DOC:-docs/BENCHMARKS.md}
+CHARTS=${CHARTS:-docs/bench}
+RUN_TIMEOUT=${RUN_TIMEOUT:-150} # seconds per scenario
+WAIT_SECONDS=30                 # for the node to come up
+
+BEGIN_MARK='<!-- make bench: begin -->'
+END_MARK='<!-- make bench: end -->'
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/parley-bench.XXXXXX")
+node_pid=""
+finished=0 # set once the document is written: a failed run is not the node's fault
+
+stop_node() {
+	[[ -n $node_pid ]] || return 0
+	if kill -0 "$node_pid" 2>/dev/null; then
+		kill -TERM "$node_pid" 2>/dev/null || true
+		local i
+		for ((i = 0; i < 100; i++)); do # 10 s, then SIGKILL
+			kill -0 "$node_pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		kill -KILL "$node_pid" 2>/dev/null || true
+	fi
+	wait "$node_pid" 2>/dev/null || true
+	node_pid=""
+}
+
+cleanup() {
+	local status=$?
+	trap - EXIT INT TERM
+	stop_node
+	if ((status != 0)) && ((!finished)) && [[ -s $work/node.log ]]; then
+		echo "bench: the node's log ends with:" >&2
+		tail -n 20 "$work/node.log" >&2
+	fi
+	rm -rf "$work"
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+started=$SECONDS
+echo "bench: building into $BIN_DIR"
+mkdir -p "$BIN_DIR" "$CHARTS"
+"$GO" build -o "$BIN_DIR/parley" ./cmd/parley
+"$GO" build -o "$BIN_DIR/parleybench" ./cmd/parleybench
+PB="$BIN_DIR/parleybench"
+
+node_args=(-data "$work/data" -http 127.0.0.1:0 -ws 127.0.0.1:0 -raft 127.0.0.1:0
+	-argon2-time 1 -argon2-memory 64 -conn-rate 1e9 -conn-burst 1000000 -log-level warn)
+"$BIN_DIR/parley" "${node_args[@]}" >"$work/node.out" 2>"$work/node.log" &
+node_pid=$!
+
+# The node prints its URLs once it listens ("  HTTP API   http://…").
+http="" ws=""
+deadline=$((SECONDS + WAIT_SECONDS))
+while [[ -z $http || -z $ws ]]; do
+	if ! kill -0 "$node_pid" 2>/dev/null; then
+		echo "bench: the node exited" >&2
+		exit 1
+	fi
+	if ((SECONDS >= deadline)); then
+		echo "bench: the node printed no URLs within ${WAIT_SECONDS}s" >&2
+		exit 1
+	fi
+	sleep 0.2
+	http=$(awk '$1 == "HTTP" && $2 == "API" { print $3 }' "$work/node.out")
+	ws=$(awk '$1 == "WebSocket" { print $2 }' "$work/node.out")
+done
+echo "bench: node up at $http, $ws"
+
+# The scenarios this parleybench has, from its usage line.
+scenarios=$("$PB" -h 2>&1 | sed -n 's/^usage: parleybench \[flags\] \([^ ]*\) .*/\1/p' || true)
+has() { [[ "|$scenarios|" == *"|$1|"* ]]; }
+
+load_avg=$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)
+names=()
+failed=0
+
+# run NAME SCENARIO [FLAGS...]: one scenario, its report in $work/NAME.json
+# and its chart in $CHARTS/NAME.svg.
+run() {
+	local name=$1
+	shift
+	names+=("$name")
+	rm -f "$CHARTS/$name.svg"
+	echo "bench: $name: parleybench $*"
+	local status=0
+	timeout -k 20 "$RUN_TIMEOUT" "$PB" -http "$http" -ws "$ws" -settle 1s -progress=false \
+		-json -chart "$CHARTS/$name.svg" "$@" >"$work/$name.json" 2>"$work/$name.err" || status=$?
+	if ((status != 0)); then
+		failed=$((failed + 1))
+		echo "bench: $name: exit status $status" >&2
+		tail -n 5 "$work/$name.err" >&2
+	fi
+}
+
+# idle first: its memory per connection is read against the baseline of a
+# node that has not yet served the other runs.
+run idle idle -conns 10000 -duration 5s
+run direct-flat direct -senders 64 -duration 10s
+run direct-rate direct -senders 64 -rate 1000 -duration 10s
+if has connect; then
+	run connect connect -conns 5000 -connect-rate 1000 -duration 10s
+fi
+if has group; then
+	run group group -members 1000 -rate 100 -duration 10s
+fi
+run mixed mixed -users 2000 -duration 30s -warmup 5s
+run storm storm -users 1000 -watch 20 -offline 6s -warmup 10s -duration 30s
+
+stop_node
+
+# The generated block.
+block="$work/block.md"
+{
+	echo "$BEGIN_MARK"
+	echo "_Generated by \`make bench\` (scripts/bench.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'); rerun to refresh, do not edit by hand._"
+	echo
+	echo "- machine: $(nproc) × $(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown CPU)," \
+		"$(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo 2>/dev/null || echo '? GiB'), $(uname -sr)," \
+		"$("$GO" env GOVERSION); load average at start: $load_avg"
+	node_cmd="parley ${node_args[*]}"
+	echo "- node: \`${node_cmd//$work\/data/<tmp>}\` (one node, fresh data directory, fsync on)"
+	echo "- each run: \`parleybench -http <node> -ws <node> -settle 1s -json -chart $CHARTS/NAME.svg SCENARIO FLAGS\`; the harness shares the cores with the node"
+	echo "- total: $((SECONDS - started)) s including the build"
+	echo
+	args=()
+	for name in "${names[@]}"; do
+		args+=("$name=$work/$name.json")
+	done
+	"$PB" table -charts "$CHARTS" -doc "$DOC" "${args[@]}"
+	echo "$END_MARK"
+} >"$block"
+
+# Splice the block into the document between the markers, or append a new
+# section holding them.
+tmp_doc="$work/doc.md"
+if grep -qF "$BEGIN_MARK" "$DOC" && grep -qF "$END_MARK" "$DOC"; then
+	awk -v begin="$BEGIN_MARK" -v end="$END_MARK" -v block="$block" '
+		$0 == begin { while ((getline line < block) > 0) print line; skip = 1; next }
+		$0 == end { skip = 0; next }
+		!skip { print }
+	' "$DOC" >"$tmp_doc"
+else
+	{
+		cat "$DOC"
+		echo
+		echo "## Standard suite (make bench)"
+		echo
+		echo "A short, fixed suite to check a change against: \`make bench\` builds the node and the harness into"
+		echo "./bin, starts one fresh node on loopback and runs the scenarios below for a few seconds each; the"
+		echo "block between the markers and the charts in docs/bench/ are regenerated on every run. Short runs"
+		echo "on a shared machine are noisy: compare runs made on the same machine, and see the sections above"
+		echo "for longer, explained measurements. Each chart shows a run's latencies over time (p50, p99 and"
+		echo "max per second) and as a percentile spectrum."
+		echo
+		cat "$block"
+	} >"$tmp_doc"
+fi
+mv "$tmp_doc" "$DOC"
+finished=1
+echo "bench: wrote $DOC and $CHARTS/*.svg in $((SECONDS - started)) s"
+if ((failed > 0)); then
+	echo "bench: $failed run(s) failed or reported failures; see $DOC" >&2
+	exit 1
+fi
