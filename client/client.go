@@ -25,6 +25,7 @@ type Client struct {
 
 	nextID  atomic.Uint64 // request ids, shared by all sessions
 	cursor  atomic.Uint64 // written by the dispatcher only
+	syncs   atomic.Uint64 // syncs completed; written by the dispatcher only
 	inbox   inbox
 	events  chan wire.Event // sent on by the dispatcher only; closed when it exits
 	signals chan Signal     // ephemeral typing and presence frames; never closed
@@ -262,6 +263,14 @@ type State struct {
 	User      uint64 // the authenticated user, from hello
 	Device    uint64 // this connection's device, from hello
 	Err       error  // why the client ended (ErrClosed, ErrUnauthorized); nil while it runs
+	// Synced: connected, and the sync from the cursor that follows every
+	// (re)connection has finished, so Events() has caught up with the
+	// server as of that sync. An app shows "syncing" while Connected &&
+	// !Synced.
+	Synced bool
+	// Syncs counts the syncs completed since Dial (one per connection, or
+	// more when a gap forced a resync).
+	Syncs uint64
 }
 
 // State returns a snapshot of the connection state.
@@ -274,7 +283,9 @@ func (c *Client) State() State {
 		st.Connected = true
 		st.URL = s.url
 		st.Node, st.User, st.Device = s.hello.Node, s.hello.User, s.hello.Device
+		st.Synced = s.synced.Load()
 	}
+	st.Syncs = c.syncs.Load()
 	return st
 }
 

@@ -325,15 +325,15 @@ func TestReconnectsToNextURLWhenNodeDies(t *testing.T) {
 	n1, n2 := cl.nodes[0], cl.nodes[1]
 	c := dial(t, testConfig(tok, n1.url, n2.url))
 	expectSeqs(t, next(t, c, 1), g, 1, 1)
-	if c.State().URL != n1.url {
-		t.Fatalf("connected to %s, want the first URL", c.State().URL)
+	if st := c.State(); st.URL != n1.url || !st.Synced || st.Syncs != 1 {
+		t.Fatalf("state after Dial %+v, want the first URL, synced once", st)
 	}
 
 	n1.kill()
 	cl.post(bob, g, "while failing over")
-	waitFor(t, "reconnection to the second node", func() bool {
+	waitFor(t, "reconnection to the second node, synced", func() bool {
 		st := c.State()
-		return st.Connected && st.URL == n2.url
+		return st.Connected && st.URL == n2.url && st.Synced && st.Syncs == 2
 	})
 	if st := c.State(); st.Node != "n2" {
 		t.Fatalf("state %+v", st)

@@ -220,6 +220,8 @@ func (c *Client) resyncOn(s *session) error {
 			if rep.Next > c.cursor.Load() {
 				c.cursor.Store(rep.Next)
 			}
+			s.synced.Store(true)
+			c.syncs.Add(1)
 			return nil
 		}
 		if rep.Next <= after {

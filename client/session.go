@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/lxzan/gws"
@@ -44,6 +45,10 @@ type session struct {
 	// serialises frames itself, but with a shared deadline every new writer
 	// would extend the deadline of a write stuck on a dead peer.)
 	wmu sync.Mutex
+
+	// synced is set by the dispatcher once a sync from the cursor finished
+	// on this session: the app has every event up to the cursor.
+	synced atomic.Bool
 
 	mu      sync.Mutex // guards pending and closed
 	pending map[uint64]chan *wire.Reply
