@@ -102,14 +102,35 @@ func (r *Report) addHarnessFigures() {
 	}
 }
 
-// Sample returns the first node's sample of phase, if taken.
+// Sample returns the sample of phase summed over the nodes, if taken: with
+// a cluster, CPU, memory, connections and counters are the whole cluster's,
+// so "per message" and "per connection" figures cost the cluster, not one
+// node. At is the first node's.
 func (r *Report) Sample(phase string) (ServerSample, bool) {
+	var sum ServerSample
+	found := false
 	for _, s := range r.Server {
-		if s.Phase == phase {
-			return s, true
+		if s.Phase != phase {
+			continue
 		}
+		if !found {
+			sum, found = s, true
+			continue
+		}
+		sum.Node += "," + s.Node
+		sum.RSSBytes += s.RSSBytes
+		sum.CPUSeconds += s.CPUSeconds
+		sum.HeapInuseBytes += s.HeapInuseBytes
+		sum.Goroutines += s.Goroutines
+		sum.Connections += s.Connections
+		sum.Commits += s.Commits
+		sum.Commands += s.Commands
+		sum.Rejected += s.Rejected
+		sum.IdleTimeouts += s.IdleTimeouts
+		sum.Overflows += s.Overflows
+		sum.RequestErrors += s.RequestErrors
 	}
-	return ServerSample{}, false
+	return sum, found
 }
 
 // AddFigure appends a figure.

@@ -23,6 +23,29 @@ func figure(rep *Report, name string) (float64, bool) {
 	return 0, false
 }
 
+// TestDirectReportSumsTheCluster: against a cluster, the server figures are
+// the sum over the nodes (each node applies every message).
+func TestDirectReportSumsTheCluster(t *testing.T) {
+	t0 := time.Now()
+	h := NewHistogram()
+	h.Record(time.Millisecond)
+	res := &Result{Workers: 1, Conns: 2, Sent: 100, Acked: 100, Delivered: 100, Start: t0, End: t0.Add(time.Second),
+		Latency: map[string]*Histogram{"deliver": h, "ack": h}}
+	var samples []ServerSample
+	for _, node := range []string{"a", "b", "c"} {
+		samples = append(samples,
+			ServerSample{Phase: "connected", Node: node, At: t0, CPUSeconds: 1},
+			ServerSample{Phase: "loaded", Node: node, At: t0.Add(time.Second), CPUSeconds: 1.5})
+	}
+	rep := reportWith(&Direct{Senders: 1}, res, samples...)
+	if v, _ := figure(rep, "server CPU during the load"); v != 1.5 {
+		t.Errorf("cluster cpu %v cores, want 1.5 (0.5 on each of 3 nodes)", v)
+	}
+	if v, _ := figure(rep, "server CPU per message"); v != 15000 {
+		t.Errorf("cluster cpu per message %v µs, want 15000", v)
+	}
+}
+
 func TestDirectReport(t *testing.T) {
 	t0 := time.Now()
 	h := NewHistogram()
