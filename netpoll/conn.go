@@ -63,7 +63,7 @@ type Conn struct {
 	dec       decoder
 
 	mu           sync.Mutex
-	pending      [][]byte // frames handed to Send, not yet given to gnet
+	pending      *frameQueue // frames handed to Send, not yet written; nil when none (pooled)
 	pendingBytes int
 	queued       bool // on the loop's dirty list
 	sendClosed   bool // Send returns ErrClosed
@@ -107,7 +107,10 @@ func (c *Conn) Send(frame []byte) error {
 		}
 		return ErrQueueFull
 	}
-	c.pending = append(c.pending, frame)
+	if c.pending == nil {
+		c.pending = getFrameQueue()
+	}
+	c.pending.frames = append(c.pending.frames, frame)
 	c.pendingBytes += len(frame)
 	wake := c.scheduleFlushLocked()
 	c.mu.Unlock()
@@ -142,8 +145,7 @@ func (c *Conn) requestCloseLocked(req *closeRequest) (wake bool) {
 	c.sendClosed = true
 	c.closeReq = req
 	if req.dropPending {
-		clear(c.pending)
-		c.pending, c.pendingBytes = nil, 0
+		c.dropPendingLocked()
 	}
 	return c.scheduleFlushLocked()
 }
@@ -160,17 +162,20 @@ func (c *Conn) scheduleFlushLocked() (wake bool) {
 	return c.loop.addDirty(c)
 }
 
-// maxIovecs is the most buffers one writev may carry (Linux UIO_MAXIOV).
-const maxIovecs = 1024
+// dropPendingLocked discards the queued frames.
+func (c *Conn) dropPendingLocked() {
+	putFrameQueue(c.pending)
+	c.pending, c.pendingBytes = nil, 0
+}
 
-// flush hands the queued frames to gnet and carries out a pending close
-// request. It runs on the event loop.
+// flush writes the queued frames and carries out a pending close request.
+// It runs on the event loop.
 func (c *Conn) flush() {
 	c.mu.Lock()
-	frames, n, req := c.pending, c.pendingBytes, c.closeReq
+	q, n, req := c.pending, c.pendingBytes, c.closeReq
 	c.pending, c.pendingBytes, c.closeReq, c.queued = nil, 0, nil, false
 	c.mu.Unlock()
-	defer c.recycle(frames)
+	defer putFrameQueue(q)
 
 	if c.phase != phaseOpen {
 		return
@@ -181,41 +186,13 @@ func (c *Conn) flush() {
 			c.startClose(ClosePolicyViolation, "slow consumer")
 			return
 		}
-		for len(frames) > 0 && c.phase == phaseOpen {
-			batch := frames[:min(len(frames), maxIovecs)]
-			frames = frames[len(batch):]
-			var err error
-			if len(batch) == 1 {
-				_, err = c.gc.Write(batch[0])
-			} else {
-				_, err = c.gc.Writev(batch)
-			}
-			if err != nil {
-				return // gnet has closed the connection
-			}
-			c.loop.stats.framesOut.Add(int64(len(batch)))
+		if !c.writeFrames(q.frames, n) {
+			return // the connection is closed
 		}
-		c.loop.stats.bytesOut.Add(int64(n))
 	}
 	if req != nil {
 		c.startClose(req.code, req.reason)
 	}
-}
-
-// recycle keeps a small drained queue slice for the next burst, so steady
-// traffic does not allocate one per flush; big ones go to the GC so that
-// idle connections stay small.
-func (c *Conn) recycle(frames [][]byte) {
-	if cap(frames) == 0 || cap(frames) > 8 {
-		return
-	}
-	frames = frames[:cap(frames)]
-	clear(frames)
-	c.mu.Lock()
-	if c.pending == nil && !c.sendClosed {
-		c.pending = frames[:0]
-	}
-	c.mu.Unlock()
 }
 
 // write puts a frame built on the loop (control frames) into gnet.
@@ -240,8 +217,7 @@ func (c *Conn) startClose(code uint16, reason string) {
 	c.closeErr = &CloseError{Code: code, Reason: reason}
 	c.mu.Lock()
 	c.sendClosed = true
-	clear(c.pending)
-	c.pending, c.pendingBytes = nil, 0
+	c.dropPendingLocked()
 	c.mu.Unlock()
 	c.phase = phaseClosing
 	c.write(closeFrame(code, reason))
@@ -440,8 +416,8 @@ func (c *Conn) onClose(err error) {
 	c.dec.release()
 	c.mu.Lock()
 	c.sendClosed = true
-	clear(c.pending)
-	c.pending, c.pendingBytes, c.closeReq = nil, 0, nil
+	c.dropPendingLocked()
+	c.closeReq = nil
 	c.mu.Unlock()
 	c.gc = nil
 	if !wasOpen {

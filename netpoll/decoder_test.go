@@ -294,6 +294,22 @@ func TestPrepareFrames(t *testing.T) {
 	}
 }
 
+func TestBinaryFrameInPlace(t *testing.T) {
+	for _, n := range []int{0, 1, 125, 126, 65535, 65536, 200000} {
+		payload := bytes.Repeat([]byte{'p'}, n)
+		b := append(make([]byte, FrameHeadroom, FrameHeadroom+n), payload...)
+		if got, want := BinaryFrameInPlace(b), PrepareBinary(payload); !bytes.Equal(got, want) {
+			t.Fatalf("n=%d: %x… want %x…", n, got[:min(len(got), 12)], want[:min(len(want), 12)])
+		}
+	}
+	if n := testing.AllocsPerRun(10, func() {
+		b := append(make([]byte, FrameHeadroom, 64), "payload"...)
+		BinaryFrameInPlace(b)
+	}); n > 1 {
+		t.Fatalf("%v allocations, want the buffer's one", n)
+	}
+}
+
 func TestCloseFrameCutsReason(t *testing.T) {
 	reason := strings.Repeat("é", 100) // 200 bytes
 	f := closeFrame(4000, reason)

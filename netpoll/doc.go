@@ -20,12 +20,14 @@
 //
 // # Memory per connection
 //
-// An idle upgraded connection holds its Conn (about 240 bytes) and gnet's
+// An idle upgraded connection holds its Conn (224 bytes) and gnet's
 // connection; read, reassembly and handshake buffers come from pools only
-// while a frame or request is incomplete, and gnet's inbound buffer is never
-// used because every read is consumed whole. Writes go straight to the
-// socket; only what the socket refuses waits in gnet's outbound buffer,
-// which together with the send queue is bounded by Config.SendQueueBytes.
+// while a frame or request is incomplete, the send queue only from a Send
+// to the next flush, and gnet's inbound buffer is never used because every
+// read is consumed whole. The loop writes the queued frames with one writev
+// per connection per flush, straight to the socket (writev.go); only what
+// the socket refuses waits in gnet's outbound buffer, which together with
+// the send queue is bounded by Config.SendQueueBytes.
 //
 // # Closing
 //

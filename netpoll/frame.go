@@ -74,6 +74,26 @@ func PrepareText(payload []byte) []byte {
 	return appendFrame(make([]byte, 0, frameHeaderLen(len(payload))+len(payload)), opText, payload)
 }
 
+// FrameHeadroom is the room BinaryFrameInPlace needs in front of a
+// payload: the longest header of a server frame.
+const FrameHeadroom = 10
+
+// BinaryFrameInPlace is PrepareBinary for a payload built in place, after
+// FrameHeadroom bytes of room: b is those bytes and then the payload. The
+// header is written into the end of the room and the frame returned is
+// the tail of b, so the payload is neither copied nor allocated twice.
+// Build b as append(make([]byte, FrameHeadroom, FrameHeadroom+size), ...).
+// The result must not be modified afterwards.
+func BinaryFrameInPlace(b []byte) []byte {
+	if len(b) < FrameHeadroom {
+		panic("netpoll: BinaryFrameInPlace without FrameHeadroom bytes of room")
+	}
+	n := len(b) - FrameHeadroom
+	start := FrameHeadroom - frameHeaderLen(n)
+	appendFrameHeader(b[start:start], opBinary, n) // fills b[start:FrameHeadroom]
+	return b[start:]
+}
+
 // frameHeaderLen is the size of an unmasked header for n payload bytes.
 func frameHeaderLen(n int) int {
 	switch {
@@ -88,17 +108,19 @@ func frameHeaderLen(n int) int {
 
 // appendFrame appends a final, unmasked frame (the only kind a server sends).
 func appendFrame(dst []byte, op byte, payload []byte) []byte {
-	n := len(payload)
+	return append(appendFrameHeader(dst, op, len(payload)), payload...)
+}
+
+// appendFrameHeader appends the header of a final, unmasked frame of n
+// payload bytes.
+func appendFrameHeader(dst []byte, op byte, n int) []byte {
 	switch {
 	case n < 126:
-		dst = append(dst, 0x80|op, byte(n))
+		return append(dst, 0x80|op, byte(n))
 	case n <= 0xFFFF:
-		dst = append(dst, 0x80|op, 126, byte(n>>8), byte(n))
-	default:
-		dst = append(dst, 0x80|op, 127)
-		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
+		return append(dst, 0x80|op, 126, byte(n>>8), byte(n))
 	}
-	return append(dst, payload...)
+	return binary.BigEndian.AppendUint64(append(dst, 0x80|op, 127), uint64(n))
 }
 
 // closeFrame builds a close frame with code and reason; the reason is cut

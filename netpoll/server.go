@@ -47,6 +47,7 @@ type Stats struct {
 	IdleTimeouts       int64
 	FramesIn           int64
 	FramesOut          int64
+	FrameWrites        int64 // system calls that wrote queued frames (FramesOut/FrameWrites: frames per write)
 	BytesIn            int64 // all bytes read, handshakes included
 	BytesOut           int64 // all bytes handed to the socket, handshakes included
 	QueueOverflows     int64 // connections closed as slow consumers
@@ -218,6 +219,7 @@ func (s *Server) Stats() Stats {
 		st.IdleTimeouts += ls.idleTimeouts.Load()
 		st.FramesIn += ls.framesIn.Load()
 		st.FramesOut += ls.framesOut.Load()
+		st.FrameWrites += ls.frameWrites.Load()
 		st.BytesIn += ls.bytesIn.Load()
 		st.BytesOut += ls.bytesOut.Load()
 		st.ProtocolErrors += ls.protocolErrors.Load()
@@ -260,6 +262,7 @@ type loop struct {
 	wheel *wheel[*Conn]
 	now   time.Duration // refreshed on every read, open and sweep
 	spare []*Conn       // the dirty list being flushed, kept for reuse
+	iov   []unix.Iovec  // writev scratch (writev.go)
 
 	_ [64]byte // keep senders' lock off the loop's cache lines
 
@@ -278,6 +281,7 @@ type loop struct {
 type loopStats struct {
 	open, handshakesAccepted, handshakesRefused, handshakeTimeouts, idleTimeouts atomic.Int64
 	framesIn, framesOut, bytesIn, bytesOut, protocolErrors                       atomic.Int64
+	frameWrites                                                                  atomic.Int64
 }
 
 // addDirty adds c to the dirty list; it reports whether the caller must

@@ -751,6 +751,41 @@ func TestConcurrentSendsAndClose(t *testing.T) {
 	}
 }
 
+// TestBurstBehindAFullSocket: frames queued faster than a client reads
+// fill the socket; the loop's own writev writes what the socket takes and
+// hands the rest (cut mid-frame) to gnet's buffer, and the client reads
+// every frame whole and in order once it reads.
+func TestBurstBehindAFullSocket(t *testing.T) {
+	h := newTestHandler()
+	cfg := testConfig()
+	cfg.SendQueueBytes = 64 << 20
+	s := startServer(t, cfg, h)
+	c := upgradeRaw(t, s.Addr())
+	conn := h.waitOpened(t)
+
+	const frames = 4000
+	for i := range frames {
+		// Sizes vary so that partial writes end at every kind of offset.
+		payload := fmt.Appendf(nil, "%06d:", i)
+		payload = append(payload, bytes.Repeat([]byte{'x'}, 1000+i%3001)...)
+		if err := conn.Send(PrepareBinary(payload)); err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+	}
+	for i := range frames {
+		op, payload, err := c.readFrame()
+		if err != nil {
+			t.Fatalf("frame %d: %v", i, err)
+		}
+		if want := fmt.Sprintf("%06d:", i); op != opBinary || len(payload) != 7+1000+i%3001 || string(payload[:7]) != want {
+			t.Fatalf("frame %d: op %d, %d bytes, %q", i, op, len(payload), payload[:min(7, len(payload))])
+		}
+	}
+	if st := s.Stats(); st.FramesOut < frames {
+		t.Fatalf("FramesOut %d", st.FramesOut)
+	}
+}
+
 func TestCloseSanitizesCodeAndReason(t *testing.T) {
 	h := newTestHandler()
 	s := startServer(t, testConfig(), h)

@@ -250,12 +250,7 @@ func (n *Node) Publish(events []engine.Event) {
 		}
 		we := wireEvent(ev)
 		we.Type = wire.TypeEvent
-		b, err := wire.Marshal(&we)
-		if err != nil {
-			n.log.Error("encode event", "err", err)
-			continue
-		}
-		d := n.hub.deliver(ev.Recipients, netpoll.PrepareBinary(b))
+		d := n.hub.deliver(ev.Recipients, eventFrame(&we))
 		n.metrics.deliveries.Add(float64(d))
 		n.metrics.deliveryLatency.Observe(float64(now-ev.Ts) / 1000)
 	}

@@ -37,12 +37,21 @@ func (n *Node) reply(s *session, r *wire.Reply) {
 	if r.Type == wire.TypeError {
 		n.metrics.requestErrors.WithLabelValues(string(r.Code)).Inc()
 	}
-	b, err := wire.Marshal(r)
-	if err != nil {
-		n.log.Error("encode reply", "err", err)
-		return
-	}
-	s.send(netpoll.PrepareBinary(b))
+	s.send(replyFrame(r))
+}
+
+// replyFrame and eventFrame encode a frame in place, behind room for its
+// WebSocket header: one allocation of the right size, no reflection, no
+// copy (msgpack.Marshal then PrepareBinary cost ~20 allocations and two
+// copies).
+func replyFrame(r *wire.Reply) []byte {
+	b := make([]byte, netpoll.FrameHeadroom, netpoll.FrameHeadroom+wire.ReplySize(r))
+	return netpoll.BinaryFrameInPlace(wire.AppendReply(b, r))
+}
+
+func eventFrame(e *wire.Event) []byte {
+	b := make([]byte, netpoll.FrameHeadroom, netpoll.FrameHeadroom+wire.EventSize(e))
+	return netpoll.BinaryFrameInPlace(wire.AppendEvent(b, e))
 }
 
 func (n *Node) replyError(s *session, id uint64, e *wire.Error) {

@@ -210,7 +210,39 @@ func validUsers(users []uint64, emptyOK bool) *Error {
 
 // Marshal encodes a server or client frame (Hello, Reply, Event, Request).
 // Encode a broadcast event once and share the bytes with every recipient.
-func Marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
+// Pointers to the server frames sent all the time (events, replies,
+// receipts, signals) go through the hand-written encoders of encode.go,
+// which write the bytes msgpack would; anything else through msgpack.
+// (A nil pointer goes to msgpack too, which encodes it as nil.)
+func Marshal(v any) ([]byte, error) {
+	switch v := v.(type) {
+	case *Event:
+		if v != nil {
+			return AppendEvent(make([]byte, 0, EventSize(v)), v), nil
+		}
+	case *Reply:
+		if v != nil {
+			return AppendReply(make([]byte, 0, ReplySize(v)), v), nil
+		}
+	case *Receipt:
+		if v != nil {
+			return AppendReceipt(make([]byte, 0, 128), v), nil
+		}
+	case *ReadCounts:
+		if v != nil {
+			return AppendReadCounts(make([]byte, 0, 48+64*len(v.Items)), v), nil
+		}
+	case *Typing:
+		if v != nil {
+			return AppendTyping(make([]byte, 0, 64), v), nil
+		}
+	case *Presence:
+		if v != nil {
+			return AppendPresence(make([]byte, 0, 64), v), nil
+		}
+	}
+	return msgpack.Marshal(v)
+}
 
 // Unmarshal decodes a frame; clients use it for server frames.
 func Unmarshal(b []byte, v any) error { return msgpack.Unmarshal(b, v) }
