@@ -29,6 +29,14 @@ type Config struct {
 	// accepted by its socket: frames handed to Send and not yet written, plus
 	// gnet's outbound buffer. A connection over the bound is closed with 1008.
 	SendQueueBytes int
+	// SocketSendBuffer is the kernel send buffer of each connection
+	// (SO_SNDBUF; Linux reserves twice this). Fixing it turns off the
+	// kernel's autotuning, which otherwise lets the socket of a client that
+	// stopped reading hold up to 4 MiB before SendQueueBytes sees anything:
+	// with it, a slow consumer costs at most about 2x this plus
+	// SendQueueBytes before it is dropped. Negative leaves the kernel's
+	// autotuning on.
+	SocketSendBuffer int
 	// PingInterval: a connection from which nothing was received for this
 	// long gets a ping (and another one every PingInterval after that).
 	PingInterval time.Duration
@@ -56,6 +64,7 @@ const (
 	DefaultMaxMessageSize   = 64 << 10
 	DefaultMaxHandshakeSize = 8 << 10
 	DefaultSendQueueBytes   = 1 << 20
+	DefaultSocketSendBuffer = 128 << 10
 	DefaultPingInterval     = 25 * time.Second
 	DefaultIdleTimeout      = 60 * time.Second
 	DefaultHandshakeTimeout = 10 * time.Second
@@ -79,6 +88,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.SendQueueBytes == 0 {
 		c.SendQueueBytes = DefaultSendQueueBytes
+	}
+	if c.SocketSendBuffer == 0 {
+		c.SocketSendBuffer = DefaultSocketSendBuffer
 	}
 	if c.PingInterval == 0 {
 		c.PingInterval = DefaultPingInterval

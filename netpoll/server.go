@@ -125,6 +125,10 @@ func (s *Server) Start() error {
 		gnet.WithReuseAddr(true),
 		gnet.WithLogger(gnetLogger{s.cfg.Logger}),
 	}
+	if s.cfg.SocketSendBuffer > 0 {
+		// Set on the listener; accepted sockets inherit it.
+		opts = append(opts, gnet.WithSocketSendBuffer(s.cfg.SocketSendBuffer))
+	}
 	if n := s.cfg.NumEventLoops; n > 0 {
 		opts = append(opts, gnet.WithNumEventLoop(n))
 	} else {
