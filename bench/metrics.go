@@ -249,6 +249,12 @@ type ServerSample struct {
 	IdleTimeouts   float64   `json:"idle_timeouts"`      // parley_idle_timeouts_total
 	Overflows      float64   `json:"queue_overflows"`    // parley_queue_overflows_total
 	RequestErrors  float64   `json:"request_errors"`     // parley_request_errors_total, all codes
+	// Raft latency histograms, as running sums and counts: the mean over a
+	// phase is the difference of sums over the difference of counts.
+	CommitSum   float64 `json:"commit_seconds_sum"`   // parley_commit_seconds_sum
+	CommitCount float64 `json:"commit_seconds_count"` // parley_commit_seconds_count
+	ApplySum    float64 `json:"apply_seconds_sum"`    // parley_apply_seconds_sum
+	ApplyCount  float64 `json:"apply_seconds_count"`  // parley_apply_seconds_count
 }
 
 // NewServerSample extracts the series the reports use from a scrape.
@@ -269,5 +275,9 @@ func NewServerSample(phase, node string, at time.Time, m *Metrics) ServerSample 
 		IdleTimeouts:   v("parley_idle_timeouts_total"),
 		Overflows:      v("parley_queue_overflows_total"),
 		RequestErrors:  v("parley_request_errors_total"),
+		CommitSum:      v("parley_commit_seconds_sum"),
+		CommitCount:    v("parley_commit_seconds_count"),
+		ApplySum:       v("parley_apply_seconds_sum"),
+		ApplyCount:     v("parley_apply_seconds_count"),
 	}
 }

@@ -45,6 +45,9 @@ func TestParseNodeMetrics(t *testing.T) {
 	if s.RSSBytes <= 0 || s.CPUSeconds <= 0 || s.Goroutines != 48 || s.Commands != 6428 || s.Commits != 5749 {
 		t.Errorf("sample %+v", s)
 	}
+	if s.CommitSum != 25.913018002 || s.CommitCount != 5749 || s.ApplySum != 0.84927873 || s.ApplyCount != 5749 {
+		t.Errorf("raft latency sums %v/%v, %v/%v", s.CommitSum, s.CommitCount, s.ApplySum, s.ApplyCount)
+	}
 }
 
 func TestParseMetricsSyntax(t *testing.T) {

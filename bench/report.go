@@ -97,6 +97,18 @@ func (r *Report) finish(res *Result, samples []ServerSample) {
 // addHarnessFigures adds the figures every scenario shares, after the
 // scenario's own.
 func (r *Report) addHarnessFigures() {
+	// The nodes' own view of Raft during the load: from proposing an entry
+	// to applying it (commit), and the state machine's apply time.
+	if s0, ok0 := r.Sample("connected"); ok0 {
+		if s1, ok1 := r.Sample("loaded"); ok1 {
+			if n := s1.CommitCount - s0.CommitCount; n > 0 {
+				r.AddFigure("raft commit latency, mean (server)", (s1.CommitSum-s0.CommitSum)/n*1e3, "ms")
+			}
+			if n := s1.ApplyCount - s0.ApplyCount; n > 0 {
+				r.AddFigure("raft apply time per entry, mean (server)", (s1.ApplySum-s0.ApplySum)/n*1e6, "µs")
+			}
+		}
+	}
 	if secs := r.Result.Elapsed().Seconds(); r.Result.HarnessCPU > 0 && secs > 0 {
 		r.AddFigure("harness CPU during the load", r.Result.HarnessCPU/secs, "cores")
 	}
@@ -129,6 +141,10 @@ func (r *Report) Sample(phase string) (ServerSample, bool) {
 		sum.IdleTimeouts += s.IdleTimeouts
 		sum.Overflows += s.Overflows
 		sum.RequestErrors += s.RequestErrors
+		sum.CommitSum += s.CommitSum
+		sum.CommitCount += s.CommitCount
+		sum.ApplySum += s.ApplySum
+		sum.ApplyCount += s.ApplyCount
 	}
 	return sum, found
 }

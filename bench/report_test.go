@@ -44,6 +44,18 @@ func TestDirectReportSumsTheCluster(t *testing.T) {
 	if v, _ := figure(rep, "server CPU per message"); v != 15000 {
 		t.Errorf("cluster cpu per message %v µs, want 15000", v)
 	}
+	rep.Figures = nil
+	rep.Server = []ServerSample{
+		{Phase: "connected", CommitSum: 1, CommitCount: 100, ApplySum: 0.5, ApplyCount: 100},
+		{Phase: "loaded", CommitSum: 3, CommitCount: 1100, ApplySum: 0.6, ApplyCount: 1100},
+	}
+	rep.addHarnessFigures()
+	if v, _ := figure(rep, "raft commit latency, mean (server)"); v != 2 {
+		t.Errorf("commit latency %v ms, want 2", v)
+	}
+	if v, _ := figure(rep, "raft apply time per entry, mean (server)"); v < 99.99 || v > 100.01 {
+		t.Errorf("apply time %v µs, want 100", v)
+	}
 }
 
 func TestDirectReport(t *testing.T) {
