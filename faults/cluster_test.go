@@ -55,6 +55,7 @@ func freeAddr(t testing.TB) string {
 // which the test can cut.
 type daemon struct {
 	name, dir, tokenFile   string
+	keyFile                string // the cluster key, shared by all three
 	http, ws, raft, stderr string
 	proxy                  *linkProxy
 	cmd                    *exec.Cmd
@@ -66,7 +67,7 @@ func (d *daemon) start(t testing.TB) {
 	t.Helper()
 	d.cmd = exec.Command(parleyBin, "-id", d.name, "-data", d.dir,
 		"-http", d.http, "-ws", d.ws, "-raft", d.raft, "-advertise", d.proxy.addr(),
-		"-bootstrap=false", "-admin-token-file", d.tokenFile,
+		"-bootstrap=false", "-admin-token-file", d.tokenFile, "-cluster-key-file", d.keyFile,
 		"-trailing-logs", "64", "-snapshot-threshold", "256",
 		"-argon2-time", "1", "-argon2-memory", "64", "-log-level", "warn")
 	f, err := os.OpenFile(d.stderr, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
@@ -126,9 +127,13 @@ func startCluster(t testing.TB) *cluster {
 	if err := os.WriteFile(tokenFile, []byte(c.token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	keyFile := filepath.Join(root, "cluster.key")
+	if err := os.WriteFile(keyFile, []byte("faults-cluster-key-0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 3 {
 		d := &daemon{
-			name: fmt.Sprintf("n%d", i+1), dir: filepath.Join(root, fmt.Sprintf("n%d", i+1)), tokenFile: tokenFile,
+			name: fmt.Sprintf("n%d", i+1), dir: filepath.Join(root, fmt.Sprintf("n%d", i+1)), tokenFile: tokenFile, keyFile: keyFile,
 			http: freeAddr(t), ws: freeAddr(t), raft: freeAddr(t),
 		}
 		d.stderr = filepath.Join(root, d.name+".log")

@@ -18,6 +18,10 @@ import (
 
 const testAdminToken = "test-admin-token-0123456789"
 
+// testClusterKey is shared by the nodes of in-process test clusters: each
+// would otherwise make its own DataDir/cluster.key, and refuse the others.
+var testClusterKey = []byte("test-cluster-key-0123456789")
+
 // openClusterNode opens a node that waits to be initialised or joined.
 func openClusterNode(t *testing.T, root, id string) *node.Node {
 	t.Helper()
@@ -25,6 +29,7 @@ func openClusterNode(t *testing.T, root, id string) *node.Node {
 	cfg.NodeID = id
 	cfg.Bootstrap = false
 	cfg.AdminToken = testAdminToken
+	cfg.ClusterKey = testClusterKey
 	n, err := node.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -373,6 +378,10 @@ func TestAdminSingleNode(t *testing.T) {
 	fi, _ := os.Stat(filepath.Join(dir, "admin.token"))
 	if fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin.token mode %v", fi.Mode())
+	}
+	// Its own cluster key too, kept like the token.
+	if fi, err := os.Stat(filepath.Join(dir, "cluster.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("cluster.key: %v, %v", fi, err)
 	}
 	a := adminOf(n, strings.TrimSpace(string(b)))
 	st, err := a.Status(ctx)

@@ -299,14 +299,15 @@ func (h wsHandler) Authorize(r *netpoll.Request) (any, int, string) {
 	return h.Node.Authorize(r)
 }
 
-// loadOrCreateAdminToken returns the admin token kept in path, creating a
-// random one on first start. The file is a secret: mode 0600.
-func loadOrCreateAdminToken(path string) (string, error) {
+// loadOrCreateSecret returns the secret kept in path (what: "admin token",
+// "cluster key"), the file's text without surrounding white space, creating
+// a random one on first start. The file is a secret: mode 0600.
+func loadOrCreateSecret(path, what string, minLen int) (string, error) {
 	b, err := os.ReadFile(path)
 	if err == nil {
 		tok := strings.TrimSpace(string(b))
-		if len(tok) < minAdminTokenLen {
-			return "", fmt.Errorf("%s: admin token under %d characters", path, minAdminTokenLen)
+		if len(tok) < minLen {
+			return "", fmt.Errorf("%s: %s under %d characters", path, what, minLen)
 		}
 		return tok, nil
 	}

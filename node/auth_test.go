@@ -128,11 +128,11 @@ func TestSigningKeyCandidate(t *testing.T) {
 
 func TestAdminTokenFile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "sub", "admin.token")
-	t1, err := loadOrCreateAdminToken(path)
+	t1, err := loadOrCreateSecret(path, "admin token", minAdminTokenLen)
 	if err != nil || len(t1) < minAdminTokenLen {
 		t.Fatalf("created token %q: %v", t1, err)
 	}
-	t2, err := loadOrCreateAdminToken(path)
+	t2, err := loadOrCreateSecret(path, "admin token", minAdminTokenLen)
 	if err != nil || t1 != t2 {
 		t.Fatalf("token not kept: %q then %q, %v", t1, t2, err)
 	}
@@ -141,7 +141,7 @@ func TestAdminTokenFile(t *testing.T) {
 		t.Fatalf("token mode %v", fi.Mode())
 	}
 	os.WriteFile(path, []byte("short\n"), 0o600)
-	if _, err := loadOrCreateAdminToken(path); err == nil {
+	if _, err := loadOrCreateSecret(path, "admin token", minAdminTokenLen); err == nil {
 		t.Fatal("short admin token accepted")
 	}
 
@@ -168,11 +168,12 @@ func TestConfigValidateReportsEveryProblem(t *testing.T) {
 	c.IdleTimeout = c.PingInterval
 	c.AdminToken = "short"
 	c.RaftAdvertise = "127.0.0.1:0"
+	c.ClusterKey = []byte("short")
 	err := c.Validate()
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"http address", "ws path", "jwt key", "idle timeout", "admin token", "raft advertise"} {
+	for _, want := range []string{"http address", "ws path", "jwt key", "idle timeout", "admin token", "raft advertise", "cluster key"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in %v", want, err)
 		}

@@ -34,6 +34,7 @@ func benchClusterConfig(dir, id string) Config {
 	cfg.Bootstrap = false
 	cfg.TrailingLogs = 64
 	cfg.Argon2 = Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1}
+	cfg.ClusterKey = []byte("bench-cluster-key-0123456789") // one key for the whole cluster
 	return cfg
 }
 

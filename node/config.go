@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"parley/engine"
+	"parley/raftlog"
 )
 
 // Config is everything a node needs. Zero fields take the defaults of
 // DefaultConfig through withDefaults; flags live in cmd/ only.
 type Config struct {
 	NodeID   string // unique in the cluster
-	DataDir  string // state DB, Raft log, snapshots, the admin token
+	DataDir  string // state DB, Raft log, snapshots, the admin token, the cluster key
 	HTTPAddr string // accounts API, admin API, /healthz, /readyz, /metrics
 	WSAddr   string // WebSocket event loop
 	WSPath   string
@@ -41,6 +42,14 @@ type Config struct {
 	// empty the node keeps a random one in DataDir/admin.token, created on
 	// first start. Nodes of a cluster may share one.
 	AdminToken string
+
+	// ClusterKey authenticates the internal (Raft) port: every connection
+	// between nodes starts with a challenge-response on it, both ways
+	// (raftlog/handshake.go). It authenticates, it does not encrypt. When
+	// empty the node keeps a random one in DataDir/cluster.key, created on
+	// first start, which suits a one-node cluster only: the nodes of a
+	// cluster must share one key (cmd/parley -cluster-key-file).
+	ClusterKey []byte
 
 	Argon2          Argon2Params
 	HashConcurrency int // argon2id computations at once
@@ -209,6 +218,9 @@ func (c Config) Validate() error {
 	}
 	if c.AdminToken != "" && len(c.AdminToken) < minAdminTokenLen {
 		bad("admin token must be at least %d characters", minAdminTokenLen)
+	}
+	if len(c.ClusterKey) != 0 && len(c.ClusterKey) < raftlog.MinClusterKeyLen {
+		bad("cluster key must be at least %d bytes", raftlog.MinClusterKeyLen)
 	}
 	if c.WSPath == "" || c.WSPath[0] != '/' {
 		bad("ws path %q must start with /", c.WSPath)

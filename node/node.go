@@ -65,9 +65,18 @@ func Open(cfg Config) (_ *Node, err error) {
 	}
 	adminToken := cfg.AdminToken
 	if adminToken == "" {
-		if adminToken, err = loadOrCreateAdminToken(filepath.Join(cfg.DataDir, "admin.token")); err != nil {
+		if adminToken, err = loadOrCreateSecret(filepath.Join(cfg.DataDir, "admin.token"), "admin token", minAdminTokenLen); err != nil {
 			return nil, err
 		}
+	}
+	clusterKey := cfg.ClusterKey
+	if len(clusterKey) == 0 {
+		// Only right for a one-node cluster: members must share one key.
+		key, err := loadOrCreateSecret(filepath.Join(cfg.DataDir, "cluster.key"), "cluster key", raftlog.MinClusterKeyLen)
+		if err != nil {
+			return nil, err
+		}
+		clusterKey = []byte(key)
 	}
 	var keyCandidate []byte
 	if len(cfg.JWTKey) == 0 {
@@ -112,6 +121,7 @@ func Open(cfg Config) (_ *Node, err error) {
 		Bootstrap:     cfg.Bootstrap,
 		Cache:         cache,
 		Peers:         peerHandler{n}, // presence and typing across the cluster (peers.go)
+		ClusterKey:    clusterKey,
 
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		TrailingLogs:      cfg.TrailingLogs,

@@ -249,6 +249,7 @@ func startSignalCluster(t *testing.T) ([]*node.Node, *fakeClock) {
 		cfg.NodeID = fmt.Sprintf("n%d", i+1)
 		cfg.Bootstrap = false
 		cfg.JWTKey = key
+		cfg.ClusterKey = testClusterKey // one cluster key, as for the token key
 		cfg.Clock = clk.Now
 		cfg.SignalTick = 5 * time.Millisecond // real ticks; expiries follow the fake clock
 		n, err := node.Open(cfg)

@@ -40,6 +40,7 @@ var statDefs = []statDef{
 	{"parley_commands_rejected_total", "Commands refused with busy (proposer queue full).", prometheus.CounterValue},
 	{"parley_commands_forwarded_total", "Commands this node sent to the leader over the forwarding link.", prometheus.CounterValue},
 	{"parley_commands_timed_out_total", "Commands whose outcome was not known within the submit timeout.", prometheus.CounterValue},
+	{"parley_internal_auth_failures_total", "Internal connections refused (or refusing us) for a failed cluster-key handshake.", prometheus.CounterValue},
 	{"parley_peer_links", "Other cluster members this node keeps a peer link to.", prometheus.GaugeValue},
 	{"parley_peer_links_up", "Peer links connected now.", prometheus.GaugeValue},
 	{"parley_peer_messages_sent_total", "Presence and typing messages sent to peers.", prometheus.CounterValue},
@@ -96,6 +97,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 
 		"parley_commands_forwarded_total":     float64(rs.CommandsForwarded),
 		"parley_commands_timed_out_total":     float64(rs.CommandsTimedOut),
+		"parley_internal_auth_failures_total": float64(rs.HandshakeFailures),
 		"parley_peer_links":                   float64(ps.Links),
 		"parley_peer_links_up":                float64(ps.LinksUp),
 		"parley_peer_messages_sent_total":     float64(ps.Sent),

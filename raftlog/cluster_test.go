@@ -33,6 +33,10 @@ type testCluster struct {
 	nodes []*testNode
 }
 
+// testClusterKey is shared by every node of the test clusters: their
+// connections all run the handshake (handshake.go).
+var testClusterKey = []byte("raftlog-test-cluster-key-0123456789")
+
 func clusterNodeConfig(t *testing.T, id, dir, bind string) Config {
 	w := &lockedWriter{t: t}
 	t.Cleanup(func() { w.mu.Lock(); w.done = true; w.mu.Unlock() })
@@ -49,6 +53,7 @@ func clusterNodeConfig(t *testing.T, id, dir, bind string) Config {
 		SubmitTimeout:      testSubmitTimeout,
 		ReportInterval:     50 * time.Millisecond,
 		TransportTimeout:   2 * time.Second,
+		ClusterKey:         testClusterKey,
 	}
 }
 
@@ -446,6 +451,11 @@ func TestClusterSubmitEverywhere(t *testing.T) {
 		if st.Waiting != 0 {
 			t.Fatalf("%s: %d commands still waiting", tn.id, st.Waiting)
 		}
+		// Every link ran the cluster-key handshake (clusterNodeConfig); none
+		// failed.
+		if st.HandshakeFailures != 0 {
+			t.Fatalf("%s: %d failed handshakes between nodes sharing the key", tn.id, st.HandshakeFailures)
+		}
 	}
 	if stable {
 		// One goroutine's commands, one at a time, land in order.
@@ -793,6 +803,7 @@ func BenchmarkClusterPropose(b *testing.B) {
 			for i := range 3 {
 				n, err := Open(Config{
 					ID: fmt.Sprintf("b%d", i), Dir: b.TempDir(), BindAddr: "127.0.0.1:0", LogOutput: io.Discard,
+					ClusterKey: testClusterKey, // as in production: every new connection authenticates
 				}, &countingSM{})
 				if err != nil {
 					b.Fatal(err)

@@ -93,7 +93,16 @@ type Config struct {
 	LogCacheEntries int
 
 	TransportMaxPool int           // pooled connections per peer, default 3
-	TransportTimeout time.Duration // default 10s
+	TransportTimeout time.Duration // default 10s, also bounds a dialer's handshake
+
+	// ClusterKey, shared by every node of the cluster, authenticates each
+	// internal connection in both directions (handshake.go): raft RPCs,
+	// forwarded commands, the peer channel and membership calls are only
+	// taken from, and sent to, a peer that proves it holds the key. It does
+	// not encrypt. At least MinClusterKeyLen bytes. Empty: no handshake,
+	// anyone who reaches BindAddr is trusted; for tests and trusted
+	// networks only.
+	ClusterKey []byte
 
 	// Peers receives the peer channel's messages and link events
 	// (peers.go); nil leaves the node out of the peer channel, and
@@ -211,6 +220,9 @@ func (c Config) Validate() error {
 	positive("LogCacheEntries", c.LogCacheEntries)
 	positive("TransportMaxPool", c.TransportMaxPool)
 	positive("PeerQueueLength", c.PeerQueueLength)
+	if n := len(c.ClusterKey); n > 0 && n < MinClusterKeyLen {
+		bad("ClusterKey of %d bytes is below %d", n, MinClusterKeyLen)
+	}
 	if c.MaxBatchBytes > maxBatchBytesLimit {
 		bad("MaxBatchBytes %d exceeds %d", c.MaxBatchBytes, maxBatchBytesLimit)
 	}

@@ -33,8 +33,10 @@
 // into the next entry; raft itself writes all entries that queued during an
 // fsync with one StoreLogs.
 //
-// Transport: one internal TCP port per node. The dialer's first byte says
-// what a connection carries (transport.go): raft RPCs, a forwarding link,
+// Transport: one internal TCP port per node. With Config.ClusterKey set,
+// both ends of every connection first prove they hold the key
+// (handshake.go). Then the dialer's first byte says what a connection
+// carries (transport.go): raft RPCs, a forwarding link, the peer channel
 // or an admin call. Membership (membership.go) is changed the safe way: a
 // new server is added as a nonvoter, promoted once the leader sees it
 // caught up (followers report their indexes over the forwarding link), and

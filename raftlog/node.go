@@ -174,7 +174,7 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 			return nil, fmt.Errorf("raftlog: AdvertiseAddr: %w", err)
 		}
 	}
-	m, err := newMux(cfg.BindAddr, advertise, logger.Named("mux"))
+	m, err := newMux(cfg.BindAddr, advertise, cfg.ClusterKey, logger.Named("mux"))
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: listen on %s: %w", cfg.BindAddr, err)
 	}
@@ -438,6 +438,7 @@ func (n *Node) Stats() Stats {
 		CommandsFailed:    s.commandsFailed.Load(),
 		CommandsTimedOut:  s.commandsTimedOut.Load(),
 		CommandsRejected:  s.commandsRejected.Load(),
+		HandshakeFailures: n.mux.authFailures.Load(),
 		Waiting:           n.waits.waiting(),
 		CommitLatency:     s.commitTime.read(),
 		ApplyLatency:      n.fsm.applyTime.read(),

@@ -697,12 +697,13 @@ func TestConfigValidate(t *testing.T) {
 		HeartbeatTimeout:   time.Second,
 		LeaderLeaseTimeout: 2 * time.Second,
 		LogLevel:           "loud",
+		ClusterKey:         []byte("short"),
 	}
 	err := bad.Validate()
 	if err == nil {
 		t.Fatal("bad config accepted")
 	}
-	for _, want := range []string{"ID", "Dir", "AdvertiseAddr", "MaxBatchCommands", "MaxAppendEntries", "LeaderLeaseTimeout", "LogLevel"} {
+	for _, want := range []string{"ID", "Dir", "AdvertiseAddr", "MaxBatchCommands", "MaxAppendEntries", "LeaderLeaseTimeout", "LogLevel", "ClusterKey"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %s:\n%v", want, err)
 		}

@@ -34,6 +34,12 @@ type Stats struct {
 	CommandsRejected  uint64 // commands refused for a full queue (ErrBusy), here or by the leader
 	Waiting           int    // commands whose outcome is not known yet
 
+	// HandshakeFailures counts internal connections closed because the
+	// cluster-key handshake failed (transport.go): inbound ones that did
+	// not prove the key in time (strangers, another key), outbound ones to
+	// a peer that did not prove it or refused our proof.
+	HandshakeFailures uint64
+
 	// CommitLatency: from raft.Apply to the entry applied locally, per entry
 	// proposed here.
 	CommitLatency Histogram

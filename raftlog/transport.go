@@ -5,14 +5,18 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
 
-// Every node listens on one internal TCP port. The dialer of a connection
-// writes one byte saying what the connection carries, and the mux routes it:
+// Every node listens on one internal TCP port. With a cluster key, a
+// connection starts with the handshake of handshake.go, run here for every
+// kind: by the accept side in route and by every dialer in dial. Then the
+// dialer of a connection writes one byte saying what the connection
+// carries, and the mux routes it:
 // raft's RPCs go to raft's NetworkTransport through raftStream, the
 // forwarding link, admin calls and the peer channel to the node's handlers
 // (forward.go, membership.go, peers.go).
@@ -25,6 +29,11 @@ const (
 	// sniffTimeout bounds how long an accepted connection may take to send
 	// its first byte.
 	sniffTimeout = 10 * time.Second
+	// handshakeTimeout bounds the accept side's cluster-key handshake; the
+	// dialer's is bounded by its dial timeout (TransportTimeout).
+	handshakeTimeout = 5 * time.Second
+	// authWarnEvery rate-limits the warning logged for failed handshakes.
+	authWarnEvery = time.Second
 )
 
 var errIsolated = errors.New("raftlog: transport isolated")
@@ -39,7 +48,10 @@ var errIsolated = errors.New("raftlog: transport isolated")
 type mux struct {
 	ln        net.Listener
 	advertise net.Addr // nil: the listener's address
-	logger    hclog.Logger
+	// key is the cluster key (Config.ClusterKey); nil: no handshake, for
+	// tests and trusted networks only.
+	key    []byte
+	logger hclog.Logger
 	// handle serves a forward, admin or peer connection until it ends; it
 	// owns c.
 	handle func(kind byte, c net.Conn)
@@ -48,13 +60,16 @@ type mux struct {
 	done      chan struct{} // closed by Close
 	wg        sync.WaitGroup
 
+	authFailures atomic.Uint64 // failed handshakes, both directions (Stats)
+	lastAuthWarn atomic.Int64  // unix nanos of the last warning logged for one
+
 	mu       sync.Mutex // guards the fields below
 	conns    map[*muxConn]struct{}
 	isolated bool
 	closed   bool
 }
 
-func newMux(bindAddr string, advertise net.Addr, logger hclog.Logger) (*mux, error) {
+func newMux(bindAddr string, advertise net.Addr, key []byte, logger hclog.Logger) (*mux, error) {
 	ln, err := net.Listen("tcp", bindAddr)
 	if err != nil {
 		return nil, err
@@ -62,6 +77,7 @@ func newMux(bindAddr string, advertise net.Addr, logger hclog.Logger) (*mux, err
 	return &mux{
 		ln:        ln,
 		advertise: advertise,
+		key:       key,
 		logger:    logger,
 		raftConns: make(chan net.Conn),
 		done:      make(chan struct{}),
@@ -115,16 +131,27 @@ func (m *mux) acceptLoop() {
 	}
 }
 
-// route reads the connection's kind byte and hands it on.
+// route runs the handshake, when there is a cluster key, then reads the
+// connection's kind byte and hands it on.
 func (m *mux) route(c *muxConn) {
 	defer m.wg.Done()
+	if m.key != nil {
+		_ = c.SetDeadline(time.Now().Add(handshakeTimeout))
+		if err := acceptHandshake(c, m.key); err != nil {
+			if !errors.Is(err, net.ErrClosed) { // not cut by Close or isolate
+				m.authFailed("inbound", c.RemoteAddr(), err)
+			}
+			c.Close()
+			return
+		}
+	}
 	var kind [1]byte
 	_ = c.SetReadDeadline(time.Now().Add(sniffTimeout))
 	if _, err := c.Read(kind[:]); err != nil {
 		c.Close()
 		return
 	}
-	_ = c.SetReadDeadline(time.Time{})
+	_ = c.SetDeadline(time.Time{})
 	switch kind[0] {
 	case connRaft:
 		select {
@@ -140,7 +167,10 @@ func (m *mux) route(c *muxConn) {
 	}
 }
 
-// dial connects to a peer's mux and announces the connection's kind.
+// dial connects to a peer's mux, runs the handshake when there is a cluster
+// key, and announces the connection's kind. Every internal dialer comes
+// through here: raft's transport (raftStream), the forwarder, the peer
+// channel and membership calls.
 func (m *mux) dial(addr string, kind byte, timeout time.Duration) (net.Conn, error) {
 	m.mu.Lock()
 	isolated, closed := m.isolated, m.closed
@@ -156,17 +186,40 @@ func (m *mux) dial(addr string, kind byte, timeout time.Duration) (net.Conn, err
 	if err != nil {
 		return nil, err
 	}
-	_ = c.SetWriteDeadline(time.Now().Add(timeout))
-	if _, err := c.Write([]byte{kind}); err != nil {
-		c.Close()
-		return nil, err
-	}
-	_ = c.SetWriteDeadline(time.Time{})
+	// Tracked from here, so that Close and isolate cut a handshake too.
 	tc := m.track(c)
 	if tc == nil {
 		return nil, errIsolated
 	}
+	_ = tc.SetDeadline(time.Now().Add(timeout))
+	if m.key != nil {
+		if err := dialHandshake(tc, m.key); err != nil {
+			if errors.Is(err, errBadProof) {
+				m.authFailed("outbound", tc.RemoteAddr(), err)
+			}
+			tc.Close()
+			return nil, fmt.Errorf("raftlog: cluster key handshake with %s: %w", addr, err)
+		}
+	}
+	if _, err := tc.Write([]byte{kind}); err != nil {
+		tc.Close()
+		return nil, err
+	}
+	_ = tc.SetDeadline(time.Time{})
 	return tc, nil
+}
+
+// authFailed counts a failed handshake and logs it, at most once per
+// authWarnEvery: a stranger probing the port must not flood the log.
+func (m *mux) authFailed(dir string, remote net.Addr, err error) {
+	total := m.authFailures.Add(1)
+	now := time.Now().UnixNano()
+	last := m.lastAuthWarn.Load()
+	if now-last < int64(authWarnEvery) || !m.lastAuthWarn.CompareAndSwap(last, now) {
+		return
+	}
+	m.logger.Warn("internal connection failed the cluster key handshake; closed",
+		"direction", dir, "remote", remote, "error", err, "failures-total", total)
 }
 
 // track registers c, or closes it and returns nil when the mux is closed

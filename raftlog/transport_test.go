@@ -17,7 +17,7 @@ import (
 // their first byte, unknown kinds are closed, isolation cuts every
 // connection in both directions until lifted, and Close ends everything.
 func TestMuxRoutes(t *testing.T) {
-	m, err := newMux("127.0.0.1:0", nil, hclog.NewNullLogger())
+	m, err := newMux("127.0.0.1:0", nil, nil, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -236,4 +236,114 @@ func readRefusals(t *testing.T, r *bufio.Reader, want int) []refusal {
 		}
 	}
 	return got
+}
+
+// TestMuxClusterKey: with a cluster key, a dialer holding it reaches the
+// handler; a dialer with another key, or one without the handshake, is
+// closed before its kind byte is read, and counted; and a dialer refuses
+// an acceptor that cannot prove the key, before sending its kind byte.
+func TestMuxClusterKey(t *testing.T) {
+	key := []byte("the-right-cluster-key")
+	open := func(key []byte) (*mux, chan byte) {
+		m, err := newMux("127.0.0.1:0", nil, key, hclog.NewNullLogger())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { m.Close() })
+		handled := make(chan byte, 8)
+		m.serve(func(kind byte, c net.Conn) {
+			handled <- kind
+			io.Copy(c, c) // echo until closed
+			c.Close()
+		})
+		return m, handled
+	}
+	wantFailures := func(who string, m *mux, want uint64) {
+		t.Helper()
+		if got := m.authFailures.Load(); got != want {
+			t.Fatalf("%s counted %d failed handshakes, want %d", who, got, want)
+		}
+	}
+	a, handled := open(key)
+	addr := a.addr().String()
+
+	// The same key: handshake, kind byte, then the stream.
+	d, _ := open(key)
+	c, err := d.dial(addr, connPeer, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if k := <-handled; k != connPeer {
+		t.Fatalf("handler got kind %q", k)
+	}
+	send(t, c, []byte("ping"))
+	echo := make([]byte, 4)
+	if _, err := io.ReadFull(c, echo); err != nil || string(echo) != "ping" {
+		t.Fatalf("echo %q, %v", echo, err)
+	}
+
+	// Another key: the acceptor finds the dialer's MAC wrong and closes
+	// without proving its own; both sides count it.
+	w, _ := open([]byte("some-other-cluster-key"))
+	if _, err := w.dial(addr, connForward, 5*time.Second); !errors.Is(err, errBadProof) {
+		t.Fatalf("dial with another key: %v, want errBadProof", err)
+	}
+	wantFailures("acceptor", a, 1)
+	wantFailures("dialer with another key", w, 1)
+
+	// No key: a dialer that sends its kind byte and a frame where the
+	// answer to the nonce goes gets the nonce and then a close, nothing
+	// more.
+	raw, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	garbage := make([]byte, nonceLen+macLen) // exactly the answer's length, all read
+	garbage[0] = connForward
+	send(t, raw, garbage)
+	raw.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if got, err := io.ReadAll(raw); err != nil || len(got) != nonceLen {
+		t.Fatalf("keyless dialer read %d bytes, %v; want the %d-byte nonce, then EOF", len(got), err, nonceLen)
+	}
+	wantFailures("acceptor", a, 2)
+
+	// An acceptor that cannot prove the key: it sends a nonce, reads the
+	// dialer's answer and answers garbage. The dialer gives up and sends
+	// nothing more.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	after := make(chan int64, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			after <- -1
+			return
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write(make([]byte, nonceLen))
+		io.ReadFull(c, make([]byte, nonceLen+macLen))
+		c.Write(make([]byte, macLen))
+		n, _ := io.Copy(io.Discard, c) // until the dialer closes
+		after <- n
+	}()
+	if _, err := d.dial(ln.Addr().String(), connRaft, 5*time.Second); !errors.Is(err, errBadProof) {
+		t.Fatalf("dial to an impostor: %v, want errBadProof", err)
+	}
+	if n := <-after; n != 0 {
+		t.Fatalf("the dialer sent %d bytes to an acceptor that did not prove the key", n)
+	}
+	wantFailures("dialer", d, 1)
+
+	// Only the first connection ever reached the handler.
+	select {
+	case k := <-handled:
+		t.Fatalf("a connection of kind %q reached the handler", k)
+	default:
+	}
 }

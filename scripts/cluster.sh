@@ -9,7 +9,8 @@
 # Node i (1..3) listens on HTTP 71i0, WebSocket 71i1 and Raft 71i2 (n1: 7170,
 # 7171, 7172; n2: 7180...; n3: 7190...), keeps its data in $DATA_DIR/ni and
 # its log in $DATA_DIR/ni.log. The nodes share one admin token, in
-# $DATA_DIR/admin.token, created on first start. Extra node flags go in
+# $DATA_DIR/admin.token, and one cluster key (authenticates the Raft port),
+# in $DATA_DIR/cluster.key, both created on first start. Extra node flags go in
 # PARLEY_FLAGS, e.g. PARLEY_FLAGS="-argon2-time 1 -argon2-memory 64" for a
 # load test that creates thousands of accounts.
 set -euo pipefail
@@ -19,6 +20,7 @@ DATA_DIR=${DATA_DIR:-./data/cluster}
 BIN_DIR=${BIN_DIR:-./bin}
 WAIT_SECONDS=${WAIT_SECONDS:-30}
 TOKEN_FILE="$DATA_DIR/admin.token"
+KEY_FILE="$DATA_DIR/cluster.key"
 IDS=(n1 n2 n3)
 
 http_port() { echo $((7170 + 10 * ($1 - 1))); }
@@ -70,6 +72,10 @@ start() {
 		(umask 077 && head -c 30 /dev/urandom | base64 | tr '+/' '-_' >"$TOKEN_FILE")
 		echo "cluster: new admin token in $TOKEN_FILE"
 	fi
+	if [[ ! -s $KEY_FILE ]]; then
+		(umask 077 && head -c 32 /dev/urandom | base64 >"$KEY_FILE")
+		echo "cluster: new cluster key in $KEY_FILE"
+	fi
 
 	local i id
 	for i in 1 2 3; do
@@ -80,7 +86,7 @@ start() {
 		fi
 		nohup "$BIN_DIR/parley" -id "$id" -data "$DATA_DIR/$id" \
 			-http "127.0.0.1:$(http_port $i)" -ws "127.0.0.1:$(ws_port $i)" -raft "127.0.0.1:$(raft_port $i)" \
-			-bootstrap=false -admin-token-file "$TOKEN_FILE" ${PARLEY_FLAGS:-} \
+			-bootstrap=false -admin-token-file "$TOKEN_FILE" -cluster-key-file "$KEY_FILE" ${PARLEY_FLAGS:-} \
 			>>"$DATA_DIR/$id.log" 2>&1 </dev/null &
 		echo $! >"$DATA_DIR/$id.pid"
 		echo "cluster: started $id (pid $!), HTTP $(http_url $i), log $DATA_DIR/$id.log"

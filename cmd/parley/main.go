@@ -29,6 +29,9 @@ func main() {
 		"found a one-node cluster if the data directory is empty; false: wait for 'parleyctl cluster init' or 'join'")
 	adminTokenFile := flag.String("admin-token-file", "",
 		"file holding the admin API token (nodes may share one); default: <data>/admin.token, created on first start")
+	clusterKeyFile := flag.String("cluster-key-file", "",
+		"file holding the cluster key that authenticates the internal port (at least 16 characters; every node of a cluster needs the same one); "+
+			"default: <data>/cluster.key, created on first start, fit for a one-node cluster only")
 	flag.Uint64Var(&cfg.SnapshotThreshold, "snapshot-threshold", 0, "Raft log entries between automatic snapshots (0: raftlog's default)")
 	flag.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 0, "Raft log entries kept behind a snapshot for lagging followers (0: raftlog's default)")
 	flag.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "lifetime of device tokens")
@@ -60,14 +63,29 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	keyWhere := filepath.Join(cfg.DataDir, "cluster.key")
+	if *clusterKeyFile != "" {
+		b, err := os.ReadFile(*clusterKeyFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "parley: -cluster-key-file:", err)
+			os.Exit(2)
+		}
+		// The key is the file's text, white space around it ignored, so
+		// that "openssl rand -base64 32 > cluster.key" makes one.
+		cfg.ClusterKey, keyWhere = []byte(strings.TrimSpace(string(b))), *clusterKeyFile
+		if len(cfg.ClusterKey) == 0 {
+			fmt.Fprintln(os.Stderr, "parley: -cluster-key-file:", *clusterKeyFile, "is empty")
+			os.Exit(2)
+		}
+	}
 
 	n, err := node.Open(cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "parley:", err)
 		os.Exit(1)
 	}
-	fmt.Printf("parley %s running, data in %s\n  HTTP API   %s\n  WebSocket  %s\n  Raft       %s\n  metrics    %s/metrics\n  admin token in %s\n",
-		cfg.NodeID, cfg.DataDir, n.HTTPURL(), n.WSURL(), n.RaftAddr(), n.HTTPURL(), tokenWhere)
+	fmt.Printf("parley %s running, data in %s\n  HTTP API   %s\n  WebSocket  %s\n  Raft       %s\n  metrics    %s/metrics\n  admin token in %s\n  cluster key in %s\n",
+		cfg.NodeID, cfg.DataDir, n.HTTPURL(), n.WSURL(), n.RaftAddr(), n.HTTPURL(), tokenWhere, keyWhere)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
