@@ -362,6 +362,8 @@ func (t *txn) applyOne(raw []byte) *Result {
 		return t.setPrivacy(c)
 	case OpSetSigningKey:
 		return t.setSigningKey(c)
+	case OpExpireSends:
+		return t.expireSends(c)
 	}
 	return failure(ErrCodeInvalid, "unknown operation "+c.Op.String())
 }

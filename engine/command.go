@@ -33,6 +33,11 @@ const (
 	// submitted by the nodes themselves (never by a client). The first one
 	// applied stays for good; later ones succeed without changing it.
 	OpSetSigningKey
+	// OpExpireSends: Ts. Forgets the dedup records of sends older than Ts
+	// (unix ms, capped at the entry's time), examining at most
+	// ExpireSendsBudget records from where the previous one stopped.
+	// Submitted by the leader (never by a client) -> Result.Expired.
+	OpExpireSends
 
 	opCount
 )
@@ -42,7 +47,7 @@ var opNames = [opCount]string{
 	OpOpenDirect: "open_direct", OpCreateGroup: "create_group", OpAddMembers: "add_members",
 	OpRemoveMember: "remove_member", OpLeave: "leave", OpSetAdmin: "set_admin", OpRename: "rename",
 	OpSend: "send", OpReceipts: "receipts", OpLastSeen: "last_seen", OpSetPrivacy: "set_privacy",
-	OpSetSigningKey: "set_signing_key",
+	OpSetSigningKey: "set_signing_key", OpExpireSends: "expire_sends",
 }
 
 func (o Op) String() string {
@@ -432,6 +437,9 @@ type Result struct {
 	// no-op), else why it did not. Nil when no item failed. The command
 	// itself succeeds whatever its items do.
 	ItemErrors []ErrCode
+
+	// Expired is the number of dedup records OpExpireSends deleted.
+	Expired int
 }
 
 func failure(code ErrCode, msg string) *Result { return &Result{Err: code, Message: msg} }

@@ -88,6 +88,14 @@ type Config struct {
 	LastSeenEvery    time.Duration // last_seen written through Raft at most this often per user
 	ReadCountsEvery  time.Duration // a group's read_counts update at most this often
 
+	// SendRetention is how long a send's client_msg_id is remembered, so a
+	// retry returns the original outcome; after it the dedup record is
+	// deleted (a later retry would be a new message). Negative keeps them
+	// for ever. The leader sweeps them every ExpireSendsEvery, examining
+	// engine.ExpireSendsBudget records each time.
+	SendRetention    time.Duration
+	ExpireSendsEvery time.Duration
+
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP API: for
 	// profiling by operators, off by default.
 	Pprof bool
@@ -125,6 +133,8 @@ func DefaultConfig() Config {
 		PresenceGrace:      5 * time.Second,
 		LastSeenEvery:      time.Minute,
 		ReadCountsEvery:    time.Second,
+		SendRetention:      7 * 24 * time.Hour,
+		ExpireSendsEvery:   5 * time.Second,
 	}
 }
 
@@ -190,7 +200,8 @@ func (c Config) withDefaults() Config {
 	}{
 		{&c.SignalTick, d.SignalTick}, {&c.TypingThrottle, d.TypingThrottle}, {&c.TypingTTL, d.TypingTTL},
 		{&c.PresenceGrace, d.PresenceGrace}, {&c.LastSeenEvery, d.LastSeenEvery},
-		{&c.ReadCountsEvery, d.ReadCountsEvery},
+		{&c.ReadCountsEvery, d.ReadCountsEvery}, {&c.SendRetention, d.SendRetention},
+		{&c.ExpireSendsEvery, d.ExpireSendsEvery},
 	} {
 		if *f.dst == 0 {
 			*f.dst = f.v
@@ -242,6 +253,12 @@ func (c Config) Validate() error {
 	}
 	if c.SendQueueBytes < 64<<10 {
 		bad("send queue %d bytes is under 64 KiB (one frame)", c.SendQueueBytes)
+	}
+	if c.SendRetention > 0 && c.SendRetention < time.Hour {
+		bad("send retention %v is under an hour: clients retry sends for longer", c.SendRetention)
+	}
+	if c.ExpireSendsEvery < 0 {
+		bad("expire-sends interval %v is negative", c.ExpireSendsEvery)
 	}
 	if c.TypingTTL <= c.TypingThrottle {
 		bad("typing ttl %v must exceed the typing throttle %v", c.TypingTTL, c.TypingThrottle)

@@ -16,6 +16,8 @@ type metrics struct {
 	deliveryLatency prometheus.Histogram
 	deliveries      prometheus.Counter
 	eventsPublished prometheus.Counter
+	sendsExpired    prometheus.Counter
+	expirySweeps    prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -39,8 +41,14 @@ func newMetrics() *metrics {
 		eventsPublished: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_events_total", Help: "Conversation events published by the state machine.",
 		}),
+		sendsExpired: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_sends_expired_total", Help: "Dedup records of old sends deleted by this node's expiry commands (leader only).",
+		}),
+		expirySweeps: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_send_expiry_sweeps_total", Help: "Expiry commands for old dedup records applied (leader only).",
+		}),
 	}
 	reg.MustRegister(m.requests, m.requestErrors,
-		m.deliveryLatency, m.deliveries, m.eventsPublished)
+		m.deliveryLatency, m.deliveries, m.eventsPublished, m.sendsExpired, m.expirySweeps)
 	return m
 }

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -44,6 +45,12 @@ type Node struct {
 	lastSeen   *lastSeenThrottle
 	receipts   *receiptBuffer
 	readCounts *readCountThrottle
+
+	// expireNext is when the leader next sweeps old dedup records
+	// (expiry.go); owned by the signal loop. expireInflight: one sweep at a
+	// time.
+	expireNext     time.Time
+	expireInflight atomic.Bool
 
 	queries chan func()   // reads waiting for a query worker
 	stop    chan struct{} // closed by Close: ends the signal loop

@@ -11,8 +11,9 @@ import (
 // through Raft; they cross the cluster on the peer channel (peers.go).
 // Only last_seen, which is durable, goes through Raft (throttled).
 
-// signalLoop expires typing indicators and presence grace periods and
-// sends the peers this node's presence changes, once per tick. It owns no
+// signalLoop expires typing indicators and presence grace periods, sends
+// the peers this node's presence changes and, on the leader, sweeps old
+// dedup records (expiry.go), once per tick. It owns no
 // state of its own: the trackers lock theirs.
 func (n *Node) signalLoop() {
 	defer n.workers.Done()
@@ -40,6 +41,7 @@ func (n *Node) sweepSignals(now time.Time) {
 	for conv, reader := range n.readCounts.due(now) {
 		n.sendReadCounts(conv, reader)
 	}
+	n.expireSends(now)
 }
 
 // userOnline runs when a user's first session on this node opened. The
