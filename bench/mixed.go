@@ -115,9 +115,7 @@ const (
 	maxMixedOffline   = 10 * time.Minute
 	maxMixedDrain     = 5 * time.Minute
 
-	mixedDialers     = 16 // connections and conversations set up at once per worker
-	mixedAttempts    = 5  // dials per connection
-	mixedRetry       = 100 * time.Millisecond
+	mixedDialers     = 16  // connections and conversations set up at once per worker
 	mixedClaimTries  = 8   // random picks before a scheduled action is skipped
 	mixedEventBuffer = 256 // the SDK's event and signal buffers; a reader drains them at once
 )
@@ -466,8 +464,7 @@ func (l *mixedLoad) create(ctx context.Context, cv *mixedConv) error {
 	return nil
 }
 
-// dial connects u, syncing from cursor, retrying a failed attempt a few
-// times.
+// dial connects u, syncing from cursor (dialRetrying).
 func (l *mixedLoad) dial(ctx context.Context, u *mixedUser, cursor uint64) (*client.Client, error) {
 	cfg := client.Config{
 		URLs:        rotate(l.shard.WS, u.idx),
@@ -476,20 +473,7 @@ func (l *mixedLoad) dial(ctx context.Context, u *mixedUser, cursor uint64) (*cli
 		EventBuffer: mixedEventBuffer,
 		Logger:      l.log,
 	}
-	delay := mixedRetry
-	for attempt := 1; ; attempt++ {
-		c, err := client.Dial(ctx, cfg)
-		if err == nil {
-			return c, nil
-		}
-		if attempt == mixedAttempts || ctx.Err() != nil || errors.Is(err, client.ErrUnauthorized) {
-			return nil, err
-		}
-		if !sleepCtx(ctx, delay) {
-			return nil, ctx.Err()
-		}
-		delay *= 2
-	}
+	return dialRetrying(ctx, cfg, nil)
 }
 
 // attach makes c u's client: what it delivers from now on is live, and a

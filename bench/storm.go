@@ -117,8 +117,6 @@ const (
 	// the server's throttle (3 s), so a start and a stop per burst.
 	stormTypingFor   = 2 * time.Second
 	stormDialers     = 16 // circles set up at once per worker
-	stormAttempts    = 5  // dial and watch, per connection
-	stormRetry       = 100 * time.Millisecond
 	stormClaimTries  = 8  // random picks before a scheduled action is skipped
 	stormEventBuffer = 64 // the SDK's event and signal buffers; a reader drains them at once
 )
@@ -437,7 +435,7 @@ func (l *stormLoad) setUpCircle(ctx context.Context, members []*stormUser) error
 }
 
 // connectUser dials u (syncing from cursor), starts the client's reader
-// and sends u's watch list, retrying a failed attempt a few times.
+// and sends u's watch list (dialRetrying).
 func (l *stormLoad) connectUser(ctx context.Context, u *stormUser, cursor uint64) (*client.Client, error) {
 	cfg := client.Config{
 		URLs:        rotate(l.shard.WS, u.idx),
@@ -446,24 +444,11 @@ func (l *stormLoad) connectUser(ctx context.Context, u *stormUser, cursor uint64
 		EventBuffer: stormEventBuffer,
 		Logger:      l.log,
 	}
-	delay := stormRetry
-	for attempt := 1; ; attempt++ {
-		c, err := client.Dial(ctx, cfg)
-		if err == nil {
-			l.readers.Go(func() { l.read(c) })
-			if _, err = c.WatchPresence(ctx, u.watch); err == nil {
-				return c, nil
-			}
-			_ = c.Close()
-		}
-		if attempt == stormAttempts || ctx.Err() != nil || errors.Is(err, client.ErrUnauthorized) {
-			return nil, err
-		}
-		if !sleepCtx(ctx, delay) {
-			return nil, ctx.Err()
-		}
-		delay *= 2
-	}
+	return dialRetrying(ctx, cfg, func(c *client.Client) error {
+		l.readers.Go(func() { l.read(c) })
+		_, err := c.WatchPresence(ctx, u.watch)
+		return err
+	})
 }
 
 // read is a client's reader goroutine: it drains the conversation events

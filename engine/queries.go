@@ -188,15 +188,7 @@ func (e *Engine) DeviceStatus(user, device uint64) DeviceState {
 // DeviceActive reports whether the device exists, belongs to user and is not
 // revoked. It reads only memory.
 func (e *Engine) DeviceActive(user, device uint64) bool {
-	e.stateMu.RLock()
-	defer e.stateMu.RUnlock()
-	if e.db == nil {
-		return false
-	}
-	e.idx.mu.RLock()
-	defer e.idx.mu.RUnlock()
-	d, ok := e.idx.devices[device]
-	return ok && d.user == user && !d.revoked
+	return e.DeviceStatus(user, device) == DeviceIsActive
 }
 
 // Conversation describes a conversation, with its full member list.
