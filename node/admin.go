@@ -173,6 +173,8 @@ func (n *Node) handleAdminJoin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 		return
 	}
+	// Join outlasts the server's write timeout: give this response time.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(adminJoinTimeout + time.Minute))
 	ctx, cancel := context.WithTimeout(r.Context(), adminJoinTimeout)
 	defer cancel()
 	var err error

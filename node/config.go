@@ -96,6 +96,19 @@ type Config struct {
 	SendRetention    time.Duration
 	ExpireSendsEvery time.Duration
 
+	// The HTTP API (accounts, admin API, health, metrics) bounds every
+	// connection in time and in number. HTTPReadTimeout covers a request's
+	// headers and body; HTTPWriteTimeout runs from the end of the headers to
+	// the end of the response, and a handler's work gets three quarters of
+	// it; HTTPIdleTimeout closes a keep-alive connection waiting for its next
+	// request. At most HTTPMaxConns connections are served at once: further
+	// ones wait in the listen backlog until one closes. The WebSocket port
+	// is separate and not counted.
+	HTTPReadTimeout  time.Duration
+	HTTPWriteTimeout time.Duration
+	HTTPIdleTimeout  time.Duration
+	HTTPMaxConns     int
+
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP API: for
 	// profiling by operators, off by default.
 	Pprof bool
@@ -135,6 +148,10 @@ func DefaultConfig() Config {
 		ReadCountsEvery:    time.Second,
 		SendRetention:      7 * 24 * time.Hour,
 		ExpireSendsEvery:   5 * time.Second,
+		HTTPReadTimeout:    10 * time.Second,
+		HTTPWriteTimeout:   40 * time.Second,
+		HTTPIdleTimeout:    30 * time.Second,
+		HTTPMaxConns:       256,
 	}
 }
 
@@ -202,6 +219,8 @@ func (c Config) withDefaults() Config {
 		{&c.PresenceGrace, d.PresenceGrace}, {&c.LastSeenEvery, d.LastSeenEvery},
 		{&c.ReadCountsEvery, d.ReadCountsEvery}, {&c.SendRetention, d.SendRetention},
 		{&c.ExpireSendsEvery, d.ExpireSendsEvery},
+		{&c.HTTPReadTimeout, d.HTTPReadTimeout}, {&c.HTTPWriteTimeout, d.HTTPWriteTimeout},
+		{&c.HTTPIdleTimeout, d.HTTPIdleTimeout},
 	} {
 		if *f.dst == 0 {
 			*f.dst = f.v
@@ -209,6 +228,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TypingMaxMembers == 0 {
 		c.TypingMaxMembers = d.TypingMaxMembers
+	}
+	if c.HTTPMaxConns == 0 {
+		c.HTTPMaxConns = d.HTTPMaxConns
 	}
 	return c
 }
@@ -262,6 +284,15 @@ func (c Config) Validate() error {
 	}
 	if c.TypingTTL <= c.TypingThrottle {
 		bad("typing ttl %v must exceed the typing throttle %v", c.TypingTTL, c.TypingThrottle)
+	}
+	if c.HTTPReadTimeout < 0 || c.HTTPIdleTimeout < 0 {
+		bad("http read timeout %v and idle timeout %v must be positive", c.HTTPReadTimeout, c.HTTPIdleTimeout)
+	}
+	if c.HTTPWriteTimeout < time.Second {
+		bad("http write timeout %v is under a second: logins hash a password and commit a write within it", c.HTTPWriteTimeout)
+	}
+	if c.HTTPMaxConns < 1 {
+		bad("http max connections %d: want at least 1", c.HTTPMaxConns)
 	}
 	return errors.Join(errs...)
 }

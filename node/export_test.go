@@ -9,3 +9,6 @@ func (n *Node) IssueTokenForTest(user, device uint64) string {
 	}
 	return tok
 }
+
+// HTTPConnsForTest is the number of HTTP connections the server holds open.
+func (n *Node) HTTPConnsForTest() int64 { return n.httpConns.Load() }

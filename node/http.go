@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/pprof"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +30,35 @@ var usernameRE = regexp.MustCompile(`^[a-z0-9_.-]{3,32}$`)
 
 func (n *Node) httpHandler() http.Handler {
 	mux := http.NewServeMux()
+	n.routes(mux)
+	// Every request body is bounded, whatever the handler does with it:
+	// the ones that decode JSON get 413 beyond it, the others never read
+	// it (and the server then reads at most this much of it before it
+	// closes the connection instead of draining it).
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxHTTPBody)
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// trackHTTPConn counts the HTTP connections open (http.Server.ConnState).
+func (n *Node) trackHTTPConn(_ net.Conn, state http.ConnState) {
+	switch state {
+	case http.StateNew:
+		n.httpConns.Add(1)
+	case http.StateClosed, http.StateHijacked:
+		n.httpConns.Add(-1)
+	}
+}
+
+// workContext bounds a handler's work to three quarters of the write
+// timeout, so that its answer is written before the server gives up on the
+// connection.
+func (n *Node) workContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), n.cfg.HTTPWriteTimeout*3/4)
+}
+
+func (n *Node) routes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/register", n.handleRegister)
 	mux.HandleFunc("POST /v1/login", n.handleLogin)
 	mux.HandleFunc("GET /healthz", n.handleHealth)
@@ -39,7 +71,6 @@ func (n *Node) httpHandler() http.Handler {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	return mux
 }
 
 type httpError struct {
@@ -57,12 +88,24 @@ func writeError(w http.ResponseWriter, status int, code wire.Code, msg string) {
 	writeJSON(w, status, httpError{Code: code, Message: msg})
 }
 
+// writeRetry answers an error the client should retry after the given
+// delay (429, 503), saying so in a Retry-After header (whole seconds, at
+// least one).
+func writeRetry(w http.ResponseWriter, status int, code wire.Code, msg string, after time.Duration) {
+	w.Header().Set("Retry-After", strconv.FormatInt(int64(max(1, (after+time.Second-1)/time.Second)), 10))
+	writeError(w, status, code, msg)
+}
+
 // decodeBody reads a small JSON body; unknown fields are refused so that a
 // typo in a client is reported rather than ignored.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxHTTPBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
+		if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+			writeError(w, http.StatusRequestEntityTooLarge, wire.CodeTooLarge, fmt.Sprintf("body over %d bytes", maxHTTPBody))
+			return false
+		}
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, "malformed JSON body: "+err.Error())
 		return false
 	}
@@ -102,7 +145,7 @@ const signingKeyWait = 3 * time.Second
 // known here (after waiting a little for it): the client retries, instead
 // of getting an account it cannot log in with yet or a token no node could
 // check.
-func (n *Node) needSigningKey(w http.ResponseWriter, r *http.Request) bool {
+func (n *Node) needSigningKey(ctx context.Context, w http.ResponseWriter) bool {
 	if n.tokens.hasKey() {
 		return true
 	}
@@ -112,14 +155,16 @@ func (n *Node) needSigningKey(w http.ResponseWriter, r *http.Request) bool {
 	case <-n.tokens.ready:
 		return true
 	case <-t.C:
-	case <-r.Context().Done():
+	case <-ctx.Done():
 	}
-	writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, errNoSigningKey.Error())
+	writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, errNoSigningKey.Error(), time.Second)
 	return false
 }
 
 func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
-	if !n.needSigningKey(w, r) {
+	ctx, cancel := n.workContext(r)
+	defer cancel()
+	if !n.needSigningKey(ctx, w) {
 		return
 	}
 	var c credentials
@@ -130,11 +175,9 @@ func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	defer cancel()
 	hash, err := n.hasher.Hash(ctx, c.Password)
 	if err != nil {
-		writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later")
+		writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later", time.Second)
 		return
 	}
 	res, werr := n.propose(ctx, &engine.Command{Op: engine.OpRegister, Username: c.Username, PasswordHash: []byte(hash)})
@@ -150,7 +193,9 @@ func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
 const dummyHash = "$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHRzYWx0c2FsdA$2l0hGGgD5W2Yh0LUJPP5yDtFhQ3ycVlmUPbGgX4wEaM"
 
 func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
-	if !n.needSigningKey(w, r) {
+	ctx, cancel := n.workContext(r)
+	defer cancel()
+	if !n.needSigningKey(ctx, w) {
 		return
 	}
 	var c credentials
@@ -161,8 +206,6 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
-	defer cancel()
 	user, found := n.engine.UserByName(c.Username)
 	hash := dummyHash
 	if found {
@@ -170,7 +213,7 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 	}
 	ok, err := n.hasher.Verify(ctx, hash, c.Password)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later")
+		writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later", time.Second)
 		return
 	}
 	if !found || !ok || err != nil {
@@ -236,7 +279,8 @@ func writeWireError(w http.ResponseWriter, e *wire.Error) {
 	case wire.CodeRateLimited:
 		status = http.StatusTooManyRequests
 	case wire.CodeBusy, wire.CodeUnavailable, wire.CodeTimeout:
-		status = http.StatusServiceUnavailable
+		writeRetry(w, http.StatusServiceUnavailable, e.Code, e.Message, time.Second)
+		return
 	}
 	writeError(w, status, e.Code, e.Message)
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"golang.org/x/net/netutil"
 
 	"parley/engine"
 	"parley/netpoll"
@@ -37,8 +38,9 @@ type Node struct {
 	ws      *netpoll.Server
 	hub     *hub
 
-	httpLn  net.Listener
-	httpSrv *http.Server
+	httpLn    net.Listener // as bound; served through a netutil.LimitListener
+	httpSrv   *http.Server
+	httpConns atomic.Int64 // HTTP connections accepted and not closed
 
 	typing     *typingTracker
 	presence   *presenceTracker
@@ -53,6 +55,7 @@ type Node struct {
 	expireInflight atomic.Bool
 
 	queries chan func()   // reads waiting for a query worker
+	reads   readAdmission // expensive reads in flight per connection and user
 	stop    chan struct{} // closed by Close: ends the signal loop
 	workers sync.WaitGroup
 
@@ -162,9 +165,20 @@ func Open(cfg Config) (_ *Node, err error) {
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
-	n.httpSrv = &http.Server{Handler: n.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+	// Every connection is bounded in time (a slow or silent client cannot
+	// hold one) and their number is bounded (a flood waits in the listen
+	// backlog instead of taking the descriptors the WebSocket port needs).
+	// ReadHeaderTimeout is left zero: the headers share ReadTimeout.
+	n.httpSrv = &http.Server{
+		Handler:      n.httpHandler(),
+		ReadTimeout:  cfg.HTTPReadTimeout,
+		WriteTimeout: cfg.HTTPWriteTimeout,
+		IdleTimeout:  cfg.HTTPIdleTimeout,
+		ConnState:    n.trackHTTPConn,
+	}
+	httpLn := netutil.LimitListener(n.httpLn, cfg.HTTPMaxConns)
 	go func() {
-		if err := n.httpSrv.Serve(n.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := n.httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server", "err", err)
 		}
 	}()
