@@ -49,13 +49,21 @@ const (
 type passwordHasher struct {
 	params Argon2Params
 	slots  chan struct{}
+	// dummy is verified against when a login names an unknown user, so
+	// that the answer takes as long as for a real user and does not reveal
+	// which usernames exist. It is made once, with the configured
+	// parameters (those of every account created since), from a random
+	// password no one knows.
+	dummy string
 }
 
 func newPasswordHasher(p Argon2Params, concurrency int) *passwordHasher {
 	if concurrency < 1 {
 		concurrency = 1
 	}
-	return &passwordHasher{params: p, slots: make(chan struct{}, concurrency)}
+	h := &passwordHasher{params: p, slots: make(chan struct{}, concurrency)}
+	h.dummy = h.hash(rand.Text())
+	return h
 }
 
 func (h *passwordHasher) acquire(ctx context.Context) error {
@@ -75,42 +83,52 @@ func (h *passwordHasher) Hash(ctx context.Context, password string) (string, err
 		return "", err
 	}
 	defer h.release()
+	return h.hash(password), nil
+}
+
+// hash computes the encoded hash of password, with a fresh salt, without
+// taking a slot.
+func (h *passwordHasher) hash(password string) string {
 	salt := make([]byte, argonSaltLen)
-	if _, err := rand.Read(salt); err != nil {
-		return "", err
-	}
+	_, _ = rand.Read(salt) // never fails
 	p := h.params
 	key := argon2.IDKey([]byte(password), salt, p.Time, p.MemoryKiB, p.Threads, argonKeyLen)
 	b64 := base64.RawStdEncoding
 	return fmt.Sprintf("$argon2id$v=%d$m=%d,t=%d,p=%d$%s$%s",
-		argon2.Version, p.MemoryKiB, p.Time, p.Threads, b64.EncodeToString(salt), b64.EncodeToString(key)), nil
+		argon2.Version, p.MemoryKiB, p.Time, p.Threads, b64.EncodeToString(salt), b64.EncodeToString(key))
 }
 
 var errBadHash = errors.New("malformed password hash")
 
-// Verify reports whether password matches the encoded hash, using the
-// parameters stored in the hash (so a change of defaults keeps old accounts).
-func (h *passwordHasher) Verify(ctx context.Context, encoded, password string) (bool, error) {
+// parseHash splits an encoded hash into its parameters, salt and key.
+func parseHash(encoded string) (p Argon2Params, salt, key []byte, err error) {
 	parts := strings.Split(encoded, "$")
 	if len(parts) != 6 || parts[1] != "argon2id" {
-		return false, errBadHash
+		return p, nil, nil, errBadHash
 	}
 	var version int
 	if _, err := fmt.Sscanf(parts[2], "v=%d", &version); err != nil || version != argon2.Version {
-		return false, errBadHash
+		return p, nil, nil, errBadHash
 	}
-	var p Argon2Params
 	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &p.MemoryKiB, &p.Time, &p.Threads); err != nil {
-		return false, errBadHash
+		return p, nil, nil, errBadHash
 	}
 	b64 := base64.RawStdEncoding
-	salt, err := b64.DecodeString(parts[4])
-	if err != nil {
-		return false, errBadHash
+	if salt, err = b64.DecodeString(parts[4]); err != nil {
+		return p, nil, nil, errBadHash
 	}
-	want, err := b64.DecodeString(parts[5])
-	if err != nil || len(want) == 0 {
-		return false, errBadHash
+	if key, err = b64.DecodeString(parts[5]); err != nil || len(key) == 0 {
+		return p, nil, nil, errBadHash
+	}
+	return p, salt, key, nil
+}
+
+// Verify reports whether password matches the encoded hash, using the
+// parameters stored in the hash (so a change of defaults keeps old accounts).
+func (h *passwordHasher) Verify(ctx context.Context, encoded, password string) (bool, error) {
+	p, salt, want, err := parseHash(encoded)
+	if err != nil {
+		return false, err
 	}
 	if err := h.acquire(ctx); err != nil {
 		return false, err

@@ -43,8 +43,29 @@ func TestPasswordHashVerify(t *testing.T) {
 			t.Errorf("malformed hash %q accepted", bad)
 		}
 	}
-	if ok, err := h.Verify(ctx, dummyHash, "anything"); ok || err != nil {
+	if ok, err := h.Verify(ctx, h.dummy, "anything"); ok || err != nil {
 		t.Fatalf("dummy hash must parse and never match: %v %v", ok, err)
+	}
+}
+
+// TestDummyHashUsesConfiguredCost: an unknown username is checked against a
+// hash of the configured cost, so that it takes as long as a real account's
+// (the parameters are compared, not the time).
+func TestDummyHashUsesConfiguredCost(t *testing.T) {
+	for _, want := range []Argon2Params{DefaultArgon2, {Time: 3, MemoryKiB: 64, Threads: 2}} {
+		h := newPasswordHasher(want, 1)
+		got, salt, key, err := parseHash(h.dummy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got != want || len(salt) != argonSaltLen || len(key) != argonKeyLen {
+			t.Fatalf("dummy hash %q: parameters %+v, salt %d, key %d bytes; want %+v, %d, %d",
+				h.dummy, got, len(salt), len(key), want, argonSaltLen, argonKeyLen)
+		}
+		real, _ := h.Hash(context.Background(), "a real password")
+		if strings.Split(real, "$")[3] != strings.Split(h.dummy, "$")[3] {
+			t.Fatalf("dummy %q and account %q hashes differ in cost", h.dummy, real)
+		}
 	}
 }
 
