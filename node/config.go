@@ -54,6 +54,11 @@ type Config struct {
 	Argon2          Argon2Params
 	HashConcurrency int // argon2id computations at once
 
+	// AuthLimits throttle failed logins (per username, per client address)
+	// and registrations (per client address); see throttle.go. Their clock
+	// is Clock.
+	AuthLimits AuthLimits
+
 	CacheBytes int64 // Pebble block cache shared by the state and log DBs
 
 	// Raft log compaction (zero: raftlog's defaults): a snapshot is taken
@@ -77,7 +82,8 @@ type Config struct {
 	QueryWorkers int
 	QueryQueue   int
 
-	// Ephemeral signals. Clock drives their timers (tests replace it);
+	// Ephemeral signals. Clock drives their timers and the auth throttle's
+	// buckets (tests replace it);
 	// SignalTick is how often expiries are checked.
 	Clock            func() time.Time
 	SignalTick       time.Duration
@@ -128,6 +134,7 @@ func DefaultConfig() Config {
 		Bootstrap:          true,
 		TokenTTL:           7 * 24 * time.Hour,
 		Argon2:             DefaultArgon2,
+		AuthLimits:         DefaultAuthLimits,
 		HashConcurrency:    runtime.GOMAXPROCS(0),
 		CacheBytes:         256 << 20,
 		RatePerSecond:      100,
@@ -175,6 +182,7 @@ func (c Config) withDefaults() Config {
 	if c.Argon2 == (Argon2Params{}) {
 		c.Argon2 = d.Argon2
 	}
+	c.AuthLimits = c.AuthLimits.withDefaults()
 	if c.HashConcurrency == 0 {
 		c.HashConcurrency = d.HashConcurrency
 	}
@@ -267,6 +275,7 @@ func (c Config) Validate() error {
 	if c.Argon2.Time < 1 || c.Argon2.MemoryKiB < 8 || c.Argon2.Threads < 1 {
 		bad("argon2 parameters %+v out of range", c.Argon2)
 	}
+	c.AuthLimits.validate(bad)
 	if c.RatePerSecond < 0 || c.RateBurst < 1 {
 		bad("rate %v/s burst %d out of range", c.RatePerSecond, c.RateBurst)
 	}

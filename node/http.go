@@ -175,8 +175,15 @@ func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 		return
 	}
+	regCharge := charge{n.limits.ipRegisters, n.limits.clientKey(r)}
+	if ok, wait := n.limits.take(regCharge); !ok {
+		n.metrics.authThrottled.WithLabelValues("register").Inc()
+		writeRetry(w, http.StatusTooManyRequests, wire.CodeRateLimited, "too many registrations from this address", wait)
+		return
+	}
 	hash, err := n.hasher.Hash(ctx, c.Password)
 	if err != nil {
+		n.limits.refund(regCharge)
 		writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later", time.Second)
 		return
 	}
@@ -202,18 +209,8 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 		return
 	}
-	user, found := n.engine.UserByName(c.Username)
-	hash := n.hasher.dummy // an unknown user costs a real user's verification
-	if found {
-		hash = string(user.PasswordHash)
-	}
-	ok, err := n.hasher.Verify(ctx, hash, c.Password)
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later", time.Second)
-		return
-	}
-	if !found || !ok || err != nil {
-		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "unknown user or wrong password")
+	user, ok := n.authenticate(ctx, w, r, &c)
+	if !ok {
 		return
 	}
 	res, werr := n.propose(ctx, &engine.Command{Op: engine.OpAddDevice, User: user.ID, DeviceName: c.Device})
@@ -229,6 +226,39 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
 		"token": token, "user_id": user.ID, "device_id": res.Device, "expires_at": exp.Unix(),
 	})
+}
+
+// authenticate checks a username and password, charging the attempt to
+// the auth throttle: a failure spends from the username's budget and the
+// client address's, a success gives back what it took. When the budget is
+// spent it answers 429 without checking the password (a throttled guess
+// learns nothing). It answers the client itself (429, 503, 401) and
+// returns false unless the password is right.
+func (n *Node) authenticate(ctx context.Context, w http.ResponseWriter, r *http.Request, c *credentials) (engine.User, bool) {
+	charges := n.limits.loginCharges(c.Username, n.limits.clientKey(r))
+	if ok, wait := n.limits.take(charges...); !ok {
+		n.metrics.authThrottled.WithLabelValues("login").Inc()
+		writeRetry(w, http.StatusTooManyRequests, wire.CodeRateLimited,
+			"too many failed logins for this username or from this address", wait)
+		return engine.User{}, false
+	}
+	user, found := n.engine.UserByName(c.Username)
+	hash := n.hasher.dummy // an unknown user costs a real user's verification
+	if found {
+		hash = string(user.PasswordHash)
+	}
+	ok, err := n.hasher.Verify(ctx, hash, c.Password)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		n.limits.refund(charges...) // not an attempt: the password was not checked
+		writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later", time.Second)
+		return engine.User{}, false
+	}
+	if !found || !ok || err != nil {
+		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "unknown user or wrong password")
+		return engine.User{}, false
+	}
+	n.limits.refund(charges...)
+	return user, true
 }
 
 // handleHealth is liveness: 200 while the process serves HTTP, whatever the

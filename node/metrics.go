@@ -18,6 +18,7 @@ type metrics struct {
 	eventsPublished prometheus.Counter
 	sendsExpired    prometheus.Counter
 	expirySweeps    prometheus.Counter
+	authThrottled   *prometheus.CounterVec // by endpoint
 }
 
 func newMetrics() *metrics {
@@ -47,8 +48,11 @@ func newMetrics() *metrics {
 		expirySweeps: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "parley_send_expiry_sweeps_total", Help: "Expiry commands for old dedup records applied (leader only).",
 		}),
+		authThrottled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_auth_throttled_total", Help: "Logins and registrations refused with 429 rate_limited (AuthLimits), by endpoint.",
+		}, []string{"endpoint"}),
 	}
 	reg.MustRegister(m.requests, m.requestErrors,
-		m.deliveryLatency, m.deliveries, m.eventsPublished, m.sendsExpired, m.expirySweeps)
+		m.deliveryLatency, m.deliveries, m.eventsPublished, m.sendsExpired, m.expirySweeps, m.authThrottled)
 	return m
 }

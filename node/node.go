@@ -31,6 +31,7 @@ type Node struct {
 	log     *slog.Logger
 	metrics *metrics
 	hasher  *passwordHasher
+	limits  *authThrottle
 	tokens  *tokenSigner
 	admin   adminAuth
 	engine  *engine.Engine
@@ -98,6 +99,7 @@ func Open(cfg Config) (_ *Node, err error) {
 		log:        cfg.Logger,
 		metrics:    newMetrics(),
 		hasher:     newPasswordHasher(cfg.Argon2, cfg.HashConcurrency),
+		limits:     newAuthThrottle(cfg.AuthLimits, cfg.Clock),
 		tokens:     newTokenSigner(cfg.TokenTTL, time.Now),
 		admin:      newAdminAuth(adminToken),
 		hub:        newHub(),

@@ -44,10 +44,27 @@ func main() {
 	flag.DurationVar(&cfg.HTTPWriteTimeout, "http-write-timeout", cfg.HTTPWriteTimeout, "HTTP API: time to handle a request and write its response (a handler gets 3/4 of it)")
 	flag.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", cfg.HTTPIdleTimeout, "HTTP API: a keep-alive connection without a request for this long is closed")
 	flag.IntVar(&cfg.HTTPMaxConns, "http-max-conns", cfg.HTTPMaxConns, "HTTP API: connections served at once; more wait in the listen backlog (the WebSocket port is not counted)")
+	authThrottle := flag.Bool("auth-throttle", true,
+		"throttle failed logins (per username and per client address) and registrations (per address); false only for load tests that create many accounts from one address")
+	flag.IntVar(&cfg.AuthLimits.UserFailures, "login-user-failures", cfg.AuthLimits.UserFailures, "failed logins allowed per username at once")
+	flag.DurationVar(&cfg.AuthLimits.UserFailureEvery, "login-user-every", cfg.AuthLimits.UserFailureEvery, "then one more failed login per username every")
+	flag.IntVar(&cfg.AuthLimits.IPFailures, "login-ip-failures", cfg.AuthLimits.IPFailures, "failed logins allowed per client address at once")
+	flag.DurationVar(&cfg.AuthLimits.IPFailureEvery, "login-ip-every", cfg.AuthLimits.IPFailureEvery, "then one more failed login per client address every")
+	flag.IntVar(&cfg.AuthLimits.IPRegisters, "register-ip-burst", cfg.AuthLimits.IPRegisters, "registrations allowed per client address at once")
+	flag.DurationVar(&cfg.AuthLimits.IPRegisterEvery, "register-ip-every", cfg.AuthLimits.IPRegisterEvery, "then one more registration per client address every")
+	trustedProxies := flag.String("trusted-proxies", "",
+		"comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For names the client (default: none, the TCP peer is the client)")
 	flag.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	flag.Parse()
 	cfg.Argon2.Time, cfg.Argon2.MemoryKiB = uint32(argonTime), uint32(argonMemory)
+	cfg.AuthLimits.Disabled = !*authThrottle
+	proxies, err := node.ParseTrustedProxies(*trustedProxies)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "parley: -trusted-proxies:", err)
+		os.Exit(2)
+	}
+	cfg.AuthLimits.TrustedProxies = proxies
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
