@@ -348,9 +348,9 @@ func syncErrorKind(err error) string {
 // history pages to its end. A retryable error reply is retried on the same
 // connection; the connection's loss or another error fails the sync.
 func (l *reconnectLoad) sync(ctx context.Context, c *bareConn, cursor uint64) error {
-	var after uint64
+	var after, afterConv uint64
 	for range maxSyncPages {
-		rep, err := l.call(ctx, c, &wire.Request{Type: wire.TypeSync, Since: cursor, After: after, Limit: wire.MaxSyncConvs})
+		rep, err := l.call(ctx, c, &wire.Request{Type: wire.TypeSync, Since: cursor, After: after, AfterConv: afterConv, Limit: wire.MaxSyncConvs})
 		if err != nil {
 			return err
 		}
@@ -366,10 +366,10 @@ func (l *reconnectLoad) sync(ctx context.Context, c *bareConn, cursor uint64) er
 		if !rep.More {
 			return nil
 		}
-		if rep.Next <= after {
-			return fmt.Errorf("sync page did not advance (after %d, next %d)", after, rep.Next)
+		if rep.Next < after || (rep.Next == after && rep.NextConv <= afterConv) {
+			return fmt.Errorf("sync page did not advance (after %d/%d, next %d/%d)", after, afterConv, rep.Next, rep.NextConv)
 		}
-		after = rep.Next
+		after, afterConv = rep.Next, rep.NextConv
 	}
 	return errors.New("sync: too many pages")
 }

@@ -85,27 +85,64 @@ func (c *Client) Rename(ctx context.Context, conv uint64, name string) (*wire.Co
 	return info(c.Request(ctx, &wire.Request{Type: wire.TypeGroupRename, Conv: conv, Name: name}))
 }
 
-// Conversation returns one conversation's metadata.
+// Conversation returns one conversation's metadata with its whole member
+// list: the server lists members a page at a time (by user id, up to
+// wire.MaxMembersPage each), and Conversation follows the pages.
 func (c *Client) Conversation(ctx context.Context, conv uint64) (*wire.ConvInfo, error) {
-	return needInfo(c.Request(ctx, &wire.Request{Type: wire.TypeConvGet, Conv: conv}))
-}
-
-// ConvList returns the user's conversations.
-func (c *Client) ConvList(ctx context.Context) ([]wire.ConvInfo, error) {
-	rep, err := c.Request(ctx, &wire.Request{Type: wire.TypeConvList})
+	rep, err := c.read(ctx, &wire.Request{Type: wire.TypeConvGet, Conv: conv})
+	info, err := needInfo(rep, err)
 	if err != nil {
 		return nil, err
 	}
-	return rep.Convs, nil
+	for rep.More {
+		if rep.Next == 0 || (len(info.Members) > 0 && rep.Next < info.Members[len(info.Members)-1]) {
+			return nil, fmt.Errorf("client: conv.get member page did not advance (next %d)", rep.Next)
+		}
+		if rep, err = c.read(ctx, &wire.Request{Type: wire.TypeConvGet, Conv: conv, After: rep.Next}); err != nil {
+			return nil, err
+		}
+		if rep.Info == nil {
+			return nil, errors.New("client: reply without conversation info")
+		}
+		info.Members = append(info.Members, rep.Info.Members...)
+		info.Admins = append(info.Admins, rep.Info.Admins...)
+		info.LastSeq, info.LastIndex, info.MemberCount = rep.Info.LastSeq, rep.Info.LastIndex, rep.Info.MemberCount
+	}
+	return info, nil
+}
+
+// ConvList returns the user's conversations, the most recently active
+// first, following the server's pages (each bounded in count and bytes).
+// Groups larger than wire.SyncInfoMembers come with MemberCount but no
+// Members: Conversation has those.
+func (c *Client) ConvList(ctx context.Context) ([]wire.ConvInfo, error) {
+	var out []wire.ConvInfo
+	var after, afterConv uint64
+	for {
+		rep, err := c.read(ctx, &wire.Request{Type: wire.TypeConvList, After: after, AfterConv: afterConv, Limit: wire.MaxConvListLimit})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rep.Convs...)
+		if !rep.More || len(rep.Convs) == 0 {
+			return out, nil
+		}
+		if rep.NextConv == 0 || (rep.Next == after && rep.NextConv == afterConv) {
+			return nil, fmt.Errorf("client: conv.list page did not advance (after %d/%d, next %d/%d)", after, afterConv, rep.Next, rep.NextConv)
+		}
+		after, afterConv = rep.Next, rep.NextConv
+	}
 }
 
 // History returns a page of conv's events: with dir wire.DirBefore, those
 // with seq < seq (newest first; seq 0 = from the latest); with
 // wire.DirAfter, those with seq > seq (oldest first). limit 0 takes the
 // server default. more reports whether further events exist in that
-// direction. History does not feed Events().
+// direction. A page is also bounded in bytes (hello's max_reply), so it may
+// hold fewer than limit events while more is true: page on from the last
+// event returned. History does not feed Events().
 func (c *Client) History(ctx context.Context, conv uint64, dir string, seq uint64, limit int) (events []wire.Event, more bool, err error) {
-	rep, err := c.Request(ctx, &wire.Request{Type: wire.TypeHistory, Conv: conv, Dir: dir, Seq: seq, Limit: limit})
+	rep, err := c.read(ctx, &wire.Request{Type: wire.TypeHistory, Conv: conv, Dir: dir, Seq: seq, Limit: limit})
 	if err != nil {
 		return nil, false, err
 	}
@@ -114,18 +151,40 @@ func (c *Client) History(ctx context.Context, conv uint64, dir string, seq uint6
 
 // UserByName looks a user up by username.
 func (c *Client) UserByName(ctx context.Context, name string) (*wire.UserInfo, error) {
-	return needUser(c.Request(ctx, &wire.Request{Type: wire.TypeUserGet, Name: name}))
+	return needUser(c.read(ctx, &wire.Request{Type: wire.TypeUserGet, Name: name}))
 }
 
 // UserByID looks a user up by id.
 func (c *Client) UserByID(ctx context.Context, id uint64) (*wire.UserInfo, error) {
-	return needUser(c.Request(ctx, &wire.Request{Type: wire.TypeUserGet, User: id}))
+	return needUser(c.read(ctx, &wire.Request{Type: wire.TypeUserGet, User: id}))
 }
 
 // Ping makes an application-level round trip.
 func (c *Client) Ping(ctx context.Context) error {
 	_, err := c.Request(ctx, &wire.Request{Type: wire.TypePing})
 	return err
+}
+
+// read makes a read request, retrying it with backoff while the server
+// answers busy or rate_limited (a connection may have only a few reads in
+// flight: hello's limits), until ctx ends.
+func (c *Client) read(ctx context.Context, req *wire.Request) (*wire.Reply, error) {
+	for attempt := 0; ; attempt++ {
+		rep, err := c.Request(ctx, req)
+		if !isBackoff(err) {
+			return rep, err
+		}
+		if !sleep(ctx, backoff(attempt, c.cfg.ReconnectMin, c.cfg.ReconnectMax)) {
+			return nil, fmt.Errorf("client: %s: %w (last error: %w)", req.Type, ctx.Err(), err)
+		}
+	}
+}
+
+// isBackoff reports whether err asks to retry the same request later on the
+// same connection: busy or rate_limited.
+func isBackoff(err error) bool {
+	var we *wire.Error
+	return errors.As(err, &we) && (we.Code == wire.CodeBusy || we.Code == wire.CodeRateLimited)
 }
 
 func info(rep *wire.Reply, err error) (*wire.ConvInfo, error) {

@@ -187,9 +187,11 @@ func (c *Client) resync() (*session, error) {
 }
 
 func (c *Client) resyncOn(s *session) error {
-	since, after := c.cursor.Load(), uint64(0)
+	// The page position is (after, afterConv): afterConv is set when a page
+	// ended among conversations sharing the change index after.
+	since, after, afterConv := c.cursor.Load(), uint64(0), uint64(0)
 	for {
-		rep, err := c.call(s, &wire.Request{Type: wire.TypeSync, Since: since, After: after, Limit: wire.MaxSyncConvs})
+		rep, err := c.call(s, &wire.Request{Type: wire.TypeSync, Since: since, After: after, AfterConv: afterConv, Limit: wire.MaxSyncConvs})
 		if err != nil {
 			return err
 		}
@@ -224,10 +226,10 @@ func (c *Client) resyncOn(s *session) error {
 			c.syncs.Add(1)
 			return nil
 		}
-		if rep.Next <= after {
-			return fmt.Errorf("client: sync page did not advance (after %d, next %d)", after, rep.Next)
+		if rep.Next < after || (rep.Next == after && rep.NextConv <= afterConv) {
+			return fmt.Errorf("client: sync page did not advance (after %d/%d, next %d/%d)", after, afterConv, rep.Next, rep.NextConv)
 		}
-		after = rep.Next
+		after, afterConv = rep.Next, rep.NextConv
 	}
 }
 
@@ -322,9 +324,27 @@ func (c *Client) deliver(ev *wire.Event) error {
 	return nil
 }
 
-// call runs one request for the dispatcher on session s, bounded by
-// RequestTimeout and by the client's life.
+// call runs one request for the dispatcher on session s, each attempt
+// bounded by RequestTimeout and all by the client's life. A busy or
+// rate_limited answer (the app's own reads may hold the connection's read
+// slots) is retried in place with backoff, a few times, rather than
+// restarting the whole resync.
 func (c *Client) call(s *session, r *wire.Request) (*wire.Reply, error) {
+	for attempt := 0; ; attempt++ {
+		rep, err := c.callOnce(s, r)
+		if !isBackoff(err) || attempt == callBackoffAttempts {
+			return rep, err
+		}
+		if !sleep(c.ctx, backoff(attempt, c.cfg.ReconnectMin, c.cfg.ReconnectMax)) {
+			return nil, context.Cause(c.ctx)
+		}
+	}
+}
+
+// callBackoffAttempts bounds the in-place retries of call.
+const callBackoffAttempts = 8
+
+func (c *Client) callOnce(s *session, r *wire.Request) (*wire.Reply, error) {
 	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	rep, err := s.roundTrip(ctx, r)

@@ -43,6 +43,10 @@ type testCluster struct {
 	skipPush     func(ev *wire.Event) bool // matching events are not pushed live
 	dupPush      bool                      // push every live event twice
 	slowUserGet  bool                      // answer user.get from a goroutine after a random delay
+	replyBytes   int                       // history and sync pages stop before this many bytes of items (0: no bound)
+	convListMax  int                       // conversations per conv.list page (0: the request's limit)
+	membersPage  int                       // members per conv.get page (0: all)
+	busyReads    int                       // answer this many reads busy before serving them
 	afterHello   func()                    // runs once, right after the next connection got its hello
 	historyCalls int
 	syncCalls    int
@@ -139,11 +143,26 @@ func (cl *testCluster) newConvLocked(kind, name string, members []uint64) *testC
 	return c
 }
 
+// postAll appends a message to each of convs in one entry: they share its
+// index, as sends batched into one Raft entry do.
+func (cl *testCluster) postAll(from uint64, body string, convs ...uint64) {
+	cl.mu.Lock()
+	defer cl.mu.Unlock()
+	cl.idx++
+	for _, conv := range convs {
+		cl.appendAtLocked(cl.convs[conv], wire.Event{Kind: wire.KindMessage, From: from, Body: body}, cl.idx)
+	}
+}
+
 // appendLocked commits ev to c (seq, index, time) and pushes it to every
 // connection of every member on every node.
 func (cl *testCluster) appendLocked(c *testConv, ev wire.Event) wire.Event {
 	cl.idx++
-	ev.Conv, ev.Seq, ev.Index, ev.Ts = c.id, uint64(len(c.events)+1), cl.idx, int64(cl.idx)
+	return cl.appendAtLocked(c, ev, cl.idx)
+}
+
+func (cl *testCluster) appendAtLocked(c *testConv, ev wire.Event, idx uint64) wire.Event {
+	ev.Conv, ev.Seq, ev.Index, ev.Ts = c.id, uint64(len(c.events)+1), idx, int64(idx)
 	c.events = append(c.events, ev)
 	if cl.skipPush != nil && cl.skipPush(&ev) {
 		return ev
@@ -398,6 +417,13 @@ func (n *testNode) handle(conn *gws.Conn, user uint64, req *wire.Request) *wire.
 	}
 
 	switch req.Type {
+	case wire.TypeHistory, wire.TypeSync, wire.TypeConvGet, wire.TypeConvList, wire.TypeUserGet:
+		if cl.busyReads > 0 {
+			cl.busyReads--
+			return fail(wire.CodeBusy, "injected")
+		}
+	}
+	switch req.Type {
 	case wire.TypePing:
 		return ok
 	case wire.TypeSend:
@@ -506,14 +532,53 @@ func (n *testNode) handle(conn *gws.Conn, user uint64, req *wire.Request) *wire.
 			return e
 		}
 		ok.Info = c.info()
-		return ok
-	case wire.TypeConvList:
-		for _, c := range cl.convs {
-			if c.members[user] {
-				ok.Convs = append(ok.Convs, *c.info())
+		if cl.membersPage > 0 { // members with ids above after, a page of them
+			all, admins := ok.Info.Members, ok.Info.Admins
+			ok.Info.Members, ok.Info.Admins, ok.Info.MemberCount = nil, nil, len(all)
+			for _, u := range all {
+				if u <= req.After {
+					continue
+				}
+				if len(ok.Info.Members) == cl.membersPage {
+					ok.More, ok.Next = true, ok.Info.Members[len(ok.Info.Members)-1]
+					break
+				}
+				ok.Info.Members = append(ok.Info.Members, u)
+				if slices.Contains(admins, u) {
+					ok.Info.Admins = append(ok.Info.Admins, u)
+				}
 			}
 		}
-		sort.Slice(ok.Convs, func(i, j int) bool { return ok.Convs[i].ID < ok.Convs[j].ID })
+		return ok
+	case wire.TypeConvList:
+		// The most recently active first; a page after (after, after_conv).
+		var all []wire.ConvInfo
+		for _, c := range cl.convs {
+			if c.members[user] {
+				all = append(all, *c.info())
+			}
+		}
+		sort.Slice(all, func(i, j int) bool {
+			if all[i].LastIndex != all[j].LastIndex {
+				return all[i].LastIndex > all[j].LastIndex
+			}
+			return all[i].ID > all[j].ID
+		})
+		limit := req.Limit
+		if cl.convListMax > 0 {
+			limit = min(limit, cl.convListMax)
+		}
+		for _, ci := range all {
+			if req.AfterConv != 0 && (ci.LastIndex > req.After || (ci.LastIndex == req.After && ci.ID >= req.AfterConv)) {
+				continue
+			}
+			if len(ok.Convs) == limit {
+				last := ok.Convs[len(ok.Convs)-1]
+				ok.More, ok.Next, ok.NextConv = true, last.LastIndex, last.ID
+				break
+			}
+			ok.Convs = append(ok.Convs, ci)
+		}
 		return ok
 	case wire.TypeHistory:
 		cl.historyCalls++
@@ -521,22 +586,18 @@ func (n *testNode) handle(conn *gws.Conn, user uint64, req *wire.Request) *wire.
 		if e != nil {
 			return e
 		}
+		var evs []wire.Event // in the page's order
 		if req.Dir == wire.DirAfter {
-			from := min(int(req.Seq), len(c.events))
-			evs := c.events[from:]
-			ok.More = len(evs) > req.Limit
-			ok.Events = slices.Clone(evs[:min(len(evs), req.Limit)])
-			return ok
+			evs = c.events[min(int(req.Seq), len(c.events)):]
+		} else {
+			to := len(c.events)
+			if req.Seq != 0 {
+				to = min(int(req.Seq)-1, len(c.events))
+			}
+			evs = slices.Clone(c.events[:to])
+			slices.Reverse(evs)
 		}
-		to := len(c.events)
-		if req.Seq != 0 {
-			to = min(int(req.Seq)-1, len(c.events))
-		}
-		from := max(0, to-req.Limit)
-		ok.More = from > 0
-		for i := to - 1; i >= from; i-- {
-			ok.Events = append(ok.Events, c.events[i])
-		}
+		ok.Events, ok.More = cl.fitLocked(evs, req.Limit, 0, true)
 		return ok
 	case wire.TypeSync:
 		cl.syncCalls++
@@ -553,10 +614,28 @@ func (n *testNode) handle(conn *gws.Conn, user uint64, req *wire.Request) *wire.
 	return fail(wire.CodeUnknownType, "not implemented by the test server")
 }
 
+// fitLocked returns the first of evs that make a page: at most limit, and
+// under replyBytes with used bytes already on the page (at least one event
+// if first: nothing else is on the page); more if any are left out.
+func (cl *testCluster) fitLocked(evs []wire.Event, limit, used int, first bool) ([]wire.Event, bool) {
+	n := 0
+	for n < len(evs) && n < limit {
+		size := wire.EventLen(&evs[n])
+		if cl.replyBytes > 0 && used+size > cl.replyBytes && (n > 0 || !first) {
+			break
+		}
+		used += size
+		n++
+	}
+	return slices.Clone(evs[:n]), n < len(evs)
+}
+
 // syncLocked answers a sync the way the server does (docs/PROTOCOL.md):
-// conversations changed after since, ordered by their last event index,
-// starting after the page position "after"; a page never splits
-// conversations with the same last index, so Next is a last index. Each
+// conversations changed after since, ordered by their last event index and
+// id, starting after the page position (after, after_conv), at most limit
+// of them and no more than fit in replyBytes; a page ending inside a group
+// of conversations with the same last index backs off to the group's
+// start, or splits it with next_conv if the group starts the page. Each
 // conversation's events are those after since, whatever the page.
 func (cl *testCluster) syncLocked(user uint64, req *wire.Request, ok *wire.Reply) *wire.Reply {
 	type cand struct {
@@ -564,38 +643,71 @@ func (cl *testCluster) syncLocked(user uint64, req *wire.Request, ok *wire.Reply
 		first int
 		last  uint64
 	}
-	from := max(req.Since, req.After)
+	from, afterConv := max(req.Since, req.After), req.AfterConv
+	if req.After <= req.Since {
+		afterConv = 0
+	}
 	var cands []cand
 	for _, c := range cl.convs {
 		if !c.members[user] || len(c.events) == 0 {
 			continue
 		}
 		last := c.events[len(c.events)-1].Index
-		if last <= from {
+		if last < from || (last == from && (afterConv == 0 || c.id <= afterConv)) {
 			continue
 		}
 		i := sort.Search(len(c.events), func(i int) bool { return c.events[i].Index > req.Since })
 		cands = append(cands, cand{c, i, last})
 	}
-	sort.Slice(cands, func(i, j int) bool { return cands[i].last < cands[j].last })
+	sort.Slice(cands, func(i, j int) bool {
+		if cands[i].last != cands[j].last {
+			return cands[i].last < cands[j].last
+		}
+		return cands[i].c.id < cands[j].c.id
+	})
 	limit := min(req.Limit, cl.syncConvs)
-	ok.Next = cl.idx
-	if len(cands) > limit {
-		end := limit
-		for end < len(cands) && cands[end].last == cands[limit-1].last {
-			end++
-		}
-		if end < len(cands) {
-			ok.More = true
-			ok.Next = cands[end-1].last
-			cands = cands[:end]
-		}
-	}
+	used := 0
 	for _, cd := range cands {
+		if len(ok.Changes) == limit {
+			break
+		}
+		cs := wire.ConvSync{Info: *cd.c.info()}
+		size := wire.ConvSyncLen(&cs) + 2
+		if cl.replyBytes > 0 && used+size > cl.replyBytes && len(ok.Changes) > 0 {
+			break
+		}
 		evs := cd.c.events[cd.first:]
-		cs := wire.ConvSync{Info: *cd.c.info(), More: len(evs) > cl.syncEvents}
-		cs.Events = slices.Clone(evs[:min(len(evs), cl.syncEvents)])
+		if len(evs) > 0 {
+			cs.Events, cs.More = cl.fitLocked(evs, cl.syncEvents, used+size, len(ok.Changes) == 0)
+			if len(cs.Events) == 0 {
+				break
+			}
+			size += wire.EventsLen(cs.Events) - 1
+		}
+		used += size
 		ok.Changes = append(ok.Changes, cs)
+		if cs.More && len(cs.Events) < cl.syncEvents {
+			break // cut by bytes: the page is full
+		}
 	}
+	n := len(ok.Changes)
+	if n == len(cands) {
+		ok.Next = cl.idx
+		return ok
+	}
+	ok.More = true
+	if boundary := cands[n-1].last; cands[n].last == boundary {
+		start := n - 1
+		for start > 0 && cands[start-1].last == boundary {
+			start--
+		}
+		if start > 0 {
+			n = start
+			ok.Changes = ok.Changes[:n]
+		} else {
+			ok.NextConv = cands[n-1].c.id
+		}
+	}
+	ok.Next = cands[n-1].last
 	return ok
 }

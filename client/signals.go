@@ -63,7 +63,7 @@ func (c *Client) Receipt(ctx context.Context, conv, delivered, read uint64) erro
 // Readers returns how many members have received and read message seq of
 // conv and a page of who read it (after the user id after).
 func (c *Client) Readers(ctx context.Context, conv, seq, after uint64, limit int) (*wire.Reply, error) {
-	return c.Request(ctx, &wire.Request{Type: wire.TypeReadGet, Conv: conv, Seq: seq, After: after, Limit: limit})
+	return c.read(ctx, &wire.Request{Type: wire.TypeReadGet, Conv: conv, Seq: seq, After: after, Limit: limit})
 }
 
 // SetLastSeenHidden hides (or shows) the user's last_seen from others.
@@ -72,9 +72,10 @@ func (c *Client) SetLastSeenHidden(ctx context.Context, hide bool) error {
 	return err
 }
 
-// Devices lists the user's devices, a page after the device id after.
+// Devices lists the user's devices, a page after the device id after (a
+// page bounded in count and bytes: with more, page on from the last id).
 func (c *Client) Devices(ctx context.Context, after uint64, limit int) ([]wire.DeviceInfo, bool, error) {
-	rep, err := c.Request(ctx, &wire.Request{Type: wire.TypeDeviceList, After: after, Limit: limit})
+	rep, err := c.read(ctx, &wire.Request{Type: wire.TypeDeviceList, After: after, Limit: limit})
 	if err != nil {
 		return nil, false, err
 	}

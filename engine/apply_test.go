@@ -45,7 +45,7 @@ func TestMembersPerCommandLimit(t *testing.T) {
 		t.Fatalf("group has %d members", ci.MemberCount)
 	}
 	// A sync page leaves out the member lists of large groups.
-	page, _ := e.Sync(1, 0, 0, 0, 0)
+	page, _ := e.Sync(1, SyncQuery{})
 	if len(page.Convs) != 1 || page.Convs[0].Info.Members != nil || page.Convs[0].Info.MemberCount != 1001 {
 		t.Fatalf("sync info: %+v", page.Convs[0].Info)
 	}

@@ -95,9 +95,9 @@ func BenchmarkSync(b *testing.B) {
 		b.ReportAllocs()
 		events := 0
 		for range b.N {
-			var after uint64
+			var after, afterConv uint64
 			for {
-				page, code := e.Sync(2, 0, after, 50, 50)
+				page, code := e.Sync(2, SyncQuery{After: after, AfterConv: afterConv, Convs: 50, Events: 50})
 				if code != ErrCodeNone {
 					b.Fatal(code)
 				}
@@ -107,7 +107,7 @@ func BenchmarkSync(b *testing.B) {
 				if !page.More {
 					break
 				}
-				after = page.Next
+				after, afterConv = page.Next, page.NextConv
 			}
 		}
 		if events != b.N*convs*21 {
@@ -117,7 +117,7 @@ func BenchmarkSync(b *testing.B) {
 	b.Run("incremental", func(b *testing.B) {
 		b.ReportAllocs()
 		for range b.N {
-			page, code := e.Sync(2, applied-20, 0, 100, 50)
+			page, code := e.Sync(2, SyncQuery{Since: applied - 20, Convs: 100, Events: 50})
 			if code != ErrCodeNone || page.More || len(page.Convs) != 100 {
 				b.Fatalf("%s: %d convs, more=%v", code, len(page.Convs), page.More)
 			}

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 
@@ -148,6 +149,23 @@ func (c *convEntry) info(maxMembers int) ConvInfo {
 		}
 	}
 	return ci
+}
+
+// infoPage describes the conversation with the members whose IDs are
+// above after, at most maxMembers of them; more reports whether further
+// members follow. MemberCount is always set.
+func (c *convEntry) infoPage(after uint64, maxMembers int) (ci ConvInfo, more bool) {
+	ci = c.info(-1) // no members
+	i := len(c.members)
+	if after < math.MaxUint64 {
+		i, _ = slices.BinarySearch(c.members, after+1)
+	}
+	j := i + min(max(maxMembers, 0), len(c.members)-i)
+	ci.Members = make([]Member, j-i)
+	for k, u := range c.members[i:j] {
+		ci.Members[k] = Member{User: u, Admin: c.isAdmin(u)}
+	}
+	return ci, j < len(c.members)
 }
 
 func contains(sorted []uint64, v uint64) bool {

@@ -232,6 +232,50 @@ func (e *Engine) ConversationFor(user, id uint64) (ConvInfo, ErrCode) {
 	return ci, ErrCodeNone
 }
 
+// ConversationPageFor is ConversationFor with a page of the member list:
+// the members with IDs above after, at most maxMembers of them (0 lists
+// none: for a membership check that copies nothing), ascending. more
+// reports whether further members follow (page them with after = the last
+// one's ID); MemberCount is always the whole count.
+func (e *Engine) ConversationPageFor(user, id, after uint64, maxMembers int) (ci ConvInfo, more bool, code ErrCode) {
+	e.stateMu.RLock()
+	defer e.stateMu.RUnlock()
+	if e.db == nil {
+		return ConvInfo{}, false, ErrCodeInternal
+	}
+	ix := e.idx
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	c := ix.convs[id]
+	if c == nil {
+		return ConvInfo{}, false, ErrCodeNotFound
+	}
+	if !c.isMember(user) {
+		return ConvInfo{}, false, ErrCodeNotMember
+	}
+	ci, more = c.infoPage(after, maxMembers)
+	ix.fillCursors(&ci, user, ix.users[user].convs[id])
+	return ci, more, ErrCodeNone
+}
+
+// ConversationPage is Conversation with a page of the member list, as in
+// ConversationPageFor, for no asking user.
+func (e *Engine) ConversationPage(id, after uint64, maxMembers int) (ci ConvInfo, more, ok bool) {
+	e.stateMu.RLock()
+	defer e.stateMu.RUnlock()
+	if e.db == nil {
+		return ConvInfo{}, false, false
+	}
+	e.idx.mu.RLock()
+	defer e.idx.mu.RUnlock()
+	c := e.idx.convs[id]
+	if c == nil {
+		return ConvInfo{}, false, false
+	}
+	ci, more = c.infoPage(after, maxMembers)
+	return ci, more, true
+}
+
 // IsMember reports whether user is a current member of conv.
 func (e *Engine) IsMember(conv, user uint64) bool {
 	e.stateMu.RLock()
@@ -276,16 +320,138 @@ func (e *Engine) Conversations(user uint64) []ConvInfo {
 	return out
 }
 
+// ConversationList is a page of Conversations: the user's conversations
+// in the same order (the most recently active first: last index
+// descending, then ID descending), starting after the position (after,
+// afterConv) = the last index and ID of the previous page's last
+// conversation (afterConv 0: from the start). At most limit of them
+// (clamped to [1, MaxConvListLimit], 0 meaning DefaultConvListLimit), and
+// no more than fit in the budget (at least one). Member lists are left out
+// of groups over SyncInfoMembers, as in sync (MemberCount is set). more
+// reports whether further conversations follow. A conversation whose
+// activity moves it to the front while a client pages is not returned
+// again by later pages: live events and sync report it.
+func (e *Engine) ConversationList(user, after, afterConv uint64, limit int, b Budget) (convs []ConvInfo, more bool) {
+	limit = clamp(limit, DefaultConvListLimit, MaxConvListLimit)
+	e.stateMu.RLock()
+	defer e.stateMu.RUnlock()
+	if e.db == nil {
+		return nil, false
+	}
+	ix := e.idx
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	u := ix.users[user]
+	if u == nil {
+		return nil, false
+	}
+	type cand struct {
+		lastIndex, id uint64
+		m             *membership
+	}
+	cands := make([]cand, 0, len(u.convs))
+	for _, m := range u.convs {
+		if m.gone {
+			continue
+		}
+		li, id := m.conv.lastIndex, m.conv.id
+		if afterConv != 0 && (li > after || (li == after && id >= afterConv)) {
+			continue // on an earlier page
+		}
+		cands = append(cands, cand{li, id, m})
+	}
+	slices.SortFunc(cands, func(a, b cand) int {
+		if c := cmp.Compare(b.lastIndex, a.lastIndex); c != 0 {
+			return c
+		}
+		return cmp.Compare(b.id, a.id)
+	})
+	f := b.start()
+	for i := range cands {
+		if len(convs) == limit {
+			return convs, true
+		}
+		ci := cands[i].m.conv.info(SyncInfoMembers)
+		ix.fillCursors(&ci, user, cands[i].m)
+		if !f.take(f.convSize(&ci)) {
+			return convs, true
+		}
+		convs = append(convs, ci)
+	}
+	return convs, false
+}
+
+// Budget bounds a query's page by its encoded size: a page stops before
+// the next item would take it over Bytes. A page always holds at least one
+// item, even a larger one. The zero Budget bounds nothing.
+type Budget struct {
+	Bytes int
+	Size  Sizer
+}
+
+// Sizer measures results as the caller encodes them (the node: wire
+// frames). Its methods are called with the engine's locks held: they must
+// not call the engine.
+type Sizer interface {
+	// EventSize is the encoded size of one event in a page.
+	EventSize(*Event) int
+	// ConvSize is the encoded size of one conversation in a sync page or a
+	// list, without its events (never less than it will be).
+	ConvSize(*ConvInfo) int
+}
+
+// pageFill tracks what is left of a Budget while a page is built.
+type pageFill struct {
+	sizer Sizer // nil: no byte bound
+	left  int
+	items int
+}
+
+func (b Budget) start() *pageFill {
+	if b.Bytes <= 0 || b.Size == nil {
+		return &pageFill{}
+	}
+	return &pageFill{sizer: b.Size, left: b.Bytes}
+}
+
+// take reports whether an item of n bytes fits on the page and, if so,
+// counts it: the first item always fits.
+func (f *pageFill) take(n int) bool {
+	if f.sizer != nil {
+		if n > f.left && f.items > 0 {
+			return false
+		}
+		f.left -= n
+	}
+	f.items++
+	return true
+}
+
+func (f *pageFill) eventSize(ev *Event) int {
+	if f.sizer == nil {
+		return 0
+	}
+	return f.sizer.EventSize(ev)
+}
+
+func (f *pageFill) convSize(ci *ConvInfo) int {
+	if f.sizer == nil {
+		return 0
+	}
+	return f.sizer.ConvSize(ci)
+}
+
 // History returns up to limit events of conv next to the anchor seq: with
 // Before, those below it (anchor 0: from the newest), newest first; with
 // After, those above it, oldest first. more reports whether further events
 // exist in that direction. limit is clamped to [1, MaxHistoryLimit], 0
-// meaning DefaultHistoryLimit.
+// meaning DefaultHistoryLimit, and the page stops before the budget (it
+// holds at least one event): more is then set.
 //
 // Members read the whole conversation. A former member reads it up to the
 // event that removed them, so that the events a sync page announced as More
 // can still be paged; anyone else gets ErrCodeNotMember.
-func (e *Engine) History(user, conv, anchor uint64, dir Direction, limit int) (events []Event, more bool, code ErrCode) {
+func (e *Engine) History(user, conv, anchor uint64, dir Direction, limit int, b Budget) (events []Event, more bool, code ErrCode) {
 	switch {
 	case limit <= 0:
 		limit = DefaultHistoryLimit
@@ -335,7 +501,7 @@ func (e *Engine) History(user, conv, anchor uint64, dir Direction, limit int) (e
 		return nil, false, ErrCodeInternal
 	}
 	defer r.close()
-	events, more, err = r.read(conv, lo, hi, limit, dir == Before, nil)
+	events, more, err = r.read(conv, lo, hi, limit, dir == Before, nil, b.start(), 0)
 	if err != nil {
 		return nil, false, ErrCodeInternal
 	}
@@ -376,8 +542,10 @@ func (r *eventReader) setBounds(prefix byte, conv, lo, hi uint64) {
 }
 
 // read appends to dst up to limit events of conv with seq in [lo, hi],
-// ascending or descending, and reports whether more exist in that range.
-func (r *eventReader) read(conv, lo, hi uint64, limit int, desc bool, dst []Event) ([]Event, bool, error) {
+// ascending or descending, as many as fit in f (the first one with extra
+// bytes more: what it brings onto the page with it), and reports whether
+// more exist in that range.
+func (r *eventReader) read(conv, lo, hi uint64, limit int, desc bool, dst []Event, f *pageFill, extra int) ([]Event, bool, error) {
 	r.setBounds(prefixEvent, conv, lo, hi)
 	valid := r.it.First()
 	step := r.it.Next
@@ -392,8 +560,17 @@ func (r *eventReader) read(conv, lo, hi uint64, limit int, desc bool, dst []Even
 		}
 		k := r.it.Key()
 		dst = append(dst, Event{})
-		if err := decodeEvent(conv, u64At(k, 9), v, &dst[len(dst)-1]); err != nil {
+		ev := &dst[len(dst)-1]
+		if err := decodeEvent(conv, u64At(k, 9), v, ev); err != nil {
 			return dst, false, errors.Join(corrupt("event", k), err)
+		}
+		size := f.eventSize(ev)
+		if n == 0 {
+			size += extra
+		}
+		if !f.take(size) {
+			dst = dst[:len(dst)-1] // valid stays true: more follow
+			break
 		}
 		n++
 	}

@@ -506,7 +506,7 @@ func queryOnce(e *Engine, rng *rand.Rand, restores *atomic.Int64) error {
 	epoch := restores.Load()
 	if ci, ok := e.Conversation(conv); ok && len(ci.Members) > 0 {
 		m := ci.Members[0].User
-		evs, _, code := e.History(m, conv, 0, Before, 1)
+		evs, _, code := e.History(m, conv, 0, Before, 1, Budget{})
 		switch {
 		case epoch%2 == 1 || restores.Load() != epoch:
 			// a Restore ran between the two calls
@@ -518,7 +518,7 @@ func queryOnce(e *Engine, rng *rand.Rand, restores *atomic.Int64) error {
 			return fmt.Errorf("conv %d: index at seq %d, history has %v", conv, ci.LastSeq, evs)
 		}
 	}
-	evs, _, code := e.History(user, conv, 0, After, 50)
+	evs, _, code := e.History(user, conv, 0, After, 50, Budget{})
 	if code == ErrCodeInternal {
 		return fmt.Errorf("history: %s", code)
 	}
@@ -527,16 +527,16 @@ func queryOnce(e *Engine, rng *rand.Rand, restores *atomic.Int64) error {
 			return fmt.Errorf("history of conv %d has a gap: %d then %d", conv, evs[i-1].Seq, evs[i].Seq)
 		}
 	}
-	var after uint64
+	var after, afterConv uint64
 	for range 20 {
-		page, code := e.Sync(user, 0, after, 5, 3)
+		page, code := e.Sync(user, SyncQuery{After: after, AfterConv: afterConv, Convs: 5, Events: 3})
 		if code != ErrCodeNone {
 			return fmt.Errorf("sync: %s", code)
 		}
 		if !page.More {
 			break
 		}
-		after = page.Next
+		after, afterConv = page.Next, page.NextConv
 	}
 	for _, ci := range e.Conversations(user) {
 		if ci.Read > ci.Delivered || ci.Delivered > ci.LastSeq || ci.Unread > ci.LastSeq-ci.Read {

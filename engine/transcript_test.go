@@ -424,15 +424,35 @@ func (r *runner) run(input []string) []string {
 		if a.str("dir") == "after" {
 			dir = After
 		}
-		evs, more, code := r.e.History(a.u64("user"), a.u64("conv"), a.u64("anchor"), dir, a.int("limit", 0))
+		evs, more, code := r.e.History(a.u64("user"), a.u64("conv"), a.u64("anchor"), dir, a.int("limit", 0), a.budget())
 		if code != ErrCodeNone {
 			return []string{"error " + string(code)}
 		}
 		var out []string
+		size := 0
 		for _, ev := range evs {
 			out = append(out, fmtEvent(&ev))
+			size += testSizer{}.EventSize(&ev)
+		}
+		if a.has("bytes") {
+			return append(out, fmt.Sprintf("more=%v bytes=%d", more, size))
 		}
 		return append(out, fmt.Sprintf("more=%v", more))
+	case "convs-page":
+		convs, more := r.e.ConversationList(a.u64("user"), a.u64("after"), a.u64("after-conv"), a.int("limit", 0), a.budget())
+		var out []string
+		size := 0
+		for _, ci := range convs {
+			out = append(out, r.fmtInfo(&ci))
+			size += testSizer{}.ConvSize(&ci)
+		}
+		return append(out, fmt.Sprintf("more=%v bytes=%d", more, size))
+	case "conv-page":
+		ci, more, code := r.e.ConversationPageFor(a.u64("user"), a.u64("conv"), a.u64("after"), a.int("limit", 0))
+		if code != ErrCodeNone {
+			return []string{"error " + string(code)}
+		}
+		return []string{fmtInfo(&ci) + fmt.Sprintf(" more=%v", more)}
 	case "sync":
 		return r.sync(a)
 	case "sync-all":
@@ -454,12 +474,20 @@ func (r *runner) run(input []string) []string {
 }
 
 func (r *runner) sync(a args) []string {
-	page, code := r.e.Sync(a.u64("user"), a.u64("since"), a.u64("after"), a.int("convs", 0), a.int("events", 0))
+	page, code := r.e.Sync(a.u64("user"), SyncQuery{
+		Since: a.u64("since"), After: a.u64("after"), AfterConv: a.u64("after-conv"),
+		Convs: a.int("convs", 0), Events: a.int("events", 0), Budget: a.budget(),
+	})
 	if code != ErrCodeNone {
 		return []string{"error " + string(code)}
 	}
 	var out []string
+	size := 0
 	for _, cs := range page.Convs {
+		size += testSizer{}.ConvSize(&cs.Info)
+		for _, ev := range cs.Events {
+			size += testSizer{}.EventSize(&ev)
+		}
 		line := r.fmtInfo(&cs.Info) + fmt.Sprintf(" events=%d more=%v gone=%v", len(cs.Events), cs.More, cs.Gone)
 		if r.cursors {
 			line += fmt.Sprintf(" change=%d", cs.ChangeIndex)
@@ -469,7 +497,32 @@ func (r *runner) sync(a args) []string {
 			out = append(out, "  "+fmtEvent(&ev))
 		}
 	}
-	return append(out, fmt.Sprintf("more=%v next=%d", page.More, page.Next))
+	last := fmt.Sprintf("more=%v next=%d", page.More, page.Next)
+	if page.NextConv != 0 {
+		last += fmt.Sprintf(" next_conv=%d", page.NextConv)
+	}
+	if a.has("bytes") {
+		last += fmt.Sprintf(" bytes=%d", size)
+	}
+	return append(out, last)
+}
+
+// testSizer measures events and conversations roughly as the wire does,
+// for transcripts with a byte budget (bytes=N).
+type testSizer struct{}
+
+func (testSizer) EventSize(e *Event) int {
+	return 64 + len(e.ClientMsgID) + len(e.Body) + len(e.Name) + 9*len(e.Users)
+}
+
+func (testSizer) ConvSize(c *ConvInfo) int { return 100 + len(c.Name) + 9*len(c.Members) }
+
+// budget is the Budget of bytes=N (none without it).
+func (a args) budget() Budget {
+	if !a.has("bytes") {
+		return Budget{}
+	}
+	return Budget{Bytes: a.int("bytes", 0), Size: testSizer{}}
 }
 
 // syncAll pages through Sync as a client does (paging each conversation's
@@ -480,21 +533,37 @@ func (r *runner) syncAll(a args) []string {
 	user, since := a.u64("user"), a.u64("since")
 	var out []string
 	seen := map[uint64]int{}
-	total, paged, problems := 0, 0, 0
-	var after uint64
+	total, paged, problems, overBudget := 0, 0, 0, 0
+	budget := a.budget()
+	// overs counts a page over the budget holding more than one item.
+	overs := func(size, items int) {
+		if budget.Bytes > 0 && size > budget.Bytes && items > 1 {
+			overBudget++
+		}
+	}
+	var after, afterConv uint64
 	for pageNo := 1; ; pageNo++ {
 		if pageNo > 1000 {
 			r.t.Fatal("sync-all: no end after 1000 pages")
 		}
-		page, code := r.e.Sync(user, since, after, a.int("convs", 0), a.int("events", 0))
+		page, code := r.e.Sync(user, SyncQuery{
+			Since: since, After: after, AfterConv: afterConv,
+			Convs: a.int("convs", 0), Events: a.int("events", 0), Budget: budget,
+		})
 		if code != ErrCodeNone {
 			return append(out, "error "+string(code))
 		}
 		events, convMore, gone := 0, 0, 0
+		size, items := 0, 0
 		var lo, hi uint64
 		for i, cs := range page.Convs {
 			seen[cs.Info.ID]++
 			events += len(cs.Events)
+			size += testSizer{}.ConvSize(&cs.Info)
+			items += max(1, len(cs.Events))
+			for _, ev := range cs.Events {
+				size += testSizer{}.EventSize(&ev)
+			}
 			if cs.Gone {
 				gone++
 			}
@@ -517,9 +586,17 @@ func (r *runner) syncAll(a args) []string {
 				for more := true; more; {
 					var next []Event
 					var c ErrCode
-					next, more, c = r.e.History(user, cs.Info.ID, evs[len(evs)-1].Seq, After, MaxHistoryLimit)
+					next, more, c = r.e.History(user, cs.Info.ID, evs[len(evs)-1].Seq, After, MaxHistoryLimit, budget)
 					if c != ErrCodeNone {
 						return append(out, fmt.Sprintf("history conv=%d: %s", cs.Info.ID, c))
+					}
+					hsize := 0
+					for _, ev := range next {
+						hsize += testSizer{}.EventSize(&ev)
+					}
+					overs(hsize, len(next))
+					if len(next) == 0 {
+						return append(out, fmt.Sprintf("history conv=%d: empty page with more", cs.Info.ID))
 					}
 					paged += len(next)
 					evs = append(evs, next...)
@@ -535,17 +612,25 @@ func (r *runner) syncAll(a args) []string {
 				}
 			}
 			// The event before the first one returned is one the device had.
-			if prev, _, _ := r.e.History(user, cs.Info.ID, evs[0].Seq, Before, 1); len(prev) == 1 && prev[0].Index > since {
+			if prev, _, _ := r.e.History(user, cs.Info.ID, evs[0].Seq, Before, 1, Budget{}); len(prev) == 1 && prev[0].Index > since {
 				problems++
 			}
 		}
+		overs(size, items)
 		total += len(page.Convs)
-		out = append(out, fmt.Sprintf("page %d: convs=%d last_idx=%d..%d events=%d conv_more=%d gone=%d more=%v next=%d",
-			pageNo, len(page.Convs), lo, hi, events, convMore, gone, page.More, page.Next))
-		if page.More && page.Next <= after {
+		line := fmt.Sprintf("page %d: convs=%d last_idx=%d..%d events=%d conv_more=%d gone=%d more=%v next=%d",
+			pageNo, len(page.Convs), lo, hi, events, convMore, gone, page.More, page.Next)
+		if page.NextConv != 0 {
+			line += fmt.Sprintf(" next_conv=%d", page.NextConv)
+		}
+		if budget.Bytes > 0 {
+			line += fmt.Sprintf(" bytes=%d", size)
+		}
+		out = append(out, line)
+		if page.More && (page.Next < after || (page.Next == after && page.NextConv <= afterConv)) {
 			return append(out, "no progress")
 		}
-		after = page.Next
+		after, afterConv = page.Next, page.NextConv
 		if !page.More {
 			break
 		}
@@ -556,8 +641,12 @@ func (r *runner) syncAll(a args) []string {
 			twice++
 		}
 	}
-	return append(out, fmt.Sprintf("total convs=%d distinct=%d twice=%d paged_events=%d problems=%d",
-		total, len(seen), twice, paged, problems))
+	last := fmt.Sprintf("total convs=%d distinct=%d twice=%d paged_events=%d problems=%d",
+		total, len(seen), twice, paged, problems)
+	if budget.Bytes > 0 {
+		last += fmt.Sprintf(" over_budget=%d", overBudget)
+	}
+	return append(out, last)
 }
 
 // reopen closes and reopens the engine and checks the state and rebuilt
@@ -642,6 +731,9 @@ func (r *runner) bulkSend(a args) []string {
 				Op: OpSend, User: a.u64("user"), Device: a.u64("dev"), Conv: conv,
 				ClientMsgID: fmt.Sprintf("bulk-%d", r.cmids), Body: fmt.Sprintf("m%d", round),
 			})
+			if n := a.int("body-bytes", 0); n > 0 {
+				pending[len(pending)-1].Body = fmt.Sprintf("m%d-", round) + strings.Repeat("x", n-len(fmt.Sprintf("m%d-", round)))
+			}
 			sent++
 			if len(pending) == perEntry {
 				flush()

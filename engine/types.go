@@ -19,16 +19,18 @@ const (
 	MinSigningKeyLen = 32
 	MaxSigningKeyLen = 512
 
-	DefaultHistoryLimit = 50
-	MaxHistoryLimit     = 200
-	DefaultSyncConvs    = 50
-	MaxSyncConvs        = 100
-	DefaultSyncEvents   = 50
-	MaxSyncEvents       = 200
-	DefaultReadersLimit = 50
-	MaxReadersLimit     = 200
-	DefaultDevicesLimit = 100
-	MaxDevicesLimit     = 500
+	DefaultHistoryLimit  = 50
+	MaxHistoryLimit      = 200
+	DefaultSyncConvs     = 50
+	MaxSyncConvs         = 100
+	DefaultSyncEvents    = 50
+	MaxSyncEvents        = 200
+	DefaultReadersLimit  = 50
+	MaxReadersLimit      = 200
+	DefaultDevicesLimit  = 100
+	MaxDevicesLimit      = 500
+	DefaultConvListLimit = 100
+	MaxConvListLimit     = 500
 
 	// readersScanLimit bounds the members one Readers call examines, so a
 	// page of a 100k-member group that few have read costs no more than
@@ -211,6 +213,17 @@ type ConvSync struct {
 	Gone bool
 }
 
+// SyncQuery is one call of a catch-up (see Sync).
+type SyncQuery struct {
+	Since uint64 // the device's cursor: the same for every page of a catch-up
+	// The page position: 0, 0 on the first page, then the previous page's
+	// Next and NextConv.
+	After, AfterConv uint64
+	Convs            int // conversations per page (0: DefaultSyncConvs)
+	Events           int // events per conversation (0: DefaultSyncEvents)
+	Budget           Budget
+}
+
 // SyncPage answers Sync.
 type SyncPage struct {
 	Convs []ConvSync
@@ -218,4 +231,8 @@ type SyncPage struct {
 	// Next is the after of the next call while More is set, and the
 	// device's new cursor once it is not.
 	Next uint64
+	// NextConv is set when the page ended among the conversations whose
+	// change index is Next (a page could not hold all of them): the next
+	// call passes it as AfterConv, and gets the rest of them first.
+	NextConv uint64
 }

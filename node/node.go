@@ -56,6 +56,7 @@ type Node struct {
 	expireInflight atomic.Bool
 
 	queries chan func()   // reads waiting for a query worker
+	reads   readAdmission // expensive reads in flight per connection and user
 	stop    chan struct{} // closed by Close: ends the signal loop
 	workers sync.WaitGroup
 

@@ -1,6 +1,8 @@
 package node
 
 import (
+	"sync"
+
 	"parley/engine"
 	"parley/wire"
 )
@@ -9,10 +11,34 @@ import (
 // loop (looking up a large group's members is not loop work). Reads come
 // from this node's local state, which already holds every write this node
 // acknowledged (guarantee 8).
+//
+// Expensive reads are admitted fairly: a connection has at most
+// wire.MaxReadsInFlight of them queued or running, and a user at most
+// maxReadsPerUser over all their connections to this node; one more is
+// answered busy at once instead of waiting. The queue they wait in is
+// bounded too (QueryQueue), so the work one user can put in front of
+// everyone else's is a few pages, each at most the reply budget.
 func (n *Node) query(s *session, req *wire.Request) {
+	charged := expensiveRead(req.Type)
+	if charged && !n.reads.acquire(s) {
+		n.replyError(s, req.ID, wire.Errorf(wire.CodeBusy, "too many reads in flight"))
+		return
+	}
+	f := func() {
+		rep := n.read(s, req)
+		if charged {
+			// Released before the reply is queued: a client that sends its
+			// next read as soon as it has this reply must find its slot free.
+			n.reads.release(s)
+		}
+		n.reply(s, rep)
+	}
 	select {
-	case n.queries <- func() { n.reply(s, n.read(s, req)) }:
+	case n.queries <- f:
 	default:
+		if charged {
+			n.reads.release(s)
+		}
 		n.replyError(s, req.ID, wire.Errorf(wire.CodeBusy, "too many reads queued"))
 	}
 }
@@ -25,21 +51,115 @@ func (n *Node) queryWorker() {
 	}
 }
 
+// expensiveRead reports whether a request is charged to the read allowance:
+// those that read pages, member lists or the database. Typing, receipts and
+// presence.sub are cheap, bounded by count, and not charged.
+func expensiveRead(t string) bool {
+	switch t {
+	case wire.TypeHistory, wire.TypeSync, wire.TypeConvGet, wire.TypeConvList, wire.TypeUserGet,
+		wire.TypeReadGet, wire.TypeDeviceList:
+		return true
+	}
+	return false
+}
+
+// maxReadsPerUser bounds one user's expensive reads in flight on this node
+// over all their connections (each also bounded by wire.MaxReadsInFlight):
+// more devices do not buy more of the workers.
+const maxReadsPerUser = 4 * wire.MaxReadsInFlight
+
+// readAdmission counts expensive reads in flight per connection (in the
+// session) and per user. The zero value is ready to use.
+type readAdmission struct {
+	mu    sync.Mutex
+	users map[uint64]int
+}
+
+func (a *readAdmission) acquire(s *session) bool {
+	if s.reads.Add(1) > wire.MaxReadsInFlight {
+		s.reads.Add(-1)
+		return false
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.users[s.user] >= maxReadsPerUser {
+		s.reads.Add(-1)
+		return false
+	}
+	if a.users == nil {
+		a.users = make(map[uint64]int)
+	}
+	a.users[s.user]++
+	return true
+}
+
+func (a *readAdmission) release(s *session) {
+	s.reads.Add(-1)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.users[s.user]--; a.users[s.user] <= 0 {
+		delete(a.users, s.user)
+	}
+}
+
+// replyBudget is the most bytes a paged reply may take: wire.MaxReplyBytes,
+// or a quarter of the send queue if that is less, so that a page (and the
+// next one, if the client pipelines) always fits in the queue beside the
+// live events.
+func (n *Node) replyBudget() int {
+	return min(wire.MaxReplyBytes, n.cfg.SendQueueBytes/4)
+}
+
+// pageBudget is what the items of a paged reply may take.
+func (n *Node) pageBudget() engine.Budget {
+	return engine.Budget{Bytes: n.replyBudget() - wire.PageReplyOverhead, Size: wireSizer{}}
+}
+
+// membersPerPage is how many members a ConvInfo in a reply lists at most,
+// so that a reply with one ConvInfo stays within the budget: 9 bytes per
+// member and up to as many again for admins, plus the rest of the info.
+func (n *Node) membersPerPage() int {
+	return min(wire.MaxMembersPage, max(1, (n.replyBudget()-wire.PageReplyOverhead-512)/18))
+}
+
+// wireSizer measures engine results as the node encodes them.
+type wireSizer struct{}
+
+func (wireSizer) EventSize(e *engine.Event) int {
+	we := wireEvent(e)
+	return wire.EventLen(&we)
+}
+
+// ConvSize counts a conversation with no events as a ConvSync with its
+// flags set and room for the header of a long events list (2 bytes more
+// than the empty one), which also covers it as a plain ConvInfo.
+func (wireSizer) ConvSize(c *engine.ConvInfo) int {
+	return wire.ConvSyncLen(&wire.ConvSync{Info: convInfo(c), More: true, Gone: true}) + 2
+}
+
 func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 	ok := &wire.Reply{Type: wire.TypeOK, ID: req.ID}
 	switch req.Type {
 	case wire.TypeConvGet:
-		info, code := n.engine.ConversationFor(s.user, req.Conv)
+		// Members page by user id: the first page with after 0.
+		info, more, code := n.engine.ConversationPageFor(s.user, req.Conv, req.After, n.membersPerPage())
 		if code != "" {
 			return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(code), "conv.get"))
 		}
 		ci := convInfo(&info)
 		ok.Info = &ci
+		if more && len(info.Members) > 0 {
+			ok.More, ok.Next = true, info.Members[len(info.Members)-1].User
+		}
 	case wire.TypeConvList:
-		convs := n.engine.Conversations(s.user)
+		convs, more := n.engine.ConversationList(s.user, req.After, req.AfterConv, req.Limit, n.pageBudget())
 		ok.Convs = make([]wire.ConvInfo, len(convs))
 		for i := range convs {
 			ok.Convs[i] = convInfo(&convs[i])
+		}
+		if more && len(convs) > 0 {
+			last := &convs[len(convs)-1]
+			ok.More, ok.Next, ok.NextConv = true, last.LastIndex, last.ID
 		}
 	case wire.TypeUserGet:
 		var u engine.User
@@ -69,27 +189,38 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 		if code != "" {
 			return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(code), "device.list"))
 		}
-		ok.Devices = make([]wire.DeviceInfo, len(devs))
-		for i, d := range devs {
-			ok.Devices[i] = wire.DeviceInfo{ID: d.ID, Name: d.Name, CreatedAt: d.CreatedAt, Revoked: d.Revoked, Current: d.ID == s.device}
+		// At most MaxDevicesLimit (500) devices of at most ~130 bytes: the
+		// engine bounds the page by count; it is cut here to the budget.
+		left := n.replyBudget() - wire.PageReplyOverhead
+		ok.Devices = make([]wire.DeviceInfo, 0, len(devs))
+		for _, d := range devs {
+			di := wire.DeviceInfo{ID: d.ID, Name: d.Name, CreatedAt: d.CreatedAt, Revoked: d.Revoked, Current: d.ID == s.device}
+			if left -= wire.DeviceInfoLen(&di); left < 0 && len(ok.Devices) > 0 {
+				more = true
+				break
+			}
+			ok.Devices = append(ok.Devices, di)
 		}
 		ok.More = more
-		if more && len(devs) > 0 {
-			ok.Next = devs[len(devs)-1].ID
+		if more && len(ok.Devices) > 0 {
+			ok.Next = ok.Devices[len(ok.Devices)-1].ID
 		}
 	case wire.TypeHistory:
 		dir := engine.Before
 		if req.Dir == wire.DirAfter {
 			dir = engine.After
 		}
-		events, more, err := n.engine.History(s.user, req.Conv, req.Seq, dir, req.Limit)
+		events, more, err := n.engine.History(s.user, req.Conv, req.Seq, dir, req.Limit, n.pageBudget())
 		if err != "" {
 			return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(err), "history"))
 		}
 		ok.Events = wireEvents(events)
 		ok.More = more
 	case wire.TypeSync:
-		page, err := n.engine.Sync(s.user, req.Since, req.After, req.Limit, wire.SyncEventsPerConv)
+		page, err := n.engine.Sync(s.user, engine.SyncQuery{
+			Since: req.Since, After: req.After, AfterConv: req.AfterConv,
+			Convs: req.Limit, Events: wire.SyncEventsPerConv, Budget: n.pageBudget(),
+		})
 		if err != "" {
 			return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(err), "sync"))
 		}
@@ -102,6 +233,7 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 		}
 		ok.More = page.More
 		ok.Next = page.Next
+		ok.NextConv = page.NextConv
 	default:
 		return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeUnknownType, "unknown request type"))
 	}

@@ -71,7 +71,7 @@ func (b *receiptBuffer) take() map[*session][]engine.ReceiptItem {
 // handleReceipt validates a report and buffers it. The reply means
 // "accepted": the cursor is written within a signal tick.
 func (n *Node) handleReceipt(s *session, req *wire.Request) *wire.Reply {
-	info, code := n.engine.ConversationFor(s.user, req.Conv)
+	info, _, code := n.engine.ConversationPageFor(s.user, req.Conv, 0, 0) // no member list: a check
 	if code != "" {
 		return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(code), "receipt"))
 	}
@@ -179,7 +179,7 @@ const readCountsWindow = 20
 // sendReadCounts tells the senders of a group's recent messages, on this
 // node, how many of the other members have received and read each.
 func (n *Node) sendReadCounts(conv, reader uint64) {
-	events, _, code := n.engine.History(reader, conv, 0, engine.Before, readCountsWindow)
+	events, _, code := n.engine.History(reader, conv, 0, engine.Before, readCountsWindow, engine.Budget{})
 	if code != "" {
 		return
 	}
@@ -214,7 +214,7 @@ func (n *Node) sendReadCounts(conv, reader uint64) {
 // handleReadGet answers who has read a message of a conversation, paged by
 // user id, with the counts.
 func (n *Node) handleReadGet(s *session, req *wire.Request) *wire.Reply {
-	info, code := n.engine.ConversationFor(s.user, req.Conv)
+	info, _, code := n.engine.ConversationPageFor(s.user, req.Conv, 0, 0) // no member list: a check
 	if code != "" {
 		return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(code), "read.get"))
 	}

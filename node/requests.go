@@ -64,6 +64,7 @@ func (n *Node) OnOpen(c *netpoll.Conn) {
 		Limits: wire.Limits{
 			MaxFrameBytes: wire.MaxFrameBytes, MaxBodyBytes: wire.MaxBodyBytes,
 			RatePerSecond: n.cfg.RatePerSecond, RateBurst: n.cfg.RateBurst,
+			MaxReplyBytes: n.replyBudget(), Reads: wire.MaxReadsInFlight,
 		},
 	})
 	if err == nil {
@@ -176,18 +177,23 @@ func (n *Node) submit(s *session, id uint64, cmd *engine.Command, ok func(*engin
 }
 
 // submitConv proposes a conversation change and replies with the
-// conversation as it is after the change.
+// conversation as it is after the change: its first page of members, as
+// conv.get gives it (more and next say whether to page the rest).
 func (n *Node) submitConv(s *session, id uint64, cmd *engine.Command) {
 	n.submit(s, id, cmd, func(res *engine.Result) *wire.Reply {
-		info, code := n.engine.ConversationFor(s.user, res.Conv)
+		info, more, code := n.engine.ConversationPageFor(s.user, res.Conv, 0, n.membersPerPage())
 		if code != "" {
 			var found bool
-			if info, found = n.engine.Conversation(res.Conv); !found {
+			if info, more, found = n.engine.ConversationPage(res.Conv, 0, n.membersPerPage()); !found {
 				return wire.ErrorReply(id, wire.Errorf(wire.CodeNotFound, "conversation gone"))
 			}
 		}
 		ci := convInfo(&info)
-		return &wire.Reply{Type: wire.TypeOK, ID: id, Info: &ci}
+		rep := &wire.Reply{Type: wire.TypeOK, ID: id, Info: &ci}
+		if more && len(info.Members) > 0 {
+			rep.More, rep.Next = true, info.Members[len(info.Members)-1].User
+		}
+		return rep
 	})
 }
 

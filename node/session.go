@@ -18,6 +18,7 @@ type session struct {
 	conn         *netpoll.Conn
 	limiter      *rate.Limiter
 	inflight     atomic.Int32 // requests received and not yet replied to
+	reads        atomic.Int32 // expensive reads admitted and not yet replied to (queries.go)
 	closed       atomic.Bool
 }
 

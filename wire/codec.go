@@ -55,7 +55,7 @@ func isMap(c byte) bool { return c&0xf0 == 0x80 || c == 0xde || c == 0xdf }
 // Validate checks the fields a request type needs and every limit. It is the
 // single place where the protocol's rules on requests live.
 func (r *Request) Validate() *Error {
-	for _, v := range [...]uint64{r.ID, r.Conv, r.ReplyTo, r.User, r.Seq, r.Since, r.After, r.Delivered, r.Read, r.Device} {
+	for _, v := range [...]uint64{r.ID, r.Conv, r.ReplyTo, r.User, r.Seq, r.Since, r.After, r.AfterConv, r.Delivered, r.Read, r.Device} {
 		if v > MaxSafeInteger {
 			return Errorf(CodeInvalid, "a number is above 2^53-1")
 		}
@@ -171,7 +171,17 @@ func (r *Request) Validate() *Error {
 		if r.Device == 0 {
 			return Errorf(CodeInvalid, "dev is required")
 		}
-	case TypeConvList, TypePing, TypePrivacySet, TypeDeviceList:
+	case TypeConvList:
+		if r.Limit < 0 {
+			return Errorf(CodeInvalid, "negative limit")
+		}
+		if r.Limit == 0 {
+			r.Limit = DefaultConvListLimit
+		}
+		if r.Limit > MaxConvListLimit {
+			r.Limit = MaxConvListLimit
+		}
+	case TypePing, TypePrivacySet, TypeDeviceList:
 	case "":
 		return Errorf(CodeBadFrame, `missing "t"`)
 	default:

@@ -69,7 +69,7 @@ func AppendReply(b []byte, r *Reply) []byte {
 	n += count(r.Code != "") + count(r.Message != "") + count(r.ClientMsgID != "") + count(r.Conv != 0) +
 		count(r.Seq != 0) + count(r.Ts != 0) + count(r.Index != 0) + count(r.Duplicate) +
 		count(r.Info != nil) + count(len(r.Convs) != 0) + count(r.UserInfo != nil) + count(len(r.Events) != 0) +
-		count(r.More) + count(len(r.Changes) != 0) + count(r.Next != 0) + count(len(r.Presence) != 0) +
+		count(r.More) + count(len(r.Changes) != 0) + count(r.Next != 0) + count(r.NextConv != 0) + count(len(r.Presence) != 0) +
 		count(r.ReadCount != 0) + count(r.DeliveredCount != 0) + count(r.MemberCount != 0) +
 		count(len(r.Readers) != 0) + count(len(r.Devices) != 0)
 	b = appendMapLen(b, n)
@@ -125,6 +125,9 @@ func AppendReply(b []byte, r *Reply) []byte {
 	}
 	if r.Next != 0 {
 		b = appendU64(appendStr(b, "next"), r.Next)
+	}
+	if r.NextConv != 0 {
+		b = appendU64(appendStr(b, "next_conv"), r.NextConv)
 	}
 	if len(r.Presence) != 0 {
 		b = appendArrayLen(appendStr(b, "presence"), len(r.Presence))

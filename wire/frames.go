@@ -83,8 +83,9 @@ type Request struct {
 	Dir         string   `msgpack:"dir,omitempty"`
 	Limit       int      `msgpack:"limit,omitempty"`
 	Since       uint64   `msgpack:"since,omitempty"`
-	After       uint64   `msgpack:"after,omitempty"` // sync paging: the previous page's next
-	On          bool     `msgpack:"on,omitempty"`    // typing: started (true) or stopped
+	After       uint64   `msgpack:"after,omitempty"`      // paging: the previous page's next
+	AfterConv   uint64   `msgpack:"after_conv,omitempty"` // sync and conv.list paging: the previous page's next_conv
+	On          bool     `msgpack:"on,omitempty"`         // typing: started (true) or stopped
 	Delivered   uint64   `msgpack:"delivered,omitempty"`
 	Read        uint64   `msgpack:"read,omitempty"`
 	Hide        bool     `msgpack:"hide_last_seen,omitempty"`
@@ -109,6 +110,10 @@ type Limits struct {
 	MaxBodyBytes  int     `msgpack:"max_body"`
 	RatePerSecond float64 `msgpack:"rate"`
 	RateBurst     int     `msgpack:"burst"`
+	// MaxReplyBytes: paged replies stop before this many bytes.
+	MaxReplyBytes int `msgpack:"max_reply"`
+	// Reads: expensive reads one connection may have in flight (busy beyond).
+	Reads int `msgpack:"reads"`
 }
 
 // Reply answers one request. Type is "ok" or "error"; the other fields
@@ -139,6 +144,9 @@ type Reply struct {
 	// sync
 	Changes []ConvSync `msgpack:"changes,omitempty"`
 	Next    uint64     `msgpack:"next,omitempty"`
+	// sync: set when the page ended among conversations that share the
+	// change index Next; conv.list: the last conversation's id
+	NextConv uint64 `msgpack:"next_conv,omitempty"`
 	// presence.sub: the current state of every watched user
 	Presence []Presence `msgpack:"presence,omitempty"`
 	// read.get

@@ -16,6 +16,26 @@ const (
 	SyncEventsPerConv   = 50  // events per conversation in a sync page; more via history
 	MaxPresenceWatch    = 256 // users one connection may watch (presence.sub)
 
+	// MaxReplyBytes bounds the encoded size of a paged reply (history,
+	// sync, conv.list, conv.get members, device.list): a page stops before
+	// the next item would cross it, so it always fits well inside a
+	// connection's send queue; the server uses min(MaxReplyBytes, a quarter
+	// of its send queue) and says which in hello (max_reply). A page holds
+	// at least one item even if that alone is larger, which a single
+	// event never is (a 16 KiB body plus under 10 KiB of fields).
+	MaxReplyBytes = 256 << 10
+	// MaxReadsInFlight is how many expensive reads (history, sync,
+	// conv.get, conv.list, user.get, read.get, device.list) one connection
+	// may have waiting for a reply; more are answered busy at once.
+	MaxReadsInFlight     = 2
+	DefaultConvListLimit = 100 // conversations per conv.list page
+	MaxConvListLimit     = 500
+	// MaxMembersPage bounds the members listed in one ConvInfo of a reply
+	// (conv.get pages the rest); ConvInfos in sync and conv.list pages list
+	// members only for groups of up to SyncInfoMembers.
+	MaxMembersPage  = 10_000
+	SyncInfoMembers = 256
+
 	// MaxSafeInteger is 2^53-1: every ID and counter in the protocol stays
 	// below it, so JavaScript clients read them exactly as numbers.
 	MaxSafeInteger = 1<<53 - 1
