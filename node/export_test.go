@@ -1,5 +1,12 @@
 package node
 
+import (
+	"context"
+
+	"parley/engine"
+	"parley/wire"
+)
+
 // IssueTokenForTest signs a device token with the node's key, for devices
 // the tests make up.
 func (n *Node) IssueTokenForTest(user, device uint64) string {
@@ -12,3 +19,14 @@ func (n *Node) IssueTokenForTest(user, device uint64) string {
 
 // HTTPConnsForTest is the number of HTTP connections the server holds open.
 func (n *Node) HTTPConnsForTest() int64 { return n.httpConns.Load() }
+
+// SetAccountsProposeForTest makes hook stand in for the proposals of the
+// accounts API (register, login); hook is given the real propose. Nil
+// restores it.
+func (n *Node) SetAccountsProposeForTest(hook func(ctx context.Context, cmd *engine.Command, propose func(context.Context, *engine.Command) (*engine.Result, *wire.Error)) (*engine.Result, *wire.Error)) {
+	if hook == nil {
+		n.accountsPropose.Store(nil)
+		return
+	}
+	n.accountsPropose.Store(&hook)
+}

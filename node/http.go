@@ -181,19 +181,74 @@ func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeRetry(w, http.StatusTooManyRequests, wire.CodeRateLimited, "too many registrations from this address", wait)
 		return
 	}
+	if _, taken := n.engine.UserByName(c.Username); taken {
+		n.limits.refund(regCharge) // no account is made: the password check is charged instead
+		n.registerAgain(ctx, w, r, &c)
+		return
+	}
 	hash, err := n.hasher.Hash(ctx, c.Password)
 	if err != nil {
 		n.limits.refund(regCharge)
 		writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later", time.Second)
 		return
 	}
-	res, werr := n.propose(ctx, &engine.Command{Op: engine.OpRegister, Username: c.Username, PasswordHash: []byte(hash)})
-	if werr != nil {
+	res, werr := n.proposeAccounts(ctx, &engine.Command{Op: engine.OpRegister, Username: c.Username, PasswordHash: []byte(hash)})
+	switch {
+	case werr == nil:
+		writeJSON(w, http.StatusCreated, map[string]any{"user_id": res.User, "username": c.Username})
+	case werr.Code == wire.CodeUsernameTaken:
+		// Taken since the check above, or known to the leader before
+		// this node: perhaps by this very client's earlier attempt.
+		n.limits.refund(regCharge)
+		n.registerAgain(ctx, w, r, &c)
+	case werr.Code == wire.CodeTimeout || werr.Code == wire.CodeUnavailable || werr.Code == wire.CodeBusy:
+		n.limits.refund(regCharge) // the client retries; that attempt counts
 		writeWireError(w, werr)
-		return
+	default:
+		writeWireError(w, werr)
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"user_id": res.User, "username": c.Username})
 }
+
+// registerAgain answers a registration of a name that is taken. With the
+// account's own password it is the retry of a registration whose answer
+// was lost (a 503 timeout, a dropped connection): it gets the account's
+// user_id with 201, exactly as the first attempt would have. With another
+// password it is 409 username_taken. Since that tells a right password
+// from a wrong one, the check is charged to the login throttle like a
+// login.
+func (n *Node) registerAgain(ctx context.Context, w http.ResponseWriter, r *http.Request, c *credentials) {
+	user, ok := n.authenticate(ctx, w, r, c, func() {
+		writeError(w, http.StatusConflict, wire.CodeUsernameTaken, "username taken")
+	})
+	if ok {
+		writeJSON(w, http.StatusCreated, map[string]any{"user_id": user.ID, "username": c.Username})
+	}
+}
+
+// proposeAccounts is propose for the accounts API. A write whose outcome
+// is unknown because the request's time ran out is reported as timeout
+// (503, retryable) rather than internal: it may still commit, and the
+// client's retry must find out (a register retried with the same password
+// gets the account; see registerAgain).
+func (n *Node) proposeAccounts(ctx context.Context, cmd *engine.Command) (*engine.Result, *wire.Error) {
+	propose := n.propose
+	if hook := n.accountsPropose.Load(); hook != nil {
+		propose = func(ctx context.Context, cmd *engine.Command) (*engine.Result, *wire.Error) {
+			return (*hook)(ctx, cmd, n.propose)
+		}
+	}
+	res, werr := propose(ctx, cmd)
+	if werr != nil && werr.Code == wire.CodeInternal && ctx.Err() != nil {
+		werr = wire.Errorf(wire.CodeTimeout, "the outcome is not known yet; retry the same request")
+	} else if werr != nil && werr.Code == wire.CodeTimeout {
+		werr = wire.Errorf(wire.CodeTimeout, "the outcome is not known yet; retry the same request")
+	}
+	return res, werr
+}
+
+// proposeFunc is the signature of propose, for the test hook on
+// proposeAccounts (export_test.go).
+type proposeFunc = func(context.Context, *engine.Command) (*engine.Result, *wire.Error)
 
 func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := n.workContext(r)
@@ -209,11 +264,13 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 		return
 	}
-	user, ok := n.authenticate(ctx, w, r, &c)
+	user, ok := n.authenticate(ctx, w, r, &c, func() {
+		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "unknown user or wrong password")
+	})
 	if !ok {
 		return
 	}
-	res, werr := n.propose(ctx, &engine.Command{Op: engine.OpAddDevice, User: user.ID, DeviceName: c.Device})
+	res, werr := n.proposeAccounts(ctx, &engine.Command{Op: engine.OpAddDevice, User: user.ID, DeviceName: c.Device})
 	if werr != nil {
 		writeWireError(w, werr)
 		return
@@ -232,9 +289,10 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 // the auth throttle: a failure spends from the username's budget and the
 // client address's, a success gives back what it took. When the budget is
 // spent it answers 429 without checking the password (a throttled guess
-// learns nothing). It answers the client itself (429, 503, 401) and
-// returns false unless the password is right.
-func (n *Node) authenticate(ctx context.Context, w http.ResponseWriter, r *http.Request, c *credentials) (engine.User, bool) {
+// learns nothing). It answers the client itself (429, 503, or wrong for
+// an unknown user or a wrong password) and returns false unless the
+// password is right.
+func (n *Node) authenticate(ctx context.Context, w http.ResponseWriter, r *http.Request, c *credentials, wrong func()) (engine.User, bool) {
 	charges := n.limits.loginCharges(c.Username, n.limits.clientKey(r))
 	if ok, wait := n.limits.take(charges...); !ok {
 		n.metrics.authThrottled.WithLabelValues("login").Inc()
@@ -254,7 +312,7 @@ func (n *Node) authenticate(ctx context.Context, w http.ResponseWriter, r *http.
 		return engine.User{}, false
 	}
 	if !found || !ok || err != nil {
-		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "unknown user or wrong password")
+		wrong()
 		return engine.User{}, false
 	}
 	n.limits.refund(charges...)

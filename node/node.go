@@ -23,6 +23,7 @@ import (
 	"parley/engine"
 	"parley/netpoll"
 	"parley/raftlog"
+	"parley/wire"
 )
 
 // Node is one running Parley server.
@@ -42,6 +43,9 @@ type Node struct {
 	httpLn    net.Listener // as bound; served through a netutil.LimitListener
 	httpSrv   *http.Server
 	httpConns atomic.Int64 // HTTP connections accepted and not closed
+	// accountsPropose, set by tests only, stands in for propose on the
+	// accounts API (it is given the real one).
+	accountsPropose atomic.Pointer[func(context.Context, *engine.Command, proposeFunc) (*engine.Result, *wire.Error)]
 
 	typing     *typingTracker
 	presence   *presenceTracker
