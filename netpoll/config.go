@@ -55,6 +55,29 @@ type Config struct {
 	// Logger receives gnet's and the server's own log lines; nil means
 	// slog.Default().
 	Logger *slog.Logger
+
+	// Connection caps, checked during the handshake before the 101 (see
+	// limits.go). Every slot a connection takes is given back exactly once,
+	// when its socket closes, whatever phase it reached. Zero means no cap.
+	//
+	// MaxConnections caps the upgraded connections of the server: the
+	// upgrade beyond it is refused with 503 and Retry-After.
+	MaxConnections int
+	// MaxConnectionsPerIP caps the upgraded connections from one client
+	// address (one IPv4 address, or one IPv6 /64): 429 and Retry-After.
+	MaxConnectionsPerIP int
+	// MaxConnectionsPerKey caps the upgraded connections that Authorize
+	// gave the same Request.LimitKey (the node's key is the user): 429 and
+	// Retry-After.
+	MaxConnectionsPerKey int
+	// MaxPendingHandshakes caps the sockets accepted and not yet upgraded or
+	// refused. A socket beyond it is answered 503 at once, without its
+	// request being read, and closed. Zero: MaxConnections/16, at least 16,
+	// when MaxConnections is set; else no cap.
+	MaxPendingHandshakes int
+	// RetryAfter is the Retry-After (in whole seconds, at least 1) sent
+	// with every 503 and 429 refusal, the handler's included.
+	RetryAfter time.Duration
 }
 
 // Defaults used for zero fields of Config.
@@ -70,6 +93,8 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultCloseTimeout     = 5 * time.Second
 	DefaultTickInterval     = time.Second
+	DefaultRetryAfter       = 5 * time.Second
+	minPendingHandshakes    = 16
 )
 
 // WithDefaults returns a copy of c with every zero field set to its default.
@@ -109,6 +134,12 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.MaxPendingHandshakes == 0 && c.MaxConnections > 0 {
+		c.MaxPendingHandshakes = max(minPendingHandshakes, c.MaxConnections/16)
+	}
+	if c.RetryAfter == 0 {
+		c.RetryAfter = DefaultRetryAfter
 	}
 	return c
 }
@@ -154,6 +185,22 @@ func (c Config) Validate() error {
 		if d.v < c.TickInterval {
 			bad("%s %v is shorter than TickInterval %v", d.name, d.v, c.TickInterval)
 		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{
+		{"MaxConnections", c.MaxConnections},
+		{"MaxConnectionsPerIP", c.MaxConnectionsPerIP},
+		{"MaxConnectionsPerKey", c.MaxConnectionsPerKey},
+		{"MaxPendingHandshakes", c.MaxPendingHandshakes},
+	} {
+		if n.v < 0 {
+			bad("%s %d is negative (0 means no cap)", n.name, n.v)
+		}
+	}
+	if c.RetryAfter < 0 {
+		bad("RetryAfter %v is negative", c.RetryAfter)
 	}
 	if c.IdleTimeout <= c.PingInterval {
 		bad("IdleTimeout %v must exceed PingInterval %v, or no pong can arrive in time", c.IdleTimeout, c.PingInterval)

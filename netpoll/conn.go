@@ -45,14 +45,17 @@ type closeRequest struct {
 // those in the second are owned by the event loop, and mu guards the third
 // (the hand-off from senders to the loop).
 type Conn struct {
-	id      uint64
-	srv     *Server
-	loop    *loop
-	remote  string
-	session any
+	id       uint64
+	srv      *Server
+	loop     *loop
+	remote   string
+	session  any
+	ipKey    uint64 // per-address cap key (limits.go)
+	limitKey uint64 // Request.LimitKey as Authorize set it
 
 	gc        gnet.Conn // nil once closed
 	phase     phase
+	held      slot // cap slots to give back (limits.go)
 	inputDead bool // the stream is garbage: read and drop everything
 	wantClose bool // close the socket when the current read returns
 	lastRecv  time.Duration
@@ -336,6 +339,9 @@ func (c *Conn) readHandshake(data []byte) gnet.Action {
 		return c.refuse(herr)
 	}
 	req.RemoteAddr = c.remote
+	if herr := c.admitUpgrade(); herr != nil {
+		return c.refuse(herr)
+	}
 	session, status, reason := c.srv.handler.Authorize(req)
 	if status != 0 {
 		if status < 400 || status > 599 {
@@ -343,6 +349,9 @@ func (c *Conn) readHandshake(data []byte) gnet.Action {
 			status, reason = 500, "internal error"
 		}
 		return c.refuse(&handshakeError{status: status, reason: reason})
+	}
+	if herr := c.admitKey(req.LimitKey); herr != nil {
+		return c.refuse(herr)
 	}
 
 	resp := acceptResponse(key)
@@ -352,6 +361,7 @@ func (c *Conn) readHandshake(data []byte) gnet.Action {
 	c.loop.stats.bytesOut.Add(int64(len(resp)))
 	c.session = session
 	c.phase = phaseOpen
+	c.release(slotPending)
 	c.loop.stats.handshakesAccepted.Add(1)
 	c.loop.stats.open.Add(1)
 	c.loop.wheel.schedule(&c.timer, c.loop.now+cfg.PingInterval)
@@ -369,6 +379,9 @@ func (c *Conn) readHandshake(data []byte) gnet.Action {
 
 func (c *Conn) refuse(herr *handshakeError) gnet.Action {
 	c.loop.stats.handshakesRefused.Add(1)
+	if wantsRetryAfter(herr.status) {
+		herr.header += c.srv.retryAfter
+	}
 	resp := refusalResponse(herr)
 	if _, err := c.gc.Write(resp); err == nil {
 		c.loop.stats.bytesOut.Add(int64(len(resp)))
@@ -420,6 +433,7 @@ func (c *Conn) onClose(err error) {
 	c.closeReq = nil
 	c.mu.Unlock()
 	c.gc = nil
+	c.release(c.held)
 	if !wasOpen {
 		return
 	}

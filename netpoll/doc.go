@@ -9,7 +9,11 @@
 //     their phase, read decoder, handshake buffer and heartbeat timer, and
 //     its own timing wheel. All Handler methods run here, so they must not
 //     block.
-//   - gnet's main reactor accepts sockets and hands them to the loops.
+//   - The server's accept loop (accept.go), one goroutine, accepts sockets
+//     and hands them to the loops (gnet.Client.EnrollContext). gnet's own
+//     acceptor is not used: it stops the whole engine on the first EMFILE.
+//     Here accept errors are retried with backoff, and a socket arriving
+//     while too many handshakes are pending is answered 503 and closed.
 //   - gnet's ticker calls OnTick every TickInterval; it only queues a sweep
 //     of the timing wheel on each loop (gnet has no per-connection timers).
 //   - Senders: any goroutine may call Conn.Send and Conn.Close. They append
@@ -20,7 +24,7 @@
 //
 // # Memory per connection
 //
-// An idle upgraded connection holds its Conn (224 bytes) and gnet's
+// An idle upgraded connection holds its Conn (240 bytes) and gnet's
 // connection; read, reassembly and handshake buffers come from pools only
 // while a frame or request is incomplete, the send queue only from a Send
 // to the next flush, and gnet's inbound buffer is never used because every
@@ -36,4 +40,13 @@
 // close frame before closing TCP, so the peer reads the close frame instead
 // of a reset. A peer-initiated close is echoed and TCP closed at once.
 // Handler.OnClose runs exactly once per connection that reached OnOpen.
+//
+// # Caps
+//
+// Config.MaxConnections (503), MaxConnectionsPerIP and MaxConnectionsPerKey
+// (429) are checked when the upgrade request is complete, before the 101;
+// MaxPendingHandshakes bounds the sockets still in their handshake. The
+// slots a connection takes are given back once, when its socket closes
+// (limits.go). Alive and Ready report a server that stopped taking
+// connections (accept.go).
 package netpoll

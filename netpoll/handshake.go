@@ -19,6 +19,10 @@ type Request struct {
 	Query      url.Values
 	Header     http.Header // canonical keys, as net/http
 	RemoteAddr string
+	// LimitKey is Authorize's to set, not the client's: upgrades given the
+	// same non-zero key count together against Config.MaxConnectionsPerKey
+	// (the node sets the user's id).
+	LimitKey uint64
 }
 
 // handshakeError is a refused upgrade: an HTTP status, a reason for the

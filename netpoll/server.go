@@ -6,9 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -19,11 +20,13 @@ import (
 // event loop, which serves thousands of connections: none may block, and
 // none may panic.
 type Handler interface {
-	// Authorize runs during the handshake, before the 101. Return session
-	// data and status 0 to accept, or an HTTP error status (401, 403, 400,
-	// ...) and a reason to refuse: the refusal is written as an HTTP
-	// response and the socket closed. A status outside 400-599 refuses with
-	// 500.
+	// Authorize runs during the handshake, before the 101, once the request
+	// passed the server and per-address caps. Return session data and
+	// status 0 to accept, or an HTTP error status (401, 403, 400, ...) and
+	// a reason to refuse: the refusal is written as an HTTP response (with
+	// Retry-After for 503 and 429) and the socket closed. A status outside
+	// 400-599 refuses with 500. Setting r.LimitKey subjects the upgrade to
+	// Config.MaxConnectionsPerKey.
 	Authorize(r *Request) (session any, status int, reason string)
 	// OnOpen runs once the 101 is written.
 	OnOpen(c *Conn)
@@ -52,6 +55,16 @@ type Stats struct {
 	BytesOut           int64 // all bytes handed to the socket, handshakes included
 	QueueOverflows     int64 // connections closed as slow consumers
 	ProtocolErrors     int64 // connections failed for breaking RFC 6455
+
+	// Refusals for the caps (also counted in HandshakesRefused, except the
+	// sockets refused unread).
+	RefusedConnLimit  int64 // 503: MaxConnections reached
+	RefusedIPLimit    int64 // 429: MaxConnectionsPerIP reached
+	RefusedKeyLimit   int64 // 429: MaxConnectionsPerKey reached
+	RefusedPending    int64 // 503 at accept, unread: MaxPendingHandshakes reached
+	RefusedNoFD       int64 // sockets shed at accept because the process was out of descriptors
+	AcceptErrors      int64 // failed accepts (EMFILE, ENFILE, ENOBUFS, ...), each followed by a retry
+	PendingHandshakes int64 // sockets accepted and not yet upgraded or refused, now
 }
 
 // Server is a WebSocket server on a gnet event loop. Handshake, framing,
@@ -59,9 +72,9 @@ type Stats struct {
 // per connection.
 //
 // Goroutines: gnet runs one goroutine per event loop (each owns its
-// connections, their decoders and its timing wheel), a main reactor that
-// accepts, and a ticker that calls OnTick; senders call Conn.Send and
-// Conn.Close from anywhere.
+// connections, their decoders and its timing wheel) and a ticker that calls
+// OnTick; the server's own accept loop hands sockets to the loops
+// (accept.go); senders call Conn.Send and Conn.Close from anywhere.
 type Server struct {
 	cfg     Config
 	handler Handler
@@ -71,6 +84,19 @@ type Server struct {
 	queueOverflows atomic.Int64 // counted by senders, so not per loop
 	stopping       atomic.Bool  // refuse new sockets
 
+	// Caps (limits.go): slots held, taken and given back on the loops.
+	pending, conns atomic.Int64
+	perIP, perKey  keyCounter
+	retryAfter     string // the Retry-After header line
+
+	refusedConnLimit, refusedIPLimit, refusedKeyLimit atomic.Int64
+	refusedPending, refusedNoFD, acceptErrors         atomic.Int64
+
+	acceptErr      atomic.Pointer[acceptFailure] // the last failed accept; nil after a success
+	acceptErrFresh time.Duration                 // Ready: how long a failed accept (not EMFILE) counts
+	lastTick       atomic.Int64                  // wall clock (UnixNano) of the last OnTick
+	tickStaleAfter time.Duration                 // Alive: ticks stopped this long means the loops stopped
+
 	loopOf sync.Map // gnet.EventLoop -> *loop; written under mu
 
 	mu    sync.Mutex // guards loops, state
@@ -78,10 +104,20 @@ type Server struct {
 	state serverState
 
 	// Set before Start returns, read-only afterwards.
-	eng     gnet.Engine
-	addr    string
-	runDone chan struct{}
-	runErr  error // written before runDone is closed
+	ln         net.Listener
+	cli        *gnet.Client // the event loops, with no listener of their own
+	addr       string
+	stopCh     chan struct{} // closed by Stop
+	acceptDone chan struct{} // closed when the accept loop returns
+	acceptExit error         // why it returned; written before acceptDone is closed
+	stopLoops  sync.Once
+	runDone    chan struct{}
+	runErr     error // written before runDone is closed
+
+	reserve *os.File // a spare descriptor, owned by the accept loop (accept.go)
+	fdShort bool     // the last hand-off failed for want of a descriptor; owned by the accept loop
+
+	wrapListener func(net.Listener) net.Listener // tests inject accept errors
 }
 
 type serverState uint8
@@ -103,7 +139,13 @@ func NewServer(cfg Config, h Handler) (*Server, error) {
 	if h == nil {
 		return nil, errors.New("netpoll: nil Handler")
 	}
-	return &Server{cfg: cfg.WithDefaults(), handler: h, clock: time.Now}, nil
+	cfg = cfg.WithDefaults()
+	return &Server{
+		cfg: cfg, handler: h, clock: time.Now,
+		retryAfter:     retryAfterHeader(cfg.RetryAfter),
+		tickStaleAfter: max(30*cfg.TickInterval, 30*time.Second),
+		acceptErrFresh: 2 * acceptBackoffMax,
+	}, nil
 }
 
 // Start listens and starts the event loops; it returns once the socket
@@ -117,43 +159,62 @@ func (s *Server) Start() error {
 	s.state = stateStarted
 	s.mu.Unlock()
 
-	s.epoch = s.clock()
-	s.runDone = make(chan struct{})
-	eh := &engineHandler{s: s, booted: make(chan struct{})}
-	opts := []gnet.Option{
-		gnet.WithTicker(true),
-		gnet.WithReuseAddr(true),
-		gnet.WithLogger(gnetLogger{s.cfg.Logger}),
-	}
-	if s.cfg.SocketSendBuffer > 0 {
-		// Set on the listener; accepted sockets inherit it.
-		opts = append(opts, gnet.WithSocketSendBuffer(s.cfg.SocketSendBuffer))
-	}
-	if n := s.cfg.NumEventLoops; n > 0 {
-		opts = append(opts, gnet.WithNumEventLoop(n))
-	} else {
-		opts = append(opts, gnet.WithMulticore(true))
-	}
-	go func() {
-		err := gnet.Run(eh, "tcp://"+s.cfg.Addr, opts...)
-		s.runErr = err
-		close(s.runDone)
-	}()
-	var err error
-	select {
-	case <-eh.booted:
-		if err = eh.bootErr; err != nil {
-			<-s.runDone
-		}
-	case <-s.runDone:
-		err = fmt.Errorf("netpoll: start: %w", s.runErr)
-	}
+	err := s.start()
 	if err != nil {
 		s.mu.Lock()
 		s.state = stateStopped // nothing runs; Stop has nothing to do
 		s.mu.Unlock()
 	}
 	return err
+}
+
+func (s *Server) start() error {
+	s.epoch = s.clock()
+	lc := net.ListenConfig{
+		KeepAlive: -1, // the WebSocket pings find dead peers
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			if s.cfg.SocketSendBuffer <= 0 {
+				return nil
+			}
+			// Set on the listener; accepted sockets inherit it.
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, s.cfg.SocketSendBuffer)
+			})
+			return errors.Join(err, serr)
+		},
+	}
+	ln, err := lc.Listen(context.Background(), "tcp", s.cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("netpoll: start: %w", err)
+	}
+	opts := []gnet.Option{
+		gnet.WithTicker(true),
+		gnet.WithLogger(gnetLogger{s.cfg.Logger}),
+	}
+	if n := s.cfg.NumEventLoops; n > 0 {
+		opts = append(opts, gnet.WithNumEventLoop(n))
+	} else {
+		opts = append(opts, gnet.WithMulticore(true))
+	}
+	s.lastTick.Store(time.Now().UnixNano())
+	cli, err := gnet.NewClient(&engineHandler{s: s}, opts...)
+	if err == nil {
+		err = cli.Start()
+	}
+	if err != nil {
+		_ = ln.Close()
+		return fmt.Errorf("netpoll: start: %w", err)
+	}
+	s.addr = ln.Addr().String()
+	if s.wrapListener != nil {
+		ln = s.wrapListener(ln)
+	}
+	s.ln, s.cli = ln, cli
+	s.stopCh, s.acceptDone, s.runDone = make(chan struct{}), make(chan struct{}), make(chan struct{})
+	s.reserve, _ = os.Open(os.DevNull) // nil (no reserve) if even that fails
+	go s.acceptLoop()
+	return nil
 }
 
 // Addr is the address the server listens on (with the real port when the
@@ -170,36 +231,42 @@ func (s *Server) Stop(ctx context.Context) error {
 		return nil
 	}
 	s.state = stateStopped
-	loops := s.loops
 	s.mu.Unlock()
 	s.stopping.Store(true)
+	close(s.stopCh)
+	_ = s.ln.Close()
 
-	done := make(chan struct{}, len(loops))
-	for _, l := range loops {
-		err := l.el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
-			l.goAway()
-			done <- struct{}{}
-			return nil
-		}))
-		if err != nil {
-			done <- struct{}{}
+	go func() {
+		// A socket being handed to a loop must get there before the loops
+		// stop (gnet would never answer the hand-off otherwise).
+		<-s.acceptDone
+		if s.reserve != nil {
+			_ = s.reserve.Close()
 		}
-	}
-	goneAway := 0
-	for goneAway < len(loops) && ctx.Err() == nil {
-		select {
-		case <-done:
-			goneAway++
-		case <-ctx.Done():
+		s.mu.Lock()
+		loops := s.loops
+		s.mu.Unlock()
+		done := make(chan struct{}, len(loops))
+		for _, l := range loops {
+			err := l.el.Execute(ctx, gnet.RunnableFunc(func(context.Context) error {
+				l.goAway()
+				done <- struct{}{}
+				return nil
+			}))
+			if err != nil {
+				done <- struct{}{}
+			}
 		}
-	}
-
-	// Engine.Stop starts the shutdown at once, then polls every 500ms for
-	// its end; wait for Run to return instead, and cancel the poll when we
-	// are done (or out of time: the shutdown goes on regardless).
-	stopCtx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = s.eng.Stop(stopCtx) }()
+		for goneAway := 0; goneAway < len(loops) && ctx.Err() == nil; {
+			select {
+			case <-done:
+				goneAway++
+			case <-ctx.Done():
+			}
+		}
+		s.runErr = s.stopEventLoops()
+		close(s.runDone)
+	}()
 	select {
 	case <-s.runDone:
 		return s.runErr
@@ -208,12 +275,28 @@ func (s *Server) Stop(ctx context.Context) error {
 	}
 }
 
+// stopEventLoops stops gnet, once: the loops close their remaining
+// connections (OnClose runs for each) and exit.
+func (s *Server) stopEventLoops() (err error) {
+	s.stopLoops.Do(func() { err = s.cli.Stop() })
+	return err
+}
+
 // Stats sums the counters of all event loops.
 func (s *Server) Stats() Stats {
 	s.mu.Lock()
 	loops := s.loops
 	s.mu.Unlock()
-	st := Stats{QueueOverflows: s.queueOverflows.Load()}
+	st := Stats{
+		QueueOverflows:    s.queueOverflows.Load(),
+		RefusedConnLimit:  s.refusedConnLimit.Load(),
+		RefusedIPLimit:    s.refusedIPLimit.Load(),
+		RefusedKeyLimit:   s.refusedKeyLimit.Load(),
+		RefusedPending:    s.refusedPending.Load(),
+		RefusedNoFD:       s.refusedNoFD.Load(),
+		AcceptErrors:      s.acceptErrors.Load(),
+		PendingHandshakes: s.pending.Load(),
+	}
 	for _, l := range loops {
 		ls := &l.stats
 		st.OpenConnections += ls.open.Load()
@@ -349,22 +432,10 @@ func (l *loop) goAway() {
 // Server's public method set.
 type engineHandler struct {
 	gnet.BuiltinEventEngine
-	s       *Server
-	booted  chan struct{}
-	bootErr error // written before booted is closed
+	s *Server
 }
 
-func (h *engineHandler) OnBoot(eng gnet.Engine) gnet.Action {
-	defer close(h.booted)
-	addr, err := listenAddr(eng)
-	if err != nil {
-		h.bootErr = fmt.Errorf("netpoll: start: listener address: %w", err)
-		return gnet.Shutdown
-	}
-	h.s.eng, h.s.addr = eng, addr
-	return gnet.None
-}
-
+// OnOpen runs on the loop for each socket the accept loop hands over.
 func (h *engineHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	s := h.s
 	if s.stopping.Load() {
@@ -375,8 +446,11 @@ func (h *engineHandler) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c := &Conn{id: nextConnID.Add(1), srv: s, loop: l, gc: gc, lastRecv: l.now}
 	if ra := gc.RemoteAddr(); ra != nil {
 		c.remote = ra.String()
+		c.ipKey = ipKey(ra)
 	}
 	c.timer.owner = c
+	c.held = slotPending
+	s.pending.Add(1)
 	gc.SetContext(c)
 	l.wheel.schedule(&c.timer, l.now+s.cfg.HandshakeTimeout)
 	return nil, gnet.None
@@ -403,6 +477,7 @@ func (h *engineHandler) OnClose(gc gnet.Conn, err error) gnet.Action {
 
 func (h *engineHandler) OnTick() (time.Duration, gnet.Action) {
 	s := h.s
+	s.lastTick.Store(time.Now().UnixNano())
 	s.mu.Lock()
 	loops := s.loops
 	s.mu.Unlock()
@@ -410,26 +485,6 @@ func (h *engineHandler) OnTick() (time.Duration, gnet.Action) {
 		_ = l.el.Execute(context.Background(), l.sweepTask)
 	}
 	return s.cfg.TickInterval, gnet.None
-}
-
-// listenAddr reads the bound address of the engine's listener.
-func listenAddr(eng gnet.Engine) (string, error) {
-	fd, err := eng.Dup()
-	if err != nil {
-		return "", err
-	}
-	defer unix.Close(fd)
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return "", err
-	}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port)), nil
-	case *unix.SockaddrInet6:
-		return net.JoinHostPort(net.IP(a.Addr[:]).String(), strconv.Itoa(a.Port)), nil
-	}
-	return "", fmt.Errorf("unexpected socket address %T", sa)
 }
 
 // gnetLogger sends gnet's log lines to slog.
