@@ -84,6 +84,7 @@ type txn struct {
 	cursorWorks []cursorWork          // receipt cursors read or changed, in first-touch order
 	seen        map[uint64]seenRecord // last_seen and privacy changed in this entry
 	signingKey  []byte                // set by this entry (OpSetSigningKey); nil if not
+	activeDevs  map[uint64][]uint64   // user -> active devices, for the users whose devices this entry changed
 	events      []Event               // published after commit; a new slice per entry
 	ncmds       int                   // commands in the entry: sizes events
 
@@ -120,6 +121,7 @@ func (t *txn) begin(e *Engine, index uint64, ts int64) {
 		t.sends = make(map[sendKey]sendRecord)
 		t.cursorIdx = make(map[cursorKey]int)
 		t.seen = make(map[uint64]seenRecord)
+		t.activeDevs = make(map[uint64][]uint64)
 	}
 	t.e, t.db, t.ix = e, e.db, e.idx
 	t.b = e.db.NewBatch()
@@ -140,6 +142,7 @@ func (t *txn) reset() {
 	clear(t.cursorIdx)
 	t.cursorWorks = t.cursorWorks[:0]
 	clear(t.seen)
+	clear(t.activeDevs)
 	t.signingKey = nil
 	t.e, t.db, t.ix = nil, nil, nil
 }
@@ -192,6 +195,9 @@ func (t *txn) install() {
 	}
 	for id, d := range t.devices {
 		ix.devices[id] = deviceState{user: d.User, revoked: d.Revoked}
+	}
+	for id, list := range t.activeDevs {
+		ix.users[id].devices = list
 	}
 	for _, m := range t.memberships {
 		u := ix.users[m.user]
@@ -422,6 +428,12 @@ func (t *txn) register(c *Command) *Result {
 	return r
 }
 
+// addDevice adds a device (a login). First, when the proposer says before
+// when tokens have expired (Ts), the user's devices created before then
+// are revoked: none of their tokens is valid any more, and only a new
+// login makes a token. Then, with MaxDevices set, the oldest devices are
+// revoked until the user has at most that many active, the new one
+// included. Both follow from the state and the command alone.
 func (t *txn) addDevice(c *Command) *Result {
 	if !t.userExists(c.User) {
 		return failure(ErrCodeNotFound, "no such user")
@@ -432,8 +444,22 @@ func (t *txn) addDevice(c *Command) *Result {
 	if t.lastDevice >= maxID {
 		return failure(ErrCodeTooLarge, "device IDs exhausted")
 	}
+	if c.Ts > 0 {
+		expired := min(c.Ts, t.ts) // a proposer's clock ahead of the leader's revokes no newer device
+		for {
+			active := t.devicesOf(c.User)
+			if len(active) == 0 || t.deviceRecord(c.User, active[0]).CreatedAt >= expired {
+				break
+			}
+			t.revoke(c.User, active[0])
+		}
+	}
 	t.lastDevice++
 	t.putDevice(Device{ID: t.lastDevice, User: c.User, Name: c.DeviceName, CreatedAt: t.ts})
+	t.activeDevs[c.User] = append(slices.Clip(t.devicesOf(c.User)), t.lastDevice)
+	for c.MaxDevices > 0 && uint64(len(t.activeDevs[c.User])) > c.MaxDevices {
+		t.revoke(c.User, t.activeDevs[c.User][0])
+	}
 	r := t.ok(0, 0)
 	r.User, r.Device = c.User, t.lastDevice
 	return r
@@ -445,26 +471,51 @@ func (t *txn) revokeDevice(c *Command) *Result {
 		return failure(ErrCodeNotFound, "no such device")
 	}
 	if !revoked {
-		d, ok := t.devices[c.Device]
-		if !ok { // read the record for the name and creation time it keeps
-			t.kbuf = appendKey2(t.kbuf[:0], prefixDevice, c.User, c.Device)
-			v, found := t.get(t.vbuf[:0], t.kbuf)
-			t.vbuf = v
-			if !found || !decodeDeviceRecord(c.User, c.Device, v, &d) {
-				panic(corrupt("device record", t.kbuf).Error())
-			}
-		}
-		d.Revoked = true
-		t.putDevice(d)
-		// The hook for the nodes: each closes the device's connections.
-		t.publish(Event{
-			Index: t.index, Ts: t.ts, Kind: EventDeviceRevoked, From: c.User, Device: c.Device,
-			Recipients: []uint64{c.User},
-		})
+		t.revoke(c.User, c.Device)
 	}
 	r := t.ok(0, 0)
 	r.User, r.Device = c.User, c.Device
 	return r
+}
+
+// devicesOf is the user's active devices as the entry sees them, oldest
+// first. The slice may be the index's: never modify it in place.
+func (t *txn) devicesOf(user uint64) []uint64 {
+	if list, ok := t.activeDevs[user]; ok {
+		return list
+	}
+	if u := t.ix.users[user]; u != nil {
+		return u.devices
+	}
+	return nil // registered in this entry
+}
+
+// deviceRecord reads a device of user as the entry sees it.
+func (t *txn) deviceRecord(user, id uint64) Device {
+	if d, ok := t.devices[id]; ok {
+		return d
+	}
+	var d Device
+	t.kbuf = appendKey2(t.kbuf[:0], prefixDevice, user, id)
+	v, found := t.get(t.vbuf[:0], t.kbuf)
+	t.vbuf = v
+	if !found || !decodeDeviceRecord(user, id, v, &d) {
+		panic(corrupt("device record", t.kbuf).Error())
+	}
+	return d
+}
+
+// revoke revokes an active device of user, and tells the nodes: each
+// closes the device's connections.
+func (t *txn) revoke(user, id uint64) {
+	d := t.deviceRecord(user, id) // for the name and creation time it keeps
+	d.Revoked = true
+	t.putDevice(d)
+	t.activeDevs[user] = slices.DeleteFunc(slices.Clone(t.devicesOf(user)), func(x uint64) bool { return x == id })
+	t.publish(Event{
+		Index: t.index, Ts: t.ts, Kind: EventDeviceRevoked, From: user, Device: id,
+		Recipients: []uint64{user},
+	})
 }
 
 func (t *txn) openDirect(c *Command) *Result {

@@ -15,6 +15,7 @@ import (
 var sampleCommands = []*Command{
 	{Op: OpRegister, Username: "alice", PasswordHash: []byte("$argon2id$v=19$...")},
 	{Op: OpAddDevice, User: 1, DeviceName: "phone"},
+	{Op: OpAddDevice, User: 1, DeviceName: "laptop", Ts: 1_700_000_000_123, MaxDevices: 100},
 	{Op: OpRevokeDevice, User: 1, Device: 2},
 	{Op: OpOpenDirect, User: 1, Peer: 2},
 	{Op: OpCreateGroup, User: 1, Name: "team", Members: []uint64{2, 3, 1 << 52}},
@@ -36,7 +37,7 @@ func TestCommandRoundTrip(t *testing.T) {
 	all := &Command{
 		Op: OpSend, User: 1, Device: 2, Conv: 3, Peer: 4, Member: 5, Members: []uint64{6, 7}, Admin: true,
 		Username: "u", PasswordHash: []byte{0, 1}, DeviceName: "d", Name: "n", ClientMsgID: "c", Body: "b", ReplyTo: 8,
-		Items: []ReceiptItem{{Conv: 9, Delivered: 10, Read: 11}}, Ts: 12, HideLastSeen: true,
+		Items: []ReceiptItem{{Conv: 9, Delivered: 10, Read: 11}}, Ts: 12, HideLastSeen: true, MaxDevices: 14,
 		SigningKey: []byte{13},
 	}
 	maxItems := &Command{Op: OpReceipts, User: 1, Device: 1, Items: make([]ReceiptItem, MaxReceiptItems)}

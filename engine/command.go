@@ -16,7 +16,7 @@ const (
 	opInvalid Op = iota
 
 	OpRegister     // Username, PasswordHash -> Result.User
-	OpAddDevice    // User, DeviceName -> Result.Device
+	OpAddDevice    // User, DeviceName, MaxDevices, Ts -> Result.Device
 	OpRevokeDevice // User, Device -> Result.Device
 	OpOpenDirect   // User, Peer -> Result.Conv
 	OpCreateGroup  // User, Name, Members -> Result.Conv
@@ -81,6 +81,10 @@ type Command struct {
 	Ts           int64         // OpLastSeen: when the user was last seen, unix ms
 	HideLastSeen bool          // OpSetPrivacy
 	SigningKey   []byte        // OpSetSigningKey: MinSigningKeyLen to MaxSigningKeyLen bytes
+	// OpAddDevice: with Ts set, the user's devices created before Ts (unix
+	// ms: their tokens have expired) are revoked; then the oldest until at
+	// most MaxDevices are active, the new one included (0: no cap).
+	MaxDevices uint64
 }
 
 // commandVersion is the first byte of every encoded command. A replica that
@@ -110,6 +114,7 @@ const (
 	keyTs           = "ts"
 	keyHideLastSeen = "hl"
 	keySigningKey   = "sk"
+	keyMaxDevices   = "md"
 )
 
 // ErrBadCommand is returned (wrapped) by DecodeCommand for malformed input.
@@ -160,6 +165,7 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	count(c.Ts != 0)
 	count(c.HideLastSeen)
 	count(len(c.SigningKey) != 0)
+	count(c.MaxDevices != 0)
 
 	var err error
 	put := func(key string, f func() error) {
@@ -225,6 +231,7 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	if len(c.SigningKey) != 0 {
 		put(keySigningKey, func() error { return enc.EncodeBytes(c.SigningKey) })
 	}
+	putUint(keyMaxDevices, c.MaxDevices)
 	return err
 }
 
@@ -332,6 +339,8 @@ func decodeCommand(dec *msgpack.Decoder, r *bytes.Reader, c *Command) error {
 			c.Ts, err = dec.DecodeInt64()
 		case keyHideLastSeen:
 			c.HideLastSeen, err = dec.DecodeBool()
+		case keyMaxDevices:
+			c.MaxDevices, err = dec.DecodeUint64()
 		case keySigningKey:
 			c.SigningKey, err = dec.DecodeBytes()
 			if len(c.SigningKey) == 0 {

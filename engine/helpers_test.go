@@ -117,6 +117,7 @@ func dumpIndex(e *Engine) string {
 	for _, id := range slices.Sorted(maps.Keys(ix.users)) {
 		u := ix.users[id]
 		fmt.Fprintf(&b, "user %d %q byname=%d seen=%+v convs:", u.id, u.name, ix.names[u.name], u.seen)
+		fmt.Fprintf(&b, " devices=%v", u.devices)
 		for _, cid := range slices.Sorted(maps.Keys(u.convs)) {
 			m := u.convs[cid]
 			fmt.Fprintf(&b, " %d(gone=%v %d/%d cur=%d/%d@%d unread=%d)", cid, m.gone, m.goneSeq, m.goneIndex,

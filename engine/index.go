@@ -53,6 +53,10 @@ type userEntry struct {
 	id   uint64
 	name string
 	seen seenRecord // last_seen and privacy; written by install only
+	// devices are the user's active (not revoked) devices, ascending: the
+	// oldest first. Never modified in place: Apply builds a new slice
+	// (txn.devicesOf) and install swaps it in.
+	devices []uint64
 	// convs has every conversation the user is in or has left (a former
 	// member keeps seeing the event that removed them, once, in sync).
 	convs map[uint64]*membership
@@ -265,6 +269,9 @@ func loadIndex(db *pebble.DB) (*index, uint64, error) {
 				return corrupt("device record", k)
 			}
 			ix.devices[d.ID] = deviceState{user: d.User, revoked: d.Revoked}
+			if !d.Revoked { // keys come in (user, device) order
+				ix.users[d.User].devices = append(ix.users[d.User].devices, d.ID)
+			}
 			return nil
 		})
 	}

@@ -59,6 +59,12 @@ type Config struct {
 	// is Clock.
 	AuthLimits AuthLimits
 
+	// MaxDevices caps a user's active devices: a login beyond it revokes
+	// the user's oldest devices. Every login also revokes the user's
+	// devices whose token has expired (created over TokenTTL + 1 h ago):
+	// a device's only token is made at its login. See OpAddDevice.
+	MaxDevices int
+
 	CacheBytes int64 // Pebble block cache shared by the state and log DBs
 
 	// Raft log compaction (zero: raftlog's defaults): a snapshot is taken
@@ -135,6 +141,7 @@ func DefaultConfig() Config {
 		TokenTTL:           7 * 24 * time.Hour,
 		Argon2:             DefaultArgon2,
 		AuthLimits:         DefaultAuthLimits,
+		MaxDevices:         100,
 		HashConcurrency:    runtime.GOMAXPROCS(0),
 		CacheBytes:         256 << 20,
 		RatePerSecond:      100,
@@ -183,6 +190,9 @@ func (c Config) withDefaults() Config {
 		c.Argon2 = d.Argon2
 	}
 	c.AuthLimits = c.AuthLimits.withDefaults()
+	if c.MaxDevices == 0 {
+		c.MaxDevices = d.MaxDevices
+	}
 	if c.HashConcurrency == 0 {
 		c.HashConcurrency = d.HashConcurrency
 	}
@@ -276,6 +286,9 @@ func (c Config) Validate() error {
 		bad("argon2 parameters %+v out of range", c.Argon2)
 	}
 	c.AuthLimits.validate(bad)
+	if c.MaxDevices < 1 {
+		bad("max devices %d: want at least 1", c.MaxDevices)
+	}
 	if c.RatePerSecond < 0 || c.RateBurst < 1 {
 		bad("rate %v/s burst %d out of range", c.RatePerSecond, c.RateBurst)
 	}

@@ -30,3 +30,7 @@ func (n *Node) SetAccountsProposeForTest(hook func(ctx context.Context, cmd *eng
 	}
 	n.accountsPropose.Store(&hook)
 }
+
+// StopWebSocketForTest stops the WebSocket server alone, as if its
+// listener had died.
+func (n *Node) StopWebSocketForTest(ctx context.Context) error { return n.ws.Stop(ctx) }

@@ -270,7 +270,13 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	res, werr := n.proposeAccounts(ctx, &engine.Command{Op: engine.OpAddDevice, User: user.ID, DeviceName: c.Device})
+	// The new device may push out the user's oldest (MaxDevices), and
+	// devices whose token has expired go (their only token was made at
+	// their login; an hour of margin covers clock skew between nodes).
+	res, werr := n.proposeAccounts(ctx, &engine.Command{
+		Op: engine.OpAddDevice, User: user.ID, DeviceName: c.Device, MaxDevices: uint64(n.cfg.MaxDevices),
+		Ts: n.tokens.now().Add(-n.cfg.TokenTTL - deviceExpiryMargin).UnixMilli(),
+	})
 	if werr != nil {
 		writeWireError(w, werr)
 		return
@@ -284,6 +290,10 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 		"token": token, "user_id": user.ID, "device_id": res.Device, "expires_at": exp.Unix(),
 	})
 }
+
+// deviceExpiryMargin: a login revokes the user's devices created more than
+// TokenTTL plus this long ago.
+const deviceExpiryMargin = time.Hour
 
 // authenticate checks a username and password, charging the attempt to
 // the auth throttle: a failure spends from the username's budget and the

@@ -156,12 +156,18 @@ func Open(cfg Config) (_ *Node, err error) {
 		n.workers.Add(1)
 		go n.queryWorker()
 	}
+	caps := resolveWSCaps(&cfg, nofileLimit(), n.log)
 	if n.ws, err = netpoll.NewServer(netpoll.Config{
 		Addr:           cfg.WSAddr,
 		Path:           cfg.WSPath,
 		SendQueueBytes: cfg.SendQueueBytes,
 		PingInterval:   cfg.PingInterval,
 		IdleTimeout:    cfg.IdleTimeout,
+		Logger:         n.log,
+
+		MaxConnections:       caps.conns,
+		MaxConnectionsPerKey: caps.perUser,
+		MaxConnectionsPerIP:  caps.perIP,
 	}, wsHandler{n}); err != nil {
 		return nil, err
 	}

@@ -44,6 +44,7 @@ func (n *Node) Authorize(r *netpoll.Request) (any, int, string) {
 		// would make them give up on a good token.
 		return nil, 503, "device not replicated to this node yet, retry"
 	}
+	r.LimitKey = user // WSMaxConnsPerUser
 	return &session{
 		user:    user,
 		device:  device,

@@ -31,6 +31,8 @@ var statDefs = []statDef{
 	{"parley_bytes_out_total", "Bytes sent on WebSocket connections.", prometheus.CounterValue},
 	{"parley_queue_overflows_total", "Connections closed as slow consumers.", prometheus.CounterValue},
 	{"parley_protocol_errors_total", "Connections failed for breaking RFC 6455.", prometheus.CounterValue},
+	{"parley_ws_accept_errors_total", "Failed accepts on the WebSocket port (EMFILE, ENFILE, ENOBUFS, ...); each is retried.", prometheus.CounterValue},
+	{"parley_ws_pending_handshakes", "WebSocket sockets accepted and not yet upgraded or refused.", prometheus.GaugeValue},
 	{"parley_raft_leader", "1 if this node is the Raft leader.", prometheus.GaugeValue},
 	{"parley_raft_term", "Current Raft term.", prometheus.GaugeValue},
 	{"parley_raft_commit_index", "Raft commit index.", prometheus.GaugeValue},
@@ -58,6 +60,9 @@ func newStatsCollector(n *Node) *statsCollector {
 		"From proposing a Raft entry to its local apply (commit latency).", nil, nil)
 	c.descs["apply"] = prometheus.NewDesc("parley_apply_seconds",
 		"Time to apply one committed Raft entry to the state machine.", nil, nil)
+	c.descs["ws_refused"] = prometheus.NewDesc("parley_ws_refused_total",
+		"WebSocket connections refused for a cap before the upgrade, by reason: node_limit (503), user_limit and ip_limit (429), "+
+			"pending_handshakes and out_of_descriptors (503 at accept, unread).", []string{"reason"}, nil)
 	return c
 }
 
@@ -88,6 +93,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		"parley_bytes_out_total":           float64(ws.BytesOut),
 		"parley_queue_overflows_total":     float64(ws.QueueOverflows),
 		"parley_protocol_errors_total":     float64(ws.ProtocolErrors),
+		"parley_ws_accept_errors_total":    float64(ws.AcceptErrors),
+		"parley_ws_pending_handshakes":     float64(ws.PendingHandshakes),
 		"parley_raft_leader":               leader,
 		"parley_raft_term":                 float64(rs.Term),
 		"parley_raft_commit_index":         float64(rs.CommitIndex),
@@ -108,6 +115,15 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for _, d := range statDefs {
 		ch <- prometheus.MustNewConstMetric(c.descs[d.name], d.kind, values[d.name])
+	}
+	for _, r := range []struct {
+		reason string
+		n      int64
+	}{
+		{"node_limit", ws.RefusedConnLimit}, {"user_limit", ws.RefusedKeyLimit}, {"ip_limit", ws.RefusedIPLimit},
+		{"pending_handshakes", ws.RefusedPending}, {"out_of_descriptors", ws.RefusedNoFD},
+	} {
+		ch <- prometheus.MustNewConstMetric(c.descs["ws_refused"], prometheus.CounterValue, float64(r.n), r.reason)
 	}
 	ch <- constHistogram(c.descs["commit"], rs.CommitLatency)
 	ch <- constHistogram(c.descs["apply"], rs.ApplyLatency)

@@ -52,6 +52,8 @@ func main() {
 	flag.DurationVar(&cfg.AuthLimits.IPFailureEvery, "login-ip-every", cfg.AuthLimits.IPFailureEvery, "then one more failed login per client address every")
 	flag.IntVar(&cfg.AuthLimits.IPRegisters, "register-ip-burst", cfg.AuthLimits.IPRegisters, "registrations allowed per client address at once")
 	flag.DurationVar(&cfg.AuthLimits.IPRegisterEvery, "register-ip-every", cfg.AuthLimits.IPRegisterEvery, "then one more registration per client address every")
+	flag.IntVar(&cfg.MaxDevices, "max-devices", cfg.MaxDevices,
+		"active devices per user: a login beyond them revokes the user's oldest device")
 	trustedProxies := flag.String("trusted-proxies", "",
 		"comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For names the client (default: none, the TCP peer is the client)")
 	flag.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
