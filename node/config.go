@@ -121,6 +121,20 @@ type Config struct {
 	HTTPIdleTimeout  time.Duration
 	HTTPMaxConns     int
 
+	// WebSocket connection caps, checked during the handshake before the
+	// 101 (docs/PROTOCOL.md, docs/OPERATIONS.md "The descriptor budget").
+	// WSMaxConns caps this node's connections (503); 0 derives it from
+	// RLIMIT_NOFILE less HTTPMaxConns and a reserve for Pebble, Raft and
+	// logs (wslimits.go). WSMaxConnsPerUser caps one user's connections on
+	// this node, all devices together (429; default 20): a token can be
+	// replayed on any number of sockets, and a login makes a new device.
+	// WSMaxConnsPerIP caps those from one IPv4 address or IPv6 /64 (429;
+	// default 5000; behind a reverse proxy every client has its address).
+	// Negative: no cap.
+	WSMaxConns        int
+	WSMaxConnsPerUser int
+	WSMaxConnsPerIP   int
+
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP API: for
 	// profiling by operators, off by default.
 	Pprof bool
@@ -166,6 +180,8 @@ func DefaultConfig() Config {
 		HTTPWriteTimeout:   40 * time.Second,
 		HTTPIdleTimeout:    30 * time.Second,
 		HTTPMaxConns:       256,
+		WSMaxConnsPerUser:  defaultWSMaxConnsPerUser,
+		WSMaxConnsPerIP:    defaultWSMaxConnsPerIP,
 	}
 }
 
@@ -249,6 +265,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HTTPMaxConns == 0 {
 		c.HTTPMaxConns = d.HTTPMaxConns
+	}
+	if c.WSMaxConnsPerUser == 0 {
+		c.WSMaxConnsPerUser = d.WSMaxConnsPerUser
+	}
+	if c.WSMaxConnsPerIP == 0 {
+		c.WSMaxConnsPerIP = d.WSMaxConnsPerIP
 	}
 	return c
 }

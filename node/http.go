@@ -331,20 +331,30 @@ func (n *Node) authenticate(ctx context.Context, w http.ResponseWriter, r *http.
 
 // handleHealth is liveness: 200 while the process serves HTTP, whatever the
 // cluster's state (a node waiting for init is healthy, just not ready).
+// A dead WebSocket listener fails it too, with 503: only a
+// restart brings that back.
 func (n *Node) handleHealth(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]any{
-		"status": "ok", "node": n.cfg.NodeID, "leader": n.raft.IsLeader(),
+	status, code := "ok", http.StatusOK
+	if err := n.ws.Alive(); err != nil {
+		status, code = "websocket listener dead: "+err.Error(), http.StatusServiceUnavailable
+	}
+	writeJSON(w, code, map[string]any{
+		"status": status, "node": n.cfg.NodeID, "leader": n.raft.IsLeader(),
 		"applied_index": n.engine.AppliedIndex(),
 	})
 }
 
 // handleReady is readiness: 200 only when this node can serve clients,
-// that is it knows a leader (writes can commit) and the token signing key
-// (logins and WebSocket auth work); else 503 saying what is missing.
-func (n *Node) handleReady(w http.ResponseWriter, _ *http.Request) {
+// that is its WebSocket listener takes connections (wsReady), it knows a
+// leader (writes can commit) and the token signing key (logins and
+// WebSocket auth work); else 503 saying what is missing.
+func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
 	leader := n.raft.LeaderID()
+	wsErr := n.wsReady(r.Context())
 	status, code := "ready", http.StatusOK
 	switch {
+	case wsErr != nil:
+		status, code = "websocket: "+wsErr.Error(), http.StatusServiceUnavailable
 	case leader == "":
 		status, code = "no leader", http.StatusServiceUnavailable
 	case !n.tokens.hasKey():

@@ -40,6 +40,12 @@ func main() {
 	flag.UintVar(&argonMemory, "argon2-memory", uint(cfg.Argon2.MemoryKiB), "argon2id memory in KiB (lower only for load tests)")
 	flag.Float64Var(&cfg.RatePerSecond, "conn-rate", cfg.RatePerSecond, "requests per second allowed per connection")
 	flag.IntVar(&cfg.RateBurst, "conn-burst", cfg.RateBurst, "request burst allowed per connection")
+	flag.IntVar(&cfg.WSMaxConns, "ws-max-conns", cfg.WSMaxConns,
+		"WebSocket connections on this node, beyond them upgrades get 503 (0: derived from the descriptor limit, see docs/OPERATIONS.md; negative: no cap)")
+	flag.IntVar(&cfg.WSMaxConnsPerUser, "ws-max-conns-per-user", cfg.WSMaxConnsPerUser,
+		"WebSocket connections of one user on this node, all devices together, beyond them 429 (negative: no cap)")
+	flag.IntVar(&cfg.WSMaxConnsPerIP, "ws-max-conns-per-ip", cfg.WSMaxConnsPerIP,
+		"WebSocket connections from one IPv4 address or IPv6 /64, beyond them 429 (negative: no cap; behind a reverse proxy all clients share its address)")
 	flag.DurationVar(&cfg.HTTPReadTimeout, "http-read-timeout", cfg.HTTPReadTimeout, "HTTP API: time to read a request's headers and body")
 	flag.DurationVar(&cfg.HTTPWriteTimeout, "http-write-timeout", cfg.HTTPWriteTimeout, "HTTP API: time to handle a request and write its response (a handler gets 3/4 of it)")
 	flag.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", cfg.HTTPIdleTimeout, "HTTP API: a keep-alive connection without a request for this long is closed")
