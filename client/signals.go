@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"fmt"
 
 	"parley/wire"
 )
@@ -66,10 +67,56 @@ func (c *Client) Readers(ctx context.Context, conv, seq, after uint64, limit int
 	return c.read(ctx, &wire.Request{Type: wire.TypeReadGet, Conv: conv, Seq: seq, After: after, Limit: limit})
 }
 
-// SetLastSeenHidden hides (or shows) the user's last_seen from others.
+// SetLastSeenHidden hides (or shows) the user's last_seen from others. It
+// leaves the group-add setting as it is.
 func (c *Client) SetLastSeenHidden(ctx context.Context, hide bool) error {
 	_, err := c.Request(ctx, &wire.Request{Type: wire.TypePrivacySet, Hide: hide})
 	return err
+}
+
+// SetPrivacy sets both privacy settings: whether last_seen is hidden, and
+// who may add the user to groups (wire.GroupAddEveryone, GroupAddContacts
+// or GroupAddNobody; "" leaves it as it is). The current settings are in
+// UserByID of oneself (HideLastSeen, GroupAdd).
+func (c *Client) SetPrivacy(ctx context.Context, hideLastSeen bool, groupAdd string) error {
+	_, err := c.Request(ctx, &wire.Request{Type: wire.TypePrivacySet, Hide: hideLastSeen, GroupAdd: groupAdd})
+	return err
+}
+
+// Block blocks user: they can no longer open a 1:1 with this user, send
+// into an existing one, or add this user to a group (all forbidden). In
+// groups their messages still arrive. Blocking twice is not an error.
+func (c *Client) Block(ctx context.Context, user uint64) error {
+	_, err := c.Request(ctx, &wire.Request{Type: wire.TypeBlock, User: user})
+	return err
+}
+
+// Unblock lifts a block; unblocking a user who is not blocked is not an
+// error.
+func (c *Client) Unblock(ctx context.Context, user uint64) error {
+	_, err := c.Request(ctx, &wire.Request{Type: wire.TypeUnblock, User: user})
+	return err
+}
+
+// BlockList returns the users this user blocks, ascending (at most
+// wire.MaxBlocksPerUser), following the server's pages.
+func (c *Client) BlockList(ctx context.Context) ([]uint64, error) {
+	var out []uint64
+	var after uint64
+	for {
+		rep, err := c.read(ctx, &wire.Request{Type: wire.TypeBlockList, After: after, Limit: wire.MaxBlockListLimit})
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rep.Blocked...)
+		if !rep.More || len(rep.Blocked) == 0 {
+			return out, nil
+		}
+		if rep.Next <= after {
+			return nil, fmt.Errorf("client: block.list page did not advance (after %d, next %d)", after, rep.Next)
+		}
+		after = rep.Next
+	}
 }
 
 // Devices lists the user's devices, a page after the device id after (a

@@ -83,6 +83,8 @@ type txn struct {
 	cursorIdx   map[cursorKey]int     // -> cursorWorks
 	cursorWorks []cursorWork          // receipt cursors read or changed, in first-touch order
 	seen        map[uint64]seenRecord // last_seen and privacy changed in this entry
+	blocks      map[[2]uint64]bool    // {user, peer} -> whether user blocks peer, changed in this entry
+	blockDelta  map[uint64]int        // user -> blocks added minus removed in this entry
 	signingKey  []byte                // set by this entry (OpSetSigningKey); nil if not
 	activeDevs  map[uint64][]uint64   // user -> active devices, for the users whose devices this entry changed
 	events      []Event               // published after commit; a new slice per entry
@@ -122,6 +124,8 @@ func (t *txn) begin(e *Engine, index uint64, ts int64) {
 		t.cursorIdx = make(map[cursorKey]int)
 		t.seen = make(map[uint64]seenRecord)
 		t.activeDevs = make(map[uint64][]uint64)
+		t.blocks = make(map[[2]uint64]bool)
+		t.blockDelta = make(map[uint64]int)
 	}
 	t.e, t.db, t.ix = e, e.db, e.idx
 	t.b = e.db.NewBatch()
@@ -143,6 +147,8 @@ func (t *txn) reset() {
 	t.cursorWorks = t.cursorWorks[:0]
 	clear(t.seen)
 	clear(t.activeDevs)
+	clear(t.blocks)
+	clear(t.blockDelta)
 	t.signingKey = nil
 	t.e, t.db, t.ix = nil, nil, nil
 }
@@ -212,6 +218,17 @@ func (t *txn) install() {
 	t.installCursors()
 	for id, rec := range t.seen {
 		ix.users[id].seen = rec
+	}
+	for pair, on := range t.blocks {
+		u := ix.users[pair[0]]
+		switch {
+		case on && u.blocked == nil:
+			u.blocked = map[uint64]struct{}{pair[1]: {}}
+		case on:
+			u.blocked[pair[1]] = struct{}{}
+		default:
+			delete(u.blocked, pair[1])
+		}
 	}
 	if t.signingKey != nil {
 		ix.signingKey = t.signingKey
@@ -370,6 +387,8 @@ func (t *txn) applyOne(raw []byte) *Result {
 		return t.setSigningKey(c)
 	case OpExpireSends:
 		return t.expireSends(c)
+	case OpBlock, OpUnblock:
+		return t.block(c, c.Op == OpBlock)
 	}
 	return failure(ErrCodeInvalid, "unknown operation "+c.Op.String())
 }
@@ -524,6 +543,8 @@ func (t *txn) openDirect(c *Command) *Result {
 		return failure(ErrCodeNotFound, "no such user")
 	case c.User == c.Peer:
 		return failure(ErrCodeConflict, "a 1:1 conversation needs two users")
+	case t.isBlocking(c.Peer, c.User):
+		return failure(ErrCodeForbidden, errNotAllowed)
 	}
 	pair := [2]uint64{min(c.User, c.Peer), max(c.User, c.Peer)}
 	if id, ok := t.directs[pair]; ok {
@@ -577,6 +598,9 @@ func (t *txn) createGroup(c *Command) *Result {
 	}
 	if i, found := slices.BinarySearch(others, c.User); found {
 		others = append(others[:i], others[i+1:]...)
+	}
+	if r := t.mayAdd(c.User, others); r != nil {
+		return r
 	}
 	if len(others)+1 > t.e.maxGroupMembers {
 		return failure(ErrCodeTooLarge, fmt.Sprintf("a group has at most %d members", t.e.maxGroupMembers))
@@ -640,6 +664,9 @@ func (t *txn) addMembers(c *Command) *Result {
 	}
 	if len(added) == 0 {
 		return t.ok(w.c.id, 0) // all are members already: nothing to do
+	}
+	if r := t.mayAdd(c.User, added); r != nil {
+		return r
 	}
 	if len(w.c.members)+len(added) > t.e.maxGroupMembers {
 		return failure(ErrCodeTooLarge, fmt.Sprintf("a group has at most %d members", t.e.maxGroupMembers))
@@ -791,6 +818,8 @@ func (t *txn) send(c *Command) *Result {
 		return failure(ErrCodeNotMember, "not a member")
 	case c.ReplyTo > w.c.lastSeq:
 		return failure(ErrCodeNotFound, "reply_to names no event of this conversation")
+	case w.c.kind == KindDirect && t.isBlocking(w.c.peerOf(c.User), c.User):
+		return failure(ErrCodeForbidden, errNotAllowed)
 	}
 	seq := t.appendEvent(w, Event{
 		Kind: EventMessage, From: c.User, Device: c.Device,
@@ -842,17 +871,135 @@ func (t *txn) lastSeen(c *Command) *Result {
 	return r
 }
 
+// setPrivacy sets whether the user's last_seen is hidden and, unless
+// GroupAdd is GroupAddUnchanged, who may add them to groups.
 func (t *txn) setPrivacy(c *Command) *Result {
-	if !t.userExists(c.User) {
+	switch {
+	case !t.userExists(c.User):
 		return failure(ErrCodeNotFound, "no such user")
+	case c.GroupAdd > GroupAddNobody:
+		return failure(ErrCodeInvalid, "unknown group add setting")
 	}
-	if rec := t.seenOf(c.User); rec.hide != c.HideLastSeen {
-		rec.hide = c.HideLastSeen
+	rec := t.seenOf(c.User)
+	old := rec
+	rec.hide = c.HideLastSeen
+	switch c.GroupAdd {
+	case GroupAddUnchanged:
+	case GroupAddEveryone:
+		rec.groupAdd = GroupAddUnchanged // stored as the default
+	default:
+		rec.groupAdd = c.GroupAdd
+	}
+	if rec != old {
 		t.putSeen(c.User, rec)
 	}
 	r := t.ok(0, 0)
 	r.User = c.User
 	return r
+}
+
+// errNotAllowed is the message of every refusal that a block or a user's
+// group-add setting causes: it says no more than the code, so that a user
+// cannot tell a block from a setting, nor who of several users refused.
+const errNotAllowed = "not allowed"
+
+// isBlocking reports whether user blocks peer, as of this entry.
+func (t *txn) isBlocking(user, peer uint64) bool {
+	if on, ok := t.blocks[[2]uint64{user, peer}]; ok {
+		return on
+	}
+	u := t.ix.users[user]
+	if u == nil {
+		return false
+	}
+	_, on := u.blocked[peer]
+	return on
+}
+
+// block makes user block (or unblock) Peer. Blocking twice, or unblocking
+// a user who is not blocked, succeeds and changes nothing.
+func (t *txn) block(c *Command, on bool) *Result {
+	switch {
+	case !t.userExists(c.User) || !t.userExists(c.Peer):
+		return failure(ErrCodeNotFound, "no such user")
+	case c.User == c.Peer:
+		return failure(ErrCodeInvalid, "cannot block yourself")
+	}
+	if t.isBlocking(c.User, c.Peer) != on {
+		n := t.blockDelta[c.User]
+		if u := t.ix.users[c.User]; u != nil {
+			n += len(u.blocked)
+		}
+		if on && n >= MaxBlocksPerUser {
+			return failure(ErrCodeTooLarge, fmt.Sprintf("at most %d blocked users", MaxBlocksPerUser))
+		}
+		t.blocks[[2]uint64{c.User, c.Peer}] = on
+		k := key2(prefixBlock, c.User, c.Peer)
+		if on {
+			t.blockDelta[c.User]++
+			t.set(k, nil)
+		} else {
+			t.blockDelta[c.User]--
+			if err := t.b.Delete(k, nil); err != nil {
+				panic(fmt.Sprintf("engine: batch delete: %v", err))
+			}
+		}
+	}
+	r := t.ok(0, 0)
+	r.User = c.User
+	return r
+}
+
+// mayAdd checks that actor may add every one of users to a group: none of
+// them blocks actor, and each one's group-add setting allows actor. The
+// refusal names nobody (errNotAllowed).
+func (t *txn) mayAdd(actor uint64, users []uint64) *Result {
+	for _, u := range users {
+		if u == actor {
+			continue
+		}
+		allowed := !t.isBlocking(u, actor)
+		if allowed {
+			switch t.seenOf(u).groupAddPolicy() {
+			case GroupAddNobody:
+				allowed = false
+			case GroupAddContacts:
+				allowed = t.shareConv(actor, u)
+			}
+		}
+		if !allowed {
+			return failure(ErrCodeForbidden, errNotAllowed)
+		}
+	}
+	return nil
+}
+
+// shareConv reports whether a and b are both current members of some
+// conversation, as of this entry: it looks through the conversations of
+// whichever has fewer, then through the memberships this entry added.
+func (t *txn) shareConv(a, b uint64) bool {
+	both := func(id uint64) bool {
+		c := t.peekConv(id)
+		return c != nil && c.isMember(a) && c.isMember(b)
+	}
+	ua, ub := t.ix.users[a], t.ix.users[b]
+	if ua != nil && ub != nil {
+		small := ua.convs
+		if len(ub.convs) < len(small) {
+			small = ub.convs
+		}
+		for id := range small {
+			if both(id) {
+				return true
+			}
+		}
+	}
+	for _, m := range t.memberships {
+		if m.rec.active && (m.user == a || m.user == b) && both(m.conv) {
+			return true
+		}
+	}
+	return false
 }
 
 // setSigningKey stores the cluster's token signing key if it has none:

@@ -29,6 +29,9 @@ var sampleCommands = []*Command{
 	{Op: OpLastSeen, User: 2, Ts: 1_700_000_000_123},
 	{Op: OpLastSeen, User: 2, Ts: -1},
 	{Op: OpSetPrivacy, User: 2, HideLastSeen: true},
+	{Op: OpSetPrivacy, User: 2, GroupAdd: GroupAddContacts},
+	{Op: OpBlock, User: 2, Peer: 1 << 52},
+	{Op: OpUnblock, User: 2, Peer: 3},
 	{Op: OpSetSigningKey, SigningKey: bytes.Repeat([]byte{0, 0xff}, 16)},
 	{},
 }
@@ -38,7 +41,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		Op: OpSend, User: 1, Device: 2, Conv: 3, Peer: 4, Member: 5, Members: []uint64{6, 7}, Admin: true,
 		Username: "u", PasswordHash: []byte{0, 1}, DeviceName: "d", Name: "n", ClientMsgID: "c", Body: "b", ReplyTo: 8,
 		Items: []ReceiptItem{{Conv: 9, Delivered: 10, Read: 11}}, Ts: 12, HideLastSeen: true, MaxDevices: 14,
-		SigningKey: []byte{13},
+		SigningKey: []byte{13}, GroupAdd: GroupAddNobody,
 	}
 	maxItems := &Command{Op: OpReceipts, User: 1, Device: 1, Items: make([]ReceiptItem, MaxReceiptItems)}
 	for i := range maxItems.Items {
@@ -90,6 +93,8 @@ func TestDecodeCommandRejects(t *testing.T) {
 		"huge items":     {commandVersion, 0x81, 0xa2, 'r', 'i', 0xdd, 0, 0, 0x03, 0xe8, 0x93, 1, 2, 3},
 		"ts of string":   mapWith(keyTs, "now"),
 		"hide not bool":  mapWith(keyHideLastSeen, 1),
+		"group add over": mapWith(keyGroupAdd, 256),
+		"group add str":  mapWith(keyGroupAdd, "nobody"),
 	}
 	for name, b := range cases {
 		var c Command

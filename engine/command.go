@@ -38,6 +38,8 @@ const (
 	// ExpireSendsBudget records from where the previous one stopped.
 	// Submitted by the leader (never by a client) -> Result.Expired.
 	OpExpireSends
+	OpBlock   // User, Peer: User blocks Peer (at most MaxBlocksPerUser)
+	OpUnblock // User, Peer
 
 	opCount
 )
@@ -48,6 +50,7 @@ var opNames = [opCount]string{
 	OpRemoveMember: "remove_member", OpLeave: "leave", OpSetAdmin: "set_admin", OpRename: "rename",
 	OpSend: "send", OpReceipts: "receipts", OpLastSeen: "last_seen", OpSetPrivacy: "set_privacy",
 	OpSetSigningKey: "set_signing_key", OpExpireSends: "expire_sends",
+	OpBlock: "block", OpUnblock: "unblock",
 }
 
 func (o Op) String() string {
@@ -80,6 +83,7 @@ type Command struct {
 	Items        []ReceiptItem // OpReceipts: at most MaxReceiptItems
 	Ts           int64         // OpLastSeen: when the user was last seen, unix ms
 	HideLastSeen bool          // OpSetPrivacy
+	GroupAdd     GroupAddPolicy // OpSetPrivacy: who may add User to groups; 0 leaves it as it is
 	SigningKey   []byte        // OpSetSigningKey: MinSigningKeyLen to MaxSigningKeyLen bytes
 	// OpAddDevice: with Ts set, the user's devices created before Ts (unix
 	// ms: their tokens have expired) are revoked; then the oldest until at
@@ -115,6 +119,7 @@ const (
 	keyHideLastSeen = "hl"
 	keySigningKey   = "sk"
 	keyMaxDevices   = "md"
+	keyGroupAdd     = "ga"
 )
 
 // ErrBadCommand is returned (wrapped) by DecodeCommand for malformed input.
@@ -166,6 +171,7 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	count(c.HideLastSeen)
 	count(len(c.SigningKey) != 0)
 	count(c.MaxDevices != 0)
+	count(c.GroupAdd != 0)
 
 	var err error
 	put := func(key string, f func() error) {
@@ -232,6 +238,7 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 		put(keySigningKey, func() error { return enc.EncodeBytes(c.SigningKey) })
 	}
 	putUint(keyMaxDevices, c.MaxDevices)
+	putUint(keyGroupAdd, uint64(c.GroupAdd))
 	return err
 }
 
@@ -346,6 +353,12 @@ func decodeCommand(dec *msgpack.Decoder, r *bytes.Reader, c *Command) error {
 			if len(c.SigningKey) == 0 {
 				c.SigningKey = nil
 			}
+		case keyGroupAdd:
+			var v uint64
+			if v, err = dec.DecodeUint64(); err == nil && v > math.MaxUint8 {
+				err = fmt.Errorf("group_add %d out of range", v)
+			}
+			c.GroupAdd = GroupAddPolicy(v)
 		default:
 			err = dec.Skip()
 		}

@@ -116,7 +116,8 @@ func dumpIndex(e *Engine) string {
 	fmt.Fprintf(&b, "applied=%d last user=%d device=%d conv=%d signing key=%x\n", e.AppliedIndex(), ix.lastUser, ix.lastDevice, ix.lastConv, ix.signingKey)
 	for _, id := range slices.Sorted(maps.Keys(ix.users)) {
 		u := ix.users[id]
-		fmt.Fprintf(&b, "user %d %q byname=%d seen=%+v convs:", u.id, u.name, ix.names[u.name], u.seen)
+		fmt.Fprintf(&b, "user %d %q byname=%d seen=%+v blocked=%v convs:", u.id, u.name, ix.names[u.name], u.seen,
+			slices.Sorted(maps.Keys(u.blocked)))
 		fmt.Fprintf(&b, " devices=%v", u.devices)
 		for _, cid := range slices.Sorted(maps.Keys(u.convs)) {
 			m := u.convs[cid]

@@ -57,6 +57,10 @@ type userEntry struct {
 	// oldest first. Never modified in place: Apply builds a new slice
 	// (txn.devicesOf) and install swaps it in.
 	devices []uint64
+	// blocked holds the users this user blocks (at most MaxBlocksPerUser);
+	// nil when none. Written by install only; Apply checks it, block.list
+	// reads Pebble.
+	blocked map[uint64]struct{}
 	// convs has every conversation the user is in or has left (a former
 	// member keeps seeing the event that removed them, once, in sync).
 	convs map[uint64]*membership
@@ -137,6 +141,14 @@ func (c *convEntry) messagesUpTo(seq uint64) uint64 {
 }
 
 func (c *convEntry) isMember(user uint64) bool { return contains(c.members, user) }
+
+// peerOf is the other member of a 1:1.
+func (c *convEntry) peerOf(user uint64) uint64 {
+	if c.peers[0] == user {
+		return c.peers[1]
+	}
+	return c.peers[0]
+}
 func (c *convEntry) isAdmin(user uint64) bool  { return contains(c.admins, user) }
 
 // info describes the conversation; member lists longer than maxMembers are
@@ -315,6 +327,19 @@ func loadIndex(db *pebble.DB) (*index, uint64, error) {
 				return corrupt("last seen record", k)
 			}
 			ix.users[u64At(k, 1)].seen = rec
+			return nil
+		})
+	}
+	if err == nil {
+		err = scan(db, prefixBlock, func(k, v []byte) error {
+			u := ix.users[u64At(k, 1)]
+			if len(k) != 17 || len(v) != 0 || u == nil || ix.users[u64At(k, 9)] == nil {
+				return corrupt("block", k)
+			}
+			if u.blocked == nil {
+				u.blocked = make(map[uint64]struct{})
+			}
+			u.blocked[u64At(k, 9)] = struct{}{}
 			return nil
 		})
 	}

@@ -22,6 +22,7 @@ import "encoding/binary"
 //	'r' + conv + user                    -> receipt cursors of a member or former member
 //	's' + conv + seq                     -> (empty) the event at seq is not a message
 //	'w' + user                           -> last_seen and privacy of the user
+//	'b' + user + blocked user            -> (empty) user blocks that user
 //
 // Everything in an entry, including the applied index, is written in one
 // batch, so the database always holds the state as of some whole entry.
@@ -38,6 +39,7 @@ const (
 	prefixCursor byte = 'r'
 	prefixSystem byte = 's'
 	prefixSeen   byte = 'w'
+	prefixBlock  byte = 'b'
 
 	metaFormat     byte = 'v'
 	metaApplied    byte = 'a'
@@ -51,7 +53,9 @@ const (
 	// 2 added the 'r', 's' and 'w' keys; a format 1 database lacks the
 	// cursors and system seqs that unread counts derive from. The signing
 	// key ('m' 'k') came later without a new format: its absence is a
-	// valid state (no key yet), so older databases read correctly.
+	// valid state (no key yet), so older databases read correctly; so did
+	// the blocks ('b': none) and the group-add setting in the seen record's
+	// flags (0: everyone).
 	storageFormat byte = 2
 )
 

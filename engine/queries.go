@@ -53,12 +53,66 @@ func (e *Engine) userLocked(id uint64) (User, bool) {
 	if !decodeUserRecord(id, v, &u) {
 		return u, false
 	}
+	u.GroupAdd = GroupAddEveryone
 	e.idx.mu.RLock()
 	if ue := e.idx.users[id]; ue != nil {
-		u.LastSeen, u.HideLastSeen = ue.seen.lastSeen, ue.seen.hide
+		u.LastSeen, u.HideLastSeen, u.GroupAdd = ue.seen.lastSeen, ue.seen.hide, ue.seen.groupAddPolicy()
 	}
 	e.idx.mu.RUnlock()
 	return u, true
+}
+
+// Blocked lists the users that user blocks, ascending, after the user ID
+// after: up to limit of them (clamped to [1, MaxBlockListLimit], 0 meaning
+// DefaultBlockListLimit). more reports whether further ones follow; page
+// them with after = the last ID returned.
+func (e *Engine) Blocked(user, after uint64, limit int) (users []uint64, more bool, code ErrCode) {
+	limit = clamp(limit, DefaultBlockListLimit, MaxBlockListLimit)
+	e.stateMu.RLock()
+	defer e.stateMu.RUnlock()
+	if e.db == nil {
+		return nil, false, ErrCodeInternal
+	}
+	if after == math.MaxUint64 || user == math.MaxUint64 {
+		return nil, false, ErrCodeNone
+	}
+	it, err := e.db.NewIter(&pebble.IterOptions{
+		LowerBound: key2(prefixBlock, user, after+1),
+		UpperBound: key1(prefixBlock, user+1),
+	})
+	if err != nil {
+		return nil, false, ErrCodeInternal
+	}
+	defer it.Close()
+	valid := it.First()
+	for ; valid && len(users) < limit; valid = it.Next() {
+		if k := it.Key(); len(k) == 17 {
+			users = append(users, u64At(k, 9))
+		} else {
+			return nil, false, ErrCodeInternal
+		}
+	}
+	if it.Error() != nil {
+		return nil, false, ErrCodeInternal
+	}
+	return users, valid, ErrCodeNone
+}
+
+// IsBlocking reports whether user blocks peer. It reads only memory.
+func (e *Engine) IsBlocking(user, peer uint64) bool {
+	e.stateMu.RLock()
+	defer e.stateMu.RUnlock()
+	if e.db == nil {
+		return false
+	}
+	e.idx.mu.RLock()
+	defer e.idx.mu.RUnlock()
+	u := e.idx.users[user]
+	if u == nil {
+		return false
+	}
+	_, ok := u.blocked[peer]
+	return ok
 }
 
 // LastSeen returns a user's last_seen (unix ms, 0 if never recorded) and

@@ -21,7 +21,8 @@ import (
 //	event   see appendEvent
 //	cursor  delivered(8) read(8) index(8)   (index: the entry that last moved them)
 //	system  empty
-//	seen    lastSeen(8) flags(1: hide last_seen)
+//	seen    lastSeen(8) flags(1: hide last_seen; bits 1-2: group add, 0 everyone, 1 contacts, 2 nobody)
+//	block   empty
 
 var errCorrupt = errors.New("engine: corrupt record")
 
@@ -164,12 +165,28 @@ func decodeCursorRecord(v []byte) (c cursors, index uint64, ok bool) {
 	return c, u64At(v, 16), c.delivered >= c.read
 }
 
-const seenHidden byte = 1
+const (
+	seenHidden        byte = 1
+	seenGroupAddShift      = 1
+	seenGroupAddMask  byte = 3 << seenGroupAddShift
+)
 
-// seenRecord is the value of a 'w' key.
+// seenRecord is the value of a 'w' key: last_seen and the privacy
+// settings.
 type seenRecord struct {
 	lastSeen int64
 	hide     bool
+	// groupAdd is who may add the user to groups; GroupAddUnchanged (the
+	// zero value) means GroupAddEveryone, and is what it is stored as.
+	groupAdd GroupAddPolicy
+}
+
+// groupAddPolicy is the setting, GroupAddEveryone when never set.
+func (s seenRecord) groupAddPolicy() GroupAddPolicy {
+	if s.groupAdd == GroupAddUnchanged {
+		return GroupAddEveryone
+	}
+	return s.groupAdd
 }
 
 func appendSeenRecord(dst []byte, s seenRecord) []byte {
@@ -178,14 +195,29 @@ func appendSeenRecord(dst []byte, s seenRecord) []byte {
 	if s.hide {
 		flags |= seenHidden
 	}
+	switch s.groupAdd {
+	case GroupAddContacts:
+		flags |= 1 << seenGroupAddShift
+	case GroupAddNobody:
+		flags |= 2 << seenGroupAddShift
+	}
 	return append(dst, flags)
 }
 
 func decodeSeenRecord(v []byte) (seenRecord, bool) {
-	if len(v) != 9 {
+	if len(v) != 9 || v[8]&^(seenHidden|seenGroupAddMask) != 0 {
 		return seenRecord{}, false
 	}
-	return seenRecord{lastSeen: int64(u64At(v, 0)), hide: v[8]&seenHidden != 0}, true
+	rec := seenRecord{lastSeen: int64(u64At(v, 0)), hide: v[8]&seenHidden != 0}
+	switch (v[8] & seenGroupAddMask) >> seenGroupAddShift {
+	case 1:
+		rec.groupAdd = GroupAddContacts
+	case 2:
+		rec.groupAdd = GroupAddNobody
+	case 3:
+		return seenRecord{}, false
+	}
+	return rec, true
 }
 
 // sendRecord is the value of a dedup key: the outcome of the original send.

@@ -107,8 +107,14 @@ func (g *gen) command() []byte {
 	case p < 10:
 		u := g.pick(users)
 		c = &Command{Op: OpRevokeDevice, User: u, Device: g.pick(g.devices[u])}
-	case p < 17:
+	case p < 15:
 		c = &Command{Op: OpOpenDirect, User: g.pick(users), Peer: g.pick(users)}
+	case p < 17:
+		op := OpBlock
+		if g.chance(40) {
+			op = OpUnblock
+		}
+		c = &Command{Op: op, User: g.pick(users), Peer: g.pick(users)}
 	case p < 22:
 		c = &Command{Op: OpCreateGroup, User: g.pick(users), Name: fmt.Sprintf("g%d", g.rng.IntN(5)), Members: g.userList(8)}
 	case p < 27:
@@ -142,7 +148,8 @@ func (g *gen) command() []byte {
 	case p < 97:
 		c = &Command{Op: OpLastSeen, User: g.pick(users), Ts: int64(g.index)*7 + 1_700_000_000_000 - int64(g.rng.IntN(30))}
 	case p < 98:
-		c = &Command{Op: OpSetPrivacy, User: g.pick(users), HideLastSeen: g.chance(50)}
+		c = &Command{Op: OpSetPrivacy, User: g.pick(users), HideLastSeen: g.chance(50),
+			GroupAdd: GroupAddPolicy(g.rng.IntN(5))} // 4: invalid
 	default:
 		b := make([]byte, g.rng.IntN(12))
 		for i := range b {

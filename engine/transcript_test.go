@@ -280,9 +280,19 @@ func (r *runner) command(name string, a args) (*Command, bool) {
 	case "seen":
 		return &Command{Op: OpLastSeen, User: a.u64("user"), Ts: int64(a.u64("ts"))}, true
 	case "privacy":
-		return &Command{Op: OpSetPrivacy, User: a.u64("user"), HideLastSeen: a.str("hide") == "true"}, true
+		return &Command{Op: OpSetPrivacy, User: a.u64("user"), HideLastSeen: a.str("hide") == "true",
+			GroupAdd: groupAddPolicies[a.str("group-add")]}, true
+	case "block":
+		return &Command{Op: OpBlock, User: a.u64("user"), Peer: a.u64("peer")}, true
+	case "unblock":
+		return &Command{Op: OpUnblock, User: a.u64("user"), Peer: a.u64("peer")}, true
 	}
 	return nil, false
+}
+
+// groupAddPolicies are the values of privacy group-add=...
+var groupAddPolicies = map[string]GroupAddPolicy{
+	"": GroupAddUnchanged, "everyone": GroupAddEveryone, "contacts": GroupAddContacts, "nobody": GroupAddNobody, "bad": 9,
 }
 
 // items parses conv:delivered:read,...
@@ -360,7 +370,55 @@ func (r *runner) run(input []string) []string {
 		if u.LastSeen != 0 || u.HideLastSeen {
 			line += fmt.Sprintf(" last_seen=%d hidden=%v", u.LastSeen, u.HideLastSeen)
 		}
+		if u.GroupAdd != GroupAddEveryone {
+			for name, p := range groupAddPolicies {
+				if p == u.GroupAdd && name != "" {
+					line += " group_add=" + name
+				}
+			}
+		}
 		return []string{line}
+	case "blocked":
+		users, more, code := r.e.Blocked(a.u64("user"), a.u64("after"), a.int("limit", 0))
+		if code != ErrCodeNone {
+			return []string{"error " + string(code)}
+		}
+		return []string{fmt.Sprintf("blocked=%v more=%v", users, more)}
+	case "blocking":
+		return []string{fmt.Sprint(r.e.IsBlocking(a.u64("user"), a.u64("peer")))}
+	case "bulk-block":
+		lo, hi := a.span("peers")
+		var cmds []*Command
+		for p := lo; p <= hi; p++ {
+			cmds = append(cmds, &Command{Op: OpBlock, User: a.u64("user"), Peer: p})
+		}
+		failed := 0
+		r.index++
+		en := entry{index: r.index, ts: int64(r.index) * 1000, cmds: mustEncode(r.t, cmds...)}
+		r.entries = append(r.entries, en)
+		var last *Result
+		for _, res := range applyEntry(r.t, r.e, en) {
+			if res.Err != ErrCodeNone {
+				failed++
+				last = res
+			}
+		}
+		out := fmt.Sprintf("blocked %d in one entry, %d failed", len(cmds)-failed, failed)
+		if last != nil {
+			out += ": " + fmtResult(last)
+		}
+		return []string{out}
+	case "bulk-register":
+		n := a.int("n", 1)
+		var cmds []*Command
+		for i := range n {
+			cmds = append(cmds, &Command{Op: OpRegister, Username: fmt.Sprintf("%s%d", a.str("prefix"), i), PasswordHash: []byte("h")})
+		}
+		r.index++
+		en := entry{index: r.index, ts: int64(r.index) * 1000, cmds: mustEncode(r.t, cmds...)}
+		r.entries = append(r.entries, en)
+		res := applyEntry(r.t, r.e, en)
+		return []string{fmt.Sprintf("registered %d: user=%d..%d", n, res[0].User, res[len(res)-1].User)}
 	case "devinfo":
 		d, ok := r.e.Device(a.u64("user"), a.u64("id"))
 		if !ok {

@@ -31,6 +31,11 @@ const (
 	MaxDevicesLimit      = 500
 	DefaultConvListLimit = 100
 	MaxConvListLimit     = 500
+	// MaxBlocksPerUser bounds a user's block list (OpBlock beyond it is
+	// ErrCodeTooLarge): it is kept in memory, and block.list pages it.
+	MaxBlocksPerUser      = 1000
+	DefaultBlockListLimit = 100
+	MaxBlockListLimit     = 1000
 
 	// readersScanLimit bounds the members one Readers call examines, so a
 	// page of a 100k-member group that few have read costs no more than
@@ -44,6 +49,21 @@ const (
 
 	// maxID keeps every ID below 2^53 so JavaScript clients read it exactly.
 	maxID = 1<<53 - 1
+)
+
+// GroupAddPolicy is a user's setting of who may add them to groups.
+type GroupAddPolicy uint8
+
+const (
+	// GroupAddUnchanged in an OpSetPrivacy leaves the setting as it is.
+	GroupAddUnchanged GroupAddPolicy = iota
+	// GroupAddEveryone: anyone the user has not blocked (the default).
+	GroupAddEveryone
+	// GroupAddContacts: only users who are already members of a
+	// conversation with the user (a 1:1 or a group).
+	GroupAddContacts
+	// GroupAddNobody: nobody; the user creates groups or is added by no one.
+	GroupAddNobody
 )
 
 // ConvKind says whether a conversation is a 1:1 or a group.
@@ -130,6 +150,8 @@ type User struct {
 	// privacy setting: the node shows LastSeen to nobody else while it is set.
 	LastSeen     int64
 	HideLastSeen bool
+	// GroupAdd is who may add the user to groups (never GroupAddUnchanged).
+	GroupAdd GroupAddPolicy
 }
 
 // Device is one login of a user.

@@ -57,7 +57,7 @@ func (n *Node) queryWorker() {
 func expensiveRead(t string) bool {
 	switch t {
 	case wire.TypeHistory, wire.TypeSync, wire.TypeConvGet, wire.TypeConvList, wire.TypeUserGet,
-		wire.TypeReadGet, wire.TypeDeviceList:
+		wire.TypeReadGet, wire.TypeDeviceList, wire.TypeBlockList:
 		return true
 	}
 	return false
@@ -176,6 +176,18 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 		if !u.HideLastSeen || u.ID == s.user {
 			ok.UserInfo.LastSeen = u.LastSeen
 		}
+		if u.ID == s.user { // one's own privacy settings, to no one else
+			ok.UserInfo.HideLastSeen, ok.UserInfo.GroupAdd = u.HideLastSeen, groupAddName(u.GroupAdd)
+		}
+	case wire.TypeBlockList:
+		users, more, code := n.engine.Blocked(s.user, req.After, req.Limit)
+		if code != "" {
+			return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(code), "block.list"))
+		}
+		ok.Blocked, ok.More = users, more // at most 1000 ids: 9 KiB
+		if more && len(users) > 0 {
+			ok.Next = users[len(users)-1]
+		}
 	case wire.TypeTyping:
 		return n.handleTyping(s, req)
 	case wire.TypePresenceSub:
@@ -238,6 +250,29 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 		return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeUnknownType, "unknown request type"))
 	}
 	return ok
+}
+
+// groupAddPolicy maps privacy.set's group_add (validated) to the engine's.
+func groupAddPolicy(s string) engine.GroupAddPolicy {
+	switch s {
+	case wire.GroupAddEveryone:
+		return engine.GroupAddEveryone
+	case wire.GroupAddContacts:
+		return engine.GroupAddContacts
+	case wire.GroupAddNobody:
+		return engine.GroupAddNobody
+	}
+	return engine.GroupAddUnchanged
+}
+
+func groupAddName(p engine.GroupAddPolicy) string {
+	switch p {
+	case engine.GroupAddContacts:
+		return wire.GroupAddContacts
+	case engine.GroupAddNobody:
+		return wire.GroupAddNobody
+	}
+	return wire.GroupAddEveryone
 }
 
 func convInfo(c *engine.ConvInfo) wire.ConvInfo {

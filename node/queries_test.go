@@ -54,7 +54,7 @@ func TestReadAdmission(t *testing.T) {
 
 func TestExpensiveReads(t *testing.T) {
 	for _, typ := range []string{wire.TypeHistory, wire.TypeSync, wire.TypeConvGet, wire.TypeConvList,
-		wire.TypeUserGet, wire.TypeReadGet, wire.TypeDeviceList} {
+		wire.TypeUserGet, wire.TypeReadGet, wire.TypeDeviceList, wire.TypeBlockList} {
 		if !expensiveRead(typ) {
 			t.Errorf("%s is not charged", typ)
 		}

@@ -113,7 +113,15 @@ func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
 	case wire.TypePing:
 		n.reply(s, &wire.Reply{Type: wire.TypeOK, ID: req.ID})
 	case wire.TypePrivacySet:
-		n.submit(s, req.ID, &engine.Command{Op: engine.OpSetPrivacy, User: s.user, HideLastSeen: req.Hide},
+		n.submit(s, req.ID, &engine.Command{Op: engine.OpSetPrivacy, User: s.user, HideLastSeen: req.Hide,
+			GroupAdd: groupAddPolicy(req.GroupAdd)},
+			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
+	case wire.TypeBlock, wire.TypeUnblock:
+		op := engine.OpBlock
+		if req.Type == wire.TypeUnblock {
+			op = engine.OpUnblock
+		}
+		n.submit(s, req.ID, &engine.Command{Op: op, User: s.user, Peer: req.User},
 			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
 	case wire.TypeDeviceRevoke:
 		n.submit(s, req.ID, &engine.Command{Op: engine.OpRevokeDevice, User: s.user, Device: req.Device},

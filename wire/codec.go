@@ -181,7 +181,25 @@ func (r *Request) Validate() *Error {
 		if r.Limit > MaxConvListLimit {
 			r.Limit = MaxConvListLimit
 		}
-	case TypePing, TypePrivacySet, TypeDeviceList:
+	case TypePrivacySet:
+		switch r.GroupAdd {
+		case "", GroupAddEveryone, GroupAddContacts, GroupAddNobody:
+		default:
+			return Errorf(CodeInvalid, `group_add must be "everyone", "contacts" or "nobody"`)
+		}
+	case TypeBlock, TypeUnblock:
+		return needUser()
+	case TypeBlockList:
+		if r.Limit < 0 {
+			return Errorf(CodeInvalid, "negative limit")
+		}
+		if r.Limit == 0 {
+			r.Limit = DefaultBlockListLimit
+		}
+		if r.Limit > MaxBlockListLimit {
+			r.Limit = MaxBlockListLimit
+		}
+	case TypePing, TypeDeviceList:
 	case "":
 		return Errorf(CodeBadFrame, `missing "t"`)
 	default:

@@ -71,7 +71,7 @@ func AppendReply(b []byte, r *Reply) []byte {
 		count(r.Info != nil) + count(len(r.Convs) != 0) + count(r.UserInfo != nil) + count(len(r.Events) != 0) +
 		count(r.More) + count(len(r.Changes) != 0) + count(r.Next != 0) + count(r.NextConv != 0) + count(len(r.Presence) != 0) +
 		count(r.ReadCount != 0) + count(r.DeliveredCount != 0) + count(r.MemberCount != 0) +
-		count(len(r.Readers) != 0) + count(len(r.Devices) != 0)
+		count(len(r.Readers) != 0) + count(len(r.Devices) != 0) + count(len(r.Blocked) != 0)
 	b = appendMapLen(b, n)
 	b = appendStr(appendStr(b, "t"), r.Type)
 	b = appendU64(appendStr(b, "id"), r.ID)
@@ -152,6 +152,9 @@ func AppendReply(b []byte, r *Reply) []byte {
 		for i := range r.Devices {
 			b = appendDeviceInfo(b, &r.Devices[i])
 		}
+	}
+	if len(r.Blocked) != 0 {
+		b = appendU64s(appendStr(b, "blocked"), r.Blocked)
 	}
 	return b
 }
@@ -288,11 +291,17 @@ func appendConvSync(b []byte, c *ConvSync) []byte {
 }
 
 func appendUserInfo(b []byte, u *UserInfo) []byte {
-	b = appendMapLen(b, 2+count(u.LastSeen != 0))
+	b = appendMapLen(b, 2+count(u.LastSeen != 0)+count(u.HideLastSeen)+count(u.GroupAdd != ""))
 	b = appendU64(appendStr(b, "id"), u.ID)
 	b = appendStr(appendStr(b, "username"), u.Username)
 	if u.LastSeen != 0 {
 		b = appendI64(appendStr(b, "last_seen"), u.LastSeen)
+	}
+	if u.HideLastSeen {
+		b = appendBool(appendStr(b, "hide_last_seen"), true)
+	}
+	if u.GroupAdd != "" {
+		b = appendStr(appendStr(b, "group_add"), u.GroupAdd)
 	}
 	return b
 }

@@ -24,6 +24,16 @@ const (
 	TypePrivacySet   = "privacy.set"   // hide or show last_seen
 	TypeDeviceList   = "device.list"   // the user's devices, paged
 	TypeDeviceRevoke = "device.revoke" // revoke one of the user's devices
+	TypeBlock        = "block"         // block a user
+	TypeUnblock      = "unblock"       // unblock a user
+	TypeBlockList    = "block.list"    // the users the user blocks, paged
+)
+
+// Who may add a user to groups (privacy.set group_add).
+const (
+	GroupAddEveryone = "everyone" // anyone the user has not blocked (the default)
+	GroupAddContacts = "contacts" // users who share a conversation with the user
+	GroupAddNobody   = "nobody"
 )
 
 // Server frame types.
@@ -89,6 +99,7 @@ type Request struct {
 	Delivered   uint64   `msgpack:"delivered,omitempty"`
 	Read        uint64   `msgpack:"read,omitempty"`
 	Hide        bool     `msgpack:"hide_last_seen,omitempty"`
+	GroupAdd    string   `msgpack:"group_add,omitempty"` // privacy.set: "everyone", "contacts", "nobody"; "" leaves it as it is
 	Device      uint64   `msgpack:"dev,omitempty"`
 }
 
@@ -156,6 +167,8 @@ type Reply struct {
 	Readers        []uint64 `msgpack:"readers,omitempty"`
 	// device.list
 	Devices []DeviceInfo `msgpack:"devices,omitempty"`
+	// block.list
+	Blocked []uint64 `msgpack:"blocked,omitempty"`
 }
 
 // DeviceInfo describes one of the user's devices.
@@ -267,4 +280,7 @@ type UserInfo struct {
 	ID       uint64 `msgpack:"id"`
 	Username string `msgpack:"username"`
 	LastSeen int64  `msgpack:"last_seen,omitempty"` // Unix ms; 0 if unknown or hidden
+	// The user's privacy settings: in the reply to user.get of oneself only.
+	HideLastSeen bool   `msgpack:"hide_last_seen,omitempty"`
+	GroupAdd     string `msgpack:"group_add,omitempty"`
 }

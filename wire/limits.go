@@ -36,6 +36,10 @@ const (
 	MaxMembersPage  = 10_000
 	SyncInfoMembers = 256
 
+	MaxBlocksPerUser      = 1000 // users one user may block
+	DefaultBlockListLimit = 100  // blocked users per block.list page
+	MaxBlockListLimit     = 1000
+
 	// MaxSafeInteger is 2^53-1: every ID and counter in the protocol stays
 	// below it, so JavaScript clients read them exactly as numbers.
 	MaxSafeInteger = 1<<53 - 1
