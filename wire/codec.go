@@ -1,28 +1,21 @@
 package wire
 
 import (
-	"bytes"
-	"sync"
 	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// decoderState is pooled: a msgpack.Decoder keeps internal buffers worth
-// reusing across frames.
-type decoderState struct {
-	rd  bytes.Reader
-	dec *msgpack.Decoder
-}
-
-var decoders = sync.Pool{New: func() any {
-	s := &decoderState{}
-	s.dec = msgpack.NewDecoder(&s.rd)
-	return s
-}}
-
 // DecodeRequest decodes one client frame into r (which it resets first) and
-// validates it. b is not retained: strings are copied out.
+// validates it. b is not retained: strings are copied out. It is the
+// hand-written, bounds-checked decoder of decode.go (which lists what it
+// accepts): no length declared in the frame is trusted beyond the bytes
+// the frame has, so a frame of n bytes never costs more than a few times n
+// bytes of memory.
+//
+// On error r.ID is the request's id if the frame had a valid one (in
+// 0..2^53-1) before the point where decoding stopped, else 0; the error
+// reply carries it. An id out of that range is itself the error (invalid).
 func DecodeRequest(b []byte, r *Request) *Error {
 	*r = Request{}
 	if len(b) > MaxFrameBytes {
@@ -31,20 +24,8 @@ func DecodeRequest(b []byte, r *Request) *Error {
 	if len(b) == 0 || !isMap(b[0]) {
 		return Errorf(CodeBadFrame, "frame is not a msgpack map")
 	}
-	s := decoders.Get().(*decoderState)
-	s.rd.Reset(b)
-	s.dec.Reset(&s.rd)
-	err := s.dec.Decode(r)
-	trailing := s.rd.Len()
-	s.rd.Reset(nil)
-	decoders.Put(s)
-	if err != nil {
-		id := r.ID
-		*r = Request{ID: id}
-		return Errorf(CodeBadFrame, "malformed msgpack: "+err.Error())
-	}
-	if trailing != 0 {
-		return Errorf(CodeBadFrame, "trailing bytes after the frame")
+	if e := decodeRequest(b, r); e != nil {
+		return e
 	}
 	return r.Validate()
 }
@@ -272,8 +253,24 @@ func Marshal(v any) ([]byte, error) {
 	return msgpack.Marshal(v)
 }
 
-// Unmarshal decodes a frame; clients use it for server frames.
-func Unmarshal(b []byte, v any) error { return msgpack.Unmarshal(b, v) }
+// Unmarshal decodes a frame; clients use it for server frames. It decodes
+// with msgpack/v5, whose allocations follow the lengths a frame declares,
+// so it first checks (with the reader of decode.go, allocating nothing)
+// that b starts with a well-formed value whose declared lengths all fit in
+// b and whose containers nest at most 32 deep, and refuses b otherwise.
+// Bytes after that value are ignored, as msgpack/v5 ignores them.
+//
+// What is left is what decoding n bytes into Go values costs anyway: an
+// array of n one-byte elements (nils, say) decoded into a slice of structs
+// allocates n structs. Do not decode untrusted frames into Go maps with
+// it: msgpack/v5 reads an ext followed by a map header there as a map and
+// sizes the Go map by a count that this check has not seen.
+func Unmarshal(b []byte, v any) error {
+	if e := checkValue(b); e != nil {
+		return e
+	}
+	return msgpack.Unmarshal(b, v)
+}
 
 // ErrorReply builds the reply for a failed request.
 func ErrorReply(id uint64, e *Error) *Reply {
@@ -281,16 +278,44 @@ func ErrorReply(id uint64, e *Error) *Reply {
 }
 
 // PeekType returns the "t" of a server frame without decoding the rest, so a
-// client can route frames cheaply.
+// client can route frames cheaply. The frame must be a map; its other
+// values are skipped (allocating nothing, their lengths checked as in
+// Unmarshal). Like msgpack/v5, it takes the last "t" if there are several,
+// nil as "", and ignores bytes after the map.
 func PeekType(b []byte) (string, error) {
-	var h struct {
-		Type string `msgpack:"t"`
+	r := mpReader{b: b}
+	n, ok, e := r.readMapLen()
+	if e != nil {
+		return "", e
 	}
-	s := decoders.Get().(*decoderState)
-	defer decoders.Put(s)
-	s.rd.Reset(b)
-	s.dec.Reset(&s.rd)
-	err := s.dec.Decode(&h)
-	s.rd.Reset(nil)
-	return h.Type, err
+	if !ok {
+		return "", Errorf(CodeBadFrame, "frame is not a msgpack map")
+	}
+	var typ []byte
+	for range n {
+		key, ok, e := r.readStr()
+		if e != nil {
+			return "", within("a key", e)
+		}
+		if !ok {
+			c, _ := r.peek()
+			return "", Errorf(CodeBadFrame, "a key: expected a string, got "+typeName(c))
+		}
+		if string(key) != "t" {
+			if e := r.skip(2); e != nil {
+				return "", e
+			}
+			continue
+		}
+		v, ok, e := r.readStr()
+		if e != nil {
+			return "", within("t", e)
+		}
+		if !ok {
+			c, _ := r.peek()
+			return "", Errorf(CodeBadFrame, "t: expected a string, got "+typeName(c))
+		}
+		typ = v
+	}
+	return internString(typ), nil
 }

@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"math/rand/v2"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -112,23 +114,64 @@ func TestCodeRetryable(t *testing.T) {
 	}
 }
 
+// FuzzDecodeRequest: on any input DecodeRequest allocates at most a small
+// multiple of the frame's size, never puts an id above 2^53-1 in r, agrees
+// with the old msgpack/v5 decoder (decode_test.go) wherever that one can
+// safely run, and what it accepts re-encodes to the same request.
 func FuzzDecodeRequest(f *testing.F) {
 	f.Add(mustMarshal(f, Request{Type: TypeSend, ID: 1, Conv: 2, ClientMsgID: "a", Body: "hi"}))
 	f.Add(mustMarshal(f, Request{Type: TypeGroupCreate, ID: 1, Name: "g", Users: []uint64{1, 2}}))
 	f.Add(mustMarshal(f, Request{Type: TypeHistory, ID: 3, Conv: 1, Dir: DirAfter, Seq: 9}))
 	f.Add([]byte{0xdf, 0xff, 0xff, 0xff, 0xff})
+	for _, b := range [][]byte{attackUsers, attackType, attackIDMinus1, attackIDMinus1I64, attackIDMaxU64, nested(maxDepth), nested(maxDepth + 1)} {
+		f.Add(b)
+	}
+	r := rand.New(rand.NewPCG(13, 14))
+	for range 8 {
+		f.Add(variant(r, randomRequest(r)))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var r Request
-		if e := DecodeRequest(b, &r); e != nil {
+		var e *Error
+		if n := minAllocBytes(allocBound(len(b)), func() { e = DecodeRequest(b, &r) }); n > allocBound(len(b)) {
+			t.Fatalf("%d-byte frame allocated %d bytes", len(b), n)
+		}
+		if r.ID > MaxSafeInteger {
+			t.Fatalf("id %d kept", r.ID)
+		}
+		// The old decoder allocates what the frame declares: run it only on
+		// frames whose declared lengths checkValue found bounded.
+		oldOK := false
+		var old Request
+		if len(b) <= MaxFrameBytes && checkValue(b) == nil {
+			oldOK = oldDecodeRequest(b, &old) == nil
+		}
+		if e != nil {
 			if e.Code == "" {
 				t.Fatal("error without code")
 			}
+			// Where msgpack/v5 took a frame that is refused now, it is for
+			// a number out of range or too many users (decode.go).
+			if oldOK && e.Code != CodeInvalid && e.Code != CodeTooLarge {
+				t.Fatalf("msgpack/v5 took %x, refused now: %v", b, e)
+			}
 			return
+		}
+		if !oldOK {
+			t.Fatalf("accepted %x, which msgpack/v5 refused", b)
+		}
+		if !reflect.DeepEqual(old, r) {
+			t.Fatalf("decoded differently:\nold %+v\nnew %+v", old, r)
 		}
 		// A frame that decodes must re-encode and decode to the same request.
 		var again Request
 		if e := DecodeRequest(mustMarshal(t, &r), &again); e != nil {
 			t.Fatalf("re-decode: %v (%+v)", e, r)
+		}
+		normalize(reflect.ValueOf(&r))
+		normalize(reflect.ValueOf(&again))
+		if !reflect.DeepEqual(r, again) {
+			t.Fatalf("re-decoded differently:\nfirst  %+v\nsecond %+v", r, again)
 		}
 	})
 }

@@ -11,4 +11,9 @@
 //
 // Decoders ignore unknown keys so that either side can add optional fields
 // without breaking the other.
+//
+// Client frames come from anyone, so the server decodes them with a
+// hand-written decoder (decode.go) that trusts no length a frame declares
+// beyond the bytes the frame has. Clients decode server frames with
+// msgpack/v5 (Unmarshal), after the same bounds check.
 package wire

@@ -6,10 +6,10 @@ type Code string
 
 const (
 	// Frame-level problems: the request was not understood.
-	CodeBadFrame    Code = "bad_frame"    // not a msgpack map, or a field of the wrong type
+	CodeBadFrame    Code = "bad_frame"    // not a msgpack map, malformed (a length beyond the frame's end, say), or a field of the wrong type
 	CodeUnknownType Code = "unknown_type" // "t" names no request type
 	CodeTooLarge    Code = "too_large"    // frame, body or list over its limit
-	CodeInvalid     Code = "invalid"      // a field is missing, empty or malformed
+	CodeInvalid     Code = "invalid"      // a field is missing, empty or malformed, or a number is out of range (negative, above 2^53-1)
 
 	// Rights and state.
 	CodeUnauthorized  Code = "unauthorized"   // bad, expired or revoked token
