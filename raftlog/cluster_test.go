@@ -445,7 +445,10 @@ func TestClusterSubmitEverywhere(t *testing.T) {
 			t.Fatalf("nothing succeeded on %s", tn.id)
 		}
 		st := tn.n.Stats()
-		if !tn.n.IsLeader() && st.CommandsForwarded == 0 {
+		// With one leader throughout, each follower forwarded its own
+		// commands. (A leader that stepped down on a loaded machine
+		// forwarded nothing, and rightly so.)
+		if stable && !tn.n.IsLeader() && st.CommandsForwarded == 0 {
 			t.Fatalf("follower %s forwarded nothing: %+v", tn.id, st)
 		}
 		if st.Waiting != 0 {

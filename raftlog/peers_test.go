@@ -107,9 +107,13 @@ func peerCluster(t *testing.T, size int, tweak func(*Config)) (*testCluster, map
 				})
 			}
 		}
-		if st := tn.n.PeerStats(); st.Links != size-1 || st.LinksUp != size-1 {
-			t.Fatalf("%s: %+v", tn.id, st)
-		}
+		// Being greeted shows the others' links to tn are up; tn's own
+		// links follow its copy of the configuration, which may reach it
+		// a moment later.
+		waitFor(t, tn.id+"'s links up", func() bool {
+			st := tn.n.PeerStats()
+			return st.Links == size-1 && st.LinksUp == size-1
+		})
 	}
 	return c, recs
 }
