@@ -1,10 +1,12 @@
 package client
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/url"
 	"time"
 )
@@ -37,6 +39,9 @@ type Config struct {
 	// live events waiting for the dispatcher. Default 4096.
 	EventBuffer int
 
+	// NetDial opens the TCP connection to a node (host:port), e.g. through a
+	// proxy or with socket options set; nil uses a plain net.Dialer.
+	NetDial func(ctx context.Context, network, addr string) (net.Conn, error)
 	// TLS configures wss:// connections; nil uses crypto/tls defaults with
 	// the URL's host as server name.
 	TLS *tls.Config

@@ -76,8 +76,12 @@ func (c *Client) connect(ctx context.Context, idx int) (*session, error) {
 
 	dctx, cancel := context.WithTimeout(ctx, c.cfg.DialTimeout)
 	defer cancel()
-	var dialer net.Dialer
-	nc, err := dialer.DialContext(dctx, "tcp", addr)
+	dial := c.cfg.NetDial
+	if dial == nil {
+		var dialer net.Dialer
+		dial = dialer.DialContext
+	}
+	nc, err := dial(dctx, "tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", raw, err)
 	}
