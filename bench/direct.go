@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -46,6 +47,9 @@ type Direct struct {
 	BodyBytes int           // message body size; default 100
 	Drain     time.Duration // wait for deliveries after the load; default 10s
 	Slow      float64       // fraction of the receivers that stop reading; default 0
+	// ReceiveBuffer is the SO_RCVBUF of each reading receiver's socket; 0
+	// leaves the kernel's autotuning (see Group.ReceiveBuffer).
+	ReceiveBuffer int
 
 	sampler *serverSampler // coordinator only, with Slow: Plan starts it, Report stops it
 }
@@ -108,6 +112,9 @@ func (d *Direct) Validate() error {
 	} else if c.Senders >= 1 && c.Senders <= maxDirectSenders && countSlow(c.Senders, c.Slow) == c.Senders {
 		errs = append(errs, fmt.Errorf("bench: direct: slow %v leaves no reading receiver", c.Slow))
 	}
+	if !validReceiveBuffer(c.ReceiveBuffer) {
+		errs = append(errs, fmt.Errorf("bench: direct: receive buffer %d bytes out of range: 0, or [%d, %d]", c.ReceiveBuffer, slowSocketBuffer, maxReceiveBuffer))
+	}
 	return errors.Join(errs...)
 }
 
@@ -124,6 +131,9 @@ func (d *Direct) Params() map[string]any {
 	if c.Slow > 0 {
 		p["slow"] = c.Slow
 	}
+	if c.ReceiveBuffer > 0 {
+		p["receive_buffer"] = c.ReceiveBuffer
+	}
 	return p
 }
 
@@ -137,6 +147,7 @@ type directShard struct {
 	BodyBytes int           `json:"body_bytes"`
 	Drain     time.Duration `json:"drain"`
 	Slow      float64       `json:"slow,omitempty"`
+	RcvBuf    int           `json:"receive_buffer,omitempty"`
 	First     int           `json:"first"` // global index of Pairs[0]
 	Pairs     []directPair  `json:"pairs"`
 }
@@ -160,7 +171,7 @@ func (d *Direct) Plan(ctx context.Context, env *Env) ([]json.RawMessage, error) 
 	for _, n := range splitSizes(c.Senders, max(env.ConnsPerWorker()/2, 1)) {
 		sh := directShard{
 			WS: env.WS(), Senders: c.Senders, Rate: c.Rate, Window: c.Window,
-			BodyBytes: c.BodyBytes, Drain: c.Drain, Slow: c.Slow, First: first,
+			BodyBytes: c.BodyBytes, Drain: c.Drain, Slow: c.Slow, RcvBuf: c.ReceiveBuffer, First: first,
 		}
 		for i := first; i < first+n; i++ {
 			sh.Pairs = append(sh.Pairs, directPair{Sender: accounts[2*i], Receiver: accounts[2*i+1]})
@@ -180,7 +191,7 @@ func (d *Direct) NewLoad(raw json.RawMessage) (Load, error) {
 	if err := json.Unmarshal(raw, &sh); err != nil {
 		return nil, err
 	}
-	cfg := Direct{Senders: sh.Senders, Rate: sh.Rate, Window: sh.Window, BodyBytes: sh.BodyBytes, Drain: sh.Drain, Slow: sh.Slow}
+	cfg := Direct{Senders: sh.Senders, Rate: sh.Rate, Window: sh.Window, BodyBytes: sh.BodyBytes, Drain: sh.Drain, Slow: sh.Slow, ReceiveBuffer: sh.RcvBuf}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -271,6 +282,16 @@ func (l *directLoad) clientConfig(token string, idx int) client.Config {
 	}
 }
 
+// receiverConfig is clientConfig with the scenario's receive buffer.
+func (l *directLoad) receiverConfig(token string, idx int) client.Config {
+	cfg := l.clientConfig(token, idx)
+	if n := l.shard.RcvBuf; n > 0 {
+		d := net.Dialer{Control: receiveBufferControl(n)}
+		cfg.NetDial = d.DialContext
+	}
+	return cfg
+}
+
 func (l *directLoad) connectPair(ctx context.Context, p *pairState) error {
 	var err error
 	if p.slow {
@@ -278,7 +299,7 @@ func (l *directLoad) connectPair(ctx context.Context, p *pairState) error {
 			URL: l.shard.WS[p.idx%len(l.shard.WS)], Token: p.Receiver.Token,
 			Timeout: connectDialTimeout, SocketReadBuffer: slowSocketBuffer,
 		})
-	} else if p.rcv, err = client.Dial(ctx, l.clientConfig(p.Receiver.Token, p.idx)); err == nil {
+	} else if p.rcv, err = client.Dial(ctx, l.receiverConfig(p.Receiver.Token, p.idx)); err == nil {
 		l.readers.Go(func() { l.receive(p) })
 	}
 	if err != nil {

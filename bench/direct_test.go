@@ -27,10 +27,13 @@ func TestDirectBodyStamp(t *testing.T) {
 	}
 }
 
+// The windows below are a second long so that a scheduler that starts
+// late on a loaded machine still finds the load going.
+
 func TestScheduleFixedRate(t *testing.T) {
-	const interval = 10 * time.Millisecond
+	const interval = 50 * time.Millisecond
 	first := time.Now().Add(5 * time.Millisecond)
-	until := first.Add(200 * time.Millisecond) // 20 sends due
+	until := first.Add(time.Second) // 20 sends due
 	var mu sync.Mutex
 	var got []time.Time
 	missed := schedule(t.Context(), first, until, interval, 2, func(intended time.Time) {
@@ -55,13 +58,15 @@ func TestScheduleFixedRate(t *testing.T) {
 // sends due while every lane is stuck keep their intended times, and those
 // that never went out are counted.
 func TestScheduleStall(t *testing.T) {
-	const interval = 10 * time.Millisecond
+	const interval = 50 * time.Millisecond
 	first := time.Now()
-	until := first.Add(200 * time.Millisecond)
+	until := first.Add(time.Second)
 	var sends atomic.Int64
 	missed := schedule(t.Context(), first, until, interval, 1, func(intended time.Time) {
 		if sends.Add(1) == 1 {
-			time.Sleep(time.Until(until.Add(50 * time.Millisecond))) // the only lane stalls past the end
+			// The only lane stalls well past the end, so that the
+			// scheduler has seen the end before a lane is free again.
+			time.Sleep(time.Until(until.Add(time.Second)))
 		}
 	})
 	if sends.Load() != 1 || missed != 19 {

@@ -68,6 +68,12 @@ type Group struct {
 	Warmup    time.Duration `json:"warmup"`     // load before the measured window; default 0
 	Drain     time.Duration `json:"drain"`      // wait for deliveries after the load; default 10s
 	Slow      float64       `json:"slow"`       // fraction of the receiving members that stop reading
+	// ReceiveBuffer is the SO_RCVBUF of each reading member's socket; 0
+	// leaves the kernel's autotuning. A buffer larger than all a member
+	// will receive lets the kernel take every byte the server sends
+	// however late the member's process runs, so that only slow members
+	// can overflow the server's queue (the harness's own tests use it).
+	ReceiveBuffer int `json:"receive_buffer,omitempty"`
 
 	sampler *serverSampler // coordinator only: Plan starts it, Report stops it
 }
@@ -152,6 +158,9 @@ func (g *Group) Validate() error {
 	} else if c.Members > 0 && countSlow(c.Members, c.Slow) == c.Members {
 		bad("slow %v leaves no reading member", c.Slow)
 	}
+	if !validReceiveBuffer(c.ReceiveBuffer) {
+		bad("receive buffer %d bytes out of range: 0, or [%d, %d]", c.ReceiveBuffer, slowSocketBuffer, maxReceiveBuffer)
+	}
 	return errors.Join(errs...)
 }
 
@@ -167,6 +176,9 @@ func (g *Group) Params() map[string]any {
 	}
 	if c.Slow > 0 {
 		p["slow"] = c.Slow
+	}
+	if c.ReceiveBuffer > 0 {
+		p["receive_buffer"] = c.ReceiveBuffer
 	}
 	return p
 }
@@ -427,6 +439,7 @@ func (l *groupLoad) dialMember(ctx context.Context, m *groupMember) error {
 	if m.slow {
 		opts.SocketReadBuffer = slowSocketBuffer
 	} else {
+		opts.SocketReadBuffer = l.cfg.ReceiveBuffer
 		opts.OnEvent = func(f *bareFrame, now time.Time) { l.onEvent(m, f, now) }
 	}
 	var err error

@@ -107,11 +107,18 @@ func TestEndToEndGroup(t *testing.T) {
 	node := startNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	// Members 4 and 9 (one in each worker) are slow. Two senders at 150
-	// messages/s of 16 KB for 3 s send each member about 7 MiB: over the
-	// server's 1 MiB queue plus what the kernel's socket buffers absorb
-	// (Linux grows a send buffer up to 4 MiB).
-	sc := &Group{Members: 12, Senders: 2, Rate: 150, BodyBytes: 16000, Slow: 0.2, Drain: 30 * time.Second}
+	// Members 4 and 9 (one in each worker) are slow. Two senders at 60
+	// messages/s of 16 KB for 3 s send each member about 2.9 MB, on a
+	// schedule that does not depend on how fast the machine is (a window
+	// of 200 covers any ack delay short of 3 s). A slow member reads
+	// nothing once the load starts, so the server must hold all of it:
+	// more than its 1 MiB queue plus the 256 KiB socket send buffer and
+	// the member's 8 KiB receive buffer, so it is dropped. A reading
+	// member's 4 MiB receive buffer holds all of it, so the kernel takes
+	// every byte whether or not the member's process gets the CPU: it
+	// is never dropped, however loaded the machine.
+	sc := &Group{Members: 12, Senders: 2, Rate: 60, Window: 200, BodyBytes: 16000, Slow: 0.2,
+		Drain: 30 * time.Second, ReceiveBuffer: 4 << 20}
 	rep, err := Run(ctx, sc, Options{
 		HTTP: []string{node.http}, WS: []string{node.ws},
 		Settle: 100 * time.Millisecond, Duration: 3 * time.Second,

@@ -39,6 +39,7 @@ import (
 
 const (
 	slowSocketBuffer = 8 << 10          // SO_RCVBUF of a slow receiver's socket
+	maxReceiveBuffer = 64 << 20         // the most a scenario's ReceiveBuffer may ask for
 	slowProbeTimeout = 10 * time.Second // for all the probes of a worker
 	slowProbers      = 1024             // probes at once
 )
@@ -74,6 +75,12 @@ func countSlow(n int, frac float64) int {
 }
 
 func validSlow(frac float64) bool { return frac >= 0 && frac <= 1 } // also refuses NaN
+
+// validReceiveBuffer checks a scenario's ReceiveBuffer: 0 (the kernel's
+// autotuned default) or at least a slow receiver's.
+func validReceiveBuffer(n int) bool {
+	return n == 0 || (n >= slowSocketBuffer && n <= maxReceiveBuffer)
+}
 
 // gatedConn is a net.Conn whose reads can be stopped and started again.
 // A Read that has already reached the socket when the gate shuts completes

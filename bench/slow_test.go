@@ -145,11 +145,16 @@ func TestEndToEndDirectSlow(t *testing.T) {
 	node := startNode(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	// Pair 1 of 2 is slow. Its sender, flat out with 16 KB bodies, sends
-	// its burst of 200 and then 100/s for 3 s: about 8 MiB, over the
-	// server's 1 MiB send queue plus what the kernel's socket buffers
-	// absorb (Linux grows a send buffer up to 4 MiB).
-	sc := &Direct{Senders: 2, Window: 8, BodyBytes: 16000, Slow: 0.5, Drain: 30 * time.Second}
+	// Pair 1 of 2 is slow. Each sender sends 60 messages/s of 16 KB for
+	// 3 s, on a schedule (a window of 200 covers any ack delay short of
+	// 3 s): about 2.9 MB, more than the server's 1 MiB send queue plus the
+	// socket buffers of a receiver that stopped reading (256 KiB send,
+	// 8 KiB receive), and less than the reading receiver's 4 MiB receive
+	// buffer, which the kernel fills whether or not the receiver's process
+	// gets the CPU: only the slow one is dropped, however loaded the
+	// machine.
+	sc := &Direct{Senders: 2, Rate: 120, Window: 200, BodyBytes: 16000, Slow: 0.5, Drain: 30 * time.Second,
+		ReceiveBuffer: 4 << 20}
 	rep, err := Run(ctx, sc, Options{
 		HTTP: []string{node.http}, WS: []string{node.ws},
 		Settle: 100 * time.Millisecond, Duration: 3 * time.Second,
