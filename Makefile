@@ -19,6 +19,13 @@ test: vet
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(MAKE) fuzz FUZZTIME=10s
 
+# The suite three times in a row with every core saturated by busy loops:
+# a test may be slower on a loaded machine, never wrong. See
+# scripts/test-loaded.sh (ROUNDS, HOGS).
+.PHONY: test-loaded
+test-loaded:
+	MAKE=$(MAKE) ./scripts/test-loaded.sh
+
 FUZZTIME ?= 30s
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
