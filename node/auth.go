@@ -212,9 +212,15 @@ func (s *tokenSigner) Issue(user, device uint64) (string, time.Time, error) {
 // Verify parses a token and returns its user and device. It fails with
 // errNoSigningKey while the key is not known.
 func (s *tokenSigner) Verify(token string) (user, device uint64, err error) {
+	user, device, _, err = s.verify(token)
+	return user, device, err
+}
+
+// verify is Verify that also returns when the token expires.
+func (s *tokenSigner) verify(token string) (user, device uint64, expires time.Time, err error) {
 	key, err := s.loadKey()
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, time.Time{}, err
 	}
 	var c Claims
 	_, err = jwt.ParseWithClaims(token, &c, func(*jwt.Token) (any, error) { return key, nil },
@@ -224,13 +230,13 @@ func (s *tokenSigner) Verify(token string) (user, device uint64, err error) {
 		jwt.WithTimeFunc(s.now),
 	)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, time.Time{}, err
 	}
 	user, err = strconv.ParseUint(c.Subject, 10, 64)
 	if err != nil || user == 0 || c.Device == 0 {
-		return 0, 0, errors.New("token without user or device")
+		return 0, 0, time.Time{}, errors.New("token without user or device")
 	}
-	return user, c.Device, nil
+	return user, c.Device, c.ExpiresAt.Time, nil
 }
 
 // readKeyFile returns the base64 key kept in path (a jwt.key written by

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"errors"
 	"net/http"
 	"strings"
 	"testing"
@@ -155,18 +156,79 @@ func TestBadInputGetsStableCodesAndConnectionSurvives(t *testing.T) {
 
 func TestFloodIsRateLimitedAndOthersUnaffected(t *testing.T) {
 	cfg := testConfig(t.TempDir())
-	cfg.RatePerSecond, cfg.RateBurst = 100, 200 // the production defaults
+	cfg.RatePerSecond, cfg.RateBurst = 1, 200 // the default burst; a refill too slow to matter however slowly the test runs
 	n := startNodeWith(t, cfg)
 	alice, bob := register(t, n, "alice"), register(t, n, "bob")
 	r := dialRaw(t, n.WSURL(), login(t, n, alice, "phone"))
 	const flood = 1000 // well over the burst of 200
 	for i := 1; i <= flood; i++ {
-		r.request(t, map[string]any{"t": "ping", "id": i})
+		b, _ := msgpack.Marshal(map[string]any{"t": "ping", "id": i})
+		if r.conn.WriteMessage(gws.OpcodeBinary, b) != nil {
+			break // closed by the server: what it answered is counted below
+		}
 	}
-	limited, ok := 0, 0
-	for range flood {
+	ok, limited, err := r.drainUntilClosed(t)
+	if limited == 0 || ok == 0 || ok+limited >= flood {
+		t.Fatalf("ok %d, limited %d of %d: flood not limited", ok, limited, flood)
+	}
+	requireClosed(t, err, 1008, "rate limit exceeded")
+	// Another user's connection works normally meanwhile.
+	cb := dial(t, []string{n.WSURL()}, login(t, n, bob, "phone"), 0)
+	if err := cb.Ping(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Malformed frames are charged to the rate limiter like any request: a
+// flood of them gets a burst of bad_frame replies, then rate_limited, then
+// the connection is closed; it does not get a reply per frame.
+func TestMalformedFloodIsRateLimited(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.RatePerSecond, cfg.RateBurst = 1, 200 // the default burst; a refill too slow to matter however slowly the test runs
+	n := startNodeWith(t, cfg)
+	alice := register(t, n, "alice")
+	r := dialRaw(t, n.WSURL(), login(t, n, alice, "phone"))
+	const flood = 1000
+	r.writeUntilClosed(flood, []byte{0xc1}) // never used in msgpack
+	frames, closeErr := r.untilClosed(t)
+	bad, limited := 0, 0
+	for _, b := range frames {
 		var rep wire.Reply
-		if err := wire.Unmarshal(r.next(t), &rep); err != nil {
+		if err := wire.Unmarshal(b, &rep); err != nil {
+			t.Fatal(err)
+		}
+		switch rep.Code {
+		case wire.CodeBadFrame:
+			bad++
+		case wire.CodeRateLimited:
+			limited++
+		default:
+			t.Fatalf("unexpected reply %+v", rep)
+		}
+	}
+	if bad == 0 || limited == 0 || bad+limited >= flood {
+		t.Fatalf("%d bad_frame and %d rate_limited replies to %d malformed frames, then %v", bad, limited, flood, closeErr)
+	}
+	requireClosed(t, closeErr, 1008, "rate limit exceeded")
+}
+
+// writeUntilClosed sends frame n times or until the connection fails.
+func (r *rawConn) writeUntilClosed(n int, frame []byte) {
+	for range n {
+		if r.conn.WriteMessage(gws.OpcodeBinary, frame) != nil {
+			return
+		}
+	}
+}
+
+// drainUntilClosed counts ok and rate_limited (or busy) replies until the
+// server closes the connection, and returns the close error.
+func (r *rawConn) drainUntilClosed(t *testing.T) (ok, limited int, closeErr error) {
+	t.Helper()
+	frames, closeErr := r.untilClosed(t)
+	for _, b := range frames {
+		var rep wire.Reply
+		if err := wire.Unmarshal(b, &rep); err != nil {
 			t.Fatal(err)
 		}
 		switch {
@@ -178,13 +240,40 @@ func TestFloodIsRateLimitedAndOthersUnaffected(t *testing.T) {
 			t.Fatalf("unexpected reply %+v", rep)
 		}
 	}
-	if limited == 0 || ok == 0 {
-		t.Fatalf("ok %d, limited %d: flood not limited", ok, limited)
+	return ok, limited, closeErr
+}
+
+// untilClosed collects the frames that arrive until the connection closes
+// (the read loop hands over every frame before the close).
+func (r *rawConn) untilClosed(t *testing.T) ([][]byte, error) {
+	t.Helper()
+	var frames [][]byte
+	for {
+		select {
+		case b := <-r.frames:
+			frames = append(frames, b)
+		case err := <-r.closed:
+			for {
+				select {
+				case b := <-r.frames:
+					frames = append(frames, b)
+				default:
+					return frames, err
+				}
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("the connection was not closed")
+		}
 	}
-	// Another user's connection works normally meanwhile.
-	cb := dial(t, []string{n.WSURL()}, login(t, n, bob, "phone"), 0)
-	if err := cb.Ping(ctxT(t)); err != nil {
-		t.Fatal(err)
+}
+
+// requireClosed checks that err is the server's close frame with code and
+// reason.
+func requireClosed(t *testing.T, err error, code uint16, reason string) {
+	t.Helper()
+	var ce *gws.CloseError
+	if !errors.As(err, &ce) || ce.Code != code || string(ce.Reason) != reason {
+		t.Fatalf("closed with %v, want %d %q", err, code, reason)
 	}
 }
 

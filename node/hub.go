@@ -88,6 +88,25 @@ func (h *hub) sessions(user uint64) []*session {
 	return append([]*session(nil), sh.users[user]...)
 }
 
+// expired returns the sessions whose token expired at or before now (Unix
+// ms).
+func (h *hub) expired(now int64) []*session {
+	var out []*session
+	for i := range h.shards {
+		sh := &h.shards[i]
+		sh.mu.RLock()
+		for _, l := range sh.users {
+			for _, s := range l {
+				if s.expires <= now {
+					out = append(out, s)
+				}
+			}
+		}
+		sh.mu.RUnlock()
+	}
+	return out
+}
+
 // count returns the number of online sessions.
 func (h *hub) count() int {
 	n := 0

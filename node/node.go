@@ -62,7 +62,10 @@ type Node struct {
 	queries chan func()   // reads waiting for a query worker
 	reads   readAdmission // expensive reads in flight per connection and user
 	stop    chan struct{} // closed by Close: ends the signal loop
-	workers sync.WaitGroup
+	// nextTokenSweep (Unix ms) is when closeExpired looks again; the
+	// signal loop owns it.
+	nextTokenSweep int64
+	workers        sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -105,7 +108,7 @@ func Open(cfg Config) (_ *Node, err error) {
 		metrics:    newMetrics(),
 		hasher:     newPasswordHasher(cfg.Argon2, cfg.HashConcurrency),
 		limits:     newAuthThrottle(cfg.AuthLimits, cfg.Clock),
-		tokens:     newTokenSigner(cfg.TokenTTL, time.Now),
+		tokens:     newTokenSigner(cfg.TokenTTL, cfg.Clock),
 		admin:      newAdminAuth(adminToken),
 		hub:        newHub(),
 		queries:    make(chan func(), cfg.QueryQueue),

@@ -31,7 +31,7 @@ func (n *Node) Authorize(r *netpoll.Request) (any, int, string) {
 	if tok == "" {
 		return nil, 401, "missing token"
 	}
-	user, device, err := n.tokens.Verify(tok)
+	user, device, expires, err := n.tokens.verify(tok)
 	if err != nil {
 		return nil, 401, "invalid or expired token"
 	}
@@ -48,6 +48,7 @@ func (n *Node) Authorize(r *netpoll.Request) (any, int, string) {
 	return &session{
 		user:    user,
 		device:  device,
+		expires: expires.UnixMilli(),
 		limiter: rate.NewLimiter(rate.Limit(n.cfg.RatePerSecond), n.cfg.RateBurst),
 	}, 0, ""
 }
@@ -96,15 +97,26 @@ func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
 	}
 	req := new(wire.Request)
 	s.inflight.Add(1) // released by reply
-	if e := wire.DecodeRequest(payload, req); e != nil {
+	e := wire.DecodeRequest(payload, req)
+	// Every frame is charged, a malformed one too: each costs a reply. A
+	// client that goes on after a full burst of rate_limited replies is
+	// not listening; it is cut off rather than answered for ever.
+	if !s.limiter.Allow() {
+		if s.limited++; s.limited > n.cfg.RateBurst {
+			s.inflight.Add(-1)
+			n.metrics.requestErrors.WithLabelValues(string(wire.CodeRateLimited)).Inc()
+			c.Close(netpoll.ClosePolicyViolation, "rate limit exceeded")
+			return
+		}
+		n.replyError(s, req.ID, wire.Errorf(wire.CodeRateLimited, "slow down"))
+		return
+	}
+	s.limited = 0
+	if e != nil {
 		n.replyError(s, req.ID, e)
 		return
 	}
 	n.metrics.requests.WithLabelValues(req.Type).Inc()
-	if !s.limiter.Allow() {
-		n.replyError(s, req.ID, wire.Errorf(wire.CodeRateLimited, "slow down"))
-		return
-	}
 	if int(s.inflight.Load()) > n.cfg.MaxInflightPerConn {
 		n.replyError(s, req.ID, wire.Errorf(wire.CodeBusy, "too many requests in flight"))
 		return

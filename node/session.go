@@ -15,8 +15,10 @@ import (
 // complete requests.
 type session struct {
 	user, device uint64
+	expires      int64 // Unix ms: the token's expiry, when closeExpired ends the connection
 	conn         *netpoll.Conn
 	limiter      *rate.Limiter
+	limited      int          // rate_limited replies in a row; the loop owns it
 	inflight     atomic.Int32 // requests received and not yet replied to
 	reads        atomic.Int32 // expensive reads admitted and not yet replied to (queries.go)
 	closed       atomic.Bool

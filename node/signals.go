@@ -42,7 +42,26 @@ func (n *Node) sweepSignals(now time.Time) {
 		n.sendReadCounts(conv, reader)
 	}
 	n.expireSends(now)
+	n.closeExpired()
 }
+
+// closeExpired ends the connections whose token has expired, so that a
+// token stops working when it says it does, on an open connection too. It
+// looks at most once per tokenSweepInterval (a walk over every session);
+// only the signal loop calls it.
+func (n *Node) closeExpired() {
+	now := n.tokens.now().UnixMilli()
+	if now < n.nextTokenSweep {
+		return
+	}
+	n.nextTokenSweep = now + tokenSweepInterval.Milliseconds()
+	for _, s := range n.hub.expired(now) {
+		s.conn.Close(netpoll.ClosePolicyViolation, "token expired")
+	}
+}
+
+// tokenSweepInterval bounds how long a connection outlives its token.
+const tokenSweepInterval = time.Second
 
 // userOnline runs when a user's first session on this node opened. The
 // peers hear of it at the next signal tick.

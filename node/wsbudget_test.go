@@ -7,7 +7,7 @@ import (
 
 func TestPlanFDs(t *testing.T) {
 	for _, tc := range []struct {
-		nofile, http        int
+		nofile, http       int
 		reserve, ws, conns int
 	}{
 		// Low limits: the WebSocket port still gets a quarter.
