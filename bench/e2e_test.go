@@ -46,7 +46,7 @@ func startNode(t *testing.T) *testNode {
 	}
 	cmd := exec.Command(bin, "-data", filepath.Join(dir, "data"),
 		"-http", "127.0.0.1:0", "-ws", "127.0.0.1:0", "-raft", "127.0.0.1:0",
-		"-argon2-time", "1", "-argon2-memory", "64", "-log-level", "warn")
+		"-argon2-time", "1", "-argon2-memory", "64", "-auth-throttle=false", "-log-level", "warn")
 	logs := new(syncBuffer)
 	cmd.Stderr = logs
 	stdout, err := cmd.StdoutPipe()

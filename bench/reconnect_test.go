@@ -73,7 +73,7 @@ func startRestartableNode(t *testing.T) *restartableNode {
 func (n *restartableNode) start(addrs []string) (<-chan struct{}, error) {
 	cmd := exec.Command(n.bin, "-data", filepath.Join(n.dir, "data"),
 		"-http", addrs[0], "-ws", addrs[1], "-raft", addrs[2],
-		"-argon2-time", "1", "-argon2-memory", "64", "-log-level", "warn")
+		"-argon2-time", "1", "-argon2-memory", "64", "-auth-throttle=false", "-log-level", "warn")
 	cmd.Stderr = n.logs
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
