@@ -366,7 +366,7 @@ func (l *reconnectLoad) sync(ctx context.Context, c *bareConn, cursor uint64) er
 		if !rep.More {
 			return nil
 		}
-		if rep.Next < after || (rep.Next == after && rep.NextConv <= afterConv) {
+		if !wire.SyncAdvanced(after, afterConv, rep.Next, rep.NextConv) {
 			return fmt.Errorf("sync page did not advance (after %d/%d, next %d/%d)", after, afterConv, rep.Next, rep.NextConv)
 		}
 		after, afterConv = rep.Next, rep.NextConv

@@ -226,7 +226,7 @@ func (c *Client) resyncOn(s *session) error {
 			c.syncs.Add(1)
 			return nil
 		}
-		if rep.Next < after || (rep.Next == after && rep.NextConv <= afterConv) {
+		if !wire.SyncAdvanced(after, afterConv, rep.Next, rep.NextConv) {
 			return fmt.Errorf("client: sync page did not advance (after %d/%d, next %d/%d)", after, afterConv, rep.Next, rep.NextConv)
 		}
 		after, afterConv = rep.Next, rep.NextConv

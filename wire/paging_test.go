@@ -33,3 +33,24 @@ func TestValidatePagingFields(t *testing.T) {
 		t.Fatalf("%+v, %v", out, e)
 	}
 }
+
+func TestSyncAdvanced(t *testing.T) {
+	for _, tc := range []struct {
+		after, afterConv, next, nextConv uint64
+		want                             bool
+	}{
+		{10, 0, 11, 0, true},
+		{10, 0, 11, 3, true},
+		{10, 0, 10, 0, false},
+		{10, 0, 10, 3, false}, // the whole of 10 was done already
+		{10, 2, 10, 0, true},  // the rest of 10 is done now
+		{10, 2, 10, 5, true},
+		{10, 2, 10, 2, false},
+		{10, 5, 10, 2, false},
+		{10, 2, 9, 0, false},
+	} {
+		if got := SyncAdvanced(tc.after, tc.afterConv, tc.next, tc.nextConv); got != tc.want {
+			t.Errorf("%d/%d -> %d/%d: %v, want %v", tc.after, tc.afterConv, tc.next, tc.nextConv, got, tc.want)
+		}
+	}
+}
