@@ -109,6 +109,7 @@ func startNode(t *testing.T, extra ...string) *testNode {
 	urls := make(chan struct{}, 1)
 	go func() {
 		defer func() { _ = cmd.Wait(); close(n.exited) }()
+		out := urls // nil once sent; the scanner keeps draining stdout
 		sc := bufio.NewScanner(stdout)
 		var httpURL, wsURL string
 		for sc.Scan() {
@@ -119,10 +120,10 @@ func startNode(t *testing.T, extra ...string) *testNode {
 			case len(f) == 2 && f[0] == "WebSocket":
 				wsURL = f[1]
 			}
-			if httpURL != "" && wsURL != "" && urls != nil {
+			if httpURL != "" && wsURL != "" && out != nil {
 				n.http, n.ws = httpURL, wsURL
-				urls <- struct{}{}
-				urls = nil
+				out <- struct{}{}
+				out = nil
 			}
 		}
 	}()
