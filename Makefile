@@ -11,8 +11,10 @@ build:
 run:
 	$(GO) run ./cmd/parley --data $(DATA)
 
+# go vet and staticcheck (a tool of go.mod: go tool staticcheck).
 vet:
 	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
 
 # The whole suite with the race detector, plus a short run of every fuzz target.
 test: vet

@@ -349,12 +349,6 @@ func (tr *traffic) acked(home int) int {
 	return tr.byHome[home]
 }
 
-func (tr *traffic) total() int {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	return len(tr.acks)
-}
-
 func (tr *traffic) run(t testing.TB, u *user) {
 	defer tr.wg.Done()
 	for i := 0; ; i++ {

@@ -92,14 +92,6 @@ func (k *keyCounter) release(key uint64) {
 	}
 }
 
-// count is the number of connections holding key (tests).
-func (k *keyCounter) count(key uint64) int {
-	sh := k.shard(key)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return int(sh.m[key])
-}
-
 // total is the number of connections holding any key (tests).
 func (k *keyCounter) total() int {
 	n := 0
