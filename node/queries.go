@@ -144,7 +144,7 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 		// Members page by user id: the first page with after 0.
 		info, more, code := n.engine.ConversationPageFor(s.user, req.Conv, req.After, n.membersPerPage())
 		if code != "" {
-			return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(code), "conv.get"))
+			return wire.ErrorReply(req.ID, engineError(code, "conv.get"))
 		}
 		ci := convInfo(&info)
 		ok.Info = &ci
@@ -182,7 +182,7 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 	case wire.TypeBlockList:
 		users, more, code := n.engine.Blocked(s.user, req.After, req.Limit)
 		if code != "" {
-			return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(code), "block.list"))
+			return wire.ErrorReply(req.ID, engineError(code, "block.list"))
 		}
 		ok.Blocked, ok.More = users, more // at most 1000 ids: 9 KiB
 		if more && len(users) > 0 {
@@ -199,7 +199,7 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 	case wire.TypeDeviceList:
 		devs, more, code := n.engine.Devices(s.user, req.After, req.Limit)
 		if code != "" {
-			return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(code), "device.list"))
+			return wire.ErrorReply(req.ID, engineError(code, "device.list"))
 		}
 		// At most MaxDevicesLimit (500) devices of at most ~130 bytes: the
 		// engine bounds the page by count; it is cut here to the budget.
@@ -224,7 +224,7 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 		}
 		events, more, err := n.engine.History(s.user, req.Conv, req.Seq, dir, req.Limit, n.pageBudget())
 		if err != "" {
-			return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(err), "history"))
+			return wire.ErrorReply(req.ID, engineError(err, "history"))
 		}
 		ok.Events = wireEvents(events)
 		ok.More = more
@@ -234,7 +234,7 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 			Convs: req.Limit, Events: wire.SyncEventsPerConv, Budget: n.pageBudget(),
 		})
 		if err != "" {
-			return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(err), "sync"))
+			return wire.ErrorReply(req.ID, engineError(err, "sync"))
 		}
 		ok.Changes = make([]wire.ConvSync, len(page.Convs))
 		for i := range page.Convs {

@@ -73,7 +73,7 @@ func (b *receiptBuffer) take() map[*session][]engine.ReceiptItem {
 func (n *Node) handleReceipt(s *session, req *wire.Request) *wire.Reply {
 	info, _, code := n.engine.ConversationPageFor(s.user, req.Conv, 0, 0) // no member list: a check
 	if code != "" {
-		return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(code), "receipt"))
+		return wire.ErrorReply(req.ID, engineError(code, "receipt"))
 	}
 	if max(req.Delivered, req.Read) > info.LastSeq {
 		return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeInvalid, "seq beyond the conversation's last"))
@@ -216,7 +216,7 @@ func (n *Node) sendReadCounts(conv, reader uint64) {
 func (n *Node) handleReadGet(s *session, req *wire.Request) *wire.Reply {
 	info, _, code := n.engine.ConversationPageFor(s.user, req.Conv, 0, 0) // no member list: a check
 	if code != "" {
-		return wire.ErrorReply(req.ID, wire.Errorf(wire.Code(code), "read.get"))
+		return wire.ErrorReply(req.ID, engineError(code, "read.get"))
 	}
 	if req.Seq > info.LastSeq {
 		return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotFound, "no such seq"))

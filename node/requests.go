@@ -187,7 +187,7 @@ func (n *Node) submit(s *session, id uint64, cmd *engine.Command, ok func(*engin
 			return
 		}
 		if res.Err != "" {
-			n.replyError(s, id, wire.Errorf(wire.Code(res.Err), res.Message))
+			n.replyError(s, id, engineError(res.Err, res.Message))
 			return
 		}
 		n.reply(s, ok(res))
@@ -246,7 +246,7 @@ func (n *Node) propose(ctx context.Context, cmd *engine.Command) (*engine.Result
 		return nil, wire.Errorf(wire.CodeInternal, "no result")
 	}
 	if res.Err != "" {
-		return nil, wire.Errorf(wire.Code(res.Err), res.Message)
+		return nil, engineError(res.Err, res.Message)
 	}
 	return res, nil
 }
