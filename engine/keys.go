@@ -85,10 +85,5 @@ func prefixBounds(prefix byte) (lower, upper []byte) {
 	return []byte{prefix}, []byte{prefix + 1}
 }
 
-// bounds1 are the bounds of every key starting with prefix + a.
-func bounds1(prefix byte, a uint64) (lower, upper []byte) {
-	return key1(prefix, a), key1(prefix, a+1)
-}
-
 // u64At reads the big-endian integer at byte offset off of a key or value.
 func u64At(b []byte, off int) uint64 { return binary.BigEndian.Uint64(b[off:]) }
