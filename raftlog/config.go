@@ -111,6 +111,10 @@ type Config struct {
 	Peers           PeerHandler
 	PeerQueueLength int
 
+	// Storage is the storage state at start (see StorageState); the
+	// node's owner changes it with Node.SetStorage. Zero: StorageOK.
+	Storage StorageState
+
 	// Logger receives raft's and Pebble's messages. When nil, a logger at
 	// LogLevel writing to LogOutput (default os.Stderr) is made.
 	Logger    hclog.Logger

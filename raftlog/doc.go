@@ -42,6 +42,12 @@
 // caught up (followers report their indexes over the forwarding link), and
 // any node takes membership calls, sending them to the leader.
 //
+// Storage: the node's owner measures free disk space and calls SetStorage
+// (storage.go). While full, the node refuses new commands (ErrStorageFull),
+// as leader for the whole cluster; while critical, the log store refuses
+// appends too. A write Pebble fails anyway ends the process with one log
+// line and ExitStorageFailure (logstore.go): Pebble cannot continue after it.
+//
 // Restart: the state machine's store is persistent and records its applied
 // index with its state, so raft does not restore a snapshot over it on start
 // (NoSnapshotRestoreOnStart). Raft sets its applied index to the latest

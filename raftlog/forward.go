@@ -428,6 +428,8 @@ func (n *Node) acceptForwarded(s *fwdSession, payload []byte) error {
 			code = refuseClosed
 		case !leader:
 			code = refuseNotLeader
+		case n.storageFull():
+			code = refuseStorageFull
 		case len(cmd) > n.cfg.MaxBatchBytes:
 			code = refuseTooLarge
 		default:

@@ -50,8 +50,9 @@ const (
 	refuseNotLeader byte = iota + 1
 	refuseBusy
 	refuseTooLarge
-	refuseClosed  // the leader is shutting down
-	refuseTimeout // raft did not take the entry within EnqueueTimeout
+	refuseClosed      // the leader is shutting down
+	refuseTimeout     // raft did not take the entry within EnqueueTimeout
+	refuseStorageFull // the leader's disk is nearly full (StorageFull)
 )
 
 var errCorruptFrame = errors.New("raftlog: corrupt link frame")
@@ -66,6 +67,8 @@ func refusalError(code byte) error {
 		return ErrTooLarge
 	case refuseTimeout:
 		return ErrTimeout
+	case refuseStorageFull:
+		return ErrStorageFull
 	default: // refuseNotLeader, refuseClosed, and codes of newer builds
 		return ErrNotLeader
 	}

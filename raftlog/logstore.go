@@ -5,10 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 )
@@ -65,6 +68,9 @@ type LogStore struct {
 	// metrics loop), and Pebble panics when used after Close.
 	closeMu sync.RWMutex
 	db      *pebble.DB // nil once closed
+
+	// refuseAppends: StoreLogs fails with ErrStorageFull (StorageCritical).
+	refuseAppends atomic.Bool
 }
 
 var (
@@ -77,16 +83,23 @@ var (
 // the store takes its own reference. logger receives Pebble's errors; nil
 // discards them.
 func OpenLogStore(dir string, cache *pebble.Cache, logger hclog.Logger) (*LogStore, error) {
+	return openLogStore(dir, cache, logger, nil)
+}
+
+// openLogStore is OpenLogStore on the file system fs (nil: the real one);
+// tests inject write errors through it.
+func openLogStore(dir string, cache *pebble.Cache, logger hclog.Logger, fs vfs.FS) (*LogStore, error) {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
 	opts := &pebble.Options{
+		FS:                 fs,
 		Cache:              cache,
 		FormatMajorVersion: pebble.FormatNewest,
 		// Log entries are appended and, after a snapshot, deleted from the
 		// front: a large memtable lets most of them die before a flush.
 		MemTableSize: 64 << 20,
-		Logger:       pebbleLogger{logger},
+		Logger:       pebbleLogger{l: logger, dir: dir},
 	}
 	db, err := pebble.Open(dir, opts)
 	if err != nil {
@@ -212,10 +225,15 @@ func (s *LogStore) StoreLog(log *raft.Log) error {
 }
 
 // StoreLogs stores entries in one batch committed with fsync: either all of
-// them are durable when it returns nil, or (after a crash) none.
+// them are durable when it returns nil, or (after a crash) none. While the
+// node's storage is critical (Node.SetStorage) it stores nothing and
+// returns ErrStorageFull.
 func (s *LogStore) StoreLogs(logs []*raft.Log) error {
 	if len(logs) == 0 {
 		return nil
+	}
+	if s.refuseAppends.Load() {
+		return ErrStorageFull
 	}
 	db, err := s.acquire()
 	if err != nil {
@@ -411,8 +429,17 @@ func uvarintLen(x uint64) int {
 }
 
 // pebbleLogger routes Pebble's messages to hclog. Pebble's Fatalf must not
-// return; it is only called on corruption, so it panics after logging.
-type pebbleLogger struct{ l hclog.Logger }
+// return: the database cannot go on. A failed write (the WAL, the
+// MANIFEST: pebble v2.1.7 db.go:885, version_set.go:671) ends the process
+// with one clear log line and ExitStorageFailure, rather than a panic that
+// looks like a bug; every entry acknowledged before it was fsynced, so
+// nothing acknowledged is lost, and a restart replays the log. Anything
+// else (corruption, a broken invariant) panics after logging, for the
+// stack.
+type pebbleLogger struct {
+	l   hclog.Logger
+	dir string
+}
 
 func (p pebbleLogger) Infof(format string, args ...any) {
 	p.l.Info(fmt.Sprintf(format, args...))
@@ -424,6 +451,11 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 
 func (p pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
+	if errno, ok := ioErrno(args); ok {
+		p.l.Error("fatal storage error in the raft log store, exiting: acknowledged writes are safe (fsynced before their ack)",
+			"dir", p.dir, "error", msg, "errno", errno.Error(), "what_to_do", storageHint(errno))
+		os.Exit(ExitStorageFailure)
+	}
 	p.l.Error(msg)
 	panic("pebble: " + msg)
 }

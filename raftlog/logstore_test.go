@@ -347,7 +347,7 @@ func TestLogStoreCorruptValues(t *testing.T) {
 
 func TestLogStoreRejectsUnknownFormat(t *testing.T) {
 	dir := t.TempDir()
-	db, err := pebble.Open(dir, &pebble.Options{FormatMajorVersion: pebble.FormatNewest, Logger: pebbleLogger{hclog.NewNullLogger()}})
+	db, err := pebble.Open(dir, &pebble.Options{FormatMajorVersion: pebble.FormatNewest, Logger: pebbleLogger{l: hclog.NewNullLogger()}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -117,6 +118,8 @@ type Node struct {
 	leaderChanged chan struct{}
 
 	stats nodeStats
+
+	storage atomic.Uint32 // a StorageState (storage.go)
 
 	closeOnce sync.Once
 	closeErr  error
@@ -263,6 +266,7 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 		observerDone:  make(chan struct{}),
 		leaderChanged: make(chan struct{}),
 	}
+	n.SetStorage(cfg.Storage) // before raft starts: it may append at once
 	n.life, n.endLife = context.WithCancel(context.Background())
 	n.fsm = newFSMAdapter(sm, applied, origin, n.waits, &n.stats)
 	r, err := raft.NewRaft(rc, n.fsm, cachedLogs, logs, snaps, trans)

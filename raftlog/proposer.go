@@ -33,13 +33,14 @@ type pendingEntry struct {
 // (forward.go), which sends it to the leader's proposer.
 //
 // It returns ErrClosed after Close, ErrNotLeader when no leader is known,
-// ErrTooLarge for a command over MaxBatchBytes, and ErrBusy when the queue
-// is full. When it returns nil, done is called exactly once:
+// ErrTooLarge for a command over MaxBatchBytes, ErrStorageFull while this
+// node's disk is nearly full (SetStorage), and ErrBusy when the queue is
+// full. When it returns nil, done is called exactly once:
 //   - with the command's result and its entry's index, once this node's
 //     own state machine has applied the entry (so a caller reads its own
 //     write here), from raft's FSM goroutine, in log order;
-//   - or with an error: ErrNotLeader, ErrBusy, ErrTooLarge (the leader
-//     refused it: not appended), ErrTimeout (no outcome within
+//   - or with an error: ErrNotLeader, ErrBusy, ErrTooLarge,
+//     ErrStorageFull (the leader refused it: not appended), ErrTimeout (no outcome within
 //     SubmitTimeout: it may still commit), ErrClosed (Close ran first: it
 //     may have committed), or another error; from one of the node's
 //     goroutines.
@@ -63,6 +64,9 @@ func (n *Node) Submit(cmd []byte, done DoneFunc) error {
 	defer n.submitMu.RUnlock()
 	if n.closed {
 		return ErrClosed
+	}
+	if n.storageFull() {
+		return ErrStorageFull
 	}
 	leader := false
 	switch n.raft.State() {
@@ -330,6 +334,8 @@ func refusalCode(err error) byte {
 		return refuseClosed
 	case errors.Is(err, ErrTimeout):
 		return refuseTimeout
+	case errors.Is(err, ErrStorageFull):
+		return refuseStorageFull
 	}
 	return refuseNotLeader
 }
