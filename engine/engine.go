@@ -83,6 +83,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -149,7 +150,7 @@ func openDB(dir string, cache *pebble.Cache, create bool) (*pebble.DB, error) {
 		// cache misses (measured: 64 MiB cost ~14 µs per send); a small one
 		// keeps it short and leaves the rest to the bloom filters.
 		MemTableSize: 8 << 20,
-		Logger:       pebbleLogger{},
+		Logger:       pebbleLogger{dir: dir},
 	}
 	// Apply makes point lookups that usually miss (dedup keys, devices):
 	// bloom filters answer most of them without reading a block.
@@ -222,7 +223,13 @@ func (e *Engine) Close() error {
 }
 
 // pebbleLogger drops Pebble's informational chatter and reports its errors.
-type pebbleLogger struct{}
+// Pebble's Fatalf must not return: the database cannot go on. A failed
+// write (a full disk: the WAL, the MANIFEST) ends the process with one clear
+// log line and ExitStorageFailure rather than a panic that looks like a
+// bug; the Raft log, fsynced before every ack, replays what this database
+// lost. Anything else (corruption, a broken invariant) panics, for the
+// stack.
+type pebbleLogger struct{ dir string }
 
 func (pebbleLogger) Infof(string, ...any) {}
 
@@ -230,6 +237,19 @@ func (pebbleLogger) Errorf(format string, args ...any) {
 	slog.Error("engine: pebble: " + fmt.Sprintf(format, args...))
 }
 
-func (pebbleLogger) Fatalf(format string, args ...any) {
-	panic("engine: pebble: " + fmt.Sprintf(format, args...))
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	for _, a := range args {
+		var errno syscall.Errno
+		if err, ok := a.(error); ok && errors.As(err, &errno) {
+			slog.Error("fatal storage error in the state database, exiting: acknowledged writes are safe in the Raft log",
+				"dir", p.dir, "error", msg, "what_to_do", "free space on (or repair) the disk of the data directory, then restart")
+			os.Exit(ExitStorageFailure)
+		}
+	}
+	panic("engine: pebble: " + msg)
 }
+
+// ExitStorageFailure is the exit status after a fatal write error: 74 is
+// EX_IOERR of sysexits.h (raftlog.ExitStorageFailure is the same).
+const ExitStorageFailure = 74
