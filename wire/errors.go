@@ -25,6 +25,7 @@ const (
 	CodeBusy        Code = "busy"         // the server's write queue is full (backpressure)
 	CodeUnavailable Code = "unavailable"  // no Raft leader reachable, or shutting down
 	CodeTimeout     Code = "timeout"      // not confirmed in time; outcome unknown, retry with the same client_msg_id
+	CodeStorageFull Code = "storage_full" // the disk of this node or of the leader is nearly full: the write was refused, nothing written (reads work); retry later
 	CodeInternal    Code = "internal"     // a bug or an I/O failure on the server
 
 	// The operator API (/v1/admin/, see admin.go). A missing or wrong admin
@@ -39,7 +40,7 @@ const (
 // unchanged. For a send, the retry must reuse the same client_msg_id.
 func (c Code) Retryable() bool {
 	switch c {
-	case CodeRateLimited, CodeBusy, CodeUnavailable, CodeTimeout:
+	case CodeRateLimited, CodeBusy, CodeUnavailable, CodeTimeout, CodeStorageFull:
 		return true
 	}
 	return false
