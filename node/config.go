@@ -135,6 +135,17 @@ type Config struct {
 	WSMaxConnsPerUser int
 	WSMaxConnsPerIP   int
 
+	// The storage guard (storage.go) measures the free space of DataDir's
+	// file system at start and every StorageCheckEvery. Below
+	// StorageMinFree bytes the node refuses new writes with storage_full
+	// (reads go on) until free space is back above 1.5x; below a quarter of
+	// it the Raft log refuses appends too. Negative: never refuse (free
+	// space is still measured for /metrics). StorageProbe measures it
+	// (tests replace it); nil: statfs.
+	StorageMinFree    int64
+	StorageCheckEvery time.Duration
+	StorageProbe      func(dir string) (free uint64, err error)
+
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP API: for
 	// profiling by operators, off by default.
 	Pprof bool
@@ -182,6 +193,8 @@ func DefaultConfig() Config {
 		HTTPMaxConns:       256,
 		WSMaxConnsPerUser:  defaultWSMaxConnsPerUser,
 		WSMaxConnsPerIP:    defaultWSMaxConnsPerIP,
+		StorageMinFree:     DefaultStorageMinFree,
+		StorageCheckEvery:  DefaultStorageCheckEvery,
 	}
 }
 
@@ -254,7 +267,7 @@ func (c Config) withDefaults() Config {
 		{&c.ReadCountsEvery, d.ReadCountsEvery}, {&c.SendRetention, d.SendRetention},
 		{&c.ExpireSendsEvery, d.ExpireSendsEvery},
 		{&c.HTTPReadTimeout, d.HTTPReadTimeout}, {&c.HTTPWriteTimeout, d.HTTPWriteTimeout},
-		{&c.HTTPIdleTimeout, d.HTTPIdleTimeout},
+		{&c.HTTPIdleTimeout, d.HTTPIdleTimeout}, {&c.StorageCheckEvery, d.StorageCheckEvery},
 	} {
 		if *f.dst == 0 {
 			*f.dst = f.v
@@ -271,6 +284,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WSMaxConnsPerIP == 0 {
 		c.WSMaxConnsPerIP = d.WSMaxConnsPerIP
+	}
+	if c.StorageMinFree == 0 {
+		c.StorageMinFree = d.StorageMinFree
 	}
 	return c
 }
@@ -337,6 +353,9 @@ func (c Config) Validate() error {
 	}
 	if c.HTTPMaxConns < 1 {
 		bad("http max connections %d: want at least 1", c.HTTPMaxConns)
+	}
+	if c.StorageCheckEvery < time.Millisecond {
+		bad("storage check interval %v is under a millisecond", c.StorageCheckEvery)
 	}
 	return errors.Join(errs...)
 }

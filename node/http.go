@@ -201,7 +201,8 @@ func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
 		// this node: perhaps by this very client's earlier attempt.
 		n.limits.refund(regCharge)
 		n.registerAgain(ctx, w, r, &c)
-	case werr.Code == wire.CodeTimeout || werr.Code == wire.CodeUnavailable || werr.Code == wire.CodeBusy:
+	case werr.Code == wire.CodeTimeout || werr.Code == wire.CodeUnavailable || werr.Code == wire.CodeBusy ||
+		werr.Code == wire.CodeStorageFull:
 		n.limits.refund(regCharge) // the client retries; that attempt counts
 		writeWireError(w, werr)
 	default:
@@ -346,8 +347,11 @@ func (n *Node) handleHealth(w http.ResponseWriter, _ *http.Request) {
 
 // handleReady is readiness: 200 only when this node can serve clients,
 // that is its WebSocket listener takes connections (wsReady), it knows a
-// leader (writes can commit) and the token signing key (logins and
-// WebSocket auth work); else 503 saying what is missing.
+// leader (writes can commit), the token signing key (logins and
+// WebSocket auth work), and its disk has room (storage_full: writes are
+// refused, reads still served); else 503 saying what is missing. A full
+// disk fails readiness so that a load balancer moves new clients to nodes
+// that take writes; the node keeps serving the clients it has.
 func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
 	leader := n.raft.LeaderID()
 	wsErr := n.wsReady(r.Context())
@@ -359,12 +363,18 @@ func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
 		status, code = "no leader", http.StatusServiceUnavailable
 	case !n.tokens.hasKey():
 		status, code = "no signing key yet", http.StatusServiceUnavailable
+	case n.storage.isFull():
+		status, code = string(wire.CodeStorageFull), http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, map[string]any{
 		"status": status, "node": n.cfg.NodeID, "leader_id": leader, "leader": n.raft.IsLeader(),
 		"signing_key": n.tokens.hasKey(), "applied_index": n.engine.AppliedIndex(),
+		"storage_full": n.storage.isFull(), "storage_free_bytes": n.storage.free.Load(),
 	})
 }
+
+// storageRetryAfter is the Retry-After of a 503 storage_full.
+const storageRetryAfter = 30 * time.Second
 
 // writeWireError maps a protocol error to its HTTP status.
 func writeWireError(w http.ResponseWriter, e *wire.Error) {
@@ -384,6 +394,9 @@ func writeWireError(w http.ResponseWriter, e *wire.Error) {
 		status = http.StatusTooManyRequests
 	case wire.CodeBusy, wire.CodeUnavailable, wire.CodeTimeout:
 		writeRetry(w, http.StatusServiceUnavailable, e.Code, e.Message, time.Second)
+		return
+	case wire.CodeStorageFull: // lasts until an operator frees space
+		writeRetry(w, http.StatusServiceUnavailable, e.Code, e.Message, storageRetryAfter)
 		return
 	}
 	writeError(w, status, e.Code, e.Message)

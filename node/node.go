@@ -39,6 +39,7 @@ type Node struct {
 	raft    *raftlog.Node
 	ws      *netpoll.Server
 	hub     *hub
+	storage *storageGuard // free space of DataDir's disk (storage.go)
 
 	httpLn    net.Listener // as bound; served through a netutil.LimitListener
 	httpSrv   *http.Server
@@ -125,6 +126,14 @@ func Open(cfg Config) (_ *Node, err error) {
 		}
 	}()
 
+	// Measure free space before Pebble writes anything: start refusing
+	// writes if it is low, or refuse to open if Pebble could not even
+	// replay its logs.
+	n.storage = newStorageGuard(&cfg)
+	if err := n.storage.openCheck(); err != nil {
+		return nil, err
+	}
+
 	// One block cache for both Pebble DBs; each Open takes its own reference.
 	cache := pebble.NewCache(cfg.CacheBytes)
 	defer cache.Unref()
@@ -141,12 +150,19 @@ func Open(cfg Config) (_ *Node, err error) {
 		Cache:         cache,
 		Peers:         peerHandler{n}, // presence and typing across the cluster (peers.go)
 		ClusterKey:    clusterKey,
+		Storage:       n.storage.current(),
 
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		TrailingLogs:      cfg.TrailingLogs,
 	}, stateMachine{n.engine}); err != nil {
 		return nil, fmt.Errorf("open raft: %w", err)
 	}
+	n.storage.start(n.raft.SetStorage)
+	n.workers.Add(1)
+	go func() {
+		defer n.workers.Done()
+		n.storage.run(cfg.StorageCheckEvery, n.stop)
+	}()
 	if len(cfg.JWTKey) != 0 {
 		n.tokens.setKey(cfg.JWTKey)
 	} else {
@@ -198,6 +214,7 @@ func Open(cfg Config) (_ *Node, err error) {
 		}
 	}()
 	n.metrics.reg.MustRegister(newStatsCollector(n))
+	n.metrics.reg.MustRegister(n.storage.collectors()...)
 	return n, nil
 }
 

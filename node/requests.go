@@ -227,6 +227,8 @@ func proposeError(err error) *wire.Error {
 		return wire.Errorf(wire.CodeUnavailable, "no leader")
 	case errors.Is(err, raftlog.ErrTimeout):
 		return wire.Errorf(wire.CodeTimeout, "not confirmed in time; retry with the same cmid")
+	case errors.Is(err, raftlog.ErrStorageFull):
+		return wire.Errorf(wire.CodeStorageFull, "the disk of this node or of the leader is nearly full: writes are refused until space is freed; retry later")
 	}
 	return wire.Errorf(wire.CodeInternal, err.Error())
 }

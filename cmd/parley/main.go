@@ -60,6 +60,10 @@ func main() {
 	flag.DurationVar(&cfg.AuthLimits.IPRegisterEvery, "register-ip-every", cfg.AuthLimits.IPRegisterEvery, "then one more registration per client address every")
 	flag.IntVar(&cfg.MaxDevices, "max-devices", cfg.MaxDevices,
 		"active devices per user: a login beyond them revokes the user's oldest device")
+	storageMinFreeMiB := flag.Int64("storage-min-free-mib", cfg.StorageMinFree>>20,
+		"free space (MiB) the data directory's file system keeps: below it new writes are refused with storage_full until 1.5x is free again, "+
+			"below a quarter of it the Raft log refuses appends too (negative: never refuse)")
+	flag.DurationVar(&cfg.StorageCheckEvery, "storage-check-every", cfg.StorageCheckEvery, "how often free space is measured")
 	trustedProxies := flag.String("trusted-proxies", "",
 		"comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For names the client (default: none, the TCP peer is the client)")
 	flag.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
@@ -67,6 +71,9 @@ func main() {
 	flag.Parse()
 	cfg.Argon2.Time, cfg.Argon2.MemoryKiB = uint32(argonTime), uint32(argonMemory)
 	cfg.AuthLimits.Disabled = !*authThrottle
+	if cfg.StorageMinFree = *storageMinFreeMiB << 20; *storageMinFreeMiB < 0 {
+		cfg.StorageMinFree = -1
+	}
 	proxies, err := node.ParseTrustedProxies(*trustedProxies)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "parley: -trusted-proxies:", err)
