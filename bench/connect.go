@@ -450,6 +450,9 @@ type bareOptions struct {
 	OnClose func(c *bareConn)
 	// Pings, when set, counts the server's pings answered.
 	Pings *atomic.Int64
+	// LocalIP, when set, is the socket's source address (the abuse
+	// scenario's attackers come from another loopback address).
+	LocalIP net.IP
 }
 
 // bareFrame is the part of a server frame the bare connections read: the
@@ -462,6 +465,7 @@ type bareFrame struct {
 	Kind string `msgpack:"kind"`
 	From uint64 `msgpack:"from"`
 	Body string `msgpack:"body"`
+	Code string `msgpack:"code"` // error replies
 }
 
 // dialBare opens a bare connection and waits for its hello, all within
@@ -477,6 +481,9 @@ func dialBare(ctx context.Context, o bareOptions) (*bareConn, error) {
 	var d net.Dialer
 	if o.SocketReadBuffer > 0 {
 		d.Control = receiveBufferControl(o.SocketReadBuffer)
+	}
+	if o.LocalIP != nil {
+		d.LocalAddr = &net.TCPAddr{IP: o.LocalIP}
 	}
 	nc, err := d.DialContext(dctx, "tcp", host)
 	if err != nil {

@@ -74,6 +74,20 @@
 // after the load each slow receiver reads again and pings, which tells
 // whether the server dropped it and why (close code 1008 "slow consumer").
 //
+// # Attacks
+//
+// Abuse (abuse.go) keeps a canary pair chatting at a fixed rate while
+// hostile clients attack the node, one attack per phase, each followed by a
+// recovery: length bombs, a flood of malformed frames, a WebSocket
+// connection flood on one token, slowloris HTTP bodies and idle
+// keep-alives, password guessing, and oversized reads against a victim
+// that pages its sync. The attackers speak the protocol only as far as the
+// attack needs: bare connections writing hand-made frames, raw sockets for
+// the handshakes and HTTP. Its whole run is one shard in one worker; the
+// per-phase counts and histograms travel in the Result under names
+// "abuse|PHASE|NAME", which Report turns into Report.Tables and
+// Abuse.Phases.
+//
 // # Adding a scenario
 //
 // Implement Scenario (and Load), register it in registry, and give it

@@ -37,16 +37,19 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startNode(t *testing.T) *testNode {
+// startNode builds and starts a node. extra flags follow the defaults
+// below, so they override them (the last of a repeated flag wins).
+func startNode(t *testing.T, extra ...string) *testNode {
 	t.Helper()
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "parley")
 	if out, err := exec.Command("go", "build", "-o", bin, "parley/cmd/parley").CombinedOutput(); err != nil {
 		t.Fatalf("building the node: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "-data", filepath.Join(dir, "data"),
+	args := append([]string{"-data", filepath.Join(dir, "data"),
 		"-http", "127.0.0.1:0", "-ws", "127.0.0.1:0", "-raft", "127.0.0.1:0",
-		"-argon2-time", "1", "-argon2-memory", "64", "-auth-throttle=false", "-log-level", "warn")
+		"-argon2-time", "1", "-argon2-memory", "64", "-auth-throttle=false", "-log-level", "warn"}, extra...)
+	cmd := exec.Command(bin, args...)
 	logs := new(syncBuffer)
 	cmd.Stderr = logs
 	stdout, err := cmd.StdoutPipe()

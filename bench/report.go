@@ -39,11 +39,22 @@ type Report struct {
 	Timeline map[string][]TimelinePoint `json:"timeline,omitempty"`
 	Server   []ServerSample             `json:"server"`
 
-	Figures  []Figure `json:"figures"`
+	Figures []Figure `json:"figures"`
+	// Tables are a scenario's own tables (abuse: one row per phase),
+	// printed after the figures.
+	Tables   []Table  `json:"tables,omitempty"`
 	Warnings []string `json:"warnings,omitempty"`
 	// Failures are the scenario's verdicts: a run with failures measured
 	// something broken (lost messages, dropped connections).
 	Failures []string `json:"failures,omitempty"`
+}
+
+// Table is a scenario's table of results: a title, a header and rows of
+// cells, as printed.
+type Table struct {
+	Title  string     `json:"title"`
+	Header []string   `json:"header"`
+	Rows   [][]string `json:"rows"`
 }
 
 // Figure is one headline number of a run.
@@ -225,6 +236,16 @@ func (r *Report) WriteText(w io.Writer) error {
 		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 		for _, f := range r.Figures {
 			fmt.Fprintf(tw, "%s\t%s %s\n", f.Name, formatValue(f.Value), f.Unit)
+		}
+		_ = tw.Flush()
+	}
+
+	for _, t := range r.Tables {
+		fmt.Fprintf(&b, "\n%s\n", t.Title)
+		tw = tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, strings.Join(t.Header, "\t")+"\t")
+		for _, row := range t.Rows {
+			fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
 		}
 		_ = tw.Flush()
 	}

@@ -68,6 +68,7 @@ type Windowed interface {
 // registry maps scenario names to constructors of zero scenarios, for
 // workers and for the command line.
 var registry = map[string]func() Scenario{
+	"abuse":     func() Scenario { return new(Abuse) },
 	"connect":   func() Scenario { return new(Connect) },
 	"direct":    func() Scenario { return new(Direct) },
 	"group":     func() Scenario { return new(Group) },

@@ -200,8 +200,23 @@ func parseArgs(args []string, out io.Writer) (*invocation, error) {
 	fs.DurationVar(&mixed.TypeFor, "type-for", mixed.TypeFor, "mixed: typing before each message, on average (0: no typing)")
 	fs.DurationVar(&mixed.ReadDelay, "read-delay", mixed.ReadDelay, "mixed: from a conversation's first unread message to its read receipt")
 	fs.Float64Var(&mixed.Reconnect, "reconnect", mixed.Reconnect, "mixed: fraction of the users that reconnect (resume by cursor) per minute")
+	// abuse also takes -rate (its canary's, default 20) and -drain.
+	var abuse bench.Abuse
+	fs.DurationVar(&abuse.Phase, "phase", 0, "abuse: length of each phase, the baseline's too (default 15s)")
+	fs.DurationVar(&abuse.Recovery, "recovery", 0, "abuse: pause without attack after each attack (default 5s)")
+	fs.StringVar(&abuse.Attacks, "attacks", "all", "abuse: comma-separated attacks to run, in their fixed order: "+strings.Join(bench.AbuseAttacks, ","))
+	fs.StringVar(&abuse.From, "attack-from", "", "abuse: source IP of the attackers' sockets (127.0.0.2: the node tells them from the canary); empty: the system's choice")
+	fs.IntVar(&abuse.BombConns, "bomb-conns", 0, "abuse: length-bomb connections (default 4)")
+	fs.IntVar(&abuse.FloodConns, "flood-conns", 0, "abuse: malformed-flood connections at once (default 4)")
+	fs.IntVar(&abuse.ConnAttempts, "conn-attempts", 0, "abuse: conn-flood handshakes on one token (default 2000)")
+	fs.IntVar(&abuse.Slowloris, "slowloris", 0, "abuse: http-slowloris connections sending a body a byte a second (default 200)")
+	fs.IntVar(&abuse.KeepAlives, "keepalives", 0, "abuse: http-slowloris idle keep-alive connections (default 50)")
+	fs.IntVar(&abuse.Guesses, "guesses", 0, "abuse: login-guess attempts with wrong passwords (default 1000)")
+	fs.IntVar(&abuse.ReadConns, "read-conns", 0, "abuse: big-replies attacker connections reading (default 4)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: parleybench [flags] %s [flags]\n\n", strings.Join(bench.ScenarioNames(), "|"))
+		fmt.Fprintln(fs.Output(), "  abuse     a canary pair chats at -rate (20/s) while attacks run one at a time, each for -phase, then -recovery;")
+		fmt.Fprintln(fs.Output(), "            the canary's latency and losses per phase, /healthz throughout, what each attack got (-attacks)")
 		fmt.Fprintln(fs.Output(), "  connect   open -conns connections at -connect-rate/s (0: all at once), hold them for -duration; connect latency,")
 		fmt.Fprintln(fs.Output(), "            errors by kind, time until all connected, server RSS and CPU per connection")
 		fmt.Fprintln(fs.Output(), "  direct    1:1 chat: -senders pairs send for -duration; msg/s, send→deliver latency; -slow receivers stop reading")
@@ -234,6 +249,19 @@ func parseArgs(args []string, out io.Writer) (*invocation, error) {
 		return nil, errUsage
 	}
 	switch name {
+	case "abuse":
+		if flagSet(fs, "duration") {
+			fmt.Fprintln(out, "parleybench: abuse: -duration does not apply: the run lasts -phase × (attacks + 1) + -recovery × attacks")
+			return nil, errUsage
+		}
+		if flagSet(fs, "rate") {
+			abuse.Rate = direct.Rate
+		}
+		if flagSet(fs, "drain") {
+			abuse.Drain = direct.Drain
+		}
+		inv.sc = &abuse
+		opts.Duration = abuse.PlannedDuration()
 	case "direct":
 		direct.Slow = slow
 		inv.sc = &direct

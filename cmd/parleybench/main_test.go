@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -127,5 +128,52 @@ func TestTable(t *testing.T) {
 		if code := table(args, io.Discard, &errOut); code != 2 || errOut.Len() == 0 {
 			t.Errorf("%q: exit %d, stderr %q", args, code, errOut.String())
 		}
+	}
+}
+
+func TestParseArgsAbuse(t *testing.T) {
+	inv, err := parseArgs([]string{"-http", "http://127.0.0.1:1", "abuse", "-phase", "5s", "-recovery", "2s", "-rate", "10",
+		"-attacks", "conn-flood,length-bomb", "-attack-from", "127.0.0.2", "-bomb-conns", "2", "-flood-conns", "3",
+		"-conn-attempts", "100", "-slowloris", "20", "-keepalives", "5", "-guesses", "50", "-read-conns", "2", "-drain", "3s"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, ok := inv.sc.(*bench.Abuse)
+	if !ok {
+		t.Fatalf("scenario %T", inv.sc)
+	}
+	want := bench.Abuse{Phase: 5 * time.Second, Recovery: 2 * time.Second, Rate: 10, Attacks: "conn-flood,length-bomb",
+		From: "127.0.0.2", Drain: 3 * time.Second, BombConns: 2, FloodConns: 3, ConnAttempts: 100, Slowloris: 20,
+		KeepAlives: 5, Guesses: 50, ReadConns: 2}
+	if !reflect.DeepEqual(*a, want) {
+		t.Fatalf("abuse %+v, want %+v", *a, want)
+	}
+	if err := a.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// The run lasts the baseline and two attacks, each with its recovery.
+	if inv.opts.Duration != 3*5*time.Second+2*2*time.Second {
+		t.Fatalf("duration %v", inv.opts.Duration)
+	}
+
+	// Without flags: every attack, the defaults (15 s phases, 5 s
+	// recoveries, 20 msg/s).
+	if inv, err = parseArgs([]string{"abuse"}, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if a := inv.sc.(*bench.Abuse); !reflect.DeepEqual(*a, bench.Abuse{Attacks: "all"}) || a.Validate() != nil {
+		t.Fatalf("abuse %+v", *a)
+	}
+	if inv.opts.Duration != 7*15*time.Second+6*5*time.Second {
+		t.Fatalf("duration %v", inv.opts.Duration)
+	}
+
+	// -duration does not apply; an unknown attack is refused by Validate.
+	var out strings.Builder
+	if _, err := parseArgs([]string{"abuse", "-duration", "10s"}, &out); err == nil || !strings.Contains(out.String(), "-duration") {
+		t.Fatalf("err %v, output %q", err, out.String())
+	}
+	if inv, err = parseArgs([]string{"abuse", "-attacks", "nosuch"}, io.Discard); err != nil || inv.sc.Validate() == nil {
+		t.Fatalf("err %v, validate %v", err, inv.sc.Validate())
 	}
 }
