@@ -208,22 +208,71 @@ func acceptResponse(key string) []byte {
 }
 
 // refusalResponse is the HTTP response for a refused upgrade; the server
-// closes the socket after it.
+// closes the socket after it. Its body is the JSON error of the HTTP API,
+// {"code": "<code>", "message": "<reason>"}, with the code that API uses
+// for the status (refusalCode).
 func refusalResponse(e *handshakeError) []byte {
 	text := http.StatusText(e.status)
 	if text == "" {
 		text = "Error"
 	}
-	body := e.reason + "\n"
+	body := make([]byte, 0, 32+len(e.reason))
+	body = append(body, `{"code":"`...)
+	body = append(body, refusalCode(e.status)...)
+	body = append(body, `","message":`...)
+	body = appendJSONString(body, e.reason)
+	body = append(body, "}\n"...)
 	b := make([]byte, 0, 160+len(e.header)+len(body))
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(e.status), 10)
 	b = append(b, ' ')
 	b = append(b, text...)
-	b = append(b, "\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\nContent-Length: "...)
+	b = append(b, "\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: "...)
 	b = strconv.AppendInt(b, int64(len(body)), 10)
 	b = append(b, "\r\n"...)
 	b = append(b, e.header...)
 	b = append(b, "\r\n"...)
 	return append(b, body...)
+}
+
+// refusalCode is the stable error code (docs/PROTOCOL.md, section 6; the
+// strings of package wire, which netpoll does not import) for a refusal's
+// HTTP status.
+func refusalCode(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return "unauthorized"
+	case http.StatusNotFound:
+		return "not_found"
+	case http.StatusTooManyRequests:
+		return "rate_limited"
+	case http.StatusRequestHeaderFieldsTooLarge, http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	case http.StatusForbidden:
+		return "forbidden"
+	}
+	if status >= 500 {
+		return "internal"
+	}
+	return "invalid" // 400, 405, 426: not a valid WebSocket upgrade
+}
+
+// appendJSONString appends s as a JSON string: quotes, backslashes and
+// control characters escaped, other bytes as they are.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20 || c == 0x7f:
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }

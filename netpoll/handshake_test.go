@@ -3,6 +3,7 @@ package netpoll
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
@@ -110,7 +111,10 @@ func TestParseHandshakeRefuses(t *testing.T) {
 				t.Fatalf("got %d %q (%s), want %d with %q", herr.status, herr.header, herr.reason, tt.status, tt.header)
 			}
 			resp := string(refusalResponse(herr))
-			if !strings.HasPrefix(resp, "HTTP/1.1 ") || !strings.Contains(resp, "\r\n\r\n"+herr.reason) {
+			_, body, _ := strings.Cut(resp, "\r\n\r\n")
+			var e struct{ Code, Message string }
+			if !strings.HasPrefix(resp, "HTTP/1.1 ") || json.Unmarshal([]byte(body), &e) != nil ||
+				e.Code != refusalCode(herr.status) || e.Code == "" || e.Message != herr.reason {
 				t.Fatalf("response %q", resp)
 			}
 		})
