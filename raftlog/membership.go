@@ -146,6 +146,7 @@ const (
 	opRemove      = "remove"
 	opTransfer    = "transfer"
 	opStatus      = "status"
+	opReadIndex   = "read_index"
 )
 
 // Codes of the errors an admin reply carries, for the sentinel errors a
@@ -171,6 +172,7 @@ type adminReply struct {
 	Err        string  `msgpack:"err,omitempty"`
 	LeaderAddr string  `msgpack:"leader_addr,omitempty"` // with codeNotLeader: where to ask instead
 	Status     *Status `msgpack:"status,omitempty"`
+	Index      uint64  `msgpack:"index,omitempty"` // read_index: the leader's answer
 }
 
 func errFromReply(r adminReply) error {
@@ -370,6 +372,14 @@ func (n *Node) serveAdminRequest(ctx context.Context, req adminRequest) adminRep
 	case opStatus:
 		st := n.Status()
 		return adminReply{Status: &st}
+	case opReadIndex:
+		idx, err := n.readIndex(ctx)
+		r := replyFromErr(err)
+		if r.Code == codeNotLeader {
+			r.LeaderAddr = n.LeaderAddr()
+		}
+		r.Index = idx
+		return r
 	case opAddNonvoter:
 		err = n.addNonvoter(req.ID, req.Addr)
 	case opPromote:
