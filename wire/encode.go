@@ -22,11 +22,13 @@ import (
 
 // AppendEvent appends e as a msgpack map.
 func AppendEvent(b []byte, e *Event) []byte {
-	n := 7 // t, conv, seq, idx, ts, kind, from
-	n += count(e.Device != 0) + count(e.ClientMsgID != "") + count(e.Body != "") + count(e.ReplyTo != 0) +
+	n := 6 // conv, seq, idx, ts, kind, from
+	n += count(e.Type != "") + count(e.Device != 0) + count(e.ClientMsgID != "") + count(e.Body != "") + count(e.ReplyTo != 0) +
 		count(len(e.Users) != 0) + count(e.Name != "") + count(e.Admin)
 	b = appendMapLen(b, n)
-	b = appendStr(appendStr(b, "t"), e.Type)
+	if e.Type != "" { // "ev" as a frame, absent inside replies
+		b = appendStr(appendStr(b, "t"), e.Type)
+	}
 	b = appendU64(appendStr(b, "conv"), e.Conv)
 	b = appendU64(appendStr(b, "seq"), e.Seq)
 	b = appendU64(appendStr(b, "idx"), e.Index)

@@ -231,7 +231,7 @@ type Presence struct {
 // Event is a durable conversation event. Clients dedupe events by
 // (conv, seq): delivery is at-least-once.
 type Event struct {
-	Type        string   `msgpack:"t"` // "ev" as a frame; empty inside a reply
+	Type        string   `msgpack:"t,omitempty"` // "ev" as a frame; empty, so absent, inside a reply
 	Conv        uint64   `msgpack:"conv"`
 	Seq         uint64   `msgpack:"seq"`
 	Index       uint64   `msgpack:"idx"`

@@ -6,12 +6,14 @@ package wire
 
 // EventLen is the encoded size of e (as an ev frame, or inside a reply).
 func EventLen(e *Event) int {
-	n := 7 + count(e.Device != 0) + count(e.ClientMsgID != "") + count(e.Body != "") + count(e.ReplyTo != 0) +
-		count(len(e.Users) != 0) + count(e.Name != "") + count(e.Admin)
+	n := 6 + count(e.Type != "") + count(e.Device != 0) + count(e.ClientMsgID != "") + count(e.Body != "") +
+		count(e.ReplyTo != 0) + count(len(e.Users) != 0) + count(e.Name != "") + count(e.Admin)
 	size := mapLenSize(n) +
-		strSize("t") + strSize(e.Type) +
 		strSize("conv") + 9 + strSize("seq") + 9 + strSize("idx") + 9 + strSize("ts") + 9 +
 		strSize("kind") + strSize(e.Kind) + strSize("from") + 9
+	if e.Type != "" {
+		size += strSize("t") + strSize(e.Type)
+	}
 	if e.Device != 0 {
 		size += strSize("dev") + 9
 	}
