@@ -10,7 +10,11 @@ import (
 )
 
 // Apply applies the commands of the committed entry at index, with ts the
-// leader's clock (unix ms), and returns one *Result per command. An entry at
+// leader's clock (unix ms), and returns one *Result per command. ts is
+// clamped to the ts of the last applied entry (stored with the state), so
+// timestamps never go back, whatever the clock of a new leader: the clamped
+// ts is the entry's time everywhere (events, results, created_at, the
+// dedup records and their expiry). An entry at
 // or below the applied index was applied before (Raft replays after a
 // restart): Apply skips it and returns nil.
 //
@@ -129,7 +133,7 @@ func (t *txn) begin(e *Engine, index uint64, ts int64) {
 	}
 	t.e, t.db, t.ix = e, e.db, e.idx
 	t.b = e.db.NewBatch()
-	t.index, t.ts = index, ts
+	t.index, t.ts = index, max(ts, int64(t.ix.lastTs))
 	t.lastUser, t.lastDevice, t.lastConv = t.ix.lastUser, t.ix.lastDevice, t.ix.lastConv
 }
 
@@ -170,6 +174,7 @@ func (t *txn) finish() {
 		{metaLastUser, t.ix.lastUser, t.lastUser},
 		{metaLastDevice, t.ix.lastDevice, t.lastDevice},
 		{metaLastConv, t.ix.lastConv, t.lastConv},
+		{metaLastTs, t.ix.lastTs, uint64(max(t.ts, 0))},
 	} {
 		if m.new != m.old {
 			t.set(metaKey(m.name), appendU64s(t.vbuf[:0], m.new))
@@ -184,6 +189,7 @@ func (t *txn) install() {
 	ix.mu.Lock()
 	defer ix.mu.Unlock()
 	ix.lastUser, ix.lastDevice, ix.lastConv = t.lastUser, t.lastDevice, t.lastConv
+	ix.lastTs = uint64(max(t.ts, 0))
 	for id, u := range t.users {
 		ix.users[id] = u
 		ix.names[u.name] = id

@@ -36,6 +36,9 @@ type index struct {
 
 	// The last ID handed out of each kind (mirrors the meta keys).
 	lastUser, lastDevice, lastConv uint64
+	// lastTs is the ts of the last applied entry (unix ms, mirrors the
+	// meta key): an entry's ts is never below it.
+	lastTs uint64
 
 	// signingKey is the cluster's token signing key, nil until one is
 	// applied. Never modified once set, so readers may keep the slice.
@@ -245,6 +248,7 @@ func loadIndex(db *pebble.DB) (*index, uint64, error) {
 	}{
 		{metaApplied, &applied}, {metaLastUser, &ix.lastUser},
 		{metaLastDevice, &ix.lastDevice}, {metaLastConv, &ix.lastConv},
+		{metaLastTs, &ix.lastTs},
 	} {
 		v, err := getU64(db, metaKey(m.name))
 		if err != nil {

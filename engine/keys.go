@@ -10,7 +10,8 @@ import "encoding/binary"
 //	'm' + name byte                      -> meta: 'v' storage format, 'a' applied index,
 //	                                        'u' / 'd' / 'c' last user / device / conversation ID,
 //	                                        'k' the cluster's token signing key (absent until set),
-//	                                        'e' the dedup key where the last OpExpireSends stopped
+//	                                        'e' the dedup key where the last OpExpireSends stopped,
+//	                                        't' the ts of the last applied entry (clamped, see Apply)
 //	'u' + user                           -> user record
 //	'd' + user + device                  -> device record
 //	'c' + conv                           -> conversation record (kind, name, created, peers)
@@ -48,6 +49,7 @@ const (
 	metaLastConv   byte = 'c'
 	metaSigningKey byte = 'k'
 	metaExpiry     byte = 'e'
+	metaLastTs     byte = 't'
 
 	// storageFormat is the version of this layout and of the records.
 	// 2 added the 'r', 's' and 'w' keys; a format 1 database lacks the
