@@ -1,16 +1,11 @@
 package bench
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"parley/internal/nodeproc"
 )
 
 // testNode is a real node: the parley binary, built from this tree, on a
@@ -19,90 +14,13 @@ type testNode struct {
 	http, ws string
 }
 
-// syncBuffer collects the node's log for failure messages.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// startNode builds and starts a node. extra flags follow the defaults
-// below, so they override them (the last of a repeated flag wins).
+// startNode starts a node (internal/nodeproc) without the auth throttle:
+// the harness registers many accounts from one address. extra flags come
+// last, so they override these (the last of a repeated flag wins).
 func startNode(t *testing.T, extra ...string) *testNode {
 	t.Helper()
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "parley")
-	if out, err := exec.Command("go", "build", "-o", bin, "parley/cmd/parley").CombinedOutput(); err != nil {
-		t.Fatalf("building the node: %v\n%s", err, out)
-	}
-	args := append([]string{"-data", filepath.Join(dir, "data"),
-		"-http", "127.0.0.1:0", "-ws", "127.0.0.1:0", "-raft", "127.0.0.1:0",
-		"-argon2-time", "1", "-argon2-memory", "64", "-auth-throttle=false", "-log-level", "warn"}, extra...)
-	cmd := exec.Command(bin, args...)
-	logs := new(syncBuffer)
-	cmd.Stderr = logs
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-		if t.Failed() {
-			t.Logf("node log:\n%s", logs.String())
-		}
-	})
-
-	// The node prints its URLs once it is up ("  HTTP API   http://…").
-	urls := make(chan *testNode, 1)
-	go func() {
-		defer func() { _ = cmd.Wait(); close(exited) }()
-		out := urls // nil once sent; the scanner keeps draining stdout
-		n := new(testNode)
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			switch {
-			case len(f) == 3 && f[0] == "HTTP" && f[1] == "API":
-				n.http = f[2]
-			case len(f) == 2 && f[0] == "WebSocket":
-				n.ws = f[1]
-			}
-			if n.http != "" && n.ws != "" && out != nil {
-				out <- n
-				out = nil
-			}
-		}
-	}()
-	select {
-	case n := <-urls:
-		return n
-	case <-exited:
-		t.Fatalf("the node exited:\n%s", logs.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("the node did not print its URLs:\n%s", logs.String())
-	}
-	return nil
+	p := nodeproc.Start(t, nodeproc.Options{Args: append([]string{"-auth-throttle=false"}, extra...)})
+	return &testNode{http: p.HTTP, ws: p.WS}
 }
 
 func TestEndToEnd(t *testing.T) {

@@ -1,17 +1,16 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"parley/internal/nodeproc"
 )
 
 // restartableNode is a real node that comes back, on the same addresses and
@@ -19,15 +18,11 @@ import (
 // test's stand-in for an operator restarting a node. Its current pid is in
 // pidFile.
 type restartableNode struct {
+	*nodeproc.Node
 	http, ws string // URLs
 	pidFile  string
 
-	bin, dir string
-	addrs    []string // -http, -ws, -raft of every start after the first
-	logs     *syncBuffer
-
-	mu       sync.Mutex // guards cmd and stopping
-	cmd      *exec.Cmd
+	mu       sync.Mutex // guards stopping
 	stopping bool
 	done     chan struct{} // closed when the supervisor has ended
 }
@@ -36,130 +31,48 @@ const maxNodeRestarts = 3
 
 func startRestartableNode(t *testing.T) *restartableNode {
 	t.Helper()
-	n := &restartableNode{dir: t.TempDir(), logs: new(syncBuffer), done: make(chan struct{})}
-	n.bin = filepath.Join(n.dir, "parley")
-	n.pidFile = filepath.Join(n.dir, "node.pid")
-	if out, err := exec.Command("go", "build", "-o", n.bin, "parley/cmd/parley").CombinedOutput(); err != nil {
-		t.Fatalf("building the node: %v\n%s", err, out)
+	p := nodeproc.Start(t, nodeproc.Options{Args: []string{"-auth-throttle=false"}})
+	n := &restartableNode{Node: p, http: p.HTTP, ws: p.WS, pidFile: filepath.Join(t.TempDir(), "node.pid"), done: make(chan struct{})}
+	if err := n.writePid(); err != nil {
+		t.Fatal(err)
 	}
-	exited, err := n.start([]string{"127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, n.logs.String())
-	}
-	go n.supervise(exited)
-	t.Cleanup(func() {
+	go n.supervise()
+	t.Cleanup(func() { // before nodeproc's own (cleanups run last first)
 		n.mu.Lock()
 		n.stopping = true
-		cmd := n.cmd
 		n.mu.Unlock()
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-n.done:
-		case <-time.After(30 * time.Second):
-			n.mu.Lock()
-			_ = n.cmd.Process.Kill()
-			n.mu.Unlock()
-			<-n.done
-		}
-		if t.Failed() {
-			t.Logf("node log:\n%s", n.logs.String())
-		}
+		n.Stop()
+		<-n.done
 	})
 	return n
 }
 
-// start runs the node on addrs (-http, -ws, -raft) and waits for it to
-// print its addresses; the returned channel closes when it exits.
-func (n *restartableNode) start(addrs []string) (<-chan struct{}, error) {
-	cmd := exec.Command(n.bin, "-data", filepath.Join(n.dir, "data"),
-		"-http", addrs[0], "-ws", addrs[1], "-raft", addrs[2],
-		"-argon2-time", "1", "-argon2-memory", "64", "-auth-throttle=false", "-log-level", "warn")
-	cmd.Stderr = n.logs
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	n.mu.Lock()
-	n.cmd = cmd
-	n.mu.Unlock()
-	exited := make(chan struct{})
-	up := make(chan [3]string, 1)
-	go func() {
-		defer func() { _ = cmd.Wait(); close(exited) }()
-		var got [3]string // HTTP, WebSocket, Raft
-		sc := bufio.NewScanner(stdout)
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			switch {
-			case len(f) == 3 && f[0] == "HTTP" && f[1] == "API":
-				got[0] = f[2]
-			case len(f) == 2 && f[0] == "WebSocket":
-				got[1] = f[1]
-			case len(f) == 2 && f[0] == "Raft":
-				got[2] = f[1]
-				up <- got // printed last of the three
-			}
-		}
-	}()
-	select {
-	case got := <-up:
-		n.http, n.ws = got[0], got[1]
-		host := func(u string) string {
-			u = u[strings.Index(u, "://")+3:]
-			h, _, _ := strings.Cut(u, "/")
-			return h
-		}
-		n.addrs = []string{host(got[0]), host(got[1]), got[2]}
-		if err := os.WriteFile(n.pidFile, []byte(strconv.Itoa(cmd.Process.Pid)), 0o644); err != nil {
-			return nil, err
-		}
-		return exited, nil
-	case <-exited:
-		return nil, errNodeExited
-	case <-time.After(60 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-		return nil, errNodeExited
-	}
+func (n *restartableNode) writePid() error {
+	return os.WriteFile(n.pidFile, []byte(strconv.Itoa(n.Pid())), 0o644)
 }
-
-var errNodeExited = os.ErrProcessDone
 
 // supervise restarts the node each time it exits, unless the test is
 // stopping it.
-func (n *restartableNode) supervise(exited <-chan struct{}) {
+func (n *restartableNode) supervise() {
 	defer close(n.done)
 	for range maxNodeRestarts {
-		<-exited
+		<-n.Exited()
 		n.mu.Lock()
 		stopping := n.stopping
 		n.mu.Unlock()
-		if stopping {
-			return
-		}
-		var err error
-		if exited, err = n.start(n.addrs); err != nil {
-			return // the test fails on the clients' side, with the log
+		if stopping || n.Restart() != nil || n.writePid() != nil {
+			return // a failed restart fails the test on the clients' side, with the log
 		}
 	}
-	<-exited
+	<-n.Exited()
 }
 
 // terminate sends SIGTERM to the node's current process.
 func (n *restartableNode) terminate() {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	_ = syscall.Kill(n.Pid(), syscall.SIGTERM)
 }
 
-func (n *restartableNode) pid() int {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.cmd.Process.Pid
-}
+func (n *restartableNode) pid() int { return n.Pid() }
 
 // progressHook calls onRun when the run phase starts: after the
 // coordinator's "connected" sample.

@@ -2,79 +2,13 @@ package node_test
 
 import (
 	"fmt"
-	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
-	"time"
 
+	"parley/internal/nodeproc"
 	"parley/wire"
 )
-
-// freeAddr returns a loopback address that was free a moment ago.
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
-// daemon is a parley node running as a separate process, so the test can
-// kill -9 it.
-type daemon struct {
-	bin, dir             string
-	httpAddr, wsAddr, rf string
-	cmd                  *exec.Cmd
-}
-
-func (d *daemon) start(t *testing.T) {
-	t.Helper()
-	d.cmd = exec.Command(d.bin, "-data", d.dir, "-http", d.httpAddr, "-ws", d.wsAddr, "-raft", d.rf,
-		"-argon2-time", "1", "-argon2-memory", "64", "-log-level", "warn")
-	d.cmd.Stdout, d.cmd.Stderr = os.Stderr, os.Stderr
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + d.httpAddr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node did not become healthy: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (d *daemon) kill9(t *testing.T) {
-	t.Helper()
-	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = d.cmd.Process.Wait()
-}
-
-func buildDaemon(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "parley")
-	out, err := exec.Command("go", "build", "-o", bin, "../cmd/parley").CombinedOutput()
-	if err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
-	return bin
-}
 
 // TestKill9LosesNoAcknowledgedMessage runs senders against a node process,
 // kills it with SIGKILL in the middle, restarts it on the same data, lets the
@@ -85,16 +19,10 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the daemon")
 	}
-	d := &daemon{bin: buildDaemon(t), dir: t.TempDir(), httpAddr: freeAddr(t), wsAddr: freeAddr(t), rf: freeAddr(t)}
-	d.start(t)
-	defer func() {
-		if d.cmd.ProcessState == nil {
-			d.kill9(t)
-		}
-	}()
-	n := &remote{http: "http://" + d.httpAddr}
+	d := nodeproc.Start(t, nodeproc.Options{})
+	n := &remote{http: d.HTTP}
 	alice, bob := n.register(t, "alice"), n.register(t, "bob")
-	url := "ws://" + d.wsAddr + "/v1/ws"
+	url := d.WS
 	ca := dial(t, []string{url}, n.login(t, alice, "phone"), 0)
 	ctx := ctxT(t)
 	dm, err := ca.OpenDirect(ctx, bob.user)
@@ -134,8 +62,10 @@ func TestKill9LosesNoAcknowledgedMessage(t *testing.T) {
 		}()
 	}
 	<-half
-	d.kill9(t)
-	d.start(t)
+	d.Kill9()
+	if err := d.Restart(); err != nil {
+		t.Fatal(err)
+	}
 	wg.Wait()
 	if t.Failed() {
 		return

@@ -12,15 +12,13 @@ import (
 	"net/http"
 	"net/url"
 	"os/exec"
-	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"parley/internal/nodeproc"
 	"parley/wire"
 )
 
@@ -36,36 +34,8 @@ const (
 
 // testNode is a running parley process.
 type testNode struct {
-	http, ws string
-	logs     *syncBuffer
-	exited   chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// buildNode builds this command into a temporary directory.
-func buildNode(t *testing.T) string {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), "parley")
-	if out, err := exec.Command("go", "build", "-o", bin, "parley/cmd/parley").CombinedOutput(); err != nil {
-		t.Fatalf("building the node: %v\n%s", err, out)
-	}
-	return bin
+	*nodeproc.Node
+	http string
 }
 
 // limited runs bin with RLIMIT_NOFILE set to n (soft and hard): through
@@ -80,60 +50,13 @@ func limited(n int, bin string, args ...string) *exec.Cmd {
 
 func startNode(t *testing.T, extra ...string) *testNode {
 	t.Helper()
-	bin := buildNode(t)
-	args := append([]string{"-data", filepath.Join(t.TempDir(), "data"),
-		"-http", "127.0.0.1:0", "-ws", "127.0.0.1:0", "-raft", "127.0.0.1:0",
-		"-argon2-time", "1", "-argon2-memory", "64", "-http-max-conns", "32", "-log-level", "info"}, extra...)
-	cmd := limited(nofile, bin, args...)
-	n := &testNode{logs: new(syncBuffer), exited: make(chan struct{})}
-	cmd.Stderr = n.logs
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-n.exited:
-		case <-time.After(guard):
-			_ = cmd.Process.Kill()
-			<-n.exited
-		}
-		if t.Failed() {
-			t.Logf("node log:\n%s", n.logs.String())
-		}
+	p := nodeproc.Start(t, nodeproc.Options{
+		Args: append([]string{"-http-max-conns", "32", "-log-level", "info"}, extra...),
+		Command: func(bin string, args ...string) *exec.Cmd {
+			return limited(nofile, bin, args...)
+		},
 	})
-	urls := make(chan struct{}, 1)
-	go func() {
-		defer func() { _ = cmd.Wait(); close(n.exited) }()
-		out := urls // nil once sent; the scanner keeps draining stdout
-		sc := bufio.NewScanner(stdout)
-		var httpURL, wsURL string
-		for sc.Scan() {
-			f := strings.Fields(sc.Text())
-			switch {
-			case len(f) == 3 && f[0] == "HTTP" && f[1] == "API":
-				httpURL = f[2]
-			case len(f) == 2 && f[0] == "WebSocket":
-				wsURL = f[1]
-			}
-			if httpURL != "" && wsURL != "" && out != nil {
-				n.http, n.ws = httpURL, wsURL
-				out <- struct{}{}
-				out = nil
-			}
-		}
-	}()
-	select {
-	case <-urls:
-	case <-n.exited:
-		t.Fatalf("the node exited:\n%s", n.logs.String())
-	case <-time.After(2 * guard):
-		t.Fatalf("the node did not print its URLs:\n%s", n.logs.String())
-	}
+	n := &testNode{Node: p, http: p.HTTP}
 	n.waitStatus(t, "/readyz", http.StatusOK)
 	return n
 }
@@ -141,9 +64,9 @@ func startNode(t *testing.T, extra ...string) *testNode {
 // budget reads a figure from the node's "descriptor budget" log line.
 func (n *testNode) budget(t *testing.T, key string) int {
 	t.Helper()
-	m := regexp.MustCompile(`msg="descriptor budget".* ` + key + `=(-?\d+)`).FindStringSubmatch(n.logs.String())
+	m := regexp.MustCompile(`msg="descriptor budget".* ` + key + `=(-?\d+)`).FindStringSubmatch(n.Logs())
 	if m == nil {
-		t.Fatalf("no %s in the descriptor budget line:\n%s", key, n.logs.String())
+		t.Fatalf("no %s in the descriptor budget line:\n%s", key, n.Logs())
 	}
 	v, _ := strconv.Atoi(m[1])
 	return v
@@ -383,12 +306,12 @@ func (n *testNode) metric(t *testing.T, series string) float64 {
 func (n *testNode) checkAlive(t *testing.T) {
 	t.Helper()
 	select {
-	case <-n.exited:
+	case <-n.Exited():
 		t.Fatal("the node exited")
 	default:
 	}
 	for _, bad := range []string{"engine is being shutdown", "reactor is exiting", "Accept() failed", "panic"} {
-		if strings.Contains(n.logs.String(), bad) {
+		if strings.Contains(n.Logs(), bad) {
 			t.Fatalf("node log says %q", bad)
 		}
 	}
@@ -422,20 +345,20 @@ func TestCapsHoldUnderFlood(t *testing.T) {
 	// One token reused: perUser connections, then 429.
 	var open []*wsConn
 	for range perUser {
-		c, resp, body, err := dialWS(t, n.ws, tokens[0])
+		c, resp, body, err := dialWS(t, n.WS, tokens[0])
 		if c == nil {
 			t.Fatalf("upgrade %d: %v %q %v", len(open), resp, body, err)
 		}
 		open = append(open, c)
 	}
-	_, resp, body, _ := dialWS(t, n.ws, tokens[0])
+	_, resp, body, _ := dialWS(t, n.WS, tokens[0])
 	checkRefusal(t, resp, body, http.StatusTooManyRequests, "too many connections for this account")
 
 	// Other users up to the node's cap, then 503.
 	refused := 0
 	for u := 1; u < users && refused < 5; u++ {
 		for range perUser {
-			c, resp, body, err := dialWS(t, n.ws, tokens[u])
+			c, resp, body, err := dialWS(t, n.WS, tokens[u])
 			if c != nil {
 				open = append(open, c)
 				continue
@@ -474,7 +397,7 @@ func TestCapsHoldUnderFlood(t *testing.T) {
 	quiet := make([]net.Conn, 0, pendingCap+24)
 	answers := make(chan *http.Response, cap(quiet))
 	for range cap(quiet) {
-		c, err := net.DialTimeout("tcp", strings.TrimPrefix(strings.TrimSuffix(n.ws, "/v1/ws"), "ws://"), guard)
+		c, err := net.DialTimeout("tcp", strings.TrimPrefix(strings.TrimSuffix(n.WS, "/v1/ws"), "ws://"), guard)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -515,7 +438,7 @@ func TestCapsHoldUnderFlood(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	_, resp, body, _ = dialWS(t, n.ws, tokens[users-1])
+	_, resp, body, _ = dialWS(t, n.WS, tokens[users-1])
 	checkRefusal(t, resp, body, http.StatusServiceUnavailable, "server at connection limit")
 	open[1].ping(t, 3)
 
@@ -531,7 +454,7 @@ func TestCapsHoldUnderFlood(t *testing.T) {
 		}
 	}
 	waitFor(t, "a new upgrade after the flood", func() bool {
-		c, _, _, _ := dialWS(t, n.ws, tokens[users-1])
+		c, _, _, _ := dialWS(t, n.WS, tokens[users-1])
 		if c != nil {
 			c.close()
 		}
@@ -564,7 +487,7 @@ func TestAcceptSurvivesRunningOutOfDescriptors(t *testing.T) {
 	}
 	n := startNode(t, "-ws-max-conns", "-1", "-ws-max-conns-per-user", "-1", "-http-max-conns", "1000")
 	_, token := n.account(t, "exhaust")
-	before, resp, body, err := dialWS(t, n.ws, token)
+	before, resp, body, err := dialWS(t, n.WS, token)
 	if before == nil {
 		t.Fatalf("upgrade: %v %q %v", resp, body, err)
 	}
@@ -584,8 +507,8 @@ func TestAcceptSurvivesRunningOutOfDescriptors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the node out of descriptors", func() bool { return strings.Contains(n.logs.String(), "too many open files") })
-	_, resp, body, err = dialWS(t, n.ws, token)
+	waitFor(t, "the node out of descriptors", func() bool { return strings.Contains(n.Logs(), "too many open files") })
+	_, resp, body, err = dialWS(t, n.WS, token)
 	if err != nil {
 		t.Fatalf("WebSocket connect while out of descriptors: %v", err)
 	}
@@ -600,7 +523,7 @@ func TestAcceptSurvivesRunningOutOfDescriptors(t *testing.T) {
 	open := []*wsConn{before}
 	upgraded, refused, dropped := 0, 0, 0
 	for range nofile + 20 {
-		c, resp, body, err := dialWS(t, n.ws, token)
+		c, resp, body, err := dialWS(t, n.WS, token)
 		switch {
 		case c != nil:
 			open = append(open, c)
@@ -621,7 +544,7 @@ func TestAcceptSurvivesRunningOutOfDescriptors(t *testing.T) {
 		c.close()
 	}
 	waitFor(t, "a new upgrade after the flood", func() bool {
-		c, _, _, _ := dialWS(t, n.ws, token)
+		c, _, _, _ := dialWS(t, n.WS, token)
 		if c != nil {
 			c.close()
 		}
