@@ -118,12 +118,21 @@ type credentials struct {
 	Device   string `json:"device"`
 }
 
-func (c *credentials) normalize() string {
-	c.Username = strings.ToLower(strings.TrimSpace(c.Username))
+// foldUsername is how a username is compared everywhere (register, login,
+// user.get by name): surrounding blanks dropped, case folded.
+func foldUsername(name string) string {
+	return strings.ToLower(strings.TrimSpace(name))
+}
+
+// normalize folds the username and checks the fields. A login does not
+// check the password's length: a password that could never have been
+// registered is just a wrong one (401, counted by the throttle).
+func (c *credentials) normalize(login bool) string {
+	c.Username = foldUsername(c.Username)
 	if !usernameRE.MatchString(c.Username) {
 		return "username must be 3-32 characters of a-z 0-9 _ . -"
 	}
-	if len(c.Password) < minPasswordBytes || len(c.Password) > maxPasswordBytes {
+	if !login && (len(c.Password) < minPasswordBytes || len(c.Password) > maxPasswordBytes) {
 		return "password must be 8-256 bytes"
 	}
 	if c.Device == "" {
@@ -171,7 +180,7 @@ func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &c) {
 		return
 	}
-	if msg := c.normalize(); msg != "" {
+	if msg := c.normalize(false); msg != "" {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 		return
 	}
@@ -261,7 +270,7 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &c) {
 		return
 	}
-	if msg := c.normalize(); msg != "" {
+	if msg := c.normalize(true); msg != "" {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 		return
 	}

@@ -167,7 +167,7 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 		if req.User != 0 {
 			u, found = n.engine.User(req.User)
 		} else {
-			u, found = n.engine.UserByName(req.Name)
+			u, found = n.engine.UserByName(foldUsername(req.Name)) // as login folds it
 		}
 		if !found {
 			return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotFound, "no such user"))
