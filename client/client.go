@@ -25,6 +25,7 @@ type Client struct {
 
 	nextID  atomic.Uint64 // request ids, shared by all sessions
 	cursor  atomic.Uint64 // written by the dispatcher only
+	seen    atomic.Uint64 // the highest idx seen in replies and events: min_idx of requests
 	syncs   atomic.Uint64 // syncs completed; written by the dispatcher only
 	inbox   inbox
 	events  chan wire.Event // sent on by the dispatcher only; closed when it exits
@@ -64,6 +65,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
 	c.cursor.Store(cfg.Cursor)
+	c.seen.Store(cfg.MinIndex)
 	c.inbox.init(cfg.EventBuffer)
 
 	s, err := c.connectRound(ctx, 0)
@@ -254,6 +256,41 @@ func (c *Client) Events() <-chan wire.Event { return c.events }
 // Cursor, then handle the len(Events()) events queued at that moment, then
 // store the value read.
 func (c *Client) Cursor() uint64 { return c.cursor.Load() }
+
+// MinIndex is the highest log index the client has seen in a reply or an
+// event (or was given as Config.MinIndex). Every request carries it as
+// min_idx: whichever node serves a read has applied at least this far, so
+// the client never sees its own writes, or anything it has seen, undone.
+// Pass it to the next Client (Config.MinIndex) or to an HTTP request
+// (header Parley-Min-Index) to carry the guarantee over.
+func (c *Client) MinIndex() uint64 { return c.seen.Load() }
+
+// observe raises MinIndex to idx.
+func (c *Client) observe(idx uint64) {
+	for {
+		cur := c.seen.Load()
+		if idx <= cur || c.seen.CompareAndSwap(cur, idx) {
+			return
+		}
+	}
+}
+
+// observeReply raises MinIndex to the indexes a reply shows: a write's
+// idx, and those of the events it carries.
+func (c *Client) observeReply(rep *wire.Reply) {
+	top := rep.Index
+	for i := range rep.Events {
+		top = max(top, rep.Events[i].Index)
+	}
+	for i := range rep.Changes {
+		for j := range rep.Changes[i].Events {
+			top = max(top, rep.Changes[i].Events[j].Index)
+		}
+	}
+	if top != 0 {
+		c.observe(top)
+	}
+}
 
 // State describes the client's connection.
 type State struct {

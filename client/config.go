@@ -23,6 +23,12 @@ type Config struct {
 	// Cursor is where event sync resumes: the last index the device had
 	// fully synced (see Client.Cursor). 0 is a new device.
 	Cursor uint64
+	// MinIndex seeds the client's session consistency: the idx of the
+	// login (or register) response, or Client.MinIndex of an earlier
+	// client. Every request carries the highest idx the client has seen
+	// (this, replies, events) as min_idx, so no node serves it a state
+	// older than what it has seen (PROTOCOL.md, Consistency).
+	MinIndex uint64
 
 	// RequestTimeout bounds one request attempt, including the wait for a
 	// connection while reconnecting, and each write to the socket. Default 10s.

@@ -156,6 +156,9 @@ func (c *Client) connect(ctx context.Context, idx int) (*session, error) {
 // the reply is ErrDisconnected; ctx ending returns ctx.Err().
 func (s *session) roundTrip(ctx context.Context, r *wire.Request) (*wire.Reply, error) {
 	r.ID = s.c.nextID.Add(1)
+	if m := s.c.seen.Load(); m > r.MinIndex {
+		r.MinIndex = m // read what this client has seen, on any node
+	}
 	b, err := wire.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("client: encode %s: %w", r.Type, err)
@@ -297,6 +300,7 @@ func (s *session) handle(b []byte) error {
 		if err := wire.Unmarshal(b, rep); err != nil {
 			return err
 		}
+		s.c.observeReply(rep) // before the waiter sees it: its next request carries it
 		s.mu.Lock()
 		ch := s.pending[rep.ID]
 		delete(s.pending, rep.ID)
@@ -313,6 +317,7 @@ func (s *session) handle(b []byte) error {
 		if err := wire.Unmarshal(b, &ev); err != nil {
 			return err
 		}
+		s.c.observe(ev.Index)
 		s.c.inbox.push(s, &ev)
 	case wire.TypeTypingEvent, wire.TypePresenceEvent, wire.TypeReceiptEvent, wire.TypeReadCountsEvent:
 		var sig Signal

@@ -184,6 +184,9 @@ func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 		return
 	}
+	if !n.httpMinIndex(ctx, w, r) {
+		return
+	}
 	regCharge := charge{n.limits.ipRegisters, n.limits.clientKey(r)}
 	if ok, wait := n.limits.take(regCharge); !ok {
 		n.metrics.authThrottled.WithLabelValues("register").Inc()
@@ -204,7 +207,7 @@ func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
 	res, werr := n.proposeAccounts(ctx, &engine.Command{Op: engine.OpRegister, Username: c.Username, PasswordHash: []byte(hash)})
 	switch {
 	case werr == nil:
-		writeJSON(w, http.StatusCreated, map[string]any{"user_id": res.User, "username": c.Username})
+		writeJSON(w, http.StatusCreated, map[string]any{"user_id": res.User, "username": c.Username, "idx": res.Index})
 	case werr.Code == wire.CodeUsernameTaken:
 		// Taken since the check above, or known to the leader before
 		// this node: perhaps by this very client's earlier attempt.
@@ -231,7 +234,8 @@ func (n *Node) registerAgain(ctx context.Context, w http.ResponseWriter, r *http
 		writeError(w, http.StatusConflict, wire.CodeUsernameTaken, "username taken")
 	})
 	if ok {
-		writeJSON(w, http.StatusCreated, map[string]any{"user_id": user.ID, "username": c.Username})
+		// idx: this node's applied index, at or past the registration.
+		writeJSON(w, http.StatusCreated, map[string]any{"user_id": user.ID, "username": c.Username, "idx": n.engine.AppliedIndex()})
 	}
 }
 
@@ -274,6 +278,9 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 		return
 	}
+	if !n.httpMinIndex(ctx, w, r) {
+		return
+	}
 	user, ok := n.authenticate(ctx, w, r, &c, func() {
 		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "unknown user or wrong password")
 	})
@@ -297,7 +304,7 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{
-		"token": token, "user_id": user.ID, "device_id": res.Device, "expires_at": exp.Unix(),
+		"token": token, "user_id": user.ID, "device_id": res.Device, "expires_at": exp.Unix(), "idx": res.Index,
 	})
 }
 
@@ -320,7 +327,15 @@ func (n *Node) authenticate(ctx context.Context, w http.ResponseWriter, r *http.
 			"too many failed logins for this username or from this address", wait)
 		return engine.User{}, false
 	}
-	user, found := n.engine.UserByName(c.Username)
+	// A user this replica does not know yet may have registered through
+	// another node a moment ago: the leader's read index settles it, so
+	// that a 401 is final (consistency.go).
+	user, found, sure := n.userByNameLinearizable(ctx, c.Username)
+	if !sure {
+		n.limits.refund(charges...) // not an attempt: nothing was checked
+		writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "cannot reach the leader to look the user up; retry", time.Second)
+		return engine.User{}, false
+	}
 	hash := n.hasher.dummy // an unknown user costs a real user's verification
 	if found {
 		hash = string(user.PasswordHash)

@@ -95,11 +95,14 @@ func (n *Node) lastSeenHidden(user uint64) bool {
 	return hidden
 }
 
-// visibleLastSeen is the user's last_seen as others may see it (0 if hidden).
+// visibleLastSeen is the user's last_seen as others may see it (0 if hidden):
+// the stored one, or the offline time this node announced in a presence
+// frame if that is later (the stored value is written by the leader,
+// throttled, so it lags the frames).
 func (n *Node) visibleLastSeen(user uint64) int64 {
 	ts, hidden, _ := n.engine.LastSeen(user)
 	if hidden {
 		return 0
 	}
-	return ts
+	return n.presence.seenAtLeast(user, ts)
 }

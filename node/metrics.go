@@ -19,6 +19,7 @@ type metrics struct {
 	sendsExpired    prometheus.Counter
 	expirySweeps    prometheus.Counter
 	authThrottled   *prometheus.CounterVec // by endpoint
+	minIndexWaits   prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -51,8 +52,11 @@ func newMetrics() *metrics {
 		authThrottled: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_auth_throttled_total", Help: "Logins and registrations refused with 429 rate_limited (AuthLimits), by endpoint.",
 		}, []string{"endpoint"}),
+		minIndexWaits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_min_index_waits_total", Help: "Reads that waited for this node to apply their min_idx (or a leader's read index).",
+		}),
 	}
 	reg.MustRegister(m.requests, m.requestErrors,
-		m.deliveryLatency, m.deliveries, m.eventsPublished, m.sendsExpired, m.expirySweeps, m.authThrottled)
+		m.deliveryLatency, m.deliveries, m.eventsPublished, m.sendsExpired, m.expirySweeps, m.authThrottled, m.minIndexWaits)
 	return m
 }

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -61,6 +62,13 @@ type Node struct {
 	expireInflight atomic.Bool
 
 	queries chan func()   // reads waiting for a query worker
+	// applied wakes reads waiting for a min_idx (consistency.go);
+	// minIndexTimer, set by tests only, stands in for their timeout.
+	// lagging counts the goroutines of those reads; lagStop ends them.
+	applied       appliedWatch
+	minIndexTimer atomic.Pointer[func() <-chan time.Time]
+	lagging       sync.WaitGroup
+	lagStop       chan struct{}
 	reads   readAdmission // expensive reads in flight per connection and user
 	stop    chan struct{} // closed by Close: ends the signal loop
 	// nextTokenSweep (Unix ms) is when closeExpired looks again; the
@@ -114,6 +122,7 @@ func Open(cfg Config) (_ *Node, err error) {
 		hub:        newHub(),
 		queries:    make(chan func(), cfg.QueryQueue),
 		stop:       make(chan struct{}),
+		lagStop:    make(chan struct{}),
 		typing:     newTypingTracker(cfg.TypingThrottle, cfg.TypingTTL),
 		presence:   newPresenceTracker(cfg.PresenceGrace),
 		lastSeen:   newLastSeenThrottle(cfg.LastSeenEvery),
@@ -141,6 +150,7 @@ func Open(cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
 	n.engine.SetPublisher(n)
+	n.applied.applied = n.engine.AppliedIndex
 	if n.raft, err = raftlog.Open(raftlog.Config{
 		ID:            cfg.NodeID,
 		Dir:           filepath.Join(cfg.DataDir, "raft"),
@@ -154,7 +164,7 @@ func Open(cfg Config) (_ *Node, err error) {
 
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		TrailingLogs:      cfg.TrailingLogs,
-	}, stateMachine{n.engine}); err != nil {
+	}, stateMachine{n.engine, &n.applied}); err != nil {
 		return nil, fmt.Errorf("open raft: %w", err)
 	}
 	n.storage.start(n.raft.SetStorage)
@@ -264,6 +274,8 @@ func (n *Node) Close() error {
 		if n.raft != nil {
 			errs = append(errs, n.raft.Close())
 		}
+		close(n.lagStop) // reads waiting for an index give up, before the queue closes
+		n.lagging.Wait()
 		close(n.queries)
 		close(n.stop)
 		n.workers.Wait()
@@ -276,8 +288,23 @@ func (n *Node) Close() error {
 }
 
 // stateMachine adapts the engine to raftlog.StateMachine; the two packages
-// know nothing of each other.
-type stateMachine struct{ *engine.Engine }
+// know nothing of each other. It wakes the reads waiting for an index.
+type stateMachine struct {
+	*engine.Engine
+	applied *appliedWatch
+}
+
+func (s stateMachine) Apply(index uint64, ts int64, cmds [][]byte) []any {
+	res := s.Engine.Apply(index, ts, cmds)
+	s.applied.advanced()
+	return res
+}
+
+func (s stateMachine) Restore(r io.Reader) error {
+	err := s.Engine.Restore(r)
+	s.applied.advanced()
+	return err
+}
 
 func (s stateMachine) Snapshot() (raftlog.Snapshot, error) { return s.Engine.Snapshot() }
 

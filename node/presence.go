@@ -38,6 +38,11 @@ type presenceTracker struct {
 	// wentOffline: users who went offline cluster-wide and when (Unix ms),
 	// until the last_seen writer takes them.
 	wentOffline map[uint64]int64
+	// seen: the latest cluster-wide offline time this node observed per
+	// user, kept until the durable last_seen reaches it (seenAtLeast), so
+	// that user.get here never reports less than a presence frame sent
+	// from here (at most maxSeenObserved users).
+	seen map[uint64]int64
 
 	watchers map[uint64]map[*session]struct{}
 	watching map[*session][]uint64
@@ -66,6 +71,7 @@ func newPresenceTracker(grace time.Duration) *presenceTracker {
 		remote:      make(map[uint64]int),
 		pending:     make(map[uint64]bool),
 		wentOffline: make(map[uint64]int64),
+		seen:        make(map[uint64]int64),
 		watchers:    make(map[uint64]map[*session]struct{}),
 		watching:    make(map[*session][]uint64),
 	}
@@ -137,7 +143,30 @@ func (p *presenceTracker) localChangeLocked(user uint64, online bool) {
 // offlineLocked records that user went offline cluster-wide at ts.
 func (p *presenceTracker) offlineLocked(out []presenceChange, user uint64, ts int64) []presenceChange {
 	p.wentOffline[user] = ts
+	if _, ok := p.seen[user]; ok || len(p.seen) < maxSeenObserved {
+		p.seen[user] = max(p.seen[user], ts)
+	}
 	return append(out, presenceChange{user: user, lastSeen: ts})
+}
+
+// maxSeenObserved bounds presenceTracker.seen.
+const maxSeenObserved = 1 << 17
+
+// seenAtLeast is durable (the user's stored last_seen) or, if later, the
+// offline time this node observed and announced in presence frames; once
+// the stored value has caught up the observation is dropped.
+func (p *presenceTracker) seenAtLeast(user uint64, durable int64) int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	obs, ok := p.seen[user]
+	if !ok {
+		return durable
+	}
+	if durable >= obs {
+		delete(p.seen, user)
+		return durable
+	}
+	return obs
 }
 
 func (p *presenceTracker) addRemoteLocked(out []presenceChange, user uint64) []presenceChange {

@@ -33,14 +33,28 @@ func (n *Node) query(s *session, req *wire.Request) {
 		}
 		n.reply(s, rep)
 	}
-	select {
-	case n.queries <- f:
-	default:
-		if charged {
-			n.reads.release(s)
+	enqueue := func() {
+		select {
+		case n.queries <- f:
+		default:
+			if charged {
+				n.reads.release(s)
+			}
+			n.replyError(s, req.ID, wire.Errorf(wire.CodeBusy, "too many reads queued"))
 		}
-		n.replyError(s, req.ID, wire.Errorf(wire.CodeBusy, "too many reads queued"))
 	}
+	if req.MinIndex > n.engine.AppliedIndex() {
+		// The client has seen a write this node has not applied yet: the
+		// read waits for it, off the loop and off the workers
+		// (consistency.go).
+		n.readAfter(s, req.ID, req.MinIndex, enqueue, func() {
+			if charged {
+				n.reads.release(s)
+			}
+		})
+		return
+	}
+	enqueue()
 }
 
 // queryWorker serves reads until the queue is closed.
@@ -174,7 +188,8 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 		}
 		ok.UserInfo = &wire.UserInfo{ID: u.ID, Username: u.Username}
 		if !u.HideLastSeen || u.ID == s.user {
-			ok.UserInfo.LastSeen = u.LastSeen
+			// Never less than a presence frame from this node said.
+			ok.UserInfo.LastSeen = n.presence.seenAtLeast(u.ID, u.LastSeen)
 		}
 		if u.ID == s.user { // one's own privacy settings, to no one else
 			ok.UserInfo.HideLastSeen, ok.UserInfo.GroupAdd = u.HideLastSeen, groupAddName(u.GroupAdd)

@@ -176,7 +176,7 @@ func (n *Node) submit(s *session, id uint64, cmd *engine.Command, ok func(*engin
 		n.replyError(s, id, wire.Errorf(wire.CodeInternal, "encode command"))
 		return
 	}
-	err = n.raft.Submit(b, func(result any, _ uint64, err error) {
+	err = n.raft.Submit(b, func(result any, index uint64, err error) {
 		if err != nil {
 			n.replyError(s, id, proposeError(err))
 			return
@@ -190,7 +190,13 @@ func (n *Node) submit(s *session, id uint64, cmd *engine.Command, ok func(*engin
 			n.replyError(s, id, engineError(res.Err, res.Message))
 			return
 		}
-		n.reply(s, ok(res))
+		rep := ok(res)
+		if rep.Type == wire.TypeOK && rep.Index == 0 {
+			// Every write's reply says where it is in the log, so that the
+			// client's next read (min_idx) sees it on any node.
+			rep.Index = index
+		}
+		n.reply(s, rep)
 	})
 	if err != nil {
 		n.replyError(s, id, proposeError(err))
@@ -239,13 +245,16 @@ func (n *Node) propose(ctx context.Context, cmd *engine.Command) (*engine.Result
 	if err != nil {
 		return nil, wire.Errorf(wire.CodeInternal, "encode command")
 	}
-	result, _, err := n.raft.Propose(ctx, b)
+	result, index, err := n.raft.Propose(ctx, b)
 	if err != nil {
 		return nil, proposeError(err)
 	}
 	res, _ := result.(*engine.Result)
 	if res == nil {
 		return nil, wire.Errorf(wire.CodeInternal, "no result")
+	}
+	if res.Index == 0 {
+		res.Index = index
 	}
 	if res.Err != "" {
 		return nil, engineError(res.Err, res.Message)

@@ -36,7 +36,7 @@ func isMap(c byte) bool { return c&0xf0 == 0x80 || c == 0xde || c == 0xdf }
 // Validate checks the fields a request type needs and every limit. It is the
 // single place where the protocol's rules on requests live.
 func (r *Request) Validate() *Error {
-	for _, v := range [...]uint64{r.ID, r.Conv, r.ReplyTo, r.User, r.Seq, r.Since, r.After, r.AfterConv, r.Delivered, r.Read, r.Device} {
+	for _, v := range [...]uint64{r.ID, r.Conv, r.ReplyTo, r.User, r.Seq, r.Since, r.After, r.AfterConv, r.Delivered, r.Read, r.Device, r.MinIndex} {
 		if v > MaxSafeInteger {
 			return Errorf(CodeInvalid, "a number is above 2^53-1")
 		}
@@ -148,6 +148,9 @@ func (r *Request) Validate() *Error {
 		if r.Seq == 0 {
 			return Errorf(CodeInvalid, "seq is required")
 		}
+		if r.Limit < 0 {
+			return Errorf(CodeInvalid, "negative limit")
+		}
 	case TypeDeviceRevoke:
 		if r.Device == 0 {
 			return Errorf(CodeInvalid, "dev is required")
@@ -180,7 +183,11 @@ func (r *Request) Validate() *Error {
 		if r.Limit > MaxBlockListLimit {
 			r.Limit = MaxBlockListLimit
 		}
-	case TypePing, TypeDeviceList:
+	case TypeDeviceList:
+		if r.Limit < 0 { // 0 is the default, over the maximum is capped (engine.Devices)
+			return Errorf(CodeInvalid, "negative limit")
+		}
+	case TypePing:
 	case "":
 		return Errorf(CodeBadFrame, `missing "t"`)
 	default:

@@ -551,6 +551,8 @@ func (d *reqDecoder) decode() *Error {
 			e = d.bool("hide_last_seen", &req.Hide)
 		case "dev":
 			e = d.uint("dev", &req.Device)
+		case "min_idx":
+			e = d.uint("min_idx", &req.MinIndex)
 		case "group_add":
 			e = d.str("group_add", &d.groupAdd)
 		default:

@@ -331,6 +331,7 @@ func variant(r *rand.Rand, req *Request) []byte {
 	boolField("hide_last_seen", req.Hide)
 	uintField("dev", req.Device)
 	strField("group_add", req.GroupAdd)
+	uintField("min_idx", req.MinIndex)
 	for range r.IntN(4) {
 		name := []string{"future", "x", "", "ids", "T", "type", "usersX"}[r.IntN(7)]
 		entries = append(entries, entry{"unknown:" + name, func() { w.junk(3) }})

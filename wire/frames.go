@@ -101,6 +101,10 @@ type Request struct {
 	Hide        bool     `msgpack:"hide_last_seen,omitempty"`
 	GroupAdd    string   `msgpack:"group_add,omitempty"` // privacy.set: "everyone", "contacts", "nobody"; "" leaves it as it is
 	Device      uint64   `msgpack:"dev,omitempty"`
+	// MinIndex: serve this read only once the node has applied at least
+	// this index (the highest idx the client has seen); see Consistency in
+	// PROTOCOL.md. 0: no wait.
+	MinIndex uint64 `msgpack:"min_idx,omitempty"`
 }
 
 // Hello is sent once, right after the WebSocket upgrade.
