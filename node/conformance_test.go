@@ -496,6 +496,10 @@ func TestConformance(t *testing.T) {
 		wantCode(t, "add an unknown user", a.do(t, map[string]any{"t": "group.add", "conv": g, "users": []uint64{999999}}), wire.CodeNotFound)
 		wantCode(t, "add nobody", a.do(t, map[string]any{"t": "group.add", "conv": g}), wire.CodeInvalid)
 		wantCode(t, "name over 64 bytes", a.do(t, map[string]any{"t": "group.rename", "conv": g, "name": strings.Repeat("n", 65)}), wire.CodeTooLarge)
+		wantCode(t, "leave a 1:1", a.do(t, map[string]any{"t": "group.leave", "conv": dm}), wire.CodeForbidden)
+		wantCode(t, "rename a 1:1", a.do(t, map[string]any{"t": "group.rename", "conv": dm, "name": "x"}), wire.CodeForbidden)
+		wantCode(t, "create with user 0", a.do(t, map[string]any{"t": "group.create", "name": "x", "users": []uint64{0}}), wire.CodeInvalid)
+		wantCode(t, "presence.sub user 0", a.do(t, map[string]any{"t": "presence.sub", "users": []uint64{0}}), wire.CodeInvalid)
 		wantCode(t, "create without name", a.do(t, map[string]any{"t": "group.create"}), wire.CodeInvalid)
 		wantCode(t, "rename unknown conv", a.do(t, map[string]any{"t": "group.rename", "conv": 999999, "name": "x"}), wire.CodeNotFound)
 		wantCode(t, "leave a group one is not in", a.do(t, map[string]any{"t": "group.leave", "conv": 999999}), wire.CodeNotFound)
@@ -510,7 +514,18 @@ func TestConformance(t *testing.T) {
 		} {
 			wantOK(t, req["t"].(string), a.do(t, req))
 		}
-		wantCode(t, "negative limit", a.do(t, map[string]any{"t": "history", "conv": dm, "limit": -1}), wire.CodeInvalid)
+		for _, req := range []map[string]any{
+			{"t": "history", "conv": dm, "limit": -1},
+			{"t": "sync", "limit": -1},
+			{"t": "conv.list", "limit": -1},
+			{"t": "device.list", "limit": -1},
+			{"t": "block.list", "limit": -1},
+			{"t": "read.get", "conv": dm, "seq": 2, "limit": -1},
+		} {
+			if rep := a.do(t, req); rep.Code != wire.CodeInvalid {
+				t.Errorf("%s with a negative limit: %s %q, want invalid", req["t"], rep.Type, rep.Code)
+			}
+		}
 	})
 	t.Run("§4.2 a sync page holds at most limit conversations", func(t *testing.T) {
 		rep := a.do(t, map[string]any{"t": "sync", "limit": 1})
