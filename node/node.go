@@ -62,6 +62,9 @@ type Node struct {
 	expireInflight atomic.Bool
 
 	queries chan func()   // reads waiting for a query worker
+	reads   readAdmission // expensive reads in flight per connection and user
+	stop    chan struct{} // closed by Close: ends the signal loop
+
 	// applied wakes reads waiting for a min_idx (consistency.go);
 	// minIndexTimer, set by tests only, stands in for their timeout.
 	// lagging counts the goroutines of those reads; lagStop ends them.
@@ -69,8 +72,7 @@ type Node struct {
 	minIndexTimer atomic.Pointer[func() <-chan time.Time]
 	lagging       sync.WaitGroup
 	lagStop       chan struct{}
-	reads   readAdmission // expensive reads in flight per connection and user
-	stop    chan struct{} // closed by Close: ends the signal loop
+
 	// nextTokenSweep (Unix ms) is when closeExpired looks again; the
 	// signal loop owns it.
 	nextTokenSweep int64
