@@ -414,7 +414,7 @@ func TestConformance(t *testing.T) {
 	dm := dmRep.Info.ID
 	t.Run("§4.3 a 1:1 starts with a created event", func(t *testing.T) {
 		ev := a.event(t, dm, 1)
-		if ev.Kind != wire.KindCreated || ev.Type != wire.TypeEvent {
+		if ev.Kind != wire.KindCreated || ev.Type != wire.TypeEvent || ev.From != alice.user || len(ev.Users) != 1 || ev.Users[0] != bob.user {
 			t.Fatalf("first event %+v", ev)
 		}
 	})
