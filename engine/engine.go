@@ -55,6 +55,13 @@
 // database's WAL before taking its checkpoint, so everything up to a
 // snapshot's index is durable here too.
 //
+// Pebble keeps NoSync batches in the process until a 32 KiB WAL block
+// fills (or something syncs), so even a killed process, not only a
+// crashed machine, loses the latest entries here; the replay covers both.
+// crash_test.go proves it on a crashable in-memory file system: a crash
+// after every entry, clones that keep random parts of unsynced data, and
+// the WAL cut between every two batches.
+//
 // # Goroutines and locks
 //
 // Apply, Snapshot, Restore, SetPublisher and Close hold applyMu: Raft calls
@@ -87,12 +94,14 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // Engine is the chat state machine on a Pebble database.
 type Engine struct {
 	dir   string
 	cache *pebble.Cache
+	fs    vfs.FS // nil: the real file system; else a test's (see openFS)
 
 	applyMu         sync.Mutex
 	txn             txn       // Apply's scratch; guarded by applyMu
@@ -117,14 +126,27 @@ const (
 // the indexes from it. cache may be nil or shared with other databases (the
 // Raft log's); Open takes its own reference.
 func Open(dir string, cache *pebble.Cache) (*Engine, error) {
+	return openFS(dir, cache, nil)
+}
+
+// openFS is Open on the file system fs; nil is the real one (Open). Tests
+// pass a vfs.MemFS to crash the "machine" under the database (vfs
+// CrashClone). On such a file system Open does not clean up after an
+// interrupted Restore (cleanDirs works on the real directories), and
+// Snapshot and Restore, which do too, refuse to run.
+func openFS(dir string, cache *pebble.Cache, fs vfs.FS) (*Engine, error) {
 	dir = filepath.Clean(dir)
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+	if fs == nil {
+		if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+			return nil, fmt.Errorf("engine: %w", err)
+		}
+		if err := cleanDirs(dir); err != nil {
+			return nil, err
+		}
+	} else if err := fs.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, fmt.Errorf("engine: %w", err)
 	}
-	if err := cleanDirs(dir); err != nil {
-		return nil, err
-	}
-	db, err := openDB(dir, cache, true)
+	db, err := openDB(dir, cache, true, fs)
 	if err != nil {
 		return nil, err
 	}
@@ -133,15 +155,16 @@ func Open(dir string, cache *pebble.Cache) (*Engine, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("engine: load %s: %w", dir, err)
 	}
-	e := &Engine{dir: dir, cache: cache, db: db, idx: ix, maxGroupMembers: MaxGroupMembers}
+	e := &Engine{dir: dir, cache: cache, fs: fs, db: db, idx: ix, maxGroupMembers: MaxGroupMembers}
 	e.applied.Store(applied)
 	return e, nil
 }
 
-// openDB opens the database in dir and checks its format. Unless create is
-// set, the database must exist.
-func openDB(dir string, cache *pebble.Cache, create bool) (*pebble.DB, error) {
+// openDB opens the database in dir, on fs (nil: the real file system), and
+// checks its format. Unless create is set, the database must exist.
+func openDB(dir string, cache *pebble.Cache, create bool, fs vfs.FS) (*pebble.DB, error) {
 	opts := &pebble.Options{
+		FS:                 fs,
 		ErrorIfNotExists:   !create,
 		Cache:              cache,
 		FormatMajorVersion: pebble.FormatNewest,

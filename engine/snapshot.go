@@ -36,6 +36,9 @@ func (e *Engine) Snapshot() (Snapshot, error) {
 	if e.db == nil {
 		return nil, errors.New("engine: snapshot of a closed engine")
 	}
+	if e.fs != nil {
+		return nil, errTestFS
+	}
 	tmp, err := os.MkdirTemp(filepath.Dir(e.dir), filepath.Base(e.dir)+snapshotSuffix)
 	if err != nil {
 		return nil, fmt.Errorf("engine: snapshot: %w", err)
@@ -115,6 +118,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// errTestFS: Snapshot and Restore work on the real directories only.
+var errTestFS = errors.New("engine: snapshot and restore need the real file system")
+
 // Restore replaces the whole state with a snapshot written by WriteTo and
 // rebuilds the indexes. The snapshot is unpacked and its index built next to
 // the data directory first, while queries go on; then, with queries held
@@ -124,6 +130,9 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 func (e *Engine) Restore(r io.Reader) error {
 	e.applyMu.Lock()
 	defer e.applyMu.Unlock()
+	if e.fs != nil {
+		return errTestFS
+	}
 	staging := e.dir + restoreSuffix
 	if err := os.RemoveAll(staging); err != nil {
 		return fmt.Errorf("engine: restore: %w", err)
@@ -147,12 +156,12 @@ func (e *Engine) Restore(r io.Reader) error {
 	if err := swapDirs(e.dir, staging, old); err != nil {
 		// The current state is back in place (or, at worst, in old, where
 		// Open finds it): reopen it so the engine stays usable.
-		if db, rerr := openDB(e.dir, e.cache, false); rerr == nil {
+		if db, rerr := openDB(e.dir, e.cache, false, nil); rerr == nil {
 			e.db = db
 		}
 		return fmt.Errorf("engine: restore: %w", err)
 	}
-	db, err := openDB(e.dir, e.cache, false)
+	db, err := openDB(e.dir, e.cache, false, nil)
 	if err != nil {
 		return fmt.Errorf("engine: restore: %w", err)
 	}
@@ -188,7 +197,7 @@ func unpackSnapshot(r io.Reader, dir string, cache *pebble.Cache) (*index, uint6
 	if err := syncDir(dir); err != nil {
 		return nil, 0, err
 	}
-	db, err := openDB(dir, cache, false)
+	db, err := openDB(dir, cache, false, nil)
 	if err != nil {
 		return nil, 0, err
 	}

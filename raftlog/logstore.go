@@ -86,6 +86,13 @@ func OpenLogStore(dir string, cache *pebble.Cache, logger hclog.Logger) (*LogSto
 	return openLogStore(dir, cache, logger, nil)
 }
 
+// OpenLogStoreFS is OpenLogStore on the file system fs (nil: the real one).
+// It is for tests outside this package: the engine's crash tests keep the
+// log and the state database on one crashable vfs.MemFS.
+func OpenLogStoreFS(dir string, cache *pebble.Cache, logger hclog.Logger, fs vfs.FS) (*LogStore, error) {
+	return openLogStore(dir, cache, logger, fs)
+}
+
 // openLogStore is OpenLogStore on the file system fs (nil: the real one);
 // tests inject write errors through it.
 func openLogStore(dir string, cache *pebble.Cache, logger hclog.Logger, fs vfs.FS) (*LogStore, error) {
