@@ -636,19 +636,33 @@ func TestConformance(t *testing.T) {
 		}
 		t.Fatal("the group is not in the sync")
 	})
-	t.Run("§4.6 device.revoke of the asking device closes 1008 with no reply", func(t *testing.T) {
+	t.Run("§4.6 device.revoke of the asking device is answered ok, then closes 1008", func(t *testing.T) {
 		tok := login(t, n, bob, "old")
 		c, hello := dialConn(t, n, tok)
+		other, _ := dialConn(t, n, tok) // another connection of the same device
 		var h wire.Hello
 		_ = wire.Unmarshal(hello, &h)
-		c.send(t, map[string]any{"t": "device.revoke", "dev": h.Device})
+		id := c.send(t, map[string]any{"t": "device.revoke", "dev": h.Device})
 		frames, err := c.untilClosed(t)
+		var replies int
 		for _, f := range frames {
+			var rep wire.Reply
 			if typ, _ := wire.PeekType(f); typ == wire.TypeOK || typ == wire.TypeError {
-				t.Fatalf("a reply arrived: %x", f)
+				if wire.Unmarshal(f, &rep) != nil || rep.ID != id || rep.Type != wire.TypeOK {
+					t.Fatalf("reply %+v", rep)
+				}
+				replies++
 			}
 		}
+		if replies != 1 {
+			t.Fatalf("%d replies, want 1", replies)
+		}
 		requireClosed(t, err, 1008, "device revoked")
+		_, err = other.untilClosed(t)
+		requireClosed(t, err, 1008, "device revoked")
+		if st, _, _ := rawHandshake(t, n, "/v1/ws?token="+tok, upgradeHeaders); st != 401 {
+			t.Fatalf("revoked token: handshake %d, want 401", st)
+		}
 	})
 }
 

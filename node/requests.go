@@ -136,8 +136,21 @@ func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
 		n.submit(s, req.ID, &engine.Command{Op: op, User: s.user, Peer: req.User},
 			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
 	case wire.TypeDeviceRevoke:
-		n.submit(s, req.ID, &engine.Command{Op: engine.OpRevokeDevice, User: s.user, Device: req.Device},
-			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
+		cmd := &engine.Command{Op: engine.OpRevokeDevice, User: s.user, Device: req.Device}
+		okReply := func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} }
+		if req.Device != s.device {
+			n.submit(s, req.ID, cmd, okReply)
+			break
+		}
+		// This connection's own device: closeDevice leaves the connection
+		// alone until the reply is queued, then it closes (the queued reply
+		// goes out first), so this request too gets its one reply.
+		s.revokingSelf.Add(1)
+		n.submitThen(s, req.ID, cmd, okReply, func() {
+			if s.revokingSelf.Add(-1) == 0 && !n.engine.DeviceActive(s.user, s.device) {
+				s.conn.Close(netpoll.ClosePolicyViolation, "device revoked")
+			}
+		})
 	case wire.TypeSend:
 		n.submit(s, req.ID, &engine.Command{
 			Op: engine.OpSend, User: s.user, Device: s.device, Conv: req.Conv,
@@ -171,23 +184,36 @@ func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
 // submit proposes cmd through Raft; ok builds the reply once the entry is
 // committed and applied here.
 func (n *Node) submit(s *session, id uint64, cmd *engine.Command, ok func(*engine.Result) *wire.Reply) {
+	n.submitThen(s, id, cmd, ok, nil)
+}
+
+// submitThen is submit, calling then (if not nil) once the reply, ok or
+// error, is queued.
+func (n *Node) submitThen(s *session, id uint64, cmd *engine.Command, ok func(*engine.Result) *wire.Reply, then func()) {
+	reply := func(r *wire.Reply) {
+		n.reply(s, r)
+		if then != nil {
+			then()
+		}
+	}
+	fail := func(e *wire.Error) { reply(wire.ErrorReply(id, e)) }
 	b, err := engine.EncodeCommand(cmd)
 	if err != nil {
-		n.replyError(s, id, wire.Errorf(wire.CodeInternal, "encode command"))
+		fail(wire.Errorf(wire.CodeInternal, "encode command"))
 		return
 	}
 	err = n.raft.Submit(b, func(result any, index uint64, err error) {
 		if err != nil {
-			n.replyError(s, id, proposeError(err))
+			fail(proposeError(err))
 			return
 		}
 		res, _ := result.(*engine.Result)
 		if res == nil {
-			n.replyError(s, id, wire.Errorf(wire.CodeInternal, "no result"))
+			fail(wire.Errorf(wire.CodeInternal, "no result"))
 			return
 		}
 		if res.Err != "" {
-			n.replyError(s, id, engineError(res.Err, res.Message))
+			fail(engineError(res.Err, res.Message))
 			return
 		}
 		rep := ok(res)
@@ -196,10 +222,10 @@ func (n *Node) submit(s *session, id uint64, cmd *engine.Command, ok func(*engin
 			// client's next read (min_idx) sees it on any node.
 			rep.Index = index
 		}
-		n.reply(s, rep)
+		reply(rep)
 	})
 	if err != nil {
-		n.replyError(s, id, proposeError(err))
+		fail(proposeError(err))
 	}
 }
 
@@ -265,7 +291,7 @@ func (n *Node) propose(ctx context.Context, cmd *engine.Command) (*engine.Result
 // closeDevice cuts off a revoked device's connections on this node.
 func (n *Node) closeDevice(user, device uint64) {
 	for _, s := range n.hub.sessions(user) {
-		if s.device == device {
+		if s.device == device && s.revokingSelf.Load() == 0 { // else submitThen closes it after the reply
 			s.conn.Close(netpoll.ClosePolicyViolation, "device revoked")
 		}
 	}

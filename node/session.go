@@ -22,6 +22,10 @@ type session struct {
 	inflight     atomic.Int32 // requests received and not yet replied to
 	reads        atomic.Int32 // expensive reads admitted and not yet replied to (queries.go)
 	closed       atomic.Bool
+	// revokingSelf counts this connection's device.revoke requests of its
+	// own device in flight: closeDevice leaves the connection open for their
+	// replies, and the last of them closes it (requests.go).
+	revokingSelf atomic.Int32
 }
 
 // send queues a prepared frame; false if the connection is gone or was just
