@@ -50,6 +50,7 @@ type testCluster struct {
 	afterHello   func()                    // runs once, right after the next connection got its hello
 	historyCalls int
 	syncCalls    int
+	minIdx       map[string]uint64 // request type → min_idx of the latest such request
 }
 
 type testConv struct {
@@ -395,6 +396,10 @@ func (n *testNode) handle(conn *gws.Conn, user uint64, req *wire.Request) *wire.
 	defer cl.mu.Unlock()
 	fail := func(code wire.Code, msg string) *wire.Reply { return wire.ErrorReply(req.ID, wire.Errorf(code, msg)) }
 	ok := &wire.Reply{Type: wire.TypeOK, ID: req.ID}
+	if cl.minIdx == nil {
+		cl.minIdx = make(map[string]uint64)
+	}
+	cl.minIdx[req.Type] = req.MinIndex
 	member := func() (*testConv, *wire.Reply) {
 		c := cl.convs[req.Conv]
 		if c == nil {
