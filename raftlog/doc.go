@@ -42,6 +42,12 @@
 // caught up (followers report their indexes over the forwarding link), and
 // any node takes membership calls, sending them to the leader.
 //
+// Read index (readindex.go): ReadIndex returns an index that covers every
+// command committed before the call (the leader commits a barrier, then
+// answers its last applied command index; followers ask it over the admin
+// link), for the rare read that must not miss a write made through
+// another node.
+//
 // Storage: the node's owner measures free disk space and calls SetStorage
 // (storage.go). While full, the node refuses new commands (ErrStorageFull),
 // as leader for the whole cluster; while critical, the log store refuses
