@@ -636,6 +636,99 @@ func TestConformance(t *testing.T) {
 		}
 		t.Fatal("the group is not in the sync")
 	})
+	t.Run("§4.2 history before is newest first, after is oldest first", func(t *testing.T) {
+		send(a, dm, "h1", "one")
+		send(a, dm, "h2", "two")
+		before := a.do(t, map[string]any{"t": "history", "conv": dm, "limit": 2})
+		wantOK(t, "before", before)
+		if len(before.Events) != 2 || before.Events[0].Seq <= before.Events[1].Seq || !before.More {
+			t.Fatalf("before %+v more %v", before.Events, before.More)
+		}
+		after := a.do(t, map[string]any{"t": "history", "conv": dm, "dir": "after", "seq": 1, "limit": 2})
+		wantOK(t, "after", after)
+		if len(after.Events) != 2 || after.Events[0].Seq != 2 || after.Events[1].Seq != 3 || !after.More {
+			t.Fatalf("after %+v more %v", after.Events, after.More)
+		}
+	})
+	t.Run("§5 a sync whose more is false returns next as the cursor; from it, only newer changes", func(t *testing.T) {
+		var cursor uint64
+		for after, afterConv := uint64(0), uint64(0); ; {
+			rep := a.do(t, map[string]any{"t": "sync", "since": 0, "after": after, "after_conv": afterConv, "limit": 1})
+			wantOK(t, "sync", rep)
+			if !rep.More {
+				cursor = rep.Next
+				break
+			}
+			after, afterConv = rep.Next, rep.NextConv
+		}
+		rep := a.do(t, map[string]any{"t": "sync", "since": cursor})
+		wantOK(t, "sync", rep)
+		if len(rep.Changes) != 0 || rep.More {
+			t.Fatalf("changes after the cursor: %+v", rep.Changes)
+		}
+		sent := send(a, dm, "s1", "after the cursor")
+		rep = a.do(t, map[string]any{"t": "sync", "since": cursor})
+		wantOK(t, "sync", rep)
+		if len(rep.Changes) != 1 || rep.Changes[0].Info.ID != dm || len(rep.Changes[0].Events) != 1 ||
+			rep.Changes[0].Events[0].Seq != sent.Seq || rep.Changes[0].Events[0].Index <= cursor {
+			t.Fatalf("changes %+v", rep.Changes)
+		}
+	})
+	t.Run("§4.5 group senders get read_counts when others read", func(t *testing.T) {
+		gr := a.do(t, map[string]any{"t": "group.create", "name": "readers", "users": []uint64{bob.user}})
+		wantOK(t, "group.create", gr)
+		m := send(a, gr.Info.ID, "rc1", "read me")
+		wantOK(t, "send", m)
+		wantOK(t, "receipt", b.do(t, map[string]any{"t": "receipt", "conv": gr.Info.ID, "read": m.Seq}))
+		var rc wire.ReadCounts
+		a.frame(t, func(f []byte, typ string) bool {
+			if typ != wire.TypeReadCountsEvent || wire.Unmarshal(f, &rc) != nil || rc.Conv != gr.Info.ID {
+				return false
+			}
+			for _, it := range rc.Items {
+				if it.Seq == m.Seq && it.Read == 1 {
+					return true
+				}
+			}
+			return false
+		})
+		for _, it := range rc.Items {
+			if it.Seq == m.Seq && (it.From != alice.user || it.Members != 1 || it.Delivered != 1) {
+				t.Fatalf("item %+v", it)
+			}
+		}
+	})
+	t.Run("§4.6 a blocked user cannot open a 1:1 with the blocker nor send in it", func(t *testing.T) {
+		wantOK(t, "block", b.do(t, map[string]any{"t": "block", "user": alice.user}))
+		wantCode(t, "dm.open", a.do(t, map[string]any{"t": "dm.open", "user": bob.user}), wire.CodeForbidden)
+		wantCode(t, "send", send(a, dm, "blocked", "x"), wire.CodeForbidden)
+		wantCode(t, "group.create with the blocker", a.do(t, map[string]any{"t": "group.create", "name": "x", "users": []uint64{bob.user}}), wire.CodeForbidden)
+		wantOK(t, "the blocker may still write", send(b, dm, "blocker", "x"))
+		bl := b.do(t, map[string]any{"t": "block.list"})
+		if bl.Type != wire.TypeOK || len(bl.Blocked) != 1 || bl.Blocked[0] != alice.user {
+			t.Fatalf("block.list %+v", bl)
+		}
+		wantOK(t, "unblock", b.do(t, map[string]any{"t": "unblock", "user": alice.user}))
+		wantOK(t, "unblock again changes nothing", b.do(t, map[string]any{"t": "unblock", "user": alice.user}))
+		wantOK(t, "send after unblock", send(a, dm, "unblocked", "x"))
+	})
+	t.Run("§4.6 group_add nobody refuses group.add with forbidden", func(t *testing.T) {
+		c, _ := dialConn(t, n, login(t, n, carol, "laptop"))
+		wantOK(t, "privacy.set", c.do(t, map[string]any{"t": "privacy.set", "group_add": "nobody"}))
+		me := c.do(t, map[string]any{"t": "user.get", "user": carol.user})
+		if me.UserInfo == nil || me.UserInfo.GroupAdd != "nobody" {
+			t.Fatalf("user.get of oneself %+v", me.UserInfo)
+		}
+		wantCode(t, "group.add", a.do(t, map[string]any{"t": "group.add", "conv": g, "users": []uint64{carol.user}}), wire.CodeForbidden)
+		wantOK(t, "privacy.set back", c.do(t, map[string]any{"t": "privacy.set", "group_add": "everyone"}))
+	})
+	t.Run("§7 over 1000 users in a request is too_large", func(t *testing.T) {
+		users := make([]uint64, wire.MaxUsersPerRequest+1)
+		for i := range users {
+			users[i] = uint64(i + 1)
+		}
+		wantCode(t, "group.create", a.do(t, map[string]any{"t": "group.create", "name": "big", "users": users}), wire.CodeTooLarge)
+	})
 	t.Run("§4.6 device.revoke of the asking device is answered ok, then closes 1008", func(t *testing.T) {
 		tok := login(t, n, bob, "old")
 		c, hello := dialConn(t, n, tok)
