@@ -61,9 +61,10 @@ import (
 //     whose body comes one byte a second, and KeepAlives connections make
 //     one request and then idle; how many the server cut off, and when;
 //   - login-guess: at most Guesses logins with wrong passwords, half for the
-//     canary's username and half for random ones, 8 at a time; answers by
-//     status. After the phase the canary logs in afresh with its right
-//     password (from its own address): was it refused, for how long?
+//     canary's username and half for random ones, 8 at a time, spread over
+//     the phase; answers by status. After the phase the canary logs in
+//     afresh with its right password (from its own address): was it
+//     refused, for how long?
 //   - big-replies: an attacker adds a third user (the victim) to 3 groups
 //     and posts 50 messages of 16 KiB into each, then ReadConns connections
 //     of the attacker ask sync since 0 and history in bursts of 3 reads
@@ -138,7 +139,7 @@ const (
 	healthAfterWait    = 10 * time.Second // /healthz must answer 200 within this after a phase
 
 	maxBombFrames      = 100_000 // per connection and phase
-	floodConnsPerLane  = 1000    // malformed-flood: connections one lane opens per phase
+	floodConnsPerLane  = 2500    // malformed-flood: connections one lane opens per phase
 	maxFloodFrames     = 100_000 // per connection
 	floodRedial        = 20 * time.Millisecond
 	connFloodParallel  = 16
@@ -1259,7 +1260,7 @@ func (l *abuseLoad) idleKeepAlive(ctx context.Context, seg *abuseSeg, host strin
 }
 
 // loginGuess: up to Guesses logins with wrong passwords, loginGuessers at
-// a time, every other one for the canary's username.
+// a time and Guesses per Phase, every other one for the canary's username.
 func (l *abuseLoad) loginGuess(ctx context.Context, seg *abuseSeg) {
 	d := &net.Dialer{Timeout: abuseDialTimeout}
 	if l.from != nil {
@@ -1269,11 +1270,17 @@ func (l *abuseLoad) loginGuess(ctx context.Context, seg *abuseSeg) {
 		DialContext: d.DialContext, MaxConnsPerHost: loginGuessers, MaxIdleConnsPerHost: loginGuessers,
 	}}
 	defer hc.CloseIdleConnections()
+	// The guesses are spread over the phase, as an attacker who keeps at
+	// it would: refused ones cost it nothing, so it would not stop.
+	lim := rate.NewLimiter(rate.Limit(float64(l.cfg.Guesses)/l.cfg.Phase.Seconds()), loginGuessers)
 	var attempts, retryMax atomic.Int64
 	var wg sync.WaitGroup
 	for range loginGuessers {
 		wg.Go(func() {
 			for ctx.Err() == nil {
+				if lim.Wait(ctx) != nil {
+					return
+				}
 				n := attempts.Add(1)
 				if n > int64(l.cfg.Guesses) {
 					return
