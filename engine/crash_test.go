@@ -7,10 +7,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/record"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/hashicorp/raft"
 
 	"parley/raftlog"
@@ -486,4 +488,66 @@ func writeFSFile(t testing.TB, fs vfs.FS, path string, b []byte) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestCrashStateWriteError fails the state database's WAL writes from the
+// middle of a run on (errorfs; the Raft log's disk stays healthy). Pebble
+// writes NoSync batches to the WAL file from a background goroutine; the
+// error reaches the next commit that starts a WAL block, and Pebble v2.1.7
+// then panics with it (db.go:997, commitWrite: not through Logger.Fatalf,
+// so not the engine's exit 74 either). The test recovers that panic,
+// which stands for the process's death; the machine then crashes and the
+// node restarts on healthy storage: every entry applied before the failure
+// (acknowledged) and the one whose commit failed (logged, not
+// acknowledged) must be there, once.
+func TestCrashStateWriteError(t *testing.T) {
+	script := crashScript(t, 160)
+	ref := referenceDumps(t, script)
+
+	mem := vfs.NewCrashableMem()
+	var armed atomic.Bool
+	stateFS := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if armed.Load() && op.Kind == errorfs.OpFileWrite && strings.HasSuffix(op.Path, ".log") {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	log, err := raftlog.OpenLogStoreFS(crashLogDir, nil, nil, mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := openFS(crashStateDir, nil, stateFS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &crashNode{log: log, e: e}
+	var acked uint64
+	failed := func(en entry) (msg any) {
+		defer func() { msg = recover() }()
+		n.step(t, en)
+		return nil
+	}
+	for _, en := range script {
+		if en.index == 20 {
+			armed.Store(true)
+		}
+		if msg := failed(en); msg != nil {
+			t.Logf("entry %d: the state database failed: panic: %v", en.index, msg)
+			break
+		}
+		acked = en.index
+	}
+	if acked == uint64(len(script)) {
+		t.Fatal("the injected write errors never reached Apply")
+	}
+	// Two crashes: one that keeps only synced data, one that keeps all
+	// that reached the file system (the WAL up to the failed write).
+	synced := mem.CrashClone(vfs.CrashCloneCfg{})
+	written := mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 100, RNG: rand.New(rand.NewPCG(1, 1))})
+	_ = log.Close()
+	// The state database is left as it is: the process would be gone, and
+	// Pebble's Close would wait forever for its stopped commit pipeline.
+	checkRecovery(t, fmt.Sprintf("state WAL write failed after entry %d, synced data kept", acked), synced, acked, ref)
+	got := checkRecovery(t, fmt.Sprintf("state WAL write failed after entry %d, written data kept", acked), written, acked, ref)
+	t.Logf("with the written data, the state database recovered up to entry %d of %d acknowledged", got, acked)
 }

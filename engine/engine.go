@@ -59,8 +59,8 @@
 // fills (or something syncs), so even a killed process, not only a
 // crashed machine, loses the latest entries here; the replay covers both.
 // crash_test.go proves it on a crashable in-memory file system: a crash
-// after every entry, clones that keep random parts of unsynced data, and
-// the WAL cut between every two batches.
+// after every entry, clones that keep random parts of unsynced data, the
+// WAL cut between every two batches, and a failed WAL write.
 //
 // # Goroutines and locks
 //
