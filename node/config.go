@@ -120,6 +120,11 @@ type Config struct {
 	HTTPWriteTimeout time.Duration
 	HTTPIdleTimeout  time.Duration
 	HTTPMaxConns     int
+	// HTTPMaxConnsPerIP caps the HTTP connections of one client address
+	// (IPv4, or IPv6 /64; trusted proxies exempt): one more is answered
+	// 429 at once and closed, so that one address cannot hold every slot
+	// of HTTPMaxConns. Default 32; negative turns it off.
+	HTTPMaxConnsPerIP int
 
 	// WebSocket connection caps, checked during the handshake before the
 	// 101 (docs/PROTOCOL.md, docs/OPERATIONS.md "The descriptor budget").
@@ -191,6 +196,7 @@ func DefaultConfig() Config {
 		HTTPWriteTimeout:   40 * time.Second,
 		HTTPIdleTimeout:    30 * time.Second,
 		HTTPMaxConns:       256,
+		HTTPMaxConnsPerIP:  32,
 		WSMaxConnsPerUser:  defaultWSMaxConnsPerUser,
 		WSMaxConnsPerIP:    defaultWSMaxConnsPerIP,
 		StorageMinFree:     DefaultStorageMinFree,
@@ -278,6 +284,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HTTPMaxConns == 0 {
 		c.HTTPMaxConns = d.HTTPMaxConns
+	}
+	if c.HTTPMaxConnsPerIP == 0 {
+		c.HTTPMaxConnsPerIP = d.HTTPMaxConnsPerIP
 	}
 	if c.WSMaxConnsPerUser == 0 {
 		c.WSMaxConnsPerUser = d.WSMaxConnsPerUser

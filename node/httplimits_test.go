@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -192,4 +194,72 @@ func TestHTTPConnectionBound(t *testing.T) {
 	case <-time.After(failAfter):
 		t.Fatal("login still waiting after the held connections closed")
 	}
+}
+
+// TestHTTPConnectionsPerAddress: one address holds at most its share of
+// the HTTP API's connections; one more is answered 429 at once, and other
+// addresses are served meanwhile (one address cannot stall /healthz and
+// logins for everyone).
+func TestHTTPConnectionsPerAddress(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.HTTPMaxConns, cfg.HTTPMaxConnsPerIP = 8, 2
+	cfg.HTTPReadTimeout, cfg.HTTPIdleTimeout = time.Minute, time.Minute // the held connections stay
+	n := startNodeWith(t, cfg)
+	addr := strings.TrimPrefix(n.HTTPURL(), "http://")
+	dialFrom := func(src string) net.Conn {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	get := func(c net.Conn, extra string) (*http.Response, error) {
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: parley\r\n"+extra+"\r\n"); err != nil {
+			return nil, err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(failAfter))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err == nil {
+			resp.Body.Close()
+		}
+		return resp, err
+	}
+
+	held := []net.Conn{dialFrom("127.0.0.1"), dialFrom("127.0.0.1")}
+	for _, c := range held {
+		if resp, err := get(c, ""); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("a connection within the cap: %v %v", resp, err)
+		}
+	}
+	over := dialFrom("127.0.0.1")
+	got := waitServerClose(t, over)
+	if !strings.HasPrefix(got, "HTTP/1.1 429 ") || !strings.Contains(got, "Retry-After: 5\r\n") || !strings.Contains(got, `"code":"rate_limited"`) {
+		t.Fatalf("over the address's cap: %q", got)
+	}
+	if resp, err := get(dialFrom("127.0.0.2"), "Connection: close\r\n"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("another address while the first is at its cap: %v %v", resp, err)
+	}
+
+	// A slot comes back when a held connection closes.
+	held[0].Close()
+	waitFor(t, failAfter, "a slot of 127.0.0.1 freed", func() (bool, string) {
+		resp, err := get(dialFrom("127.0.0.1"), "Connection: close\r\n")
+		if err != nil {
+			return false, err.Error()
+		}
+		return resp.StatusCode == http.StatusOK, resp.Status
+	})
+	held[1].Close() // metricValue's own connection comes from 127.0.0.1 too
+	waitFor(t, failAfter, "the refusal counted", func() (bool, string) {
+		http.DefaultClient.CloseIdleConnections()
+		c := dialFrom("127.0.0.2")
+		if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: parley\r\nConnection: close\r\n\r\n"); err != nil {
+			return false, err.Error()
+		}
+		b := waitServerClose(t, c)
+		m := regexp.MustCompile(`\nparley_http_refused_total (\d+)`).FindStringSubmatch(b)
+		return m != nil && m[1] != "0", fmt.Sprintf("parley_http_refused_total: %q", m)
+	})
 }

@@ -45,6 +45,8 @@ type Node struct {
 	httpLn    net.Listener // as bound; served through a netutil.LimitListener
 	httpSrv   *http.Server
 	httpConns atomic.Int64 // HTTP connections accepted and not closed
+	// httpRefused counts HTTP connections refused for their address's cap.
+	httpRefused atomic.Int64
 	// accountsPropose, set by tests only, stands in for propose on the
 	// accounts API (it is given the real one).
 	accountsPropose atomic.Pointer[func(context.Context, *engine.Command, proposeFunc) (*engine.Result, *wire.Error)]
@@ -219,7 +221,13 @@ func Open(cfg Config) (_ *Node, err error) {
 		IdleTimeout:  cfg.HTTPIdleTimeout,
 		ConnState:    n.trackHTTPConn,
 	}
-	httpLn := netutil.LimitListener(n.httpLn, cfg.HTTPMaxConns)
+	var perAddr net.Listener = n.httpLn
+	if cfg.HTTPMaxConnsPerIP > 0 {
+		perAddr = newAddrCapListener(n.httpLn, cfg.HTTPMaxConnsPerIP, cfg.AuthLimits.TrustedProxies, func() { n.httpRefused.Add(1) })
+	}
+	// The per-address cap is checked first, so a refused connection never
+	// waits for one of the HTTPMaxConns slots.
+	httpLn := netutil.LimitListener(perAddr, cfg.HTTPMaxConns)
 	go func() {
 		if err := n.httpSrv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			n.log.Error("http server", "err", err)

@@ -21,6 +21,7 @@ type statDef struct {
 var statDefs = []statDef{
 	{"parley_connections", "Open WebSocket connections.", prometheus.GaugeValue},
 	{"parley_http_connections", "Open HTTP API connections (at most -http-max-conns).", prometheus.GaugeValue},
+	{"parley_http_refused_total", "HTTP API connections refused (429) because their address held -http-max-conns-per-ip.", prometheus.CounterValue},
 	{"parley_handshakes_accepted_total", "WebSocket upgrades accepted.", prometheus.CounterValue},
 	{"parley_handshakes_refused_total", "WebSocket upgrades refused (bad request or token).", prometheus.CounterValue},
 	{"parley_idle_timeouts_total", "Connections closed for silence.", prometheus.CounterValue},
@@ -83,6 +84,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	values := map[string]float64{
 		"parley_connections":               float64(ws.OpenConnections),
 		"parley_http_connections":          float64(c.n.httpConns.Load()),
+		"parley_http_refused_total":        float64(c.n.httpRefused.Load()),
 		"parley_handshakes_accepted_total": float64(ws.HandshakesAccepted),
 		"parley_handshakes_refused_total":  float64(ws.HandshakesRefused),
 		"parley_idle_timeouts_total":       float64(ws.IdleTimeouts),
