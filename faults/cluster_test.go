@@ -325,10 +325,17 @@ func (c *cluster) newUser(t testing.TB, name string, home int) *user {
 // pinned dials one node only, as u.
 func pinned(t testing.TB, d *daemon, token string) *client.Client {
 	t.Helper()
-	cl, err := client.Dial(ctxFor(t, 30*time.Second), client.Config{URLs: []string{d.wsURL()}, Token: token, RequestTimeout: 3 * time.Second, ReconnectMax: 300 * time.Millisecond})
-	if err != nil {
-		t.Fatalf("dial %s: %v", d.name, err)
-	}
+	var cl *client.Client
+	// A node that just restarted may answer 503 (retry) while it catches
+	// up; only a refusal of the token is final.
+	waitFor(t, 60*time.Second, "a connection to "+d.name, func() bool {
+		var err error
+		cl, err = client.Dial(ctxFor(t, 30*time.Second), client.Config{URLs: []string{d.wsURL()}, Token: token, RequestTimeout: 3 * time.Second, ReconnectMax: 300 * time.Millisecond})
+		if errors.Is(err, client.ErrUnauthorized) {
+			t.Fatalf("dial %s: %v", d.name, err)
+		}
+		return err == nil
+	})
 	t.Cleanup(func() { cl.Close() })
 	return cl
 }
