@@ -43,7 +43,7 @@ func (e *Engine) Apply(index uint64, ts int64, cmds [][]byte) []any {
 		results[i] = t.applyOne(raw)
 	}
 	t.finish()
-	if err := e.db.Apply(t.b, pebble.NoSync); err != nil {
+	if err := e.applyBatch(t.b); err != nil {
 		// The entry is committed in Raft; skipping it would fork this
 		// replica. Stop, and let the restart replay it.
 		panic(fmt.Sprintf("engine: commit entry %d: %v", index, err))

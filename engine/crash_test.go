@@ -494,8 +494,9 @@ func writeFSFile(t testing.TB, fs vfs.FS, path string, b []byte) {
 // middle of a run on (errorfs; the Raft log's disk stays healthy). Pebble
 // writes NoSync batches to the WAL file from a background goroutine; the
 // error reaches the next commit that starts a WAL block, and Pebble v2.1.7
-// then panics with it (db.go:997, commitWrite: not through Logger.Fatalf,
-// so not the engine's exit 74 either). The test recovers that panic,
+// then panics with it (db.go:997, commitWrite, not through Logger.Fatalf).
+// A system error there ends the process with exit 74 (applyBatch); the
+// injected error is not one, so the panic goes on and the test recovers it,
 // which stands for the process's death; the machine then crashes and the
 // node restarts on healthy storage: every entry applied before the failure
 // (acknowledged) and the one whose commit failed (logged, not

@@ -263,14 +263,42 @@ func (pebbleLogger) Errorf(format string, args ...any) {
 func (p pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	for _, a := range args {
-		var errno syscall.Errno
-		if err, ok := a.(error); ok && errors.As(err, &errno) {
-			slog.Error("fatal storage error in the state database, exiting: acknowledged writes are safe in the Raft log",
-				"dir", p.dir, "error", msg, "what_to_do", "free space on (or repair) the disk of the data directory, then restart")
-			os.Exit(ExitStorageFailure)
+		if err, ok := a.(error); ok && isSystemError(err) {
+			exitOnStorageFailure(p.dir, msg)
 		}
 	}
 	panic("engine: pebble: " + msg)
+}
+
+// isSystemError reports whether err comes from a system call (ENOSPC, EIO,
+// ...): the disk failed, not Pebble's own logic.
+func isSystemError(err error) bool {
+	var errno syscall.Errno
+	return errors.As(err, &errno)
+}
+
+// exitOnStorageFailure ends the process after a failed write to the state
+// database, with one line saying what happened and what to do.
+func exitOnStorageFailure(dir, msg string) {
+	slog.Error("fatal storage error in the state database, exiting: acknowledged writes are safe in the Raft log",
+		"dir", dir, "error", msg, "what_to_do", "free space on (or repair) the disk of the data directory, then restart")
+	os.Exit(ExitStorageFailure)
+}
+
+// applyBatch writes an entry's batch. Once a WAL write has failed, Pebble
+// panics with the raw error at the next commit (v2.1.7 db.go:997,
+// commitWrite) instead of calling Logger.Fatalf: a system error there ends
+// the process the same way as through Fatalf.
+func (e *Engine) applyBatch(b *pebble.Batch) error {
+	defer func() {
+		if r := recover(); r != nil {
+			if err, ok := r.(error); ok && isSystemError(err) {
+				exitOnStorageFailure(e.dir, err.Error())
+			}
+			panic(r)
+		}
+	}()
+	return e.db.Apply(b, pebble.NoSync)
 }
 
 // ExitStorageFailure is the exit status after a fatal write error: 74 is
