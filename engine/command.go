@@ -80,11 +80,11 @@ type Command struct {
 	ClientMsgID  string
 	Body         string
 	ReplyTo      uint64
-	Items        []ReceiptItem // OpReceipts: at most MaxReceiptItems
-	Ts           int64         // OpLastSeen: when the user was last seen, unix ms
-	HideLastSeen bool          // OpSetPrivacy
+	Items        []ReceiptItem  // OpReceipts: at most MaxReceiptItems
+	Ts           int64          // OpLastSeen: when the user was last seen, unix ms
+	HideLastSeen bool           // OpSetPrivacy
 	GroupAdd     GroupAddPolicy // OpSetPrivacy: who may add User to groups; 0 leaves it as it is
-	SigningKey   []byte        // OpSetSigningKey: MinSigningKeyLen to MaxSigningKeyLen bytes
+	SigningKey   []byte         // OpSetSigningKey: MinSigningKeyLen to MaxSigningKeyLen bytes
 	// OpAddDevice: with Ts set, the user's devices created before Ts (unix
 	// ms: their tokens have expired) are revoked; then the oldest until at
 	// most MaxDevices are active, the new one included (0: no cap).

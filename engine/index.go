@@ -152,7 +152,7 @@ func (c *convEntry) peerOf(user uint64) uint64 {
 	}
 	return c.peers[0]
 }
-func (c *convEntry) isAdmin(user uint64) bool  { return contains(c.admins, user) }
+func (c *convEntry) isAdmin(user uint64) bool { return contains(c.admins, user) }
 
 // info describes the conversation; member lists longer than maxMembers are
 // left out (MemberCount is always set).

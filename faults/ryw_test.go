@@ -329,5 +329,3 @@ func (s *session) checkDevices(round int, cl *client.Client, node string) {
 		}
 	}
 }
-
-
