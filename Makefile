@@ -11,8 +11,10 @@ build:
 run:
 	$(GO) run ./cmd/parley --data $(DATA)
 
-# go vet and staticcheck (a tool of go.mod: go tool staticcheck).
+# gofmt, go vet and staticcheck (a tool of go.mod: go tool staticcheck).
 vet:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt -w these files:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
 
