@@ -14,12 +14,13 @@ type testNode struct {
 	http, ws string
 }
 
-// startNode starts a node (internal/nodeproc) without the auth throttle:
-// the harness registers many accounts from one address. extra flags come
-// last, so they override these (the last of a repeated flag wins).
+// startNode starts a node (internal/nodeproc) without the auth throttle
+// and the HTTP per-address cap: the harness registers many accounts from
+// one address, 64 at a time. extra flags come last, so they override these
+// (the last of a repeated flag wins).
 func startNode(t *testing.T, extra ...string) *testNode {
 	t.Helper()
-	p := nodeproc.Start(t, nodeproc.Options{Args: append([]string{"-auth-throttle=false"}, extra...)})
+	p := nodeproc.Start(t, nodeproc.Options{Args: append([]string{"-auth-throttle=false", "-http-max-conns-per-ip", "-1"}, extra...)})
 	return &testNode{http: p.HTTP, ws: p.WS}
 }
 

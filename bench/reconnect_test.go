@@ -31,7 +31,7 @@ const maxNodeRestarts = 3
 
 func startRestartableNode(t *testing.T) *restartableNode {
 	t.Helper()
-	p := nodeproc.Start(t, nodeproc.Options{Args: []string{"-auth-throttle=false"}})
+	p := nodeproc.Start(t, nodeproc.Options{Args: []string{"-auth-throttle=false", "-http-max-conns-per-ip", "-1"}})
 	n := &restartableNode{Node: p, http: p.HTTP, ws: p.WS, pidFile: filepath.Join(t.TempDir(), "node.pid"), done: make(chan struct{})}
 	if err := n.writePid(); err != nil {
 		t.Fatal(err)

@@ -123,7 +123,9 @@ type Config struct {
 	// HTTPMaxConnsPerIP caps the HTTP connections of one client address
 	// (IPv4, or IPv6 /64; trusted proxies exempt): one more is answered
 	// 429 at once and closed, so that one address cannot hold every slot
-	// of HTTPMaxConns. Default 32; negative turns it off.
+	// of HTTPMaxConns. Default (0) a quarter of HTTPMaxConns, so that it
+	// takes four addresses to fill them (a NAT's users share one);
+	// negative turns it off.
 	HTTPMaxConnsPerIP int
 
 	// WebSocket connection caps, checked during the handshake before the
@@ -196,7 +198,6 @@ func DefaultConfig() Config {
 		HTTPWriteTimeout:   40 * time.Second,
 		HTTPIdleTimeout:    30 * time.Second,
 		HTTPMaxConns:       256,
-		HTTPMaxConnsPerIP:  32,
 		WSMaxConnsPerUser:  defaultWSMaxConnsPerUser,
 		WSMaxConnsPerIP:    defaultWSMaxConnsPerIP,
 		StorageMinFree:     DefaultStorageMinFree,
@@ -286,7 +287,7 @@ func (c Config) withDefaults() Config {
 		c.HTTPMaxConns = d.HTTPMaxConns
 	}
 	if c.HTTPMaxConnsPerIP == 0 {
-		c.HTTPMaxConnsPerIP = d.HTTPMaxConnsPerIP
+		c.HTTPMaxConnsPerIP = max(c.HTTPMaxConns/4, 1)
 	}
 	if c.WSMaxConnsPerUser == 0 {
 		c.WSMaxConnsPerUser = d.WSMaxConnsPerUser

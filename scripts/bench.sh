@@ -75,7 +75,7 @@ PB="$BIN_DIR/parleybench"
 
 node_args=(-data "$work/data" -http 127.0.0.1:0 -ws 127.0.0.1:0 -raft 127.0.0.1:0
 	-argon2-time 1 -argon2-memory 64 -conn-rate 1e9 -conn-burst 1000000 -auth-throttle=false -log-level warn
-	-ws-max-conns-per-ip -1) # every connection comes from 127.0.0.1
+	-ws-max-conns-per-ip -1 -http-max-conns-per-ip -1) # every connection comes from 127.0.0.1
 "$BIN_DIR/parley" "${node_args[@]}" >"$work/node.out" 2>"$work/node.log" &
 node_pid=$!
 

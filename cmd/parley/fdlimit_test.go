@@ -485,7 +485,7 @@ func TestAcceptSurvivesRunningOutOfDescriptors(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs a node")
 	}
-	n := startNode(t, "-ws-max-conns", "-1", "-ws-max-conns-per-user", "-1", "-http-max-conns", "1000")
+	n := startNode(t, "-ws-max-conns", "-1", "-ws-max-conns-per-user", "-1", "-http-max-conns", "1000", "-http-max-conns-per-ip", "-1")
 	_, token := n.account(t, "exhaust")
 	before, resp, body, err := dialWS(t, n.WS, token)
 	if before == nil {

@@ -50,7 +50,7 @@ func main() {
 	flag.DurationVar(&cfg.HTTPWriteTimeout, "http-write-timeout", cfg.HTTPWriteTimeout, "HTTP API: time to handle a request and write its response (a handler gets 3/4 of it)")
 	flag.DurationVar(&cfg.HTTPIdleTimeout, "http-idle-timeout", cfg.HTTPIdleTimeout, "HTTP API: a keep-alive connection without a request for this long is closed")
 	flag.IntVar(&cfg.HTTPMaxConns, "http-max-conns", cfg.HTTPMaxConns, "HTTP API: connections served at once; more wait in the listen backlog (the WebSocket port is not counted)")
-	flag.IntVar(&cfg.HTTPMaxConnsPerIP, "http-max-conns-per-ip", cfg.HTTPMaxConnsPerIP, "HTTP API: connections of one client address (IPv6: its /64; -trusted-proxies exempt); one more gets 429 at once (negative: no cap)")
+	flag.IntVar(&cfg.HTTPMaxConnsPerIP, "http-max-conns-per-ip", cfg.HTTPMaxConnsPerIP, "HTTP API: connections of one client address (IPv6: its /64; -trusted-proxies exempt); one more gets 429 at once (0: a quarter of -http-max-conns; negative: no cap)")
 	authThrottle := flag.Bool("auth-throttle", true,
 		"throttle failed logins (per username and per client address) and registrations (per address); false only for load tests that create many accounts from one address")
 	flag.IntVar(&cfg.AuthLimits.UserFailures, "login-user-failures", cfg.AuthLimits.UserFailures, "failed logins allowed per username at once")
