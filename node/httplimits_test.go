@@ -129,7 +129,7 @@ func TestHTTPBodyLimits(t *testing.T) {
 // login works again.
 func TestHTTPConnectionBound(t *testing.T) {
 	cfg := testConfig(t.TempDir())
-	cfg.HTTPMaxConns, cfg.HTTPMaxConnsPerIP = 2, -1 // the bound for everyone, not the per-address cap
+	cfg.HTTPMaxConns, cfg.HTTPMaxConnsPerIP = 2, -1                     // the bound for everyone, not the per-address cap
 	cfg.HTTPReadTimeout, cfg.HTTPIdleTimeout = time.Minute, time.Minute // the held connections stay
 	n := startNodeWith(t, cfg)
 	alice := register(t, n, "alice")
