@@ -306,6 +306,17 @@ func TestConformance(t *testing.T) {
 		}
 		handshakeJSON(t, body, wire.CodeInvalid)
 	})
+	t.Run("§2 a user over the per-account connection cap gets 429 with Retry-After", func(t *testing.T) {
+		tc := login(t, n, carol, "tablet")
+		for range 20 { // the default cap, all devices together
+			dialConn(t, n, tc)
+		}
+		st, h, body := rawHandshake(t, n, "/v1/ws?token="+tc, upgradeHeaders)
+		if st != 429 || h.Get("Retry-After") == "" {
+			t.Fatalf("status %d, headers %v", st, h)
+		}
+		handshakeJSON(t, body, wire.CodeRateLimited)
+	})
 	t.Run("§2 any other path is 404", func(t *testing.T) {
 		st, _, body := rawHandshake(t, n, "/v2/ws?token="+ta, upgradeHeaders)
 		if st != 404 {
