@@ -190,42 +190,45 @@ func (n *Node) submit(s *session, id uint64, cmd *engine.Command, ok func(*engin
 // submitThen is submit, calling then (if not nil) once the reply, ok or
 // error, is queued.
 func (n *Node) submitThen(s *session, id uint64, cmd *engine.Command, ok func(*engine.Result) *wire.Reply, then func()) {
-	reply := func(r *wire.Reply) {
-		n.reply(s, r)
-		if then != nil {
-			then()
-		}
-	}
-	fail := func(e *wire.Error) { reply(wire.ErrorReply(id, e)) }
 	b, err := engine.EncodeCommand(cmd)
 	if err != nil {
-		fail(wire.Errorf(wire.CodeInternal, "encode command"))
+		n.replyThen(s, wire.ErrorReply(id, wire.Errorf(wire.CodeInternal, "encode command")), then)
 		return
 	}
 	err = n.raft.Submit(b, func(result any, index uint64, err error) {
-		if err != nil {
-			fail(proposeError(err))
-			return
-		}
-		res, _ := result.(*engine.Result)
-		if res == nil {
-			fail(wire.Errorf(wire.CodeInternal, "no result"))
-			return
-		}
-		if res.Err != "" {
-			fail(engineError(res.Err, res.Message))
-			return
-		}
-		rep := ok(res)
-		if rep.Type == wire.TypeOK && rep.Index == 0 {
-			// Every write's reply says where it is in the log, so that the
-			// client's next read (min_idx) sees it on any node.
-			rep.Index = index
-		}
-		reply(rep)
+		n.replyThen(s, n.submitReply(id, result, index, err, ok), then)
 	})
 	if err != nil {
-		fail(proposeError(err))
+		n.replyThen(s, wire.ErrorReply(id, proposeError(err)), then)
+	}
+}
+
+// submitReply is the reply to a proposed write once its outcome is known.
+func (n *Node) submitReply(id uint64, result any, index uint64, err error, ok func(*engine.Result) *wire.Reply) *wire.Reply {
+	if err != nil {
+		return wire.ErrorReply(id, proposeError(err))
+	}
+	res, _ := result.(*engine.Result)
+	if res == nil {
+		return wire.ErrorReply(id, wire.Errorf(wire.CodeInternal, "no result"))
+	}
+	if res.Err != "" {
+		return wire.ErrorReply(id, engineError(res.Err, res.Message))
+	}
+	rep := ok(res)
+	if rep.Type == wire.TypeOK && rep.Index == 0 {
+		// Every write's reply says where it is in the log, so that the
+		// client's next read (min_idx) sees it on any node.
+		rep.Index = index
+	}
+	return rep
+}
+
+// replyThen queues r and then calls then, if not nil.
+func (n *Node) replyThen(s *session, r *wire.Reply, then func()) {
+	n.reply(s, r)
+	if then != nil {
+		then()
 	}
 }
 
