@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"math"
 	"reflect"
 	"slices"
@@ -37,22 +38,16 @@ var sampleCommands = []*Command{
 }
 
 func TestCommandRoundTrip(t *testing.T) {
-	all := &Command{
-		Op: OpSend, User: 1, Device: 2, Conv: 3, Peer: 4, Member: 5, Members: []uint64{6, 7}, Admin: true,
-		Username: "u", PasswordHash: []byte{0, 1}, DeviceName: "d", Name: "n", ClientMsgID: "c", Body: "b", ReplyTo: 8,
-		Items: []ReceiptItem{{Conv: 9, Delivered: 10, Read: 11}}, Ts: 12, HideLastSeen: true, MaxDevices: 14,
-		SigningKey: []byte{13}, GroupAdd: GroupAddNobody,
-	}
 	maxItems := &Command{Op: OpReceipts, User: 1, Device: 1, Items: make([]ReceiptItem, MaxReceiptItems)}
 	for i := range maxItems.Items {
 		maxItems.Items[i] = ReceiptItem{Conv: uint64(i + 1), Delivered: math.MaxUint64, Read: uint64(i)}
 	}
-	sampleCommands := append(slices.Clone(sampleCommands), maxItems)
-	for _, c := range append(sampleCommands, all) {
+	for _, c := range append(slices.Clone(sampleCommands), maxItems) {
 		b, err := EncodeCommand(c)
 		if err != nil {
 			t.Fatal(err)
 		}
+		commandKeys(t, b)
 		var got Command
 		if err := DecodeCommand(b, &got); err != nil {
 			t.Fatalf("%+v: %v", c, err)
@@ -60,6 +55,199 @@ func TestCommandRoundTrip(t *testing.T) {
 		if !reflect.DeepEqual(&got, c) {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", got, *c)
 		}
+	}
+}
+
+// commandVariants is how many different values setNonZero tries for each
+// field (its lists of values wrap around).
+const commandVariants = 6
+
+// setNonZero sets v to a non-zero value for its type: the variant-th of a
+// few (wrapping around), with seed telling fields apart. Lists are filled
+// element by element and structs field by field, recursively. It reports
+// false for a type it does not know, which is also a type the codec in
+// command.go has never had to handle.
+func setNonZero(v reflect.Value, variant, seed int) bool {
+	if !v.CanSet() {
+		return false // an unexported field: not settable, so not testable
+	}
+	// Named enums take a valid value, not just any non-zero byte.
+	switch v.Type() {
+	case reflect.TypeFor[Op]():
+		ops := []Op{OpRegister, opCount - 1, OpSend}
+		v.Set(reflect.ValueOf(ops[variant%len(ops)]))
+		return true
+	case reflect.TypeFor[GroupAddPolicy]():
+		gs := []GroupAddPolicy{GroupAddEveryone, GroupAddContacts, GroupAddNobody}
+		v.Set(reflect.ValueOf(gs[variant%len(gs)]))
+		return true
+	}
+	switch v.Kind() {
+	case reflect.Uint64:
+		vals := []uint64{uint64(1000 + seed), 1, 127, 128, 1 << 52, math.MaxUint64}
+		v.SetUint(vals[variant%len(vals)])
+	case reflect.Int64:
+		vals := []int64{-1, int64(1000 + seed), -(1 << 40), math.MinInt64, 1 << 52, math.MaxInt64}
+		v.SetInt(vals[variant%len(vals)])
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.String:
+		vals := []string{
+			fmt.Sprintf("s-%d", seed), "é", "héllo ✓ 名前 🙂",
+			strings.Repeat("x", 31), strings.Repeat("é", 128), strings.Repeat("✓", 22000), // 31 bytes: largest fixstr; 256: str16; 66000: str32
+		}
+		v.SetString(vals[variant%len(vals)])
+	case reflect.Slice:
+		if v.Type().Elem().Kind() == reflect.Uint8 { // []byte
+			vals := [][]byte{{byte(seed)}, {0}, {0, 0xff}, bytes.Repeat([]byte{0xff, 0}, 16), make([]byte, 255), bytes.Repeat([]byte{7}, 70000)}
+			v.SetBytes(bytes.Clone(vals[variant%len(vals)]))
+			return true
+		}
+		n := []int{1, 2, 3, 15, 16, 17}[variant%commandVariants]
+		s := reflect.MakeSlice(v.Type(), n, n)
+		for i := range n {
+			if !setNonZero(s.Index(i), variant+i, seed+i) {
+				return false
+			}
+		}
+		v.Set(s)
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if !setNonZero(v.Field(i), variant+i, seed*16+i) {
+				return false
+			}
+		}
+	default:
+		return false
+	}
+	return true
+}
+
+// commandKeys reads the msgpack map of an encoded command on its own: it
+// counts the key/value pairs actually present, compares them with the map
+// header (the encoder's count() against its put() calls), and returns the
+// keys, which must be distinct.
+func commandKeys(t *testing.T, b []byte) []string {
+	t.Helper()
+	if len(b) == 0 || b[0] != commandVersion {
+		t.Fatalf("encoded command % x does not start with version %d", b, commandVersion)
+	}
+	r := bytes.NewReader(b[1:])
+	dec := msgpack.NewDecoder(r)
+	n, err := dec.DecodeMapLen()
+	if err != nil {
+		t.Fatalf("map header: %v", err)
+	}
+	var keys []string
+	for r.Len() > 0 {
+		k, err := dec.DecodeString()
+		if err != nil {
+			t.Fatalf("key %d of map (header says %d): %v", len(keys), n, err)
+		}
+		if slices.Contains(keys, k) {
+			t.Fatalf("key %q encoded twice", k)
+		}
+		if err := dec.Skip(); err != nil {
+			t.Fatalf("value of key %q: %v", k, err)
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) != n {
+		t.Fatalf("map header says %d keys, %d present (%q): count() and put() disagree", n, len(keys), keys)
+	}
+	return keys
+}
+
+// TestCommandEveryField sets the fields of Command by reflection, one at a
+// time and then all together, so a field that command.go forgets to
+// encode or decode fails here by name instead of vanishing from the Raft
+// log.
+func TestCommandEveryField(t *testing.T) {
+	typ := reflect.TypeFor[Command]()
+	roundTrip := func(what string, c *Command) []string {
+		t.Helper()
+		b, err := EncodeCommand(c)
+		if err != nil {
+			t.Fatalf("%s: encode: %v", what, err)
+		}
+		keys := commandKeys(t, b) // before decoding, whose errors say less
+		var got Command
+		if err := DecodeCommand(b, &got); err != nil {
+			t.Fatalf("%s: decode: %v", what, err)
+		}
+		want, gotV := reflect.ValueOf(c).Elem(), reflect.ValueOf(&got).Elem()
+		for i := range typ.NumField() {
+			if w, g := want.Field(i).Interface(), gotV.Field(i).Interface(); !reflect.DeepEqual(w, g) {
+				t.Errorf("%s: field %s: encoded %#v, decoded %#v (is it in encodeCommand and decodeCommand?)",
+					what, typ.Field(i).Name, w, g)
+			}
+		}
+		if !t.Failed() && !reflect.DeepEqual(&got, c) {
+			t.Errorf("%s: round trip:\n got %+v\nwant %+v", what, got, *c)
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+		return keys
+	}
+
+	if keys := roundTrip("zero command", &Command{}); !slices.Equal(keys, []string{keyOp}) {
+		t.Fatalf("zero command encodes keys %q, want only %q", keys, keyOp)
+	}
+
+	keyOf := map[string]string{} // field name -> its key in the map
+	for variant := range commandVariants {
+		var all Command
+		allV := reflect.ValueOf(&all).Elem()
+		for i := range typ.NumField() {
+			sf := typ.Field(i)
+			if !sf.IsExported() {
+				t.Fatalf("field %s is unexported: the codec and this test only handle exported fields", sf.Name)
+			}
+			var c Command
+			if !setNonZero(reflect.ValueOf(&c).Elem().Field(i), variant, i) {
+				t.Fatalf("field %s: type %s is new to this test (and to command.go's codec): teach both", sf.Name, sf.Type)
+			}
+			if reflect.ValueOf(c).Field(i).IsZero() {
+				t.Fatalf("field %s: setNonZero left it zero", sf.Name)
+			}
+			what := fmt.Sprintf("only %s set (variant %d)", sf.Name, variant)
+			keys := roundTrip(what, &c)
+			// Op is always encoded; any other field adds exactly one key.
+			var own []string
+			for _, k := range keys {
+				if k != keyOp {
+					own = append(own, k)
+				}
+			}
+			switch {
+			case !slices.Contains(keys, keyOp):
+				t.Fatalf("%s: keys %q lack %q", what, keys, keyOp)
+			case sf.Name == "Op" && len(own) == 0:
+				keyOf[sf.Name] = keyOp
+			case sf.Name != "Op" && len(own) == 1:
+				if prev, ok := keyOf[sf.Name]; ok && prev != own[0] {
+					t.Fatalf("%s: key %q, earlier %q", what, own[0], prev)
+				}
+				keyOf[sf.Name] = own[0]
+			default:
+				t.Fatalf("%s: encoded keys %q, want %q and one key of its own", what, keys, keyOp)
+			}
+			setNonZero(allV.Field(i), variant, i)
+		}
+		keys := roundTrip(fmt.Sprintf("every field set (variant %d)", variant), &all)
+		if len(keys) != typ.NumField() {
+			t.Fatalf("every field set: %d keys %q for %d fields", len(keys), keys, typ.NumField())
+		}
+	}
+	// Every field has a key of its own: two sharing one would overwrite
+	// each other in a command that sets both.
+	fieldOf := map[string]string{}
+	for f, k := range keyOf {
+		if g, ok := fieldOf[k]; ok {
+			t.Fatalf("fields %s and %s share the key %q", f, g, k)
+		}
+		fieldOf[k] = f
 	}
 }
 
