@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"parley/internal/testwait"
 	"parley/wire"
 )
 
@@ -41,18 +42,6 @@ func testCtx(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), waitLimit)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 // next reads n events or fails.
@@ -331,7 +320,7 @@ func TestReconnectsToNextURLWhenNodeDies(t *testing.T) {
 
 	n1.kill()
 	cl.post(bob, g, "while failing over")
-	waitFor(t, "reconnection to the second node, synced", func() bool {
+	testwait.Eventually(t, "reconnection to the second node, synced", func() bool {
 		st := c.State()
 		return st.Connected && st.URL == n2.url && st.Synced && st.Syncs == 2
 	})
@@ -366,7 +355,7 @@ func TestMissedEventsArriveOnceInOrder(t *testing.T) {
 
 	n.refuse.Store(true)
 	n.dropConns()
-	waitFor(t, "the disconnection", func() bool { return !c.State().Connected })
+	testwait.Eventually(t, "the disconnection", func() bool { return !c.State().Connected })
 	for i := range 8 {
 		for _, g := range groups {
 			cl.post(bob, g, fmt.Sprintf("missed %d", i))
@@ -385,7 +374,7 @@ func TestMissedEventsArriveOnceInOrder(t *testing.T) {
 		expectSeqs(t, evs, g, 2, 9)
 	}
 	expectSeqs(t, evs, groups[4], 2, 19)
-	waitFor(t, "the cursor to advance", func() bool { return c.Cursor() == cl.index() })
+	testwait.Eventually(t, "the cursor to advance", func() bool { return c.Cursor() == cl.index() })
 	if c.Cursor() <= cursor {
 		t.Fatalf("cursor did not advance past %d", cursor)
 	}
@@ -454,7 +443,7 @@ func TestFullEventBufferBlocksOnlyTheDispatcher(t *testing.T) {
 	for i := range 60 {
 		cl.post(bob, g, fmt.Sprint(i))
 	}
-	waitFor(t, "a full event buffer", func() bool { return len(c.Events()) == cap(c.Events()) })
+	testwait.Eventually(t, "a full event buffer", func() bool { return len(c.Events()) == cap(c.Events()) })
 	// Requests still flow: the reader never waits on the app.
 	ctx := testCtx(t)
 	for range 10 {
@@ -510,7 +499,7 @@ func TestUnauthorized(t *testing.T) {
 	c := dial(t, testConfig(tok, cl.nodes[0].url, cl.nodes[1].url))
 	cl.revoke(tok)
 	cl.nodes[0].dropConns()
-	waitFor(t, "the client to end", func() bool { return errors.Is(c.State().Err, ErrUnauthorized) })
+	testwait.Eventually(t, "the client to end", func() bool { return errors.Is(c.State().Err, ErrUnauthorized) })
 	if _, open := <-c.Events(); open {
 		t.Fatal("Events still open")
 	}
@@ -529,7 +518,7 @@ func TestHungNodeIsDetectedByMissingPings(t *testing.T) {
 
 	// n1 keeps the socket open but stops answering and pinging.
 	n1.muted.Store(true)
-	waitFor(t, "failover away from the hung node", func() bool { return c.State().URL == n2.url })
+	testwait.Eventually(t, "failover away from the hung node", func() bool { return c.State().URL == n2.url })
 	if err := c.Ping(testCtx(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -544,18 +533,18 @@ func TestRequestFailsFastWhenConnectionDrops(t *testing.T) {
 	n.muted.Store(true) // the request will never be answered
 	done := make(chan error, 1)
 	go func() { done <- c.Ping(context.Background()) }()
-	waitFor(t, "the request to be in flight", func() bool { return n.ignored.Load() == 1 })
+	testwait.Eventually(t, "the request to be in flight", func() bool { return n.ignored.Load() == 1 })
 	n.dropConns()
 	if err := <-done; !errors.Is(err, ErrDisconnected) || !Retryable(err) {
 		t.Fatalf("in-flight request: %v, want ErrDisconnected", err)
 	}
 	n.muted.Store(false)
-	waitFor(t, "reconnection", func() bool { return c.State().Connected })
+	testwait.Eventually(t, "reconnection", func() bool { return c.State().Connected })
 
 	// Close fails in-flight requests with ErrClosed.
 	n.muted.Store(true)
 	go func() { done <- c.Ping(context.Background()) }()
-	waitFor(t, "the request to be in flight", func() bool { return n.ignored.Load() == 2 })
+	testwait.Eventually(t, "the request to be in flight", func() bool { return n.ignored.Load() == 2 })
 	_ = c.Close()
 	if err := <-done; !errors.Is(err, ErrClosed) {
 		t.Fatalf("request at Close: %v", err)
@@ -582,7 +571,7 @@ func TestNewConversationWhileDisconnectedIsComplete(t *testing.T) {
 
 	n.refuse.Store(true)
 	n.dropConns()
-	waitFor(t, "the disconnection", func() bool { return !c.State().Connected })
+	testwait.Eventually(t, "the disconnection", func() bool { return !c.State().Connected })
 	// A conversation the client has never seen gets events while it is away,
 	// and one more is pushed live the instant it reconnects, before its sync:
 	// that live event must not become the baseline that hides the others.

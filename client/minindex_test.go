@@ -3,6 +3,7 @@ package client
 import (
 	"testing"
 
+	"parley/internal/testwait"
 	"parley/wire"
 )
 
@@ -31,7 +32,7 @@ func TestMinIndexCarriedAcrossNodes(t *testing.T) {
 	}
 
 	n1.kill()
-	waitFor(t, "reconnection to the second node, synced", func() bool {
+	testwait.Eventually(t, "reconnection to the second node, synced", func() bool {
 		st := c.State()
 		return st.Connected && st.URL == n2.url && st.Synced && st.Syncs == 2
 	})
@@ -47,5 +48,5 @@ func TestMinIndexCarriedAcrossNodes(t *testing.T) {
 
 	// An event raises it too.
 	ev := cl.post(bob, g, "theirs")
-	waitFor(t, "the event's idx", func() bool { return c.MinIndex() >= ev.Index })
+	testwait.Eventually(t, "the event's idx", func() bool { return c.MinIndex() >= ev.Index })
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"parley/internal/testwait"
 	"parley/wire"
 )
 
@@ -46,7 +47,7 @@ func TestCatchUpPagedByBytes(t *testing.T) {
 	if s := cl.get(func(cl *testCluster) int { return cl.syncCalls }); s < 2 {
 		t.Fatalf("%d sync pages", s)
 	}
-	waitFor(t, "the cursor", func() bool { return c.Cursor() == cl.index() })
+	testwait.Eventually(t, "the cursor", func() bool { return c.Cursor() == cl.index() })
 	expectMarker(t, cl, c, bob, groups[1])
 
 	// History pages cut by bytes: more is set on each short page.
@@ -86,7 +87,7 @@ func TestGroupSharingAnIndexSplitAcrossSyncPages(t *testing.T) {
 	n := cl.nodes[0]
 	n.refuse.Store(true)
 	n.dropConns()
-	waitFor(t, "the disconnection", func() bool { return !c.State().Connected })
+	testwait.Eventually(t, "the disconnection", func() bool { return !c.State().Connected })
 	syncs := cl.get(func(cl *testCluster) int { return cl.syncCalls })
 	cl.postAll(bob, "one entry", groups...) // five conversations, one index, pages of two
 	n.refuse.Store(false)
@@ -98,7 +99,7 @@ func TestGroupSharingAnIndexSplitAcrossSyncPages(t *testing.T) {
 	if s := cl.get(func(cl *testCluster) int { return cl.syncCalls }) - syncs; s != 3 {
 		t.Fatalf("%d sync pages, want 3 (2+2+1 conversations)", s)
 	}
-	waitFor(t, "the cursor", func() bool { return c.Cursor() == cl.index() })
+	testwait.Eventually(t, "the cursor", func() bool { return c.Cursor() == cl.index() })
 	expectMarker(t, cl, c, bob, groups[4])
 }
 

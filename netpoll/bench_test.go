@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"parley/internal/testwait"
 )
 
 // BenchmarkBroadcast sends one prepared frame to every connection per op,
@@ -50,7 +52,7 @@ func benchBroadcast(b *testing.B, n int) {
 			}
 		}()
 	}
-	waitFor(b, "all connections open", func() bool { return s.Stats().OpenConnections == int64(n) })
+	testwait.Eventually(b, "all connections open", func() bool { return s.Stats().OpenConnections == int64(n) })
 	conns := h.openConns()
 	minReceived := func() int64 {
 		m := received[0].Load()
@@ -133,7 +135,7 @@ func measureIdleConnMemory(tb testing.TB, n int) (heapPerConn, rssPerConn float6
 		}
 		fds = append(fds, fd)
 	}
-	waitFor(tb, "all connections open", func() bool { return s.Stats().OpenConnections == int64(n) })
+	testwait.Eventually(tb, "all connections open", func() bool { return s.Stats().OpenConnections == int64(n) })
 	heap1, rss1 := memoryInUse(tb)
 	return float64(heap1-heap0) / float64(n), float64(rss1-rss0) / float64(n)
 }

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"parley/internal/testwait"
 )
 
 const fdChildEnv = "NETPOLL_FD_CHILD"
@@ -157,7 +159,7 @@ func TestAcceptSurvivesDescriptorExhaustion(t *testing.T) {
 	for _, c := range flood {
 		c.conn.Close()
 	}
-	waitFor(t, "an upgrade after the flood", func() bool {
+	testwait.Eventually(t, "an upgrade after the flood", func() bool {
 		c := dialRaw(t, addr)
 		resp, _ := c.request(upgradeRequest("/v1/ws?token=good"))
 		c.conn.Close()

@@ -135,18 +135,6 @@ func startServer(t testing.TB, cfg Config, h Handler) *Server {
 	return s
 }
 
-// waitFor polls cond until it holds or the guard expires.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(ioGuard)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // rawClient speaks WebSocket by hand over TCP, for the cases a real
 // client library will not produce.
 type rawClient struct {

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"parley/internal/testwait"
 )
 
 // limitHandler accepts ?token=good and sets the limit key from ?user=.
@@ -64,7 +66,7 @@ func dialFrom(t *testing.T, local, addr string) *rawClient {
 // counter went below zero (a slot given back twice).
 func waitSlotsFree(t *testing.T, s *Server) {
 	t.Helper()
-	waitFor(t, "every slot given back", func() bool {
+	testwait.Eventually(t, "every slot given back", func() bool {
 		return s.conns.Load() <= 0 && s.pending.Load() <= 0 && s.perIP.total() <= 0 && s.perKey.total() <= 0
 	})
 	if c, p, i, k := s.conns.Load(), s.pending.Load(), s.perIP.total(), s.perKey.total(); c != 0 || p != 0 || i != 0 || k != 0 {
@@ -91,7 +93,7 @@ func TestServerCapRefusesWith503(t *testing.T) {
 	open[0].expectFrame(opText, []byte("still here"))
 	open[2].conn.Close()
 	h.waitClosed(t)
-	waitFor(t, "a slot given back", func() bool { return s.conns.Load() == 2 })
+	testwait.Eventually(t, "a slot given back", func() bool { return s.conns.Load() == 2 })
 	upgradeRaw(t, s.Addr())
 }
 
@@ -110,7 +112,7 @@ func TestPerAddressCapRefusesWith429(t *testing.T) {
 		t.Fatalf("from 127.0.0.2: %s %s", resp.Status, body)
 	}
 	// The 101 goes out before the loop counts it.
-	waitFor(t, "three upgrades counted", func() bool { return s.Stats().HandshakesAccepted == 3 })
+	testwait.Eventually(t, "three upgrades counted", func() bool { return s.Stats().HandshakesAccepted == 3 })
 	if st := s.Stats(); st.RefusedIPLimit != 1 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -135,7 +137,7 @@ func TestPerKeyCapRefusesWith429(t *testing.T) {
 			t.Fatalf("%q: %s %s", q, resp.Status, body)
 		}
 	}
-	waitFor(t, "four upgrades counted", func() bool { return s.Stats().HandshakesAccepted == 4 })
+	testwait.Eventually(t, "four upgrades counted", func() bool { return s.Stats().HandshakesAccepted == 4 })
 	if st := s.Stats(); st.RefusedKeyLimit != 1 {
 		t.Fatalf("stats %+v", st)
 	}
@@ -188,7 +190,7 @@ func TestSlotsAreGivenBackExactlyOnce(t *testing.T) {
 	dialRaw(t, s.Addr()).write([]byte("GET /v1/ws HTTP/1.1\r\n"))
 	gone := dialRaw(t, s.Addr())
 	gone.write([]byte("GET /v1/ws HTTP/1.1\r\n"))
-	waitFor(t, "both pending", func() bool { return s.pending.Load() >= 1 })
+	testwait.Eventually(t, "both pending", func() bool { return s.pending.Load() >= 1 })
 	gone.conn.Close()
 	// Upgraded, then closed by the client (close frame), by the server, by
 	// the peer vanishing, and by a protocol error.
@@ -221,7 +223,7 @@ func TestSlotsAreGivenBackExactlyOnce(t *testing.T) {
 		h.waitOpened(t)
 	}
 	dialRaw(t, s.Addr()).write([]byte("GET /v1/ws HTTP/1.1\r\n"))
-	waitFor(t, "one pending", func() bool { return s.pending.Load() == 1 })
+	testwait.Eventually(t, "one pending", func() bool { return s.pending.Load() == 1 })
 	if err := s.Stop(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +246,7 @@ func TestKeyCapRefusalGivesBackAllSlots(t *testing.T) {
 	for range 5 {
 		expectRefusal(t, dialRaw(t, s.Addr()), "/v1/ws?token=good&user=a", http.StatusTooManyRequests, reasonKeyFull)
 	}
-	waitFor(t, "the refused ones' slots given back", func() bool {
+	testwait.Eventually(t, "the refused ones' slots given back", func() bool {
 		return s.conns.Load() == 1 && s.perIP.total() == 1 && s.perKey.total() == 1 && s.pending.Load() == 0
 	})
 	first.conn.Close()
@@ -258,7 +260,7 @@ func TestPendingHandshakeCap(t *testing.T) {
 	cfg.MaxPendingHandshakes = 2
 	s := startServer(t, cfg, h)
 	quiet := []*rawClient{dialRaw(t, s.Addr()), dialRaw(t, s.Addr())}
-	waitFor(t, "two pending handshakes", func() bool { return s.pending.Load() == 2 })
+	testwait.Eventually(t, "two pending handshakes", func() bool { return s.pending.Load() == 2 })
 
 	// The third is answered at once, before it sends anything.
 	c := dialRaw(t, s.Addr())
@@ -280,7 +282,7 @@ func TestPendingHandshakeCap(t *testing.T) {
 	if resp, _ := quiet[0].request(upgradeRequest("/v1/ws?token=good")); resp.StatusCode != 101 {
 		t.Fatal(resp.Status)
 	}
-	waitFor(t, "one pending", func() bool { return s.pending.Load() == 1 })
+	testwait.Eventually(t, "one pending", func() bool { return s.pending.Load() == 1 })
 	upgradeRaw(t, s.Addr())
 }
 
@@ -343,7 +345,7 @@ func TestAcceptErrorsAreSurvived(t *testing.T) {
 	for _, e := range errnos {
 		faulty.faults <- &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", e)}
 	}
-	waitFor(t, "every fault seen", func() bool { return s.Stats().AcceptErrors == int64(len(errnos)) })
+	testwait.Eventually(t, "every fault seen", func() bool { return s.Stats().AcceptErrors == int64(len(errnos)) })
 	if err := s.Ready(t.Context()); err == nil || !strings.Contains(err.Error(), "accept failing") {
 		t.Fatalf("Ready while accept fails: %v", err)
 	}
@@ -390,7 +392,7 @@ func TestDeadListenerIsReported(t *testing.T) {
 	// The ticker stopped with the loops (cli.Stop waited for it), so
 	// lastTick is frozen: with no grace at all that is stale at once.
 	s2.tickStaleAfter = 0
-	waitFor(t, "stale ticks", func() bool { return errors.Is(s2.Alive(), ErrListenerDead) })
+	testwait.Eventually(t, "stale ticks", func() bool { return errors.Is(s2.Alive(), ErrListenerDead) })
 	if err := s2.Alive(); !strings.Contains(err.Error(), "event loops stopped") {
 		t.Fatal(err)
 	}

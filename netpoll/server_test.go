@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/lxzan/gws"
+
+	"parley/internal/testwait"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -58,7 +60,7 @@ func TestGWSEcho(t *testing.T) {
 
 	// The loop counts a frame after handing it to the socket, which can be
 	// after the client has it.
-	waitFor(t, "frames counted", func() bool { return s.Stats().FramesOut == 3 })
+	testwait.Eventually(t, "frames counted", func() bool { return s.Stats().FramesOut == 3 })
 	st := s.Stats()
 	if st.OpenConnections != 1 || st.HandshakesAccepted != 1 || st.FramesIn != 3 || st.BytesIn == 0 || st.BytesOut == 0 {
 		t.Fatalf("stats %+v", st)
@@ -76,7 +78,7 @@ func TestGWSEcho(t *testing.T) {
 	if err := c.Send(PrepareText([]byte("late"))); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Send after close: %v", err)
 	}
-	waitFor(t, "open count to drop", func() bool { return s.Stats().OpenConnections == 0 })
+	testwait.Eventually(t, "open count to drop", func() bool { return s.Stats().OpenConnections == 0 })
 }
 
 func TestGWSLargeMessages(t *testing.T) {
@@ -152,7 +154,7 @@ func TestGWSManyConnections(t *testing.T) {
 			_ = g.conn.NetConn().Close()
 		}
 	})
-	waitFor(t, "all connections open", func() bool { return s.Stats().OpenConnections == conns })
+	testwait.Eventually(t, "all connections open", func() bool { return s.Stats().OpenConnections == conns })
 
 	// Every client echoes concurrently.
 	for i, g := range clients {
@@ -467,7 +469,7 @@ func TestSlowConsumerIsClosedOthersUnaffected(t *testing.T) {
 	if !errors.Is(err, ErrClosed) {
 		t.Fatalf("sent %d bytes; Send returned %v, want ErrClosed after the loop closed the connection", sent, err)
 	}
-	waitFor(t, "overflow counted", func() bool { return s.Stats().QueueOverflows >= 1 })
+	testwait.Eventually(t, "overflow counted", func() bool { return s.Stats().QueueOverflows >= 1 })
 
 	// The other connection is unaffected.
 	if err := fastConn.Send(PrepareText([]byte("still here"))); err != nil {
@@ -637,7 +639,7 @@ func TestHeartbeatFollowsTheClock(t *testing.T) {
 	// The client answers at 30s: quiet restarts from there.
 	clock.advance(5 * time.Second)
 	c.write(clientFrame(true, opPong, nil))
-	waitFor(t, "pong read", func() bool { return s.Stats().FramesIn >= 1 })
+	testwait.Eventually(t, "pong read", func() bool { return s.Stats().FramesIn >= 1 })
 	clock.advance(24 * time.Second) // 54s: 24s after the pong
 	noFrame("24s after the pong")
 	clock.advance(1 * time.Second) // 55s
