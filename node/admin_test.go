@@ -9,9 +9,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"parley/client"
+	"parley/internal/testwait"
 	"parley/node"
 	"parley/wire"
 )
@@ -68,37 +68,23 @@ func httpStatus(t *testing.T, url string) int {
 	return resp.StatusCode
 }
 
-// waitFor polls cond until it holds, failing after limit with cond's last
-// explanation.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s: %s", limit, what, why)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // waitMembers waits until n's status (members as the leader sees them, with
 // their progress) satisfies ok, and returns it.
 func waitMembers(t *testing.T, n *node.Node, what string, ok func(*wire.ClusterStatus) bool) *wire.ClusterStatus {
 	t.Helper()
 	var st *wire.ClusterStatus
 	ctx := ctxT(t)
-	waitFor(t, 30*time.Second, what, func() (bool, string) {
+	var why string
+	testwait.Eventually(t, what, func() bool {
 		var err error
 		st, err = adminOf(n, testAdminToken).Status(ctx)
 		if err != nil {
-			return false, err.Error()
+			why = err.Error()
+			return false
 		}
-		return ok(st), fmt.Sprintf("%+v", *st)
-	})
+		why = fmt.Sprintf("%+v", *st)
+		return ok(st)
+	}, testwait.Detail(func() string { return why }))
 	return st
 }
 
@@ -117,36 +103,43 @@ func agreed(t *testing.T, nodes []*node.Node, voters ...string) string {
 	t.Helper()
 	var leader string
 	ctx := ctxT(t)
-	waitFor(t, 30*time.Second, fmt.Sprintf("agreement on a leader and voters %v", voters), func() (bool, string) {
+	var why string
+	testwait.Eventually(t, fmt.Sprintf("agreement on a leader and voters %v", voters), func() bool {
 		leader = ""
 		leaders := 0
 		for _, n := range nodes {
 			st, err := adminOf(n, testAdminToken).Status(ctx)
 			if err != nil {
-				return false, err.Error()
+				why = err.Error()
+				return false
 			}
 			if st.Leader == "" || (leader != "" && st.Leader != leader) {
-				return false, fmt.Sprintf("%s names leader %q, another %q", st.Node, st.Leader, leader)
+				why = fmt.Sprintf("%s names leader %q, another %q", st.Node, st.Leader, leader)
+				return false
 			}
 			leader = st.Leader
 			if st.State == "Leader" {
 				leaders++
 				if st.Node != st.Leader {
-					return false, fmt.Sprintf("%s leads but names %s", st.Node, st.Leader)
+					why = fmt.Sprintf("%s leads but names %s", st.Node, st.Leader)
+					return false
 				}
 			}
 			if len(st.Members) != len(voters) || st.Warning != "" {
-				return false, fmt.Sprintf("%s sees %+v (%s)", st.Node, st.Members, st.Warning)
+				why = fmt.Sprintf("%s sees %+v (%s)", st.Node, st.Members, st.Warning)
+				return false
 			}
 			for _, id := range voters {
 				m, ok := member(st, id)
 				if !ok || m.Suffrage != "Voter" || m.Applied < 0 || m.Lag < 0 {
-					return false, fmt.Sprintf("%s sees %s as %+v", st.Node, id, m)
+					why = fmt.Sprintf("%s sees %s as %+v", st.Node, id, m)
+					return false
 				}
 			}
 		}
-		return leaders == 1, fmt.Sprintf("%d nodes say they lead", leaders)
-	})
+		why = fmt.Sprintf("%d nodes say they lead", leaders)
+		return leaders == 1
+	}, testwait.Detail(func() string { return why }))
 	return leader
 }
 
@@ -154,14 +147,16 @@ func agreed(t *testing.T, nodes []*node.Node, voters ...string) string {
 func loginOn(t *testing.T, n *node.Node, a account, device string) string {
 	t.Helper()
 	var tok string
-	waitFor(t, 30*time.Second, "login of "+a.name, func() (bool, string) {
+	var why string
+	testwait.Eventually(t, "login of "+a.name, func() bool {
 		var out struct {
 			Token string `json:"token"`
 		}
 		code := postJSON(t, n.HTTPURL()+"/v1/login", map[string]string{"username": a.name, "password": a.password, "device": device}, &out)
 		tok = out.Token
-		return code == http.StatusOK, fmt.Sprintf("HTTP %d", code)
-	})
+		why = fmt.Sprintf("HTTP %d", code)
+		return code == http.StatusOK
+	}, testwait.Detail(func() string { return why }))
 	return tok
 }
 
@@ -187,10 +182,12 @@ func appliedIndex(t *testing.T, n *node.Node) uint64 {
 func catchUp(t *testing.T, n, from *node.Node) {
 	t.Helper()
 	want := appliedIndex(t, from)
-	waitFor(t, 30*time.Second, fmt.Sprintf("index %d applied", want), func() (bool, string) {
+	var why string
+	testwait.Eventually(t, fmt.Sprintf("index %d applied", want), func() bool {
 		got := appliedIndex(t, n)
-		return got >= want, fmt.Sprintf("at %d", got)
-	})
+		why = fmt.Sprintf("at %d", got)
+		return got >= want
+	}, testwait.Detail(func() string { return why }))
 }
 
 // wsHandshakeStatus is the HTTP status of a WebSocket upgrade with a token.
@@ -261,10 +258,12 @@ func TestClusterAdmin(t *testing.T) {
 	}
 	leader := agreed(t, nodes, "n1", "n2", "n3")
 	for _, n := range nodes {
-		waitFor(t, 30*time.Second, "ready", func() (bool, string) {
+		var why string
+		testwait.Eventually(t, "ready", func() bool {
 			code := httpStatus(t, n.HTTPURL()+"/readyz")
-			return code == http.StatusOK, fmt.Sprintf("HTTP %d", code)
-		})
+			why = fmt.Sprintf("HTTP %d", code)
+			return code == http.StatusOK
+		}, testwait.Detail(func() string { return why }))
 	}
 	// Init again: the same servers is harmless, others are refused.
 	if err := adminOf(n1, testAdminToken).Init(ctx, servers); err != nil {
@@ -312,10 +311,12 @@ func TestClusterAdmin(t *testing.T) {
 		return ok && m.Suffrage == "Nonvoter" && len(st.Members) == 4
 	})
 	// It learns the cluster's state, the signing key included.
-	waitFor(t, 30*time.Second, "n4 ready", func() (bool, string) {
+	var why string
+	testwait.Eventually(t, "n4 ready", func() bool {
 		code := httpStatus(t, n4.HTTPURL()+"/readyz")
-		return code == http.StatusOK, fmt.Sprintf("HTTP %d", code)
-	})
+		why = fmt.Sprintf("HTTP %d", code)
+		return code == http.StatusOK
+	}, testwait.Detail(func() string { return why }))
 	if code := wsHandshakeStatus(t, n4.WSURL(), "not-a-token"); code != http.StatusUnauthorized {
 		t.Fatalf("n4 with a bad token: HTTP %d", code)
 	}

@@ -3,6 +3,8 @@ package node_test
 import (
 	"testing"
 	"time"
+
+	"parley/internal/testwait"
 )
 
 // TestSendRetention: the leader forgets a send's client_msg_id after the
@@ -32,7 +34,7 @@ func TestSendRetention(t *testing.T) {
 	// The sweeps follow the node's clock: one runs after each move of it.
 	sweeps := metricValue(t, n, "parley_send_expiry_sweeps_total")
 	clk.Advance(time.Hour)
-	waitUntil(t, "a sweep at the new time", func() bool {
+	testwait.Eventually(t, "a sweep at the new time", func() bool {
 		return metricValue(t, n, "parley_send_expiry_sweeps_total") >= sweeps+1
 	})
 	if v := metricValue(t, n, "parley_sends_expired_total"); v != 0 {
@@ -45,7 +47,7 @@ func TestSendRetention(t *testing.T) {
 
 	// After it: the record is swept, and the same cmid is a new message.
 	clk.Advance(2 * time.Hour)
-	waitUntil(t, "the record to expire", func() bool { return metricValue(t, n, "parley_sends_expired_total") >= 1 })
+	testwait.Eventually(t, "the record to expire", func() bool { return metricValue(t, n, "parley_sends_expired_total") >= 1 })
 	later, err := ca.SendWithID(ctx, dm.ID, "cmid-1", "hello")
 	if err != nil || later.Duplicate || later.Seq <= first.Seq {
 		t.Fatalf("retry after the retention: %+v, %v; want a new message", later, err)

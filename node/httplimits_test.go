@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"parley/internal/testwait"
 	"parley/node"
 	"parley/wire"
 )
@@ -133,10 +134,10 @@ func TestHTTPConnectionBound(t *testing.T) {
 	cfg.HTTPReadTimeout, cfg.HTTPIdleTimeout = time.Minute, time.Minute // the held connections stay
 	n := startNodeWith(t, cfg)
 	alice := register(t, n, "alice")
-	waitFor(t, failAfter, "the registration's connection to close", func() (bool, string) {
+	testwait.Eventually(t, "the registration's connection to close", func() bool {
 		http.DefaultClient.CloseIdleConnections()
-		return n.HTTPConnsForTest() == 0, ""
-	})
+		return n.HTTPConnsForTest() == 0
+	}, testwait.Limit(failAfter))
 
 	// Two idle keep-alive connections take both slots.
 	held := make([]net.Conn, 2)
@@ -244,22 +245,27 @@ func TestHTTPConnectionsPerAddress(t *testing.T) {
 
 	// A slot comes back when a held connection closes.
 	held[0].Close()
-	waitFor(t, failAfter, "a slot of 127.0.0.1 freed", func() (bool, string) {
+	var why string
+	testwait.Eventually(t, "a slot of 127.0.0.1 freed", func() bool {
 		resp, err := get(dialFrom("127.0.0.1"), "Connection: close\r\n")
 		if err != nil {
-			return false, err.Error()
+			why = err.Error()
+			return false
 		}
-		return resp.StatusCode == http.StatusOK, resp.Status
-	})
+		why = resp.Status
+		return resp.StatusCode == http.StatusOK
+	}, testwait.Limit(failAfter), testwait.Detail(func() string { return why }))
 	held[1].Close() // metricValue's own connection comes from 127.0.0.1 too
-	waitFor(t, failAfter, "the refusal counted", func() (bool, string) {
+	testwait.Eventually(t, "the refusal counted", func() bool {
 		http.DefaultClient.CloseIdleConnections()
 		c := dialFrom("127.0.0.2")
 		if _, err := io.WriteString(c, "GET /metrics HTTP/1.1\r\nHost: parley\r\nConnection: close\r\n\r\n"); err != nil {
-			return false, err.Error()
+			why = err.Error()
+			return false
 		}
 		b := waitServerClose(t, c)
 		m := regexp.MustCompile(`\nparley_http_refused_total (\d+)`).FindStringSubmatch(b)
-		return m != nil && m[1] != "0", fmt.Sprintf("parley_http_refused_total: %q", m)
-	})
+		why = fmt.Sprintf("parley_http_refused_total: %q", m)
+		return m != nil && m[1] != "0"
+	}, testwait.Limit(failAfter), testwait.Detail(func() string { return why }))
 }

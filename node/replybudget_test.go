@@ -12,6 +12,7 @@ import (
 	"github.com/lxzan/gws"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"parley/internal/testwait"
 	"parley/node"
 	"parley/wire"
 )
@@ -329,9 +330,8 @@ func TestLoopingSyncDoesNotBlockOthers(t *testing.T) {
 		close(stop)
 		wg.Wait()
 	}()
-	waitFor(t, ctxLimit, "the attack to run", func() (bool, string) {
-		return cycles.Load() >= conns, fmt.Sprintf("%d cycles", cycles.Load())
-	})
+	testwait.Eventually(t, "the attack to run", func() bool { return cycles.Load() >= conns },
+		testwait.Limit(ctxLimit), testwait.Detail(func() string { return fmt.Sprintf("%d cycles", cycles.Load()) }))
 
 	// Meanwhile the victim sends and reads: every send is acked, and a read
 	// is served, not refused (the victim's share is its own).
@@ -359,9 +359,8 @@ func TestLoopingSyncDoesNotBlockOthers(t *testing.T) {
 		}
 	}
 	during := cycles.Load()
-	waitFor(t, ctxLimit, "the attack to go on after the victim's sends", func() (bool, string) {
-		return cycles.Load() > during, fmt.Sprintf("%d cycles", cycles.Load())
-	})
+	testwait.Eventually(t, "the attack to go on after the victim's sends", func() bool { return cycles.Load() > during },
+		testwait.Limit(ctxLimit), testwait.Detail(func() string { return fmt.Sprintf("%d cycles", cycles.Load()) }))
 	if served.Load() == 0 {
 		t.Fatal("no sync of the attacker was served")
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"parley/client"
+	"parley/internal/testwait"
 	"parley/node"
 	"parley/wire"
 )
@@ -269,7 +270,7 @@ func startSignalCluster(t *testing.T) ([]*node.Node, *fakeClock) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, "peer links up", func() bool { return n.PeerLinksUpForTest() == 2 })
+		testwait.Eventually(t, "peer links up", func() bool { return n.PeerLinksUpForTest() == 2 })
 		if v := metricValue(t, n, "parley_peer_links_up"); v != 2 {
 			t.Fatalf("parley_peer_links_up = %v, want 2", v)
 		}
@@ -277,16 +278,12 @@ func startSignalCluster(t *testing.T) ([]*node.Node, *fakeClock) {
 	return nodes, clk
 }
 
-// waitUntil polls cond until it holds or a deadline passes.
+// waitUntil is testwait.Eventually under its old name, kept for the
+// callers in files other work has open (conformance_tuned_test.go); new
+// code calls testwait.Eventually.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testwait.Eventually(t, what, cond)
 }
 
 // caughtUp waits until every node applied what from has applied.
@@ -294,7 +291,7 @@ func caughtUp(t *testing.T, from *node.Node, nodes ...*node.Node) {
 	t.Helper()
 	idx := from.AppliedIndexForTest()
 	for _, n := range nodes {
-		waitUntil(t, "replication", func() bool { return n.AppliedIndexForTest() >= idx })
+		testwait.Eventually(t, "replication", func() bool { return n.AppliedIndexForTest() >= idx })
 	}
 }
 
@@ -324,7 +321,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 
 	// Bob leaves n1: offline after n1's grace, with last_seen.
 	b1.Close()
-	waitUntil(t, "bob's n1 session closed", func() bool { return metricValue(t, n1, "parley_connections") == 0 })
+	testwait.Eventually(t, "bob's n1 session closed", func() bool { return metricValue(t, n1, "parley_connections") == 0 })
 	offAt := clk.Now()
 	clk.Advance(4 * time.Second)
 	noSignal(t, ca, "bob offline inside the grace", isPresence(bob.user, false))
@@ -336,7 +333,7 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	// The leader stored it through Raft: every node reads it.
 	for _, n := range nodes {
 		c := dial(t, []string{n.WSURL()}, aliceTok, 0)
-		waitUntil(t, "stored last_seen", func() bool {
+		testwait.Eventually(t, "stored last_seen", func() bool {
 			states, err := c.WatchPresence(ctx, []uint64{bob.user})
 			return err == nil && !states[0].Online && states[0].LastSeen == s.Presence.LastSeen
 		})
@@ -348,23 +345,23 @@ func TestPresenceAcrossNodes(t *testing.T) {
 	b1 = dial(t, []string{n1.WSURL()}, bobPhone, 0)
 	nextSignal(t, ca, "bob online on n1 again", isPresence(bob.user, true))
 	b3 := dial(t, []string{n3.WSURL()}, bobLaptop, 0)
-	waitUntil(t, "n2 hears bob is on n3", func() bool { return n2.OnlineOnPeerForTest("n3", bob.user) })
+	testwait.Eventually(t, "n2 hears bob is on n3", func() bool { return n2.OnlineOnPeerForTest("n3", bob.user) })
 	b1.Close()
-	waitUntil(t, "bob's n1 session closed", func() bool { return metricValue(t, n1, "parley_connections") == 0 })
+	testwait.Eventually(t, "bob's n1 session closed", func() bool { return metricValue(t, n1, "parley_connections") == 0 })
 	clk.Advance(6 * time.Second)
-	waitUntil(t, "n2 hears bob left n1", func() bool { return !n2.OnlineOnPeerForTest("n1", bob.user) })
+	testwait.Eventually(t, "n2 hears bob left n1", func() bool { return !n2.OnlineOnPeerForTest("n1", bob.user) })
 	dial(t, []string{n1.WSURL()}, bobPhone, 0)
-	waitUntil(t, "n2 hears bob is on n1", func() bool { return n2.OnlineOnPeerForTest("n1", bob.user) })
+	testwait.Eventually(t, "n2 hears bob is on n1", func() bool { return n2.OnlineOnPeerForTest("n1", bob.user) })
 	b3.Close()
-	waitUntil(t, "bob's n3 session closed", func() bool { return metricValue(t, n3, "parley_connections") == 0 })
+	testwait.Eventually(t, "bob's n3 session closed", func() bool { return metricValue(t, n3, "parley_connections") == 0 })
 	clk.Advance(6 * time.Second)
-	waitUntil(t, "n2 hears bob left n3", func() bool { return !n2.OnlineOnPeerForTest("n3", bob.user) })
+	testwait.Eventually(t, "n2 hears bob left n3", func() bool { return !n2.OnlineOnPeerForTest("n3", bob.user) })
 	noSignal(t, ca, "bob moving between nodes", func(s client.Signal) bool { return s.Presence != nil })
 
 	// n1 closes while bob is connected to it: n2 keeps him online for one
 	// grace, then he is offline.
 	n1.Close()
-	waitUntil(t, "n2 lost n1", func() bool { return n2.PeerLostForTest("n1") })
+	testwait.Eventually(t, "n2 lost n1", func() bool { return n2.PeerLostForTest("n1") })
 	noSignal(t, ca, "bob offline before the grace", isPresence(bob.user, false))
 	clk.Advance(6 * time.Second)
 	nextSignal(t, ca, "bob offline after n1 closed", isPresence(bob.user, false))
