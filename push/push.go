@@ -200,3 +200,14 @@ func transportFailure(ctx context.Context, err error) (Result, error) {
 	}
 	return Result{Retryable: true}, err
 }
+
+// apnsCollapseID fits a collapse key into apns-collapse-id, which APNs caps
+// at 64 bytes: a longer key is replaced by its SHA-256 in hex (64 bytes), so
+// distinct keys stay distinct.
+func apnsCollapseID(key string) string {
+	if len(key) <= 64 {
+		return key
+	}
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
