@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // ChunkReader is an io.ReadSeeker over a file stored as fixed-size chunks
@@ -91,4 +92,19 @@ func (r *ChunkReader) Seek(offset int64, whence int) (int64, error) {
 	}
 	r.off = abs
 	return abs, nil
+}
+
+// MaxRanges is how many ranges one request may ask for before
+// TooManyRanges says to ignore them.
+const MaxRanges = 16
+
+// TooManyRanges reports whether a Range header asks for more than
+// MaxRanges ranges. net/http.ServeContent serves any number of ranges,
+// overlapping ones included, as long as their total length is no more
+// than the file's: "bytes=0-0,0-0,..." makes one part, with its headers,
+// per five bytes of request. The server drops such a header (and serves
+// the whole file) before calling ServeContent. It only counts commas: the
+// header is not otherwise parsed.
+func TooManyRanges(header string) bool {
+	return strings.Count(header, ",") >= MaxRanges
 }
