@@ -202,8 +202,14 @@ func (c Config) Validate() error {
 	if c.RetryAfter < 0 {
 		bad("RetryAfter %v is negative", c.RetryAfter)
 	}
-	if c.IdleTimeout <= c.PingInterval {
-		bad("IdleTimeout %v must exceed PingInterval %v, or no pong can arrive in time", c.IdleTimeout, c.PingInterval)
+	// The wheel fires a timer up to a tick late, so a ping can leave a
+	// tick after PingInterval of quiet; its pong then needs time to
+	// arrive before the idle check, which is also a tick late at worst.
+	// With less margin a client that answers every ping is closed as idle
+	// (seen with PingInterval 1s, IdleTimeout 2s, the 1s tick).
+	if c.IdleTimeout < c.PingInterval+2*c.TickInterval {
+		bad("IdleTimeout %v must be at least PingInterval %v plus two TickIntervals (%v), or a pong may not arrive in time",
+			c.IdleTimeout, c.PingInterval, c.TickInterval)
 	}
 	return errors.Join(errs...)
 }

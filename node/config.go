@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"parley/engine"
+	"parley/netpoll"
 	"parley/raftlog"
 )
 
@@ -340,8 +341,9 @@ func (c Config) Validate() error {
 	if c.RatePerSecond < 0 || c.RateBurst < 1 {
 		bad("rate %v/s burst %d out of range", c.RatePerSecond, c.RateBurst)
 	}
-	if c.IdleTimeout <= c.PingInterval {
-		bad("idle timeout %v must exceed the ping interval %v", c.IdleTimeout, c.PingInterval)
+	if c.IdleTimeout < c.PingInterval+2*netpoll.DefaultTickInterval {
+		bad("idle timeout %v must be at least the ping interval %v plus %v (two ticks of the keepalive timer), or a pong may not arrive in time",
+			c.IdleTimeout, c.PingInterval, 2*netpoll.DefaultTickInterval)
 	}
 	if c.SendQueueBytes < 64<<10 {
 		bad("send queue %d bytes is under 64 KiB (one frame)", c.SendQueueBytes)

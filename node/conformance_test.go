@@ -159,8 +159,18 @@ func httpJSON(t *testing.T, url, body string) (int, map[string]any) {
 // line's code, the headers and the body.
 func rawHandshake(t *testing.T, n *node.Node, path string, headers ...string) (int, http.Header, []byte) {
 	t.Helper()
+	return rawHandshakeFrom(t, nil, n, path, headers...)
+}
+
+// rawHandshakeFrom is rawHandshake from the source address from (nil: any).
+func rawHandshakeFrom(t *testing.T, from net.IP, n *node.Node, path string, headers ...string) (int, http.Header, []byte) {
+	t.Helper()
 	addr := strings.TrimPrefix(strings.TrimSuffix(n.WSURL(), "/v1/ws"), "ws://")
-	nc, err := net.Dial("tcp", addr)
+	d := net.Dialer{}
+	if from != nil {
+		d.LocalAddr = &net.TCPAddr{IP: from}
+	}
+	nc, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,6 +191,17 @@ func rawHandshake(t *testing.T, n *node.Node, path string, headers ...string) (i
 const (
 	upgradeHeaders = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
 )
+
+// handshakeJSON checks a refused upgrade's body: §2's JSON error with the
+// code and a message, returned for checks of its text.
+func handshakeJSON(t *testing.T, body []byte, code wire.Code) string {
+	t.Helper()
+	var e struct{ Code, Message string }
+	if err := json.Unmarshal(body, &e); err != nil || e.Code != string(code) || e.Message == "" {
+		t.Fatalf("body %q, want JSON with code %q", body, code)
+	}
+	return e.Message
+}
 
 func TestConformance(t *testing.T) {
 	n := startNode(t, t.TempDir())
@@ -262,13 +283,6 @@ func TestConformance(t *testing.T) {
 	})
 
 	// §2 Connecting.
-	handshakeJSON := func(t *testing.T, body []byte, code wire.Code) {
-		t.Helper()
-		var e struct{ Code, Message string }
-		if err := json.Unmarshal(body, &e); err != nil || e.Code != string(code) || e.Message == "" {
-			t.Fatalf("body %q, want JSON with code %q", body, code)
-		}
-	}
 	t.Run("§2 handshake without token is 401", func(t *testing.T) {
 		st, _, body := rawHandshake(t, n, "/v1/ws", upgradeHeaders)
 		if st != 401 {

@@ -114,7 +114,7 @@ type Hello struct {
 	Device   uint64 `msgpack:"dev"`
 	Node     string `msgpack:"node"`
 	Index    uint64 `msgpack:"idx"`     // the node's applied index now
-	PingMS   int64  `msgpack:"ping_ms"` // the server pings at least this often
+	PingMS   int64  `msgpack:"ping_ms"` // the server pings a connection quiet for this long
 	Limits   Limits `msgpack:"limits"`
 	Protocol int    `msgpack:"v"` // protocol version, 1
 }
