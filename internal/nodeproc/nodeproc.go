@@ -13,8 +13,12 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -35,10 +39,21 @@ var DefaultArgs = []string{"-argon2-time", "1", "-argon2-memory", "64", "-log-le
 func Build(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "parley")
-	if out, err := exec.Command("go", "build", "-o", bin, "parley/cmd/parley").CombinedOutput(); err != nil {
-		t.Fatalf("nodeproc: building the node: %v\n%s", err, out)
+	if err := BuildTo(bin); err != nil {
+		t.Fatalf("nodeproc: %v", err)
 	}
 	return bin
+}
+
+// BuildTo builds cmd/parley to the path bin, with extra go build flags
+// (e.g. "-tags", "faultinject"). It needs no test, so a TestMain can build
+// one binary for all of a package's tests.
+func BuildTo(bin string, buildFlags ...string) error {
+	args := append(append([]string{"build"}, buildFlags...), "-o", bin, "parley/cmd/parley")
+	if out, err := exec.Command("go", args...).CombinedOutput(); err != nil {
+		return fmt.Errorf("building the node: %v\n%s", err, out)
+	}
+	return nil
 }
 
 // Options configure Start. The zero value is a fresh single node.
@@ -46,6 +61,7 @@ type Options struct {
 	Bin  string   // the binary; empty: Build
 	Dir  string   // the data directory; empty: a new temporary one
 	Args []string // flags after DefaultArgs and the addresses
+	Name string   // names the node in failure messages, e.g. "n1"
 	// Command makes the command that runs bin with args, e.g. under a
 	// lowered descriptor limit; nil runs bin itself.
 	Command func(bin string, args ...string) *exec.Cmd
@@ -63,6 +79,10 @@ type Node struct {
 	// As the node printed them: URLs for clients, host:port for binding.
 	HTTP, WS                   string // "http://127.0.0.1:p", "ws://127.0.0.1:p/v1/ws"
 	HTTPAddr, WSAddr, RaftAddr string
+	// RaftBind is where the Raft listener is bound: RaftAddr, unless
+	// Args has -advertise, when RaftAddr is the advertised address and
+	// RaftBind is read from the process's sockets (Linux /proc).
+	RaftBind string
 
 	logs *syncBuffer // stderr of every life of the process
 
@@ -89,7 +109,7 @@ func Start(t testing.TB, o Options) *Node {
 	t.Cleanup(func() {
 		n.Stop()
 		if t.Failed() {
-			t.Logf("node log:\n%s", n.logs.String())
+			t.Logf("node %s log:\n%s", n.opts.Name, n.logs.String())
 		}
 	})
 	if err := n.start("127.0.0.1:0", "127.0.0.1:0", "127.0.0.1:0"); err != nil {
@@ -134,7 +154,7 @@ func (n *Node) Restart() error {
 	if n.Running() {
 		return errors.New("nodeproc: restart of a running node")
 	}
-	if err := n.start(n.HTTPAddr, n.WSAddr, n.RaftAddr); err != nil {
+	if err := n.start(n.HTTPAddr, n.WSAddr, n.RaftBind); err != nil {
 		return fmt.Errorf("nodeproc: restart: %w", err)
 	}
 	return nil
@@ -182,6 +202,18 @@ func (n *Node) start(http, ws, raft string) error {
 	case got := <-printed:
 		n.HTTP, n.WS, n.RaftAddr = got[0], got[1], got[2]
 		n.HTTPAddr, n.WSAddr = hostPort(got[0]), hostPort(got[1])
+		n.RaftBind = n.RaftAddr
+		if advertises(n.opts.Args) {
+			// Every listener is bound before the node prints: the one
+			// that is neither HTTP nor WebSocket is Raft's.
+			bind, err := otherListener(cmd.Process.Pid, n.HTTPAddr, n.WSAddr)
+			if err != nil {
+				_ = cmd.Process.Kill()
+				<-exited
+				return fmt.Errorf("the Raft listener: %w", err)
+			}
+			n.RaftBind = bind
+		}
 		return nil
 	case <-exited:
 		return errExited
@@ -190,6 +222,70 @@ func (n *Node) start(http, ws, raft string) error {
 		<-exited
 		return errors.New("the node did not print its addresses")
 	}
+}
+
+// advertises reports whether args set -advertise.
+func advertises(args []string) bool {
+	for _, a := range args {
+		name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if strings.HasPrefix(a, "-") && name == "advertise" {
+			return true
+		}
+	}
+	return false
+}
+
+// otherListener is the one IPv4 TCP listener of process pid that is
+// neither of the given addresses. Options.Command must exec the binary (as
+// a wrapper that ends in exec does), so that pid is the node's.
+func otherListener(pid int, not ...string) (string, error) {
+	inodes := make(map[string]bool)
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return "", err
+	}
+	for _, fd := range fds {
+		l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+		if inode, ok := strings.CutPrefix(l, "socket:["); err == nil && ok {
+			inodes[strings.TrimSuffix(inode, "]")] = true
+		}
+	}
+	table, err := os.ReadFile(fmt.Sprintf("/proc/%d/net/tcp", pid))
+	if err != nil {
+		return "", err
+	}
+	var found []string
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		// sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+		f := strings.Fields(line)
+		if len(f) < 10 || f[3] != "0A" || !inodes[f[9]] { // 0A: LISTEN
+			continue
+		}
+		addr, err := decodeAddr(f[1])
+		if err != nil {
+			return "", err
+		}
+		if !slices.Contains(not, addr) {
+			found = append(found, addr)
+		}
+	}
+	if len(found) != 1 {
+		return "", fmt.Errorf("process %d listens on %v besides %v, want one address", pid, found, not)
+	}
+	return found[0], nil
+}
+
+// decodeAddr turns /proc/net/tcp's "0100007F:9C41" into "127.0.0.1:40001":
+// the IPv4 address in host (little-endian) order, the port big-endian.
+func decodeAddr(s string) (string, error) {
+	ip, port, ok := strings.Cut(s, ":")
+	a, err1 := strconv.ParseUint(ip, 16, 32)
+	p, err2 := strconv.ParseUint(port, 16, 16)
+	if !ok || len(ip) != 8 || err1 != nil || err2 != nil {
+		return "", fmt.Errorf("bad address %q in /proc/net/tcp", s)
+	}
+	v := netip.AddrFrom4([4]byte{byte(a), byte(a >> 8), byte(a >> 16), byte(a >> 24)})
+	return netip.AddrPortFrom(v, uint16(p)).String(), nil
 }
 
 // hostPort is the host:port of a URL.
@@ -253,6 +349,10 @@ func (n *Node) signal(sig syscall.Signal) {
 		<-exited
 	}
 }
+
+// Dir is the node's data directory. A test may remove it between Kill9
+// and Restart: the node then comes back empty on the same addresses.
+func (n *Node) Dir() string { return n.opts.Dir }
 
 // Logs is what the process wrote to stderr, over all its lives.
 func (n *Node) Logs() string { return n.logs.String() }

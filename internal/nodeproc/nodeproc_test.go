@@ -1,6 +1,7 @@
 package nodeproc
 
 import (
+	"net"
 	"net/http"
 	"testing"
 )
@@ -37,5 +38,31 @@ func TestStartKillRestart(t *testing.T) {
 	resp.Body.Close()
 	if err := n.Restart(); err == nil {
 		t.Fatal("Restart of a running node did not fail")
+	}
+}
+
+// A node that advertises another Raft address (a proxy's) prints that one;
+// RaftBind is where it listens, and a restart binds there again.
+func TestAdvertisedRaftAddress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs a node")
+	}
+	const advertised = "127.0.0.1:9"
+	n := Start(t, Options{Args: []string{"-advertise", advertised}, NotReady: true})
+	if n.RaftAddr != advertised || n.RaftBind == advertised || n.RaftBind == n.HTTPAddr || n.RaftBind == n.WSAddr {
+		t.Fatalf("raft %q bound at %q (http %q, ws %q)", n.RaftAddr, n.RaftBind, n.HTTPAddr, n.WSAddr)
+	}
+	bind := n.RaftBind
+	c, err := net.Dial("tcp", bind)
+	if err != nil {
+		t.Fatalf("dial the Raft listener: %v", err)
+	}
+	c.Close()
+	n.Kill9()
+	if err := n.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	if n.RaftBind != bind || n.RaftAddr != advertised {
+		t.Fatalf("restarted with raft %q bound at %q, was bound at %q", n.RaftAddr, n.RaftBind, bind)
 	}
 }
