@@ -41,6 +41,18 @@ const (
 	OpBlock   // User, Peer: User blocks Peer (at most MaxBlocksPerUser)
 	OpUnblock // User, Peer
 
+	// Push notifications (engine/push.go).
+	OpPushSet      // User, Device, Push: the device's push target
+	OpPushClear    // User, Device, Push.Token: clears the target (only if it still has that token, when given)
+	OpNotifySet    // User, Preview, DND: the user's notification settings
+	OpMute         // User, Conv, Until: no notifications from Conv until then (0: unmute; -1: for good)
+	OpPushProgress // Progress: every message up to this index was handled by the notifier (leader only)
+
+	// Media attachments (engine/media.go).
+	OpMediaChunk  // see engine/media.go
+	OpMediaCommit // see engine/media.go
+	OpMediaExpire // see engine/media.go (leader only)
+
 	opCount
 )
 
@@ -51,6 +63,9 @@ var opNames = [opCount]string{
 	OpSend: "send", OpReceipts: "receipts", OpLastSeen: "last_seen", OpSetPrivacy: "set_privacy",
 	OpSetSigningKey: "set_signing_key", OpExpireSends: "expire_sends",
 	OpBlock: "block", OpUnblock: "unblock",
+	OpPushSet: "push_set", OpPushClear: "push_clear", OpNotifySet: "notify_set", OpMute: "mute",
+	OpPushProgress: "push_progress",
+	OpMediaChunk:   "media_chunk", OpMediaCommit: "media_commit", OpMediaExpire: "media_expire",
 }
 
 func (o Op) String() string {
