@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"parley/internal/testwait"
 )
 
 // Three (or more) real nodes in one process, on 127.0.0.1, each with its
@@ -127,7 +129,7 @@ func (c *testCluster) leader(among ...*testNode) *testNode {
 		among = c.live()
 	}
 	var l *testNode
-	waitFor(c.t, "a leader", func() bool {
+	testwait.Eventually(c.t, "a leader", func() bool {
 		for _, tn := range among {
 			if tn.n.IsLeader() {
 				l = tn
@@ -268,7 +270,7 @@ func (m *model) successes(node string) int {
 func (m *model) barrier(c *testCluster, nodes ...*testNode) int {
 	m.t.Helper()
 	var pos int
-	waitFor(m.t, "a barrier to commit", func() bool {
+	testwait.Eventually(m.t, "a barrier to commit", func() bool {
 		l := c.leader(nodes...)
 		cmd := m.name("barrier")
 		if err := m.propose(l, cmd); err != nil {
@@ -279,7 +281,7 @@ func (m *model) barrier(c *testCluster, nodes ...*testNode) int {
 		m.mu.Unlock()
 		return true
 	})
-	waitFor(m.t, "every replica to apply the barrier", func() bool {
+	testwait.Eventually(m.t, "every replica to apply the barrier", func() bool {
 		for _, tn := range nodes {
 			if cmds, _, _ := tn.sm.state(); len(cmds) < pos {
 				return false
@@ -493,7 +495,7 @@ func TestClusterLeaderFailover(t *testing.T) {
 			wait()
 		}
 	}()
-	waitFor(t, "traffic on every node", func() bool {
+	testwait.Eventually(t, "traffic on every node", func() bool {
 		for _, tn := range c.nodes {
 			if m.successes(tn.id) < 20 {
 				return false
@@ -517,7 +519,7 @@ func TestClusterLeaderFailover(t *testing.T) {
 	start := time.Now()
 	newLeader := c.leader(survivors...)
 	t.Logf("%s crashed, %s leads after %v", old.id, newLeader.id, time.Since(start))
-	waitFor(t, "writes through both survivors", func() bool {
+	testwait.Eventually(t, "writes through both survivors", func() bool {
 		for _, tn := range survivors {
 			if m.successes(tn.id) < before[tn.id]+20 {
 				return false
@@ -574,13 +576,13 @@ func TestClusterIsolatedFollower(t *testing.T) {
 	}
 	mpos := m.barrier(c, majority...)
 	// Once the follower gives up on the leader, it refuses writes at once.
-	waitFor(t, "the isolated follower to lose the leader", func() bool { return f.n.LeaderAddr() == "" })
+	testwait.Eventually(t, "the isolated follower to lose the leader", func() bool { return f.n.LeaderAddr() == "" })
 	if err := m.propose(f, m.name("isolated")); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("write on a follower without a leader: %v, want ErrNotLeader", err)
 	}
 
 	f.n.mux.isolate(false)
-	waitFor(t, "the follower to catch up", func() bool {
+	testwait.Eventually(t, "the follower to catch up", func() bool {
 		cmds, _, _ := f.sm.state()
 		return len(cmds) >= mpos
 	})
@@ -689,7 +691,7 @@ func TestClusterMembership(t *testing.T) {
 	m.proposeUntilOK(n4, "n4")
 	// Status, asked on the newcomer, comes from the leader and shows every
 	// member's progress.
-	waitFor(t, "progress of every member", func() bool {
+	testwait.Eventually(t, "progress of every member", func() bool {
 		st, err := n4.n.LeaderStatus(ctx)
 		if err != nil || len(st.Servers) != 4 {
 			return false
@@ -710,7 +712,7 @@ func TestClusterMembership(t *testing.T) {
 	if err := asker.n.TransferLeadership(ctx, "n4"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "n4 to lead", func() bool { return n4.n.IsLeader() })
+	testwait.Eventually(t, "n4 to lead", func() bool { return n4.n.IsLeader() })
 	if err := f.n.TransferLeadership(ctx, "nobody"); !errors.Is(err, ErrUnknownServer) {
 		t.Fatalf("transfer to an unknown server: %v", err)
 	}
@@ -762,7 +764,7 @@ func TestClusterMembership(t *testing.T) {
 	if err := n5.n.TransferLeadership(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a new leader", func() bool {
+	testwait.Eventually(t, "a new leader", func() bool {
 		l := c.leader()
 		return l != n4
 	})

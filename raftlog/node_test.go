@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"parley/internal/testwait"
 )
 
 // memSM is an in-memory StateMachine: the list of applied commands. Kept
@@ -193,18 +195,6 @@ func propose(t *testing.T, n *Node, cmd string) (any, uint64) {
 		t.Fatalf("Propose(%q): %v", cmd, err)
 	}
 	return res, idx
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
 }
 
 type outcome struct {
@@ -559,7 +549,7 @@ func TestCloseFailsQueued(t *testing.T) {
 	closed := make(chan error, 1)
 	go func() { closed <- n.Close() }()
 	// The proposer empties the queue once it sees Close.
-	waitFor(t, "the queue to drain", func() bool { return len(n.queue) == 0 })
+	testwait.Eventually(t, "the queue to drain", func() bool { return len(n.queue) == 0 })
 	close(sm.gate)
 	got := map[string]error{}
 	for range 2 {

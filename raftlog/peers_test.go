@@ -13,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"parley/internal/testwait"
 )
 
 // peerRecorder is a PeerHandler that logs every event in order and greets
@@ -102,7 +104,7 @@ func peerCluster(t *testing.T, size int, tweak func(*Config)) (*testCluster, map
 	for _, tn := range c.nodes {
 		for _, from := range c.nodes {
 			if from != tn {
-				waitFor(t, tn.id+" greeted by "+from.id, func() bool {
+				testwait.Eventually(t, tn.id+" greeted by "+from.id, func() bool {
 					return recs[tn.id].has(fmt.Sprintf("msg %s greet %s->%s #1", from.id, from.id, tn.id))
 				})
 			}
@@ -110,7 +112,7 @@ func peerCluster(t *testing.T, size int, tweak func(*Config)) (*testCluster, map
 		// Being greeted shows the others' links to tn are up; tn's own
 		// links follow its copy of the configuration, which may reach it
 		// a moment later.
-		waitFor(t, tn.id+"'s links up", func() bool {
+		testwait.Eventually(t, tn.id+"'s links up", func() bool {
 			st := tn.n.PeerStats()
 			return st.Links == size-1 && st.LinksUp == size-1
 		})
@@ -219,7 +221,7 @@ func TestPeerRefusesGarbage(t *testing.T) {
 	b = append(b, 0, 0, 0, 0, framePeerMessage) // zero length: corrupt
 	b = appendPeerMessage(b, []byte("never"))
 	closed("corrupt frame after hello", open(b))
-	waitFor(t, "PeerDown", func() bool { return rec.has("down n9") })
+	testwait.Eventually(t, "PeerDown", func() bool { return rec.has("down n9") })
 	if got, want := rec.log(), []string{"msg n9 first", "msg n9 second", "down n9"}; !slices.Equal(got, want) {
 		t.Fatalf("events %q, want %q", got, want)
 	}
@@ -249,7 +251,7 @@ func TestPeerDeliveryInOrder(t *testing.T) {
 			if from == to {
 				continue
 			}
-			waitFor(t, fmt.Sprintf("%s's messages on %s", from.id, to.id), func() bool {
+			testwait.Eventually(t, fmt.Sprintf("%s's messages on %s", from.id, to.id), func() bool {
 				return len(recs[to.id].messages(from.id)) >= count+1
 			})
 			got := recs[to.id].messages(from.id)
@@ -276,19 +278,19 @@ func TestPeerReconnectAfterRestart(t *testing.T) {
 	n3.n.Close()
 	n3.n = nil
 	for _, id := range []string{"n1", "n2"} {
-		waitFor(t, "PeerDown(n3) on "+id, func() bool { return recs[id].has("down n3") })
+		testwait.Eventually(t, "PeerDown(n3) on "+id, func() bool { return recs[id].has("down n3") })
 	}
-	waitFor(t, "the link to n3 down", func() bool { return n1.n.PeerStats().LinksUp == 1 })
+	testwait.Eventually(t, "the link to n3 down", func() bool { return n1.n.PeerStats().LinksUp == 1 })
 	n1.n.Broadcast([]byte("while n3 is down")) // dropped for n3, delivered to n2
 
 	c.start(n3, func(cfg *Config) { cfg.Peers = recs["n3"] })
 	for _, id := range []string{"n1", "n2"} {
-		waitFor(t, "PeerUp(n3) again on "+id, func() bool { return recs[id].upCount("n3") == 2 })
-		waitFor(t, "n3 greeted again by "+id, func() bool {
+		testwait.Eventually(t, "PeerUp(n3) again on "+id, func() bool { return recs[id].upCount("n3") == 2 })
+		testwait.Eventually(t, "n3 greeted again by "+id, func() bool {
 			return recs["n3"].has(fmt.Sprintf("msg %s greet %s->n3 #2", id, id))
 		})
 		// n3's own links, made in its second life.
-		waitFor(t, id+" greeted by n3's second life", func() bool {
+		testwait.Eventually(t, id+" greeted by n3's second life", func() bool {
 			return recs[id].has(fmt.Sprintf("msg n3 greet n3->%s #2", id))
 		})
 	}
@@ -299,8 +301,8 @@ func TestPeerReconnectAfterRestart(t *testing.T) {
 	}
 	n1.n.Broadcast([]byte("after"))
 	n3.n.Broadcast([]byte("back"))
-	waitFor(t, "n3 hears n1", func() bool { return slices.Contains(recs["n3"].messages("n1"), "after") })
-	waitFor(t, "n1 hears n3", func() bool { return slices.Contains(recs["n1"].messages("n3"), "back") })
+	testwait.Eventually(t, "n3 hears n1", func() bool { return slices.Contains(recs["n3"].messages("n1"), "after") })
+	testwait.Eventually(t, "n1 hears n3", func() bool { return slices.Contains(recs["n1"].messages("n3"), "back") })
 	if slices.Contains(recs["n3"].messages("n1"), "while n3 is down") {
 		t.Fatal("a message broadcast while the link was down was delivered later")
 	}
@@ -350,9 +352,9 @@ func TestPeerOverflowRestartsLink(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 	close(release)
-	waitFor(t, "n2 greeted again", func() bool { return recs["n2"].has("msg n1 greet n1->n2 #2") })
+	testwait.Eventually(t, "n2 greeted again", func() bool { return recs["n2"].has("msg n1 greet n1->n2 #2") })
 	n1.n.Broadcast([]byte("after"))
-	waitFor(t, "n2 hears n1 again", func() bool { return slices.Contains(recs["n2"].messages("n1"), "after") })
+	testwait.Eventually(t, "n2 hears n1 again", func() bool { return slices.Contains(recs["n2"].messages("n1"), "after") })
 	ev := recs["n2"].log()
 	down := slices.Index(ev, "down n1")
 	greet := slices.Index(ev, "msg n1 greet n1->n2 #2")

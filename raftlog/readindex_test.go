@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"parley/internal/testwait"
 )
 
 // ReadIndex, asked of the leader or of a follower, covers every command
@@ -45,7 +47,7 @@ func TestReadIndex(t *testing.T) {
 			if !isCmd {
 				t.Fatalf("ReadIndex %d is not the index of a command entry", idx)
 			}
-			waitFor(t, "the asker to apply the read index", func() bool { return asker.n.fsm.lastIndex.Load() >= idx })
+			testwait.Eventually(t, "the asker to apply the read index", func() bool { return asker.n.fsm.lastIndex.Load() >= idx })
 		}
 	}
 }

@@ -20,6 +20,8 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"parley/internal/testwait"
 )
 
 func proposeErr(n *Node, cmd string) error {
@@ -71,8 +73,8 @@ func TestStorageOpenFull(t *testing.T) {
 	n.SetStorage(StorageOK)
 	// The noop of its first term may have been refused by the log store
 	// (raft then stepped down and campaigns again): wait for a leader.
-	waitFor(t, "a leader", n.IsLeader)
-	waitFor(t, "a write to succeed", func() bool { return proposeErr(n, "y") == nil })
+	testwait.Eventually(t, "a leader", n.IsLeader)
+	testwait.Eventually(t, "a write to succeed", func() bool { return proposeErr(n, "y") == nil })
 }
 
 // TestStorageFullCluster: a full leader refuses the commands followers
@@ -126,7 +128,7 @@ func TestStorageFullCluster(t *testing.T) {
 
 	// Space is back: the follower catches up by itself.
 	f1.n.SetStorage(StorageOK)
-	waitFor(t, "the follower to catch up", func() bool { return f1.n.raft.AppliedIndex() >= committed })
+	testwait.Eventually(t, "the follower to catch up", func() bool { return f1.n.raft.AppliedIndex() >= committed })
 	m.check(m.barrier(c, c.live()...), c.live()...)
 }
 

@@ -11,6 +11,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
+
+	"parley/internal/testwait"
 )
 
 // TestMuxRoutes: connections reach raft's stream layer or the handler by
@@ -172,7 +174,7 @@ func TestForwardProtocol(t *testing.T) {
 	if err := <-localDone; err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the forwarded command to apply", func() bool {
+	testwait.Eventually(t, "the forwarded command to apply", func() bool {
 		cmds, _, _ := sm.state()
 		return len(cmds) == 2
 	})
