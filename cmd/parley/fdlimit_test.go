@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"parley/internal/nodeproc"
+	"parley/internal/testwait"
 	"parley/wire"
 )
 
@@ -88,11 +89,11 @@ func (n *testNode) get(path string) (int, string, error) {
 func (n *testNode) waitStatus(t *testing.T, path string, status int) string {
 	t.Helper()
 	var last string
-	waitFor(t, path+" "+strconv.Itoa(status), func() bool {
+	testwait.Eventually(t, path+" "+strconv.Itoa(status), func() bool {
 		code, body, err := n.get(path)
 		last = fmt.Sprintf("%d %s %v", code, body, err)
 		return code == status
-	}, &last)
+	}, testwait.Limit(2*guard), testwait.Detail(func() string { return last }))
 	return last
 }
 
@@ -126,22 +127,6 @@ func (n *testNode) account(t *testing.T, name string) (uint64, string) {
 		t.Fatalf("login %s: %d", name, code)
 	}
 	return out.User, out.Token
-}
-
-// waitFor polls cond until it holds; the deadline only stops a hang.
-func waitFor(t *testing.T, what string, cond func() bool, detail ...*string) {
-	t.Helper()
-	deadline := time.Now().Add(2 * guard)
-	for !cond() {
-		if time.Now().After(deadline) {
-			d := ""
-			if len(detail) > 0 {
-				d = *detail[0]
-			}
-			t.Fatalf("timed out waiting for %s %s", what, d)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // wsConn is a minimal WebSocket client: enough for the handshake, binary
@@ -453,13 +438,13 @@ func TestCapsHoldUnderFlood(t *testing.T) {
 			c.close()
 		}
 	}
-	waitFor(t, "a new upgrade after the flood", func() bool {
+	testwait.Eventually(t, "a new upgrade after the flood", func() bool {
 		c, _, _, _ := dialWS(t, n.WS, tokens[users-1])
 		if c != nil {
 			c.close()
 		}
 		return c != nil
-	})
+	}, testwait.Limit(2*guard))
 	n.waitStatus(t, "/readyz", http.StatusOK)
 	n.waitStatus(t, "/healthz", http.StatusOK)
 	for i, c := range kept {
@@ -507,7 +492,7 @@ func TestAcceptSurvivesRunningOutOfDescriptors(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the node out of descriptors", func() bool { return strings.Contains(n.Logs(), "too many open files") })
+	testwait.Eventually(t, "the node out of descriptors", func() bool { return strings.Contains(n.Logs(), "too many open files") }, testwait.Limit(2*guard))
 	_, resp, body, err = dialWS(t, n.WS, token)
 	if err != nil {
 		t.Fatalf("WebSocket connect while out of descriptors: %v", err)
@@ -543,13 +528,13 @@ func TestAcceptSurvivesRunningOutOfDescriptors(t *testing.T) {
 	for _, c := range open[2:] {
 		c.close()
 	}
-	waitFor(t, "a new upgrade after the flood", func() bool {
+	testwait.Eventually(t, "a new upgrade after the flood", func() bool {
 		c, _, _, _ := dialWS(t, n.WS, token)
 		if c != nil {
 			c.close()
 		}
 		return c != nil
-	})
+	}, testwait.Limit(2*guard))
 	n.waitStatus(t, "/readyz", http.StatusOK)
 	n.waitStatus(t, "/healthz", http.StatusOK)
 	before.ping(t, 3)
