@@ -2,11 +2,13 @@ package faults
 
 import (
 	"fmt"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"parley/internal/nodeproc"
+	"parley/internal/testwait"
 )
 
 // TestCheckerCatchesBrokenServer proves that the fault tests can fail: the
@@ -28,8 +30,8 @@ func TestCheckerCatchesBrokenServer(t *testing.T) {
 		t.Skip("builds a node binary and runs two three-node clusters")
 	}
 	broken := filepath.Join(t.TempDir(), "parley-faultinject")
-	if out, err := exec.Command("go", "build", "-tags", "faultinject", "-o", broken, "../cmd/parley").CombinedOutput(); err != nil {
-		t.Fatalf("build parley -tags faultinject: %v\n%s", err, out)
+	if err := nodeproc.BuildTo(broken, "-tags", "faultinject"); err != nil {
+		t.Fatalf("-tags faultinject: %v", err)
 	}
 	for _, tc := range []struct {
 		name   string
@@ -40,7 +42,7 @@ func TestCheckerCatchesBrokenServer(t *testing.T) {
 		{"server without send dedup", broken, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// daemon.start runs parleyBin: point it at this binary for the
+			// startCluster runs parleyBin: point it at this binary for the
 			// subtest (the faults tests do not run in parallel).
 			saved := parleyBin
 			parleyBin = tc.bin
@@ -108,10 +110,10 @@ func retryAcrossKill(t *testing.T) []Violation {
 	// sends alice-4 again.
 	killed := c.nodes[home]
 	t.Logf("kill -9 %s (alice's node)", killed.name)
-	killed.kill9(t)
+	killed.Kill9()
 	send(4)
 	send(5)
-	killed.start(t)
+	killed.restart(t)
 	c.converged(t, 60*time.Second)
 
 	rec := Record{
@@ -125,7 +127,7 @@ func retryAcrossKill(t *testing.T) []Violation {
 	}
 	last := uint64(len(rec.Replicas[c.nodes[0].name][dm.ID]))
 	for _, u := range []*user{alice, bob} {
-		waitFor(t, 30*time.Second, fmt.Sprintf("%s to see up to seq %d", u.name, last), func() bool {
+		testwait.Eventually(t, fmt.Sprintf("%s to see up to seq %d", u.name, last), func() bool {
 			return u.maxSeen(dm.ID) >= last
 		})
 		u.cl.Close()

@@ -6,17 +6,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"parley/client"
+	"parley/internal/nodeproc"
+	"parley/internal/testwait"
 	"parley/wire"
 )
 
@@ -31,8 +30,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	parleyBin = filepath.Join(dir, "parley")
-	if out, err := exec.Command("go", "build", "-o", parleyBin, "../cmd/parley").CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "build parley: %v\n%s", err, out)
+	if err := nodeproc.BuildTo(parleyBin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.RemoveAll(dir)
 		os.Exit(1)
 	}
@@ -41,55 +40,29 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // daemon is one node process. Peers reach its internal port through proxy,
-// which the test can cut.
+// which the test can cut; the node advertises the proxy's address.
 type daemon struct {
-	name, dir, tokenFile   string
-	keyFile                string // the cluster key, shared by all three
-	http, ws, raft, stderr string
-	proxy                  *linkProxy
-	cmd                    *exec.Cmd
+	*nodeproc.Node
+	name  string
+	proxy *linkProxy
 }
 
-func (d *daemon) wsURL() string { return "ws://" + d.ws + "/v1/ws" }
-
-func (d *daemon) start(t testing.TB) {
+// restart starts d again on its addresses and data (or on its addresses
+// alone, if the test removed d.Dir()) once it was killed, and waits until
+// it serves HTTP. A member is not ready until it has caught up with a
+// leader, so readiness is not waited for.
+func (d *daemon) restart(t testing.TB) {
 	t.Helper()
-	d.cmd = exec.Command(parleyBin, "-id", d.name, "-data", d.dir,
-		"-http", d.http, "-ws", d.ws, "-raft", d.raft, "-advertise", d.proxy.addr(),
-		"-bootstrap=false", "-admin-token-file", d.tokenFile, "-cluster-key-file", d.keyFile,
-		"-trailing-logs", "64", "-snapshot-threshold", "256",
-		"-argon2-time", "1", "-argon2-memory", "64", "-log-level", "warn")
-	f, err := os.OpenFile(d.stderr, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
+	if err := d.Restart(); err != nil {
+		t.Fatalf("%s: %v", d.name, err)
 	}
-	d.cmd.Stdout, d.cmd.Stderr = f, f
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	waitFor(t, 30*time.Second, d.name+" healthy", func() bool { return httpStatus(d.http, "/healthz") == http.StatusOK })
+	waitHealthy(t, d)
 }
 
-func (d *daemon) running() bool { return d.cmd != nil && d.cmd.ProcessState == nil }
-
-func (d *daemon) kill9(t testing.TB) {
+func waitHealthy(t testing.TB, d *daemon) {
 	t.Helper()
-	if err := d.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	_, _ = d.cmd.Process.Wait()
+	testwait.Eventually(t, d.name+" healthy", func() bool { return httpStatus(d.HTTPAddr, "/healthz") == http.StatusOK })
 }
 
 func httpStatus(addr, path string) int {
@@ -102,23 +75,15 @@ func httpStatus(addr, path string) int {
 	return resp.StatusCode
 }
 
-func waitFor(t testing.TB, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // cluster is three daemons founded with the admin API.
 type cluster struct {
 	nodes []*daemon
 	token string
 }
 
+// startCluster starts three parleyBin processes on ports the kernel chose,
+// each behind a linkProxy, founds the cluster through the first, and waits
+// until all three are ready.
 func startCluster(t testing.TB) *cluster {
 	t.Helper()
 	root := t.TempDir()
@@ -132,31 +97,27 @@ func startCluster(t testing.TB) *cluster {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		d := &daemon{
-			name: fmt.Sprintf("n%d", i+1), dir: filepath.Join(root, fmt.Sprintf("n%d", i+1)), tokenFile: tokenFile, keyFile: keyFile,
-			http: freeAddr(t), ws: freeAddr(t), raft: freeAddr(t),
-		}
-		d.stderr = filepath.Join(root, d.name+".log")
-		d.proxy = newLinkProxy(t, d.raft)
-		c.nodes = append(c.nodes, d)
+		name := fmt.Sprintf("n%d", i+1)
+		proxy := newLinkProxy(t)
+		n := nodeproc.Start(t, nodeproc.Options{
+			Bin: parleyBin, Dir: filepath.Join(root, name), Name: name,
+			Args: []string{"-id", name, "-advertise", proxy.addr(), "-bootstrap=false",
+				"-admin-token-file", tokenFile, "-cluster-key-file", keyFile,
+				"-trailing-logs", "64", "-snapshot-threshold", "256"},
+			NotReady: true, // a member waits for the cluster's init
+		})
+		proxy.setTarget(n.RaftBind)
+		c.nodes = append(c.nodes, &daemon{Node: n, name: name, proxy: proxy})
 	}
+	// Kill rather than stop at the end: nothing is checked after the test,
+	// and a cluster losing its members one by one is slow to shut down.
 	t.Cleanup(func() {
 		for _, d := range c.nodes {
-			if d.running() {
-				d.cmd.Process.Signal(syscall.SIGCONT)
-				d.kill9(t)
-			}
-		}
-		if t.Failed() {
-			for _, d := range c.nodes {
-				if b, err := os.ReadFile(d.stderr); err == nil {
-					t.Logf("--- %s log (last 4 KiB) ---\n%s", d.name, tail(b, 4096))
-				}
-			}
+			d.Kill9()
 		}
 	})
 	for _, d := range c.nodes {
-		d.start(t)
+		waitHealthy(t, d)
 	}
 	var servers []wire.ClusterServer
 	for _, d := range c.nodes {
@@ -166,20 +127,15 @@ func startCluster(t testing.TB) *cluster {
 		t.Fatalf("cluster init: %v", err)
 	}
 	for _, d := range c.nodes {
-		waitFor(t, 30*time.Second, d.name+" ready", func() bool { return httpStatus(d.http, "/readyz") == http.StatusOK })
+		if err := d.WaitReady(); err != nil {
+			t.Fatalf("%s: %v", d.name, err)
+		}
 	}
 	return c
 }
 
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
-}
-
 func (c *cluster) admin(d *daemon) *client.Admin {
-	return &client.Admin{Base: "http://" + d.http, Token: c.token, HTTP: &http.Client{Timeout: 3 * time.Second}}
+	return &client.Admin{Base: d.HTTP, Token: c.token, HTTP: &http.Client{Timeout: 3 * time.Second}}
 }
 
 func (c *cluster) status(t testing.TB, d *daemon) (*wire.ClusterStatus, error) {
@@ -193,7 +149,7 @@ func (c *cluster) status(t testing.TB, d *daemon) (*wire.ClusterStatus, error) {
 func (c *cluster) leader(t testing.TB, among ...*daemon) *daemon {
 	t.Helper()
 	var found *daemon
-	waitFor(t, 30*time.Second, "a leader", func() bool {
+	testwait.Eventually(t, "a leader", func() bool {
 		for _, d := range among {
 			st, err := c.status(t, d)
 			if err != nil || st.State != "Leader" {
@@ -214,19 +170,19 @@ func (c *cluster) converged(t testing.TB, limit time.Duration) uint64 {
 	t.Helper()
 	lead := c.leader(t, c.nodes...)
 	var commit uint64
-	waitFor(t, limit, "the leader's commit index", func() bool {
+	testwait.Eventually(t, "the leader's commit index", func() bool {
 		st, err := c.status(t, lead)
 		if err != nil {
 			return false
 		}
 		commit = st.CommitIndex
 		return true
-	})
+	}, testwait.Limit(limit))
 	for _, d := range c.nodes {
-		waitFor(t, limit, fmt.Sprintf("%s to apply index %d", d.name, commit), func() bool {
+		testwait.Eventually(t, fmt.Sprintf("%s to apply index %d", d.name, commit), func() bool {
 			st, err := c.status(t, d)
 			return err == nil && st.AppliedIndex >= commit
-		})
+		}, testwait.Limit(limit))
 	}
 	return commit
 }
@@ -294,7 +250,7 @@ func (c *cluster) newUser(t testing.TB, name string, home int) *user {
 	var reg struct {
 		UserID uint64 `json:"user_id"`
 	}
-	if code, err := postJSON(d.http, "/v1/register", map[string]string{"username": name, "password": "pw-" + name}, &reg); err != nil || code != http.StatusCreated {
+	if code, err := postJSON(d.HTTPAddr, "/v1/register", map[string]string{"username": name, "password": "pw-" + name}, &reg); err != nil || code != http.StatusCreated {
 		t.Fatalf("register %s on %s: HTTP %d %v", name, d.name, code, err)
 	}
 	u.id = reg.UserID
@@ -303,14 +259,14 @@ func (c *cluster) newUser(t testing.TB, name string, home int) *user {
 	}
 	// The account is created through the log; the home node answers once it
 	// applied it, so login there works at once.
-	if code, err := postJSON(d.http, "/v1/login", map[string]string{"username": name, "password": "pw-" + name, "device": "dev-" + name}, &login); err != nil || code != http.StatusOK {
+	if code, err := postJSON(d.HTTPAddr, "/v1/login", map[string]string{"username": name, "password": "pw-" + name, "device": "dev-" + name}, &login); err != nil || code != http.StatusOK {
 		t.Fatalf("login %s on %s: HTTP %d %v", name, d.name, code, err)
 	}
 	u.token = login.Token
 	// The client starts at its home node and fails over to the others.
 	var urls []string
 	for i := range c.nodes {
-		urls = append(urls, c.nodes[(home+i)%len(c.nodes)].wsURL())
+		urls = append(urls, c.nodes[(home+i)%len(c.nodes)].WS)
 	}
 	cl, err := client.Dial(ctxFor(t, 30*time.Second), client.Config{URLs: urls, Token: u.token, ReconnectMax: 300 * time.Millisecond, RequestTimeout: 3 * time.Second})
 	if err != nil {
@@ -328,14 +284,14 @@ func pinned(t testing.TB, d *daemon, token string) *client.Client {
 	var cl *client.Client
 	// A node that just restarted may answer 503 (retry) while it catches
 	// up; only a refusal of the token is final.
-	waitFor(t, 60*time.Second, "a connection to "+d.name, func() bool {
+	testwait.Eventually(t, "a connection to "+d.name, func() bool {
 		var err error
-		cl, err = client.Dial(ctxFor(t, 30*time.Second), client.Config{URLs: []string{d.wsURL()}, Token: token, RequestTimeout: 3 * time.Second, ReconnectMax: 300 * time.Millisecond})
+		cl, err = client.Dial(ctxFor(t, 30*time.Second), client.Config{URLs: []string{d.WS}, Token: token, RequestTimeout: 3 * time.Second, ReconnectMax: 300 * time.Millisecond})
 		if errors.Is(err, client.ErrUnauthorized) {
 			t.Fatalf("dial %s: %v", d.name, err)
 		}
 		return err == nil
-	})
+	}, testwait.Limit(60*time.Second))
 	t.Cleanup(func() { cl.Close() })
 	return cl
 }
@@ -397,7 +353,7 @@ func (tr *traffic) waitProgress(t testing.TB, what string, n int, homes ...int) 
 		return s
 	}
 	start := count()
-	waitFor(t, 60*time.Second, what, func() bool { return count() >= start+n })
+	testwait.Eventually(t, what, func() bool { return count() >= start+n }, testwait.Limit(60*time.Second))
 }
 
 // TestClusterFaults runs continuous 1:1 and group traffic from clients spread
@@ -462,7 +418,7 @@ func TestClusterFaults(t *testing.T) {
 	old := c.leader(t, c.nodes...)
 	oldIdx := indexOf(c.nodes, old)
 	t.Logf("fault 1: kill -9 the leader %s", old.name)
-	old.kill9(t)
+	old.Kill9()
 	others := without(c.nodes, old)
 	c.leader(t, others...)
 	// Its clients reconnected elsewhere: their sends are acknowledged while
@@ -472,7 +428,7 @@ func TestClusterFaults(t *testing.T) {
 
 	// 2. restart it: it catches up.
 	t.Logf("fault 2: restart %s", old.name)
-	old.start(t)
+	old.restart(t)
 	c.converged(t, 60*time.Second)
 	tr.waitProgress(t, "traffic after the restart", 100, 0, 1, 2)
 
@@ -497,7 +453,7 @@ func TestClusterFaults(t *testing.T) {
 	// then "unavailable" once it knows it has no leader.
 	probeConv := probeUser.convs[0]
 	var codes []wire.Code
-	waitFor(t, 30*time.Second, "an unavailable error from the isolated node", func() bool {
+	testwait.Eventually(t, "an unavailable error from the isolated node", func() bool {
 		rctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 		defer cancel()
 		cmid := fmt.Sprintf("probe-%d", len(codes))
@@ -537,16 +493,16 @@ func TestClusterFaults(t *testing.T) {
 	}
 	wiped := without(c.nodes, lead)[0]
 	t.Logf("fault 4: wipe %s", wiped.name)
-	wiped.kill9(t)
-	if err := os.RemoveAll(wiped.dir); err != nil {
+	wiped.Kill9()
+	if err := os.RemoveAll(wiped.Dir()); err != nil {
 		t.Fatal(err)
 	}
 	tr.waitProgress(t, "traffic while a node is wiped", 100, 0, 1, 2)
-	wiped.start(t)
-	waitFor(t, 60*time.Second, wiped.name+" installed a snapshot", func() bool {
+	wiped.restart(t)
+	testwait.Eventually(t, wiped.name+" installed a snapshot", func() bool {
 		st, err := c.status(t, wiped)
 		return err == nil && st.SnapshotIndex > 0 && st.AppliedIndex >= st.SnapshotIndex
-	})
+	}, testwait.Limit(60*time.Second))
 	c.converged(t, 60*time.Second)
 	tr.waitProgress(t, "traffic after the rejoin", 100, 0, 1, 2)
 
@@ -577,7 +533,7 @@ func TestClusterFaults(t *testing.T) {
 	for _, u := range users {
 		for _, conv := range u.convs {
 			last := uint64(len(ref[conv]))
-			waitFor(t, 30*time.Second, fmt.Sprintf("%s to see conv %d up to %d", u.name, conv, last), func() bool {
+			testwait.Eventually(t, fmt.Sprintf("%s to see conv %d up to %d", u.name, conv, last), func() bool {
 				return u.maxSeen(conv) >= last
 			})
 		}

@@ -44,7 +44,7 @@ func BenchmarkLeaderFailover(b *testing.B) {
 		b.StartTimer()
 
 		t0 := time.Now()
-		lead.kill9(b)
+		lead.Kill9()
 		for attempt := 0; ; attempt++ {
 			ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
 			cmid := fmt.Sprintf("failover-%d-%d", i, attempt)
@@ -62,7 +62,7 @@ func BenchmarkLeaderFailover(b *testing.B) {
 
 		b.StopTimer()
 		cl.Close()
-		lead.start(b)
+		lead.restart(b)
 		c.converged(b, 60*time.Second)
 		b.StartTimer()
 	}

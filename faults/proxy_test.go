@@ -13,27 +13,37 @@ import (
 // nothing from its peers: raft RPCs, forwarded commands and peer signals
 // addressed to it are lost, which is what a network partition does to it.
 type linkProxy struct {
-	ln     net.Listener
-	target string
+	ln net.Listener
 
-	mu    sync.Mutex // guards cut and conns
-	cut   bool
-	conns map[net.Conn]struct{}
+	mu     sync.Mutex // guards target, cut and conns
+	target string     // the node's internal address; empty: refuse
+	cut    bool
+	conns  map[net.Conn]struct{}
 }
 
-func newLinkProxy(t testing.TB, target string) *linkProxy {
+// newLinkProxy listens on a port the kernel chose. The node behind it
+// advertises addr() and is started after it, so its address is given
+// later, by setTarget.
+func newLinkProxy(t testing.TB) *linkProxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &linkProxy{ln: ln, target: target, conns: make(map[net.Conn]struct{})}
+	p := &linkProxy{ln: ln, conns: make(map[net.Conn]struct{})}
 	go p.accept()
 	t.Cleanup(func() { ln.Close(); p.setCut(true) })
 	return p
 }
 
 func (p *linkProxy) addr() string { return p.ln.Addr().String() }
+
+// setTarget sets the address the proxy forwards to.
+func (p *linkProxy) setTarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+}
 
 func (p *linkProxy) accept() {
 	for {
@@ -46,7 +56,14 @@ func (p *linkProxy) accept() {
 }
 
 func (p *linkProxy) serve(c net.Conn) {
-	up, err := net.Dial("tcp", p.target)
+	p.mu.Lock()
+	target := p.target
+	p.mu.Unlock()
+	if target == "" {
+		c.Close()
+		return
+	}
+	up, err := net.Dial("tcp", target)
 	if err != nil {
 		c.Close()
 		return

@@ -147,7 +147,7 @@ func TestReadYourWritesEveryNode(t *testing.T) {
 	// node, so that it can pick the node of every request.
 	s := &session{t: t, devices: make(map[uint64]bool)}
 	var reg accountReply
-	if code := s.post(c.nodes[0].http, "/v1/register", false, map[string]string{"username": "mine", "password": "pw-me-123"}, &reg); code != http.StatusCreated {
+	if code := s.post(c.nodes[0].HTTPAddr, "/v1/register", false, map[string]string{"username": "mine", "password": "pw-me-123"}, &reg); code != http.StatusCreated {
 		t.Fatalf("register me: HTTP %d", code)
 	}
 	s.observe(reg.Index)
@@ -155,13 +155,13 @@ func TestReadYourWritesEveryNode(t *testing.T) {
 	cls := make([]*client.Client, len(c.nodes))
 	for i, d := range c.nodes {
 		var lg accountReply
-		if code := s.post(d.http, "/v1/login", false, map[string]string{"username": "mine", "password": "pw-me-123", "device": "node-" + d.name}, &lg); code != http.StatusOK {
+		if code := s.post(d.HTTPAddr, "/v1/login", false, map[string]string{"username": "mine", "password": "pw-me-123", "device": "node-" + d.name}, &lg); code != http.StatusOK {
 			t.Fatalf("login me on %s: HTTP %d", d.name, code)
 		}
 		s.observe(lg.Index)
 		s.devices[lg.DeviceID] = true
 		cl, err := client.Dial(ctxFor(t, 30*time.Second), client.Config{
-			URLs: []string{d.wsURL()}, Token: lg.Token, MinIndex: s.min,
+			URLs: []string{d.WS}, Token: lg.Token, MinIndex: s.min,
 			RequestTimeout: 10 * time.Second, ReconnectMax: 300 * time.Millisecond,
 		})
 		if err != nil {
@@ -171,7 +171,7 @@ func TestReadYourWritesEveryNode(t *testing.T) {
 		cls[i] = cl
 	}
 	var peer accountReply
-	if code := s.post(c.nodes[1].http, "/v1/register", false, map[string]string{"username": "peer", "password": "pw-peer-123"}, &peer); code != http.StatusCreated {
+	if code := s.post(c.nodes[1].HTTPAddr, "/v1/register", false, map[string]string{"username": "peer", "password": "pw-peer-123"}, &peer); code != http.StatusCreated {
 		t.Fatalf("register peer: HTTP %d", code)
 	}
 	s.observe(peer.Index)
@@ -192,13 +192,13 @@ func TestReadYourWritesEveryNode(t *testing.T) {
 		// 1. Register on A, log in on B at once, as a new user would.
 		name := fmt.Sprintf("new%d", i)
 		var nr accountReply
-		if code := s.post(a.http, "/v1/register", false, map[string]string{"username": name, "password": "pw-" + name + "-123"}, &nr); code != http.StatusCreated {
+		if code := s.post(a.HTTPAddr, "/v1/register", false, map[string]string{"username": name, "password": "pw-" + name + "-123"}, &nr); code != http.StatusCreated {
 			t.Fatalf("round %d: register %s on %s: HTTP %d", i, name, a.name, code)
 		}
 		s.observe(nr.Index)
 		s.users = append(s.users, nr.UserID)
 		var nl accountReply
-		if code := s.post(b.http, "/v1/login", false, map[string]string{"username": name, "password": "pw-" + name + "-123"}, &nl); code != http.StatusOK {
+		if code := s.post(b.HTTPAddr, "/v1/login", false, map[string]string{"username": name, "password": "pw-" + name + "-123"}, &nl); code != http.StatusOK {
 			t.Errorf("round %d: login of %s on %s right after registering on %s: HTTP %d, want 200", i, name, b.name, a.name, code)
 		}
 		// presence.sub of the new user on C finds it.
@@ -224,7 +224,7 @@ func TestReadYourWritesEveryNode(t *testing.T) {
 		// device.list on B.
 		if i%2 == 0 {
 			var lg accountReply
-			if code := s.post(a.http, "/v1/login", true, map[string]string{"username": "mine", "password": "pw-me-123", "device": fmt.Sprintf("d%d", i)}, &lg); code != http.StatusOK {
+			if code := s.post(a.HTTPAddr, "/v1/login", true, map[string]string{"username": "mine", "password": "pw-me-123", "device": fmt.Sprintf("d%d", i)}, &lg); code != http.StatusOK {
 				t.Fatalf("round %d: login me on %s: HTTP %d", i, a.name, code)
 			}
 			s.observe(lg.Index)
