@@ -112,8 +112,12 @@ func Thumbnail(src []byte, maxSide int) ([]byte, Image, error) {
 // reduction factor, so every source pixel contributes and fine detail
 // (text in a screenshot, fabric) does not alias into moiré, as it does
 // with ApproxBiLinear, which samples four source pixels per output pixel
-// whatever the factor. Its cost grows with the source's pixel count and is
-// small next to decoding the same image (see BenchmarkThumbnail).
+// whatever the factor. The price is time: for a 12-megapixel JPEG scaled
+// to 320 pixels, Catmull-Rom took about 300 ms against ApproxBiLinear's
+// 2 ms and decoding's 80 ms (BenchmarkThumbnail, 2-core Xeon, Go 1.26).
+// A thumbnail is made once per upload, off the message path, so quality
+// wins; the server runs Thumbnail on a bounded worker pool, never on a
+// connection's goroutine.
 func (l Limits) Thumbnail(src []byte, maxSide int) ([]byte, Image, error) {
 	if maxSide <= 0 {
 		return nil, Image{}, fmt.Errorf("media: thumbnail side %d, want > 0", maxSide)

@@ -11,6 +11,8 @@ import (
 	"image/png"
 	"runtime"
 	"testing"
+
+	"golang.org/x/image/draw"
 )
 
 // pngHeader is a PNG signature and an IHDR chunk (8-bit RGBA) claiming
@@ -377,6 +379,37 @@ func FuzzThumbnail(f *testing.F) {
 		m, format, err := image.Decode(bytes.NewReader(out))
 		if err != nil || format != info.Format || m.Bounds().Dx() != info.Width || m.Bounds().Dy() != info.Height {
 			t.Fatalf("thumbnail %+v decodes as %s %v, %v", info, format, m, err)
+		}
+	})
+}
+
+// BenchmarkThumbnail compares, for a 12-megapixel JPEG, decoding alone with
+// scaling the decoded picture to 320 pixels by each interpolator, and the
+// whole Thumbnail.
+func BenchmarkThumbnail(b *testing.B) {
+	src := encoded(b, "jpeg", 4000, 3000)
+	m, _, err := image.Decode(bytes.NewReader(src))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("decode", func(b *testing.B) {
+		for b.Loop() {
+			image.Decode(bytes.NewReader(src))
+		}
+	})
+	for name, scaler := range map[string]draw.Scaler{"scale-catmullrom": draw.CatmullRom, "scale-approxbilinear": draw.ApproxBiLinear} {
+		b.Run(name, func(b *testing.B) {
+			dst := image.NewRGBA(image.Rect(0, 0, 320, 240))
+			for b.Loop() {
+				scaler.Scale(dst, dst.Bounds(), m, m.Bounds(), draw.Src, nil)
+			}
+		})
+	}
+	b.Run("thumbnail", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := Thumbnail(src, 320); err != nil {
+				b.Fatal(err)
+			}
 		}
 	})
 }
