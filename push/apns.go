@@ -46,6 +46,9 @@ type APNsConfig struct {
 	Topic string
 	// Endpoint defaults to APNsProductionEndpoint.
 	Endpoint string
+	// Timeout bounds each request when HTTPClient is nil; zero means
+	// DefaultTimeout.
+	Timeout time.Duration
 	// HTTPClient must speak HTTP/2, which APNs requires; nil means a client
 	// restricted to HTTP/2 with DefaultTimeout.
 	HTTPClient *http.Client
@@ -99,7 +102,7 @@ func NewAPNs(cfg APNsConfig) (*APNs, error) {
 	if cfg.HTTPClient != nil {
 		a.client = withoutRedirects(cfg.HTTPClient)
 	} else {
-		a.client = newHTTPClient(DefaultTimeout, false)
+		a.client = newHTTPClient(cfg.Timeout, false)
 		var only2 http.Protocols
 		only2.SetHTTP2(true)
 		a.client.Transport.(*http.Transport).Protocols = &only2

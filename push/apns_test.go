@@ -172,3 +172,36 @@ func TestNewAPNsReportsEveryProblem(t *testing.T) {
 		}
 	}
 }
+
+// APNs calling the provider token expired makes the next send sign a new one,
+// but not when the token is younger than Apple's 20-minute minimum (that
+// would earn TooManyProviderTokenUpdates instead).
+func TestAPNsExpiredProviderToken(t *testing.T) {
+	fake := pushtest.NewAPNs(t)
+	var mu sync.Mutex
+	clock := time.Now()
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	fake.SetNow(now)
+	a := newAPNs(t, fake, now)
+	const dev = "ab01"
+	fake.Respond(dev, pushtest.APNsError(403, "ExpiredProviderToken"))
+	send := func() push.Result {
+		res, _ := a.Send(context.Background(), push.Target{Token: dev}, push.Notification{Body: "x"})
+		return res
+	}
+	if res := send(); !res.Retryable || res.Gone {
+		t.Fatalf("ExpiredProviderToken: %+v, want retryable", res)
+	}
+	send()
+	if n := fake.ProviderTokens(); n != 1 {
+		t.Fatalf("%d tokens: refreshed a 0-minute-old token", n)
+	}
+	mu.Lock()
+	clock = clock.Add(25 * time.Minute)
+	mu.Unlock()
+	send() // answered expired again: this token is 25 minutes old, so it is dropped
+	send()
+	if n := fake.ProviderTokens(); n != 2 {
+		t.Fatalf("%d tokens, want a refresh after ExpiredProviderToken at 25 minutes", n)
+	}
+}

@@ -33,6 +33,9 @@ type FCMConfig struct {
 	ProjectID string
 	// Endpoint replaces DefaultFCMEndpoint (tests).
 	Endpoint string
+	// Timeout bounds each request when HTTPClient is nil; zero means
+	// DefaultTimeout.
+	Timeout time.Duration
 	// HTTPClient carries both the token requests and the sends; nil means a
 	// client with DefaultTimeout.
 	HTTPClient *http.Client
@@ -79,7 +82,7 @@ func NewFCM(cfg FCMConfig) (*FCM, error) {
 	}
 	client := cfg.HTTPClient
 	if client == nil {
-		client = newHTTPClient(DefaultTimeout, false)
+		client = newHTTPClient(cfg.Timeout, false)
 	} else {
 		client = withoutRedirects(client)
 	}

@@ -2,6 +2,7 @@ package push
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -61,6 +62,11 @@ func withoutRedirects(c *http.Client) *http.Client {
 
 var cgnat = netip.MustParsePrefix("100.64.0.0/10")
 
+// ErrPrivateAddress is wrapped in the error of a send whose URL resolved to
+// an address the guarded client refuses. The Result says Gone: the
+// registration points somewhere this server will never deliver to.
+var ErrPrivateAddress = errors.New("push: refusing to connect to a non-public address")
+
 func refusePrivateAddress(_ context.Context, network, address string, _ syscall.RawConn) error {
 	ap, err := netip.ParseAddrPort(address)
 	if err != nil {
@@ -69,7 +75,7 @@ func refusePrivateAddress(_ context.Context, network, address string, _ syscall.
 	ip := ap.Addr().Unmap()
 	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
 		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() || cgnat.Contains(ip) {
-		return fmt.Errorf("push: refusing to connect to non-public address %s", ip)
+		return fmt.Errorf("%w %s", ErrPrivateAddress, ip)
 	}
 	return nil
 }
@@ -85,6 +91,15 @@ func readLimited(body io.Reader) []byte {
 // classify fills the Result for a non-success status with the rules all four
 // providers share: 429 and 5xx are retryable with the Retry-After hint.
 // Provider-specific Gone rules are applied by the caller.
+// deliveryFailure is transportFailure for user-supplied URLs (webhooks, Web
+// Push endpoints), where a refused private address is Gone.
+func deliveryFailure(ctx context.Context, err error) (Result, error) {
+	if errors.Is(err, ErrPrivateAddress) {
+		return Result{Gone: true}, err
+	}
+	return transportFailure(ctx, err)
+}
+
 func classify(resp *http.Response, now time.Time) Result {
 	r := Result{Status: resp.StatusCode}
 	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {

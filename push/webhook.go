@@ -24,6 +24,9 @@ type WebhookConfig struct {
 	// the key bytes (the prefix may be omitted). Surrounding whitespace is
 	// ignored.
 	SecretFile string
+	// Timeout bounds each request when HTTPClient is nil; zero means
+	// DefaultTimeout.
+	Timeout time.Duration
 	// HTTPClient overrides the default client (DefaultTimeout, no redirects,
 	// public addresses only); tests pass the fake receiver's client.
 	HTTPClient *http.Client
@@ -55,7 +58,7 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 	if cfg.HTTPClient != nil {
 		w.client = withoutRedirects(cfg.HTTPClient)
 	} else {
-		w.client = newHTTPClient(DefaultTimeout, !cfg.AllowPrivateNetworks)
+		w.client = newHTTPClient(cfg.Timeout, !cfg.AllowPrivateNetworks)
 	}
 	if w.now == nil {
 		w.now = time.Now
@@ -161,7 +164,7 @@ func (w *Webhook) Send(ctx context.Context, t Target, n Notification) (Result, e
 	req.Header.Set("webhook-signature", webhookSignature(w.key, n.IdempotencyKey, ts, body))
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return transportFailure(ctx, err)
+		return deliveryFailure(ctx, err)
 	}
 	defer resp.Body.Close()
 	readLimited(resp.Body)

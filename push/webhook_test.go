@@ -125,8 +125,8 @@ func TestWebhookDefaultClientRefusesLoopback(t *testing.T) {
 		t.Fatal(err)
 	}
 	res, err := w.Send(context.Background(), push.Target{Token: recv.URL + "/u"}, push.Notification{Body: "x", IdempotencyKey: "k"})
-	if err == nil || !strings.Contains(err.Error(), "non-public address") {
-		t.Fatalf("res %+v err %v, want refusal", res, err)
+	if !errors.Is(err, push.ErrPrivateAddress) || !res.Gone || res.Retryable {
+		t.Fatalf("res %+v err %v, want a Gone refusal", res, err)
 	}
 	if len(recv.Delivered()) != 0 {
 		t.Fatal("delivered despite the guard")

@@ -60,6 +60,9 @@ type WebPushConfig struct {
 	// Subject is the VAPID sub claim, "mailto:" or "https:" contact for the
 	// push service's operators.
 	Subject string
+	// Timeout bounds each request when HTTPClient is nil; zero means
+	// DefaultTimeout.
+	Timeout time.Duration
 	// HTTPClient overrides the default client (DefaultTimeout, no redirects,
 	// public addresses only: endpoints come from browsers).
 	HTTPClient *http.Client
@@ -96,7 +99,7 @@ func NewWebPush(cfg WebPushConfig) (*WebPush, error) {
 	if cfg.HTTPClient != nil {
 		w.client = withoutRedirects(cfg.HTTPClient)
 	} else {
-		w.client = newHTTPClient(DefaultTimeout, !cfg.AllowPrivateNetworks)
+		w.client = newHTTPClient(cfg.Timeout, !cfg.AllowPrivateNetworks)
 	}
 	if w.now == nil {
 		w.now = time.Now
@@ -280,7 +283,7 @@ func (w *WebPush) Send(ctx context.Context, t Target, n Notification) (Result, e
 	}
 	resp, err := w.client.Do(req)
 	if err != nil {
-		return transportFailure(ctx, err)
+		return deliveryFailure(ctx, err)
 	}
 	defer resp.Body.Close()
 	answer := readLimited(resp.Body)
