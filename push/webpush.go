@@ -85,7 +85,7 @@ type WebPush struct {
 // NewWebPush reads the VAPID key.
 func NewWebPush(cfg WebPushConfig) (*WebPush, error) {
 	if !strings.HasPrefix(cfg.Subject, "mailto:") && !strings.HasPrefix(cfg.Subject, "https:") {
-		return nil, fmt.Errorf("push: webpush Subject %q must start with mailto: or https:", cfg.Subject)
+		return nil, fmt.Errorf("push: webpush Subject %q must be a mailto: or https: URI", cfg.Subject)
 	}
 	key, err := readVAPIDKey(cfg.VAPIDKeyFile)
 	if err != nil {

@@ -248,7 +248,7 @@ func (f *WebPush) checkVAPID(header string, now time.Time) (string, error) {
 		return "", fmt.Errorf("exp %v is more than 24 hours ahead", claims.ExpiresAt.Time)
 	}
 	if !strings.HasPrefix(claims.Subject, "mailto:") && !strings.HasPrefix(claims.Subject, "https:") {
-		return "", fmt.Errorf("sub %q is neither mailto: nor https:", claims.Subject)
+		return "", fmt.Errorf("sub %q is neither a mailto: nor an https: URI", claims.Subject)
 	}
 	return claims.Subject, nil
 }
