@@ -15,11 +15,11 @@ import (
 func Example() {
 	d, err := push.NewDispatcher(push.Config{
 		Timeout: 10 * time.Second,
-		FCM:     &push.FCMConfig{ServiceAccountFile: "/etc/parley/fcm-service-account.json"},
-		APNs: &push.APNsConfig{KeyFile: "/etc/parley/AuthKey_ABC123DEFG.p8", KeyID: "ABC123DEFG",
+		FCM:     &push.FCMConfig{ServiceAccountFile: "fcm-service-account.json"},
+		APNs: &push.APNsConfig{KeyFile: "AuthKey_ABC123DEFG.p8", KeyID: "ABC123DEFG",
 			TeamID: "DEF123GHIJ", Topic: "org.parley.app"},
-		WebPush: &push.WebPushConfig{VAPIDKeyFile: "/etc/parley/vapid.pem", Subject: "mailto:ops@parley.invalid"},
-		Webhook: &push.WebhookConfig{SecretFile: "/etc/parley/webhook-secret"},
+		WebPush: &push.WebPushConfig{VAPIDKeyFile: "vapid.pem", Subject: "mailto:ops@parley.invalid"},
+		Webhook: &push.WebhookConfig{SecretFile: "webhook-secret"},
 	})
 	if err != nil {
 		log.Fatal(err) // names every provider whose credentials did not load
