@@ -8,9 +8,11 @@
 // A Sender reports what the provider said in a Result so the caller can drop a
 // dead token (Gone) or schedule a retry (Retryable, RetryAfter).
 //
-// Payloads are built by pure functions (fcmMessage, apnsPayload, encryptRFC8291,
-// webhookBody) that take everything, including the time and randomness, as
-// arguments; the Senders are the thin I/O shell around them.
+// Payloads are built by pure functions (fcmBody, apnsBody, webPushPlaintext,
+// encryptRFC8291, webhookBody) that take everything, including the time and
+// randomness, as arguments; the Senders are the thin I/O shell around them.
+// Fakes of all four providers, which check the real formats, are in
+// push/pushtest.
 package push
 
 import (
