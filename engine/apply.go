@@ -91,6 +91,8 @@ type txn struct {
 	blockDelta  map[uint64]int        // user -> blocks added minus removed in this entry
 	signingKey  []byte                // set by this entry (OpSetSigningKey); nil if not
 	activeDevs  map[uint64][]uint64   // user -> active devices, for the users whose devices this entry changed
+	mutes       map[[2]uint64]int64   // {user, conv} -> muted until, set by this entry
+	progress    uint64                // the notifier's progress set by this entry; 0 if none
 	events      []Event               // published after commit; a new slice per entry
 	ncmds       int                   // commands in the entry: sizes events
 
@@ -130,6 +132,7 @@ func (t *txn) begin(e *Engine, index uint64, ts int64) {
 		t.activeDevs = make(map[uint64][]uint64)
 		t.blocks = make(map[[2]uint64]bool)
 		t.blockDelta = make(map[uint64]int)
+		t.mutes = make(map[[2]uint64]int64)
 	}
 	t.e, t.db, t.ix = e, e.db, e.idx
 	t.b = e.db.NewBatch()
@@ -153,6 +156,8 @@ func (t *txn) reset() {
 	clear(t.activeDevs)
 	clear(t.blocks)
 	clear(t.blockDelta)
+	clear(t.mutes)
+	t.progress = 0
 	t.signingKey = nil
 	t.e, t.db, t.ix = nil, nil, nil
 }
@@ -239,6 +244,7 @@ func (t *txn) install() {
 	if t.signingKey != nil {
 		ix.signingKey = t.signingKey
 	}
+	t.installPush()
 }
 
 func (t *txn) set(k, v []byte) {
@@ -395,6 +401,16 @@ func (t *txn) applyOne(raw []byte) *Result {
 		return t.expireSends(c)
 	case OpBlock, OpUnblock:
 		return t.block(c, c.Op == OpBlock)
+	case OpPushSet:
+		return t.pushSet(c)
+	case OpPushClear:
+		return t.pushClear(c)
+	case OpNotifySet:
+		return t.notifySet(c)
+	case OpMute:
+		return t.mute(c)
+	case OpPushProgress:
+		return t.pushProgress(c)
 	}
 	return failure(ErrCodeInvalid, "unknown operation "+c.Op.String())
 }
@@ -536,6 +552,7 @@ func (t *txn) revoke(user, id uint64) {
 	d := t.deviceRecord(user, id) // for the name and creation time it keeps
 	d.Revoked = true
 	t.putDevice(d)
+	t.dropPushTarget(user, id)
 	t.activeDevs[user] = slices.DeleteFunc(slices.Clone(t.devicesOf(user)), func(x uint64) bool { return x == id })
 	t.publish(Event{
 		Index: t.index, Ts: t.ts, Kind: EventDeviceRevoked, From: user, Device: id,

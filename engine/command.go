@@ -104,6 +104,17 @@ type Command struct {
 	// ms: their tokens have expired) are revoked; then the oldest until at
 	// most MaxDevices are active, the new one included (0: no cap).
 	MaxDevices uint64
+	// OpPushSet: the device's push target (see PushTarget); OpPushClear
+	// reads PushToken (and PushEndpoint for webpush) to clear only that one.
+	PushProvider string
+	PushToken    string
+	PushEndpoint string
+	PushP256dh   string
+	PushAuth     string
+	Preview      bool   // OpNotifySet: notifications show the sender and text
+	DND          bool   // OpNotifySet: do not disturb (no notifications at all)
+	Until        int64  // OpMute: unix ms; 0 unmutes, MuteForever mutes for good
+	Progress     uint64 // OpPushProgress: the log index handled up to
 }
 
 // commandVersion is the first byte of every encoded command. A replica that
@@ -135,6 +146,15 @@ const (
 	keySigningKey   = "sk"
 	keyMaxDevices   = "md"
 	keyGroupAdd     = "ga"
+	keyPushProvider = "pp"
+	keyPushToken    = "pt"
+	keyPushEndpoint = "pe"
+	keyPushP256dh   = "pk"
+	keyPushAuth     = "pa"
+	keyPreview      = "pv"
+	keyDND          = "nd"
+	keyUntil        = "ut"
+	keyProgress     = "pg"
 )
 
 // ErrBadCommand is returned (wrapped) by DecodeCommand for malformed input.
@@ -149,7 +169,8 @@ var ErrBadCommand = errors.New("engine: bad command")
 func EncodeCommand(c *Command) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.Grow(48 + len(c.Username) + len(c.PasswordHash) + len(c.SigningKey) + len(c.DeviceName) + len(c.Name) +
-		len(c.ClientMsgID) + len(c.Body) + 9*len(c.Members) + 28*len(c.Items))
+		len(c.ClientMsgID) + len(c.Body) + 9*len(c.Members) + 28*len(c.Items) +
+		len(c.PushToken) + len(c.PushEndpoint) + len(c.PushP256dh) + len(c.PushAuth))
 	buf.WriteByte(commandVersion)
 	enc := msgpack.GetEncoder()
 	defer msgpack.PutEncoder(enc)
@@ -187,6 +208,15 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	count(len(c.SigningKey) != 0)
 	count(c.MaxDevices != 0)
 	count(c.GroupAdd != 0)
+	count(c.PushProvider != "")
+	count(c.PushToken != "")
+	count(c.PushEndpoint != "")
+	count(c.PushP256dh != "")
+	count(c.PushAuth != "")
+	count(c.Preview)
+	count(c.DND)
+	count(c.Until != 0)
+	count(c.Progress != 0)
 
 	var err error
 	put := func(key string, f func() error) {
@@ -254,6 +284,21 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	}
 	putUint(keyMaxDevices, c.MaxDevices)
 	putUint(keyGroupAdd, uint64(c.GroupAdd))
+	putStr(keyPushProvider, c.PushProvider)
+	putStr(keyPushToken, c.PushToken)
+	putStr(keyPushEndpoint, c.PushEndpoint)
+	putStr(keyPushP256dh, c.PushP256dh)
+	putStr(keyPushAuth, c.PushAuth)
+	if c.Preview {
+		put(keyPreview, func() error { return enc.EncodeBool(true) })
+	}
+	if c.DND {
+		put(keyDND, func() error { return enc.EncodeBool(true) })
+	}
+	if c.Until != 0 {
+		put(keyUntil, func() error { return enc.EncodeInt(c.Until) })
+	}
+	putUint(keyProgress, c.Progress)
 	return err
 }
 
@@ -374,6 +419,24 @@ func decodeCommand(dec *msgpack.Decoder, r *bytes.Reader, c *Command) error {
 				err = fmt.Errorf("group_add %d out of range", v)
 			}
 			c.GroupAdd = GroupAddPolicy(v)
+		case keyPushProvider:
+			c.PushProvider, err = dec.DecodeString()
+		case keyPushToken:
+			c.PushToken, err = dec.DecodeString()
+		case keyPushEndpoint:
+			c.PushEndpoint, err = dec.DecodeString()
+		case keyPushP256dh:
+			c.PushP256dh, err = dec.DecodeString()
+		case keyPushAuth:
+			c.PushAuth, err = dec.DecodeString()
+		case keyPreview:
+			c.Preview, err = dec.DecodeBool()
+		case keyDND:
+			c.DND, err = dec.DecodeBool()
+		case keyUntil:
+			c.Until, err = dec.DecodeInt64()
+		case keyProgress:
+			c.Progress, err = dec.DecodeUint64()
 		default:
 			err = dec.Skip()
 		}

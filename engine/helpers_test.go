@@ -113,7 +113,7 @@ func dumpIndex(e *Engine) string {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	var b strings.Builder
-	fmt.Fprintf(&b, "applied=%d last user=%d device=%d conv=%d signing key=%x\n", e.AppliedIndex(), ix.lastUser, ix.lastDevice, ix.lastConv, ix.signingKey)
+	fmt.Fprintf(&b, "applied=%d last user=%d device=%d conv=%d signing key=%x push progress=%d\n", e.AppliedIndex(), ix.lastUser, ix.lastDevice, ix.lastConv, ix.signingKey, ix.pushProgress)
 	for _, id := range slices.Sorted(maps.Keys(ix.users)) {
 		u := ix.users[id]
 		fmt.Fprintf(&b, "user %d %q byname=%d seen=%+v blocked=%v convs:", u.id, u.name, ix.names[u.name], u.seen,
@@ -121,8 +121,8 @@ func dumpIndex(e *Engine) string {
 		fmt.Fprintf(&b, " devices=%v", u.devices)
 		for _, cid := range slices.Sorted(maps.Keys(u.convs)) {
 			m := u.convs[cid]
-			fmt.Fprintf(&b, " %d(gone=%v %d/%d cur=%d/%d@%d unread=%d)", cid, m.gone, m.goneSeq, m.goneIndex,
-				m.cursors.delivered, m.cursors.read, m.cursorIndex, m.unread())
+			fmt.Fprintf(&b, " %d(gone=%v %d/%d cur=%d/%d@%d unread=%d muted=%d)", cid, m.gone, m.goneSeq, m.goneIndex,
+				m.cursors.delivered, m.cursors.read, m.cursorIndex, m.unread(), m.mutedUntil)
 			if m.conv != ix.convs[cid] {
 				fmt.Fprintf(&b, " STALE-POINTER")
 			}

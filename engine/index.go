@@ -43,6 +43,10 @@ type index struct {
 	// signingKey is the cluster's token signing key, nil until one is
 	// applied. Never modified once set, so readers may keep the slice.
 	signingKey []byte
+
+	// pushProgress: every message up to this log index was handled by the
+	// notifier (mirrors the meta key).
+	pushProgress uint64
 }
 
 // deviceState is what the index keeps of a device: no pointers, so a
@@ -78,6 +82,9 @@ type membership struct {
 	// moved them. A former member's stay as they were.
 	cursors     cursors
 	cursorIndex uint64
+	// mutedUntil: no notifications from the conversation until then (unix
+	// ms; MuteForever; 0 when not muted).
+	mutedUntil int64
 }
 
 // syncIndex is the index of the last change the user must see this
@@ -370,6 +377,9 @@ func loadIndex(db *pebble.DB) (*index, uint64, error) {
 	}
 	if err == nil {
 		err = loadCursors(db, ix)
+	}
+	if err == nil {
+		err = loadPush(db, ix)
 	}
 	if err != nil {
 		return nil, 0, err

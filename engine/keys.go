@@ -24,6 +24,9 @@ import "encoding/binary"
 //	's' + conv + seq                     -> (empty) the event at seq is not a message
 //	'w' + user                           -> last_seen and privacy of the user
 //	'b' + user + blocked user            -> (empty) user blocks that user
+//	'n' + user + device                  -> the device's push target (push.go)
+//	'z' + conv + user                    -> until when user muted conv (unix ms, or -1: for good)
+//	'm' 'n'                              -> the notifier's progress: the log index handled up to
 //
 // Everything in an entry, including the applied index, is written in one
 // batch, so the database always holds the state as of some whole entry.
@@ -41,6 +44,8 @@ const (
 	prefixSystem byte = 's'
 	prefixSeen   byte = 'w'
 	prefixBlock  byte = 'b'
+	prefixPush   byte = 'n'
+	prefixMute   byte = 'z'
 
 	metaFormat     byte = 'v'
 	metaApplied    byte = 'a'
@@ -50,6 +55,9 @@ const (
 	metaSigningKey byte = 'k'
 	metaExpiry     byte = 'e'
 	metaLastTs     byte = 't'
+	// metaPushProgress came after format 2 without a new format, as did
+	// push targets and mutes: their absence is a valid state.
+	metaPushProgress byte = 'n'
 
 	// storageFormat is the version of this layout and of the records.
 	// 2 added the 'r', 's' and 'w' keys; a format 1 database lacks the

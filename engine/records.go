@@ -169,6 +169,8 @@ const (
 	seenHidden        byte = 1
 	seenGroupAddShift      = 1
 	seenGroupAddMask  byte = 3 << seenGroupAddShift
+	seenPreview       byte = 1 << 3 // notifications show the sender and text
+	seenDND           byte = 1 << 4 // do not disturb
 )
 
 // seenRecord is the value of a 'w' key: last_seen and the privacy
@@ -179,6 +181,9 @@ type seenRecord struct {
 	// groupAdd is who may add the user to groups; GroupAddUnchanged (the
 	// zero value) means GroupAddEveryone, and is what it is stored as.
 	groupAdd GroupAddPolicy
+	// preview: notifications show the sender and the text (off by
+	// default, for privacy); dnd: no notifications at all.
+	preview, dnd bool
 }
 
 // groupAddPolicy is the setting, GroupAddEveryone when never set.
@@ -195,6 +200,12 @@ func appendSeenRecord(dst []byte, s seenRecord) []byte {
 	if s.hide {
 		flags |= seenHidden
 	}
+	if s.preview {
+		flags |= seenPreview
+	}
+	if s.dnd {
+		flags |= seenDND
+	}
 	switch s.groupAdd {
 	case GroupAddContacts:
 		flags |= 1 << seenGroupAddShift
@@ -205,10 +216,10 @@ func appendSeenRecord(dst []byte, s seenRecord) []byte {
 }
 
 func decodeSeenRecord(v []byte) (seenRecord, bool) {
-	if len(v) != 9 || v[8]&^(seenHidden|seenGroupAddMask) != 0 {
+	if len(v) != 9 || v[8]&^(seenHidden|seenGroupAddMask|seenPreview|seenDND) != 0 {
 		return seenRecord{}, false
 	}
-	rec := seenRecord{lastSeen: int64(u64At(v, 0)), hide: v[8]&seenHidden != 0}
+	rec := seenRecord{lastSeen: int64(u64At(v, 0)), hide: v[8]&seenHidden != 0, preview: v[8]&seenPreview != 0, dnd: v[8]&seenDND != 0}
 	switch (v[8] & seenGroupAddMask) >> seenGroupAddShift {
 	case 1:
 		rec.groupAdd = GroupAddContacts
