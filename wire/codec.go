@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -187,11 +188,56 @@ func (r *Request) Validate() *Error {
 		if r.Limit < 0 { // 0 is the default, over the maximum is capped (engine.Devices)
 			return Errorf(CodeInvalid, "negative limit")
 		}
+	case TypePushSet:
+		return validPushTarget(r)
+	case TypePushClear, TypeNotifySet:
+	case TypeConvMute:
+		if r.Conv == 0 {
+			return Errorf(CodeInvalid, "conv is required")
+		}
+		if r.Until < -1 || r.Until > MaxSafeInteger {
+			return Errorf(CodeInvalid, "until must be -1, 0 or a time in unix ms")
+		}
 	case TypePing:
 	case "":
 		return Errorf(CodeBadFrame, `missing "t"`)
 	default:
 		return Errorf(CodeUnknownType, "unknown request type")
+	}
+	return nil
+}
+
+// Push providers (push.set).
+const (
+	PushFCM     = "fcm"
+	PushAPNs    = "apns"
+	PushWebPush = "webpush"
+	PushWebhook = "webhook"
+)
+
+func validPushTarget(r *Request) *Error {
+	for _, f := range [...]struct {
+		what string
+		v    string
+		max  int
+	}{{"token", r.Token, MaxPushTokenBytes}, {"endpoint", r.Endpoint, MaxPushEndpointBytes}, {"p256dh", r.P256dh, MaxPushKeyBytes}, {"auth", r.Auth, MaxPushKeyBytes}} {
+		if len(f.v) > f.max {
+			return Errorf(CodeTooLarge, f.what+" over "+strconv.Itoa(f.max)+" bytes")
+		}
+	}
+	switch r.Provider {
+	case PushFCM, PushAPNs, PushWebhook:
+		if r.Token == "" || r.Endpoint != "" || r.P256dh != "" || r.Auth != "" {
+			return Errorf(CodeInvalid, r.Provider+" takes a token and nothing else")
+		}
+	case PushWebPush:
+		if r.Token != "" || r.Endpoint == "" || r.P256dh == "" || r.Auth == "" {
+			return Errorf(CodeInvalid, "webpush takes endpoint, p256dh and auth")
+		}
+	case "":
+		return Errorf(CodeInvalid, "provider is required")
+	default:
+		return Errorf(CodeInvalid, `provider must be "fcm", "apns", "webpush" or "webhook"`)
 	}
 	return nil
 }

@@ -420,6 +420,7 @@ var known = func() map[string]string {
 		TypeGroupAdmin, TypeGroupRename, TypeConvGet, TypeConvList, TypeHistory, TypeSync, TypeUserGet,
 		TypePing, TypeTyping, TypePresenceSub, TypeReceipt, TypeReadGet, TypePrivacySet, TypeDeviceList,
 		TypeDeviceRevoke, TypeBlock, TypeUnblock, TypeBlockList,
+		TypePushSet, TypePushClear, TypeNotifySet, TypeConvMute, PushFCM, PushAPNs, PushWebPush, PushWebhook,
 		GroupAddEveryone, GroupAddContacts, GroupAddNobody,
 		TypeHello, TypeOK, TypeError, TypeEvent, TypeTypingEvent, TypePresenceEvent, TypeReceiptEvent,
 		TypeReadCountsEvent,
@@ -444,9 +445,10 @@ type reqDecoder struct {
 	req *Request
 	// The string fields, as views into the frame: copied out at the end,
 	// once, and only if the frame decodes.
-	typ, cmid, body, name, dir, groupAdd []byte
-	err                                  *Error // the first error about a well-formed value
-	idErr                                *Error // the id is out of range or not an integer
+	typ, cmid, body, name, dir, groupAdd    []byte
+	provider, token, endpoint, p256dh, auth []byte
+	err                                     *Error // the first error about a well-formed value
+	idErr                                   *Error // the id is out of range or not an integer
 }
 
 // decodeRequest decodes b into req, which must be zero, without validating
@@ -476,6 +478,9 @@ func decodeRequest(b []byte, req *Request) *Error {
 	req.Name = string(d.name)
 	req.Dir = internString(d.dir)
 	req.GroupAdd = internString(d.groupAdd)
+	// push.set's (empty strings cost no allocation on other requests)
+	req.Provider = internString(d.provider)
+	req.Token, req.Endpoint, req.P256dh, req.Auth = string(d.token), string(d.endpoint), string(d.p256dh), string(d.auth)
 	return nil
 }
 
@@ -555,6 +560,22 @@ func (d *reqDecoder) decode() *Error {
 			e = d.uint("min_idx", &req.MinIndex)
 		case "group_add":
 			e = d.str("group_add", &d.groupAdd)
+		case "provider":
+			e = d.str("provider", &d.provider)
+		case "token":
+			e = d.str("token", &d.token)
+		case "endpoint":
+			e = d.str("endpoint", &d.endpoint)
+		case "p256dh":
+			e = d.str("p256dh", &d.p256dh)
+		case "auth":
+			e = d.str("auth", &d.auth)
+		case "preview":
+			e = d.bool("preview", &req.Preview)
+		case "dnd":
+			e = d.bool("dnd", &req.DND)
+		case "until":
+			e = d.until()
 		default:
 			if e = d.r.skip(2); e != nil {
 				e = within(quoteKey(key), e)
@@ -666,6 +687,26 @@ func (d *reqDecoder) limit() *Error {
 	default:
 		if d.err == nil {
 			d.err = Errorf(CodeInvalid, "limit: out of range")
+		}
+	}
+	return nil
+}
+
+// until reads conv.mute's signed time; Validate checks its range.
+func (d *reqDecoder) until() *Error {
+	v, neg, ok, e := d.r.readInt()
+	switch {
+	case e != nil:
+		return within("until", e)
+	case !ok:
+		return d.wrongType("until", -1, "an integer", 2)
+	case neg && int64(v) >= -1:
+		d.req.Until = int64(v)
+	case !neg && v <= MaxSafeInteger:
+		d.req.Until = int64(v)
+	default:
+		if d.err == nil {
+			d.err = Errorf(CodeInvalid, "until: out of range")
 		}
 	}
 	return nil

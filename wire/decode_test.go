@@ -271,9 +271,9 @@ func variant(r *rand.Rand, req *Request) []byte {
 		if r.IntN(10) == 0 { // an earlier value of the same type, overwritten
 			entries = append(entries, entry{key, func() {
 				switch key {
-				case "t", "cmid", "body", "name", "dir", "group_add":
+				case "t", "cmid", "body", "name", "dir", "group_add", "provider", "token", "endpoint", "p256dh", "auth":
 					w.str("decoy")
-				case "admin", "on", "hide_last_seen":
+				case "admin", "on", "hide_last_seen", "preview", "dnd":
 					w.b = append(w.b, mpTrue)
 				case "limit":
 					w.int(-5)
@@ -332,6 +332,14 @@ func variant(r *rand.Rand, req *Request) []byte {
 	uintField("dev", req.Device)
 	strField("group_add", req.GroupAdd)
 	uintField("min_idx", req.MinIndex)
+	strField("provider", req.Provider)
+	strField("token", req.Token)
+	strField("endpoint", req.Endpoint)
+	strField("p256dh", req.P256dh)
+	strField("auth", req.Auth)
+	boolField("preview", req.Preview)
+	boolField("dnd", req.DND)
+	add("until", req.Until == 0, func() { w.int(req.Until) })
 	for range r.IntN(4) {
 		name := []string{"future", "x", "", "ids", "T", "type", "usersX"}[r.IntN(7)]
 		entries = append(entries, entry{"unknown:" + name, func() { w.junk(3) }})
@@ -475,6 +483,8 @@ func TestDecodeRequestFillsEveryField(t *testing.T) {
 			f.SetUint(uint64(1000 + i))
 		case f.Kind() == reflect.Int:
 			f.SetInt(int64(-1 - i))
+		case f.Kind() == reflect.Int64: // until: -1, or a time
+			f.SetInt(int64(1_700_000_000_000 + i))
 		case f.Kind() == reflect.Bool:
 			f.SetBool(true)
 		case f.Type() == reflect.TypeFor[[]uint64]():

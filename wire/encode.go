@@ -244,7 +244,8 @@ func appendEvents(b []byte, evs []Event) []byte {
 func appendConvInfo(b []byte, c *ConvInfo) []byte {
 	n := 6 // id, kind, members, last_seq, last_idx, created_at
 	n += count(c.Name != "") + count(len(c.Admins) != 0) + count(c.MemberCount != 0) + count(c.Delivered != 0) +
-		count(c.Read != 0) + count(c.Unread != 0) + count(c.PeerDelivered != 0) + count(c.PeerRead != 0)
+		count(c.Read != 0) + count(c.Unread != 0) + count(c.PeerDelivered != 0) + count(c.PeerRead != 0) +
+		count(c.MutedUntil != 0)
 	b = appendMapLen(b, n)
 	b = appendU64(appendStr(b, "id"), c.ID)
 	b = appendStr(appendStr(b, "kind"), c.Kind)
@@ -276,6 +277,9 @@ func appendConvInfo(b []byte, c *ConvInfo) []byte {
 	if c.PeerRead != 0 {
 		b = appendU64(appendStr(b, "peer_read"), c.PeerRead)
 	}
+	if c.MutedUntil != 0 {
+		b = appendI64(appendStr(b, "muted_until"), c.MutedUntil)
+	}
 	return b
 }
 
@@ -293,7 +297,7 @@ func appendConvSync(b []byte, c *ConvSync) []byte {
 }
 
 func appendUserInfo(b []byte, u *UserInfo) []byte {
-	b = appendMapLen(b, 2+count(u.LastSeen != 0)+count(u.HideLastSeen)+count(u.GroupAdd != ""))
+	b = appendMapLen(b, 2+count(u.LastSeen != 0)+count(u.HideLastSeen)+count(u.GroupAdd != "")+count(u.Preview)+count(u.DND))
 	b = appendU64(appendStr(b, "id"), u.ID)
 	b = appendStr(appendStr(b, "username"), u.Username)
 	if u.LastSeen != 0 {
@@ -304,6 +308,12 @@ func appendUserInfo(b []byte, u *UserInfo) []byte {
 	}
 	if u.GroupAdd != "" {
 		b = appendStr(appendStr(b, "group_add"), u.GroupAdd)
+	}
+	if u.Preview {
+		b = appendBool(appendStr(b, "preview"), true)
+	}
+	if u.DND {
+		b = appendBool(appendStr(b, "dnd"), true)
 	}
 	return b
 }

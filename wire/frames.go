@@ -27,6 +27,10 @@ const (
 	TypeBlock        = "block"         // block a user
 	TypeUnblock      = "unblock"       // unblock a user
 	TypeBlockList    = "block.list"    // the users the user blocks, paged
+	TypePushSet      = "push.set"      // register this device's push target
+	TypePushClear    = "push.clear"    // remove this device's push target
+	TypeNotifySet    = "notify.set"    // the user's notification settings
+	TypeConvMute     = "conv.mute"     // mute or unmute a conversation's notifications
 )
 
 // Who may add a user to groups (privacy.set group_add).
@@ -105,6 +109,17 @@ type Request struct {
 	// this index (the highest idx the client has seen); see Consistency in
 	// PROTOCOL.md. 0: no wait.
 	MinIndex uint64 `msgpack:"min_idx,omitempty"`
+	// push.set: the device's push target.
+	Provider string `msgpack:"provider,omitempty"` // "fcm", "apns", "webpush", "webhook"
+	Token    string `msgpack:"token,omitempty"`    // fcm, apns, webhook
+	Endpoint string `msgpack:"endpoint,omitempty"` // webpush: the PushSubscription's endpoint
+	P256dh   string `msgpack:"p256dh,omitempty"`   // webpush: keys.p256dh
+	Auth     string `msgpack:"auth,omitempty"`     // webpush: keys.auth
+	// notify.set
+	Preview bool `msgpack:"preview,omitempty"`
+	DND     bool `msgpack:"dnd,omitempty"`
+	// conv.mute: unix ms; 0 unmutes, -1 mutes until unmuted.
+	Until int64 `msgpack:"until,omitempty"`
 }
 
 // Hello is sent once, right after the WebSocket upgrade.
@@ -269,6 +284,9 @@ type ConvInfo struct {
 	Unread        uint64 `msgpack:"unread,omitempty"`
 	PeerDelivered uint64 `msgpack:"peer_delivered,omitempty"`
 	PeerRead      uint64 `msgpack:"peer_read,omitempty"`
+	// MutedUntil: the asking user muted its notifications until then
+	// (unix ms; -1: until unmuted).
+	MutedUntil int64 `msgpack:"muted_until,omitempty"`
 }
 
 // ConvSync is one changed conversation in a sync page.
@@ -284,7 +302,10 @@ type UserInfo struct {
 	ID       uint64 `msgpack:"id"`
 	Username string `msgpack:"username"`
 	LastSeen int64  `msgpack:"last_seen,omitempty"` // Unix ms; 0 if unknown or hidden
-	// The user's privacy settings: in the reply to user.get of oneself only.
+	// The user's privacy and notification settings: in the reply to
+	// user.get of oneself only.
 	HideLastSeen bool   `msgpack:"hide_last_seen,omitempty"`
 	GroupAdd     string `msgpack:"group_add,omitempty"`
+	Preview      bool   `msgpack:"preview,omitempty"`
+	DND          bool   `msgpack:"dnd,omitempty"`
 }

@@ -15,6 +15,10 @@ const (
 	DefaultSyncConvs    = 50
 	SyncEventsPerConv   = 50  // events per conversation in a sync page; more via history
 	MaxPresenceWatch    = 256 // users one connection may watch (presence.sub)
+	// A push target's fields (push.set).
+	MaxPushTokenBytes    = 4096
+	MaxPushEndpointBytes = 2048
+	MaxPushKeyBytes      = 256
 
 	// MaxReplyBytes bounds the encoded size of a paged reply (history,
 	// sync, conv.list, conv.get members, device.list): a page stops before
