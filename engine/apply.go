@@ -95,6 +95,7 @@ type txn struct {
 	progress    uint64                // the notifier's progress set by this entry; 0 if none
 	events      []Event               // published after commit; a new slice per entry
 	ncmds       int                   // commands in the entry: sizes events
+	media       mediaWork             // media keys this entry wrote (media.go)
 
 	cmd  Command
 	kbuf []byte // key scratch (Batch.Set and Get copy their arguments)
@@ -401,6 +402,12 @@ func (t *txn) applyOne(raw []byte) *Result {
 		return t.expireSends(c)
 	case OpBlock, OpUnblock:
 		return t.block(c, c.Op == OpBlock)
+	case OpMediaChunk:
+		return t.mediaChunk(c)
+	case OpMediaCommit:
+		return t.mediaCommit(c)
+	case OpMediaExpire:
+		return t.expireMedia(c)
 	case OpPushSet:
 		return t.pushSet(c)
 	case OpPushClear:
@@ -824,8 +831,11 @@ func (t *txn) send(c *Command) *Result {
 		return &Result{Conv: orig.conv, Seq: orig.seq, Ts: orig.ts, Index: orig.index, Duplicate: true}
 	}
 
-	if r := checkText("body", c.Body, MaxBodyBytes); r != nil {
-		return r
+	// A message with attachments may have no text.
+	if c.Body != "" || len(c.Media.Attachments) == 0 {
+		if r := checkText("body", c.Body, MaxBodyBytes); r != nil {
+			return r
+		}
 	}
 	switch exists, revoked := t.device(c.User, c.Device); {
 	case !exists:
@@ -844,10 +854,20 @@ func (t *txn) send(c *Command) *Result {
 	case w.c.kind == KindDirect && t.isBlocking(w.c.peerOf(c.User), c.User):
 		return failure(ErrCodeForbidden, errNotAllowed)
 	}
+	var atts []Attachment
+	if len(c.Media.Attachments) != 0 {
+		var r *Result
+		if atts, r = t.attachments(c.User, c.Media.Attachments); r != nil {
+			return r
+		}
+	}
 	seq := t.appendEvent(w, Event{
 		Kind: EventMessage, From: c.User, Device: c.Device,
-		ClientMsgID: c.ClientMsgID, Body: c.Body, ReplyTo: c.ReplyTo,
+		ClientMsgID: c.ClientMsgID, Body: c.Body, ReplyTo: c.ReplyTo, Attachments: atts,
 	}, w.c.members)
+	if atts != nil {
+		t.refAttachments(w.c.id, seq, atts)
+	}
 	// Sending reads the conversation: the sender's cursors move to their
 	// message (see receipts.go). Their devices learn it from the message.
 	t.advance(t.cursor(w.c.id, c.User), seq, seq)

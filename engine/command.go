@@ -49,9 +49,12 @@ const (
 	OpPushProgress // Progress: every message up to this index was handled by the notifier (leader only)
 
 	// Media attachments (engine/media.go).
-	OpMediaChunk  // see engine/media.go
-	OpMediaCommit // see engine/media.go
-	OpMediaExpire // see engine/media.go (leader only)
+	OpMediaChunk  // User, Media.{Upload, Index, Data, Quota}: one chunk of an upload
+	OpMediaCommit // User, Media.{Upload, Index (chunks), Size, ID, Mime, Width, Height, Thumb, ThumbMime, Name}
+	// OpMediaExpire: Ts. Collects uploads never committed and objects no
+	// message references, older than Ts, a budget of records from where
+	// the previous one stopped. Submitted by the leader -> Result.Expired.
+	OpMediaExpire
 
 	opCount
 )
@@ -104,6 +107,9 @@ type Command struct {
 	// ms: their tokens have expired) are revoked; then the oldest until at
 	// most MaxDevices are active, the new one included (0: no cap).
 	MaxDevices uint64
+	// Media: the media commands' fields and a send's attachments
+	// (engine/media.go).
+	Media MediaArgs
 	// OpPushSet: the device's push target (see PushTarget); OpPushClear
 	// reads PushToken (and PushEndpoint for webpush) to clear only that one.
 	PushProvider string
@@ -146,6 +152,7 @@ const (
 	keySigningKey   = "sk"
 	keyMaxDevices   = "md"
 	keyGroupAdd     = "ga"
+	keyMedia        = "mx" // a map: see encodeMedia
 	keyPushProvider = "pp"
 	keyPushToken    = "pt"
 	keyPushEndpoint = "pe"
@@ -170,6 +177,7 @@ func EncodeCommand(c *Command) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.Grow(48 + len(c.Username) + len(c.PasswordHash) + len(c.SigningKey) + len(c.DeviceName) + len(c.Name) +
 		len(c.ClientMsgID) + len(c.Body) + 9*len(c.Members) + 28*len(c.Items) +
+		len(c.Media.Data) + len(c.Media.Thumb) +
 		len(c.PushToken) + len(c.PushEndpoint) + len(c.PushP256dh) + len(c.PushAuth))
 	buf.WriteByte(commandVersion)
 	enc := msgpack.GetEncoder()
@@ -208,6 +216,7 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	count(len(c.SigningKey) != 0)
 	count(c.MaxDevices != 0)
 	count(c.GroupAdd != 0)
+	count(!c.Media.isZero())
 	count(c.PushProvider != "")
 	count(c.PushToken != "")
 	count(c.PushEndpoint != "")
@@ -284,6 +293,9 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	}
 	putUint(keyMaxDevices, c.MaxDevices)
 	putUint(keyGroupAdd, uint64(c.GroupAdd))
+	if !c.Media.isZero() {
+		put(keyMedia, func() error { return encodeMedia(enc, &c.Media) })
+	}
 	putStr(keyPushProvider, c.PushProvider)
 	putStr(keyPushToken, c.PushToken)
 	putStr(keyPushEndpoint, c.PushEndpoint)
@@ -419,6 +431,8 @@ func decodeCommand(dec *msgpack.Decoder, r *bytes.Reader, c *Command) error {
 				err = fmt.Errorf("group_add %d out of range", v)
 			}
 			c.GroupAdd = GroupAddPolicy(v)
+		case keyMedia:
+			err = decodeMedia(dec, r, &c.Media)
 		case keyPushProvider:
 			c.PushProvider, err = dec.DecodeString()
 		case keyPushToken:

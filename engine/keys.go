@@ -24,6 +24,15 @@ import "encoding/binary"
 //	's' + conv + seq                     -> (empty) the event at seq is not a message
 //	'w' + user                           -> last_seen and privacy of the user
 //	'b' + user + blocked user            -> (empty) user blocks that user
+//	'f' + upload + index                 -> a chunk of a media upload (media.go; the bytes)
+//	'g' + upload                         -> media upload in progress: user, created, bytes, chunks
+//	'h' + media id (32)                  -> media object: its upload, size, type, dimensions, refs
+//	'i' + user                           -> media bytes charged to the user (uploads and objects owned)
+//	'j' + media id + user                -> (empty) user owns the media object
+//	'o' + media id                       -> the object's thumbnail
+//	't' + media id + conv + seq          -> (empty) the message conv/seq carries the object
+//	'y' + media id + conv                -> how many messages of conv carry the object
+//	('m' 'f': the media key where the last OpMediaExpire stopped)
 //	'n' + user + device                  -> the device's push target (push.go)
 //	'z' + conv + user                    -> until when user muted conv (unix ms, or -1: for good)
 //	'm' 'n'                              -> the notifier's progress: the log index handled up to

@@ -265,6 +265,12 @@ var (
 
 const eventFormat byte = 1
 
+// eventFormatAtts is eventFormat followed by the message's attachments:
+// count(uvarint), then each id(32) size(uvarint) width(uvarint)
+// height(uvarint) thumb(1) mime(len + bytes) name(len + bytes). Events
+// without attachments keep format 1.
+const eventFormatAtts byte = 2
+
 // appendEvent encodes e (without Conv and Seq, which are in the key, and
 // without Recipients, which are derived):
 //
@@ -276,7 +282,11 @@ func appendEvent(dst []byte, e *Event) []byte {
 	if !ok {
 		panic(fmt.Sprintf("engine: event kind %q has no code", e.Kind))
 	}
-	dst = append(dst, eventFormat, code)
+	format := eventFormat
+	if len(e.Attachments) != 0 {
+		format = eventFormatAtts
+	}
+	dst = append(dst, format, code)
 	dst = binary.AppendUvarint(dst, e.Index)
 	dst = binary.AppendVarint(dst, e.Ts)
 	dst = binary.AppendUvarint(dst, e.From)
@@ -294,6 +304,9 @@ func appendEvent(dst []byte, e *Event) []byte {
 	for _, u := range e.Users {
 		dst = binary.AppendUvarint(dst, u)
 	}
+	if format == eventFormatAtts {
+		dst = appendAttachments(dst, e.Attachments)
+	}
 	return dst
 }
 
@@ -304,7 +317,8 @@ func appendString(dst []byte, s string) []byte {
 // decodeEvent decodes what appendEvent wrote. Strings are copied out of b.
 func decodeEvent(conv, seq uint64, b []byte, e *Event) error {
 	d := eventDecoder{b: b}
-	if d.byte() != eventFormat {
+	format := d.byte()
+	if format != eventFormat && format != eventFormatAtts {
 		return errors.New("unknown event format")
 	}
 	code := d.byte()
@@ -328,6 +342,11 @@ func decodeEvent(conv, seq uint64, b []byte, e *Event) error {
 		e.Users = make([]uint64, n)
 		for i := range e.Users {
 			e.Users[i] = d.uvarint()
+		}
+	}
+	if format == eventFormatAtts {
+		if err := d.attachments(e); err != nil {
+			return err
 		}
 	}
 	if d.bad {

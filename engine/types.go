@@ -115,6 +115,8 @@ type Event struct {
 	ClientMsgID string
 	Body        string
 	ReplyTo     uint64
+	// Attachments of a message, in the sender's order (media.go).
+	Attachments []Attachment
 
 	// System events.
 	Users []uint64 // affected users (added, removed, left, made admin; the initial members for created)
@@ -152,6 +154,8 @@ type User struct {
 	HideLastSeen bool
 	// GroupAdd is who may add the user to groups (never GroupAddUnchanged).
 	GroupAdd GroupAddPolicy
+	// Notification settings: show the sender and text, do not disturb.
+	Preview, DND bool
 }
 
 // Device is one login of a user.
@@ -187,6 +191,9 @@ type ConvInfo struct {
 	Delivered uint64
 	Read      uint64
 	Unread    uint64
+	// MutedUntil: the asking user muted the conversation until then (unix
+	// ms, or MuteForever; 0 if not muted).
+	MutedUntil int64
 	// 1:1 only: the other member's cursors.
 	PeerDelivered uint64
 	PeerRead      uint64
