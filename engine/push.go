@@ -372,11 +372,10 @@ func (e *Engine) ConvsChangedAfter(after uint64, dst []uint64) []uint64 {
 }
 
 // MessagesAfter returns up to limit messages of conv appended by entries
-// after log index after, oldest first, with more set if others follow
-// (page on with after = the last one's Index - 1 and skip up to its seq,
-// or simply with after = its Index when limit is not reached within one
-// entry). Events that are not messages are left out.
-func (e *Engine) MessagesAfter(conv, after uint64, limit int) (msgs []Event, more bool, err error) {
+// after log index after and with a seq above afterSeq, oldest first, with
+// more set if others follow: page on with afterSeq = the last one's Seq
+// (an entry may append many). Events that are not messages are left out.
+func (e *Engine) MessagesAfter(conv, after, afterSeq uint64, limit int) (msgs []Event, more bool, err error) {
 	e.stateMu.RLock()
 	defer e.stateMu.RUnlock()
 	if e.db == nil {
@@ -392,7 +391,7 @@ func (e *Engine) MessagesAfter(conv, after uint64, limit int) (msgs []Event, mor
 		return nil, false, err
 	}
 	f := Budget{}.start()
-	lo := first
+	lo := max(first, afterSeq+1)
 	for len(msgs) < limit {
 		var evs []Event
 		evs, more, err = r.read(conv, lo, math.MaxUint64, limit-len(msgs), false, nil, f, 0)
@@ -414,3 +413,17 @@ func (e *Engine) MessagesAfter(conv, after uint64, limit int) (msgs []Event, mor
 
 // ErrClosed is returned by queries on a closed engine.
 var ErrClosed = errors.New("engine: closed")
+
+// Members returns the current members of conv, ascending, and the
+// conversation's name (groups) and kind. The slice is shared: membership
+// changes build new slices, so it never changes, but it must not be
+// modified.
+func (e *Engine) Members(conv uint64) (members []uint64, kind ConvKind, name string, ok bool) {
+	e.idx.mu.RLock()
+	defer e.idx.mu.RUnlock()
+	c := e.idx.convs[conv]
+	if c == nil {
+		return nil, "", "", false
+	}
+	return c.members, c.kind, c.name, true
+}

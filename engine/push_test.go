@@ -195,21 +195,39 @@ func TestMessagesAfter(t *testing.T) {
 	if got := w.e.ConvsChangedAfter(w.index, nil); len(got) != 0 {
 		t.Fatalf("changed after the last index: %v", got)
 	}
-	msgs, more, err := w.e.MessagesAfter(w.dm, before, 3)
+	msgs, more, err := w.e.MessagesAfter(w.dm, before, 0, 3)
 	if err != nil || !more || len(msgs) != 3 || msgs[0].Index != idx[0] || msgs[2].Index != idx[2] {
 		t.Fatalf("first page: %d msgs more=%v %v", len(msgs), more, err)
 	}
-	msgs, more, err = w.e.MessagesAfter(w.dm, msgs[2].Index, 3)
+	msgs, more, err = w.e.MessagesAfter(w.dm, before, msgs[2].Seq, 3)
 	if err != nil || more || len(msgs) != 2 || msgs[0].Index != idx[3] || msgs[1].Body != "m" {
 		t.Fatalf("second page: %+v more=%v %v", msgs, more, err)
 	}
 	// The group's created event is not a message.
-	msgs, _, err = w.e.MessagesAfter(g, before, 10)
+	msgs, _, err = w.e.MessagesAfter(g, before, 0, 10)
 	if err != nil || len(msgs) != 1 || msgs[0].From != 2 || msgs[0].Kind != EventMessage {
 		t.Fatalf("group: %+v %v", msgs, err)
 	}
-	if n := w.e.Unread(2); n != 5 { // five from alice in the 1:1; bob sent the group's only message
-		t.Fatalf("bob's unread %d, want 5", n)
+	// Messages of one entry are paged by seq.
+	w.index++
+	applyEntry(t, w.e, entry{index: w.index, ts: 1000 * int64(w.index), cmds: mustEncode(t,
+		&Command{Op: OpSend, User: 1, Device: 1, Conv: g, ClientMsgID: "b1", Body: "1"},
+		&Command{Op: OpSend, User: 1, Device: 1, Conv: g, ClientMsgID: "b2", Body: "2"},
+		&Command{Op: OpSend, User: 1, Device: 1, Conv: g, ClientMsgID: "b3", Body: "3"})})
+	page1, more, err := w.e.MessagesAfter(g, w.index-1, 0, 2)
+	if err != nil || !more || len(page1) != 2 || page1[1].Body != "2" {
+		t.Fatalf("batch page 1: %+v more=%v %v", page1, more, err)
+	}
+	page2, more, err := w.e.MessagesAfter(g, w.index-1, page1[1].Seq, 2)
+	if err != nil || more || len(page2) != 1 || page2[0].Body != "3" || page2[0].Index != w.index {
+		t.Fatalf("batch page 2: %+v more=%v %v", page2, more, err)
+	}
+	msgs, _, err = w.e.MessagesAfter(g, before, 0, 1)
+	if err != nil || len(msgs) != 1 || msgs[0].From != 2 || msgs[0].Kind != EventMessage {
+		t.Fatalf("group: %+v %v", msgs, err)
+	}
+	if n := w.e.Unread(2); n != 8 { // five from alice in the 1:1 and three in the group
+		t.Fatalf("bob's unread %d, want 8", n)
 	}
 	if n := w.e.Unread(1); n != 1 {
 		t.Fatalf("alice's unread %d, want 1", n)

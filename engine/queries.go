@@ -57,6 +57,7 @@ func (e *Engine) userLocked(id uint64) (User, bool) {
 	e.idx.mu.RLock()
 	if ue := e.idx.users[id]; ue != nil {
 		u.LastSeen, u.HideLastSeen, u.GroupAdd = ue.seen.lastSeen, ue.seen.hide, ue.seen.groupAddPolicy()
+		u.Preview, u.DND = ue.seen.preview, ue.seen.dnd
 	}
 	e.idx.mu.RUnlock()
 	return u, true

@@ -248,6 +248,7 @@ func (t *txn) receipts(c *Command) *Result {
 // in a 1:1 the other member's. index.mu is held.
 func (ix *index) fillCursors(ci *ConvInfo, user uint64, m *membership) {
 	ci.Delivered, ci.Read, ci.Unread = m.cursors.delivered, m.cursors.read, m.unread()
+	ci.MutedUntil = m.mutedUntil
 	c := m.conv
 	if c.kind != KindDirect {
 		return
