@@ -54,6 +54,8 @@ const (
 	// OpMediaExpire: Ts. Collects uploads never committed and objects no
 	// message references, older than Ts, a budget of records from where
 	// the previous one stopped. Submitted by the leader -> Result.Expired.
+	// With User and Media.Upload: abandons that upload at once (the node
+	// that took it gave up on it).
 	OpMediaExpire
 
 	opCount

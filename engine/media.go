@@ -80,7 +80,8 @@ var mediaExpireBudget = MediaExpireBudget
 //	OpMediaCommit: Upload, Index (the chunk count), Size, ID (SHA-256 of
 //	               the bytes), Mime, Width, Height (images), Thumb and
 //	               ThumbMime (optional), Name (the file name, sanitized)
-//	OpMediaExpire: Ts on the Command: the cutoff (unix ms)
+//	OpMediaExpire: Ts on the Command: the cutoff (unix ms); or, with
+//	               Upload set, that upload of the Command's User at once
 //	OpSend:        Attachments
 type MediaArgs struct {
 	Upload      uint64
@@ -603,6 +604,9 @@ func (t *txn) storedEvent(conv, seq uint64) (Event, bool) {
 // no message has referenced since before the cutoff: their chunks,
 // thumbnail, owners and records go, and the users are no longer charged.
 func (t *txn) expireMedia(c *Command) *Result {
+	if c.Media.Upload != 0 {
+		return t.abandonUpload(c.User, c.Media.Upload)
+	}
 	cutoff := min(c.Ts, t.ts)
 	if cutoff <= 0 {
 		return failure(ErrCodeInvalid, "media_expire needs a cutoff time")
@@ -669,6 +673,32 @@ func (t *txn) expireMedia(c *Command) *Result {
 	}
 	r := t.ok(0, 0)
 	r.Expired = expired
+	return r
+}
+
+// abandonUpload collects one upload in progress of user at once: the node
+// that took it gave up (the client went away, a limit was hit), so it
+// need not wait for the grace period, nor count against the quota.
+// Abandoning an upload that is not there (committed, collected, another
+// user's) changes nothing.
+func (t *txn) abandonUpload(user, upload uint64) *Result {
+	uk := key1(prefixMediaUpload, upload)
+	r := t.ok(0, 0)
+	v, ok := t.mget(uk)
+	if !ok {
+		return r
+	}
+	rec, ok := decodeUploadRecord(v)
+	if !ok {
+		panic(corrupt("upload record", uk).Error())
+	}
+	if rec.user != user {
+		return r
+	}
+	t.deleteChunks(upload)
+	t.mdel(uk)
+	t.charge(user, -int64(rec.bytes))
+	r.Expired = 1
 	return r
 }
 

@@ -468,3 +468,22 @@ func TestMediaCommandCodec(t *testing.T) {
 		t.Fatal("decoded more attachments than any command carries")
 	}
 }
+
+func TestMediaAbandonUpload(t *testing.T) {
+	b := newMediaBed(t, t.TempDir())
+	cs := chunkCmds(1, 5, fileBytes(1, MediaChunkSize+9), 0)
+	b.ok(cs[0])
+	b.ok(cs[1])
+	abandon := &Command{Op: OpMediaExpire, User: 2, Media: MediaArgs{Upload: 5}}
+	if r := b.ok(abandon); r.Expired != 0 || b.e.MediaUsage(1) == 0 {
+		t.Fatal("another user abandoned alice's upload")
+	}
+	abandon.User = 1
+	if r := b.ok(abandon); r.Expired != 1 || b.e.MediaUsage(1) != 0 || b.countKeys(prefixMediaChunk) != 0 || b.countKeys(prefixMediaUpload) != 0 {
+		t.Fatalf("abandoned upload left: usage %d\n%s", b.e.MediaUsage(1), dumpDB(t, b.e))
+	}
+	if r := b.ok(abandon); r.Expired != 0 {
+		t.Fatal("abandoned twice")
+	}
+	b.fail(commitCmd(1, 5, fileBytes(1, MediaChunkSize+9), ""), ErrCodeNotFound)
+}

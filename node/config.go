@@ -10,6 +10,7 @@ import (
 
 	"parley/engine"
 	"parley/netpoll"
+	"parley/push"
 	"parley/raftlog"
 )
 
@@ -109,6 +110,18 @@ type Config struct {
 	SendRetention    time.Duration
 	ExpireSendsEvery time.Duration
 
+	// Media attachments (media.go). MediaMaxBytes bounds one file;
+	// MediaQuotaBytes what one user stores (uploads in progress and files
+	// they uploaded; negative: no quota). Uploads never committed, and
+	// files no message references, are collected after MediaGrace; the
+	// leader sweeps every MediaExpireEvery (engine.MediaExpireBudget
+	// records each time). MediaThumbSide is a thumbnail's longer side.
+	MediaMaxBytes    int64
+	MediaQuotaBytes  int64
+	MediaGrace       time.Duration
+	MediaExpireEvery time.Duration
+	MediaThumbSide   int
+
 	// The HTTP API (accounts, admin API, health, metrics) bounds every
 	// connection in time and in number. HTTPReadTimeout covers a request's
 	// headers and body; HTTPWriteTimeout runs from the end of the headers to
@@ -154,6 +167,20 @@ type Config struct {
 	StorageCheckEvery time.Duration
 	StorageProbe      func(dir string) (free uint64, err error)
 
+	// Push notifications (notify.go): Push names each provider's
+	// credentials (nil sections: not configured); PushSender replaces the
+	// providers (tests). With neither, push.set is refused and nothing is
+	// sent. PushWorkers send at once; PushQueue deliveries wait for them
+	// (beyond, the newest are dropped); a delivery that keeps failing is
+	// dropped PushMaxAge after its message (also the providers' TTL); the
+	// leader reports its progress every PushProgressEvery.
+	Push              push.Config
+	PushSender        push.Sender
+	PushWorkers       int
+	PushQueue         int
+	PushMaxAge        time.Duration
+	PushProgressEvery time.Duration
+
 	// Pprof serves net/http/pprof under /debug/pprof/ on the HTTP API: for
 	// profiling by operators, off by default.
 	Pprof bool
@@ -195,6 +222,11 @@ func DefaultConfig() Config {
 		ReadCountsEvery:    time.Second,
 		SendRetention:      7 * 24 * time.Hour,
 		ExpireSendsEvery:   5 * time.Second,
+		MediaMaxBytes:      100 << 20,
+		MediaQuotaBytes:    1 << 30,
+		MediaGrace:         24 * time.Hour,
+		MediaExpireEvery:   10 * time.Second,
+		MediaThumbSide:     320,
 		HTTPReadTimeout:    10 * time.Second,
 		HTTPWriteTimeout:   40 * time.Second,
 		HTTPIdleTimeout:    30 * time.Second,
@@ -203,6 +235,10 @@ func DefaultConfig() Config {
 		WSMaxConnsPerIP:    defaultWSMaxConnsPerIP,
 		StorageMinFree:     DefaultStorageMinFree,
 		StorageCheckEvery:  DefaultStorageCheckEvery,
+		PushWorkers:        16,
+		PushQueue:          100_000,
+		PushMaxAge:         time.Hour,
+		PushProgressEvery:  time.Second,
 	}
 }
 
@@ -274,8 +310,10 @@ func (c Config) withDefaults() Config {
 		{&c.PresenceGrace, d.PresenceGrace}, {&c.LastSeenEvery, d.LastSeenEvery},
 		{&c.ReadCountsEvery, d.ReadCountsEvery}, {&c.SendRetention, d.SendRetention},
 		{&c.ExpireSendsEvery, d.ExpireSendsEvery},
+		{&c.MediaGrace, d.MediaGrace}, {&c.MediaExpireEvery, d.MediaExpireEvery},
 		{&c.HTTPReadTimeout, d.HTTPReadTimeout}, {&c.HTTPWriteTimeout, d.HTTPWriteTimeout},
 		{&c.HTTPIdleTimeout, d.HTTPIdleTimeout}, {&c.StorageCheckEvery, d.StorageCheckEvery},
+		{&c.PushMaxAge, d.PushMaxAge}, {&c.PushProgressEvery, d.PushProgressEvery},
 	} {
 		if *f.dst == 0 {
 			*f.dst = f.v
@@ -283,6 +321,21 @@ func (c Config) withDefaults() Config {
 	}
 	if c.TypingMaxMembers == 0 {
 		c.TypingMaxMembers = d.TypingMaxMembers
+	}
+	if c.MediaMaxBytes == 0 {
+		c.MediaMaxBytes = d.MediaMaxBytes
+	}
+	if c.MediaQuotaBytes == 0 {
+		c.MediaQuotaBytes = d.MediaQuotaBytes
+	}
+	if c.MediaThumbSide == 0 {
+		c.MediaThumbSide = d.MediaThumbSide
+	}
+	if c.PushWorkers == 0 {
+		c.PushWorkers = d.PushWorkers
+	}
+	if c.PushQueue == 0 {
+		c.PushQueue = d.PushQueue
 	}
 	if c.HTTPMaxConns == 0 {
 		c.HTTPMaxConns = d.HTTPMaxConns
@@ -353,6 +406,15 @@ func (c Config) Validate() error {
 	}
 	if c.ExpireSendsEvery < 0 {
 		bad("expire-sends interval %v is negative", c.ExpireSendsEvery)
+	}
+	if c.MediaMaxBytes < 1 || c.MediaMaxBytes > engine.MaxMediaBytes {
+		bad("media max bytes %d: want 1 to %d", c.MediaMaxBytes, int64(engine.MaxMediaBytes))
+	}
+	if c.MediaGrace < time.Minute || c.MediaExpireEvery < 0 {
+		bad("media grace %v (at least a minute: an upload must commit within it) or sweep interval %v out of range", c.MediaGrace, c.MediaExpireEvery)
+	}
+	if c.MediaThumbSide < 16 || c.MediaThumbSide > 2048 {
+		bad("media thumbnail side %d: want 16 to 2048", c.MediaThumbSide)
 	}
 	if c.TypingTTL <= c.TypingThrottle {
 		bad("typing ttl %v must exceed the typing throttle %v", c.TypingTTL, c.TypingThrottle)

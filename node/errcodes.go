@@ -25,6 +25,8 @@ func wireCode(c engine.ErrCode) wire.Code {
 		return wire.CodeConflict
 	case engine.ErrCodeUsernameTaken:
 		return wire.CodeUsernameTaken
+	case engine.ErrCodeQuotaExceeded:
+		return wire.CodeQuotaExceeded
 	default: // ErrCodeInternal, and a code this switch does not know (a bug the test catches)
 		return wire.CodeInternal
 	}

@@ -36,7 +36,11 @@ func (n *Node) httpHandler() http.Handler {
 	// it (and the server then reads at most this much of it before it
 	// closes the connection instead of draining it).
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		r.Body = http.MaxBytesReader(w, r.Body, maxHTTPBody)
+		limit := int64(maxHTTPBody)
+		if isMediaUpload(r) { // a file: bounded by its own limit (media.go)
+			limit = n.cfg.MediaMaxBytes
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		mux.ServeHTTP(w, r)
 	})
 }
@@ -64,6 +68,7 @@ func (n *Node) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", n.handleHealth)
 	mux.HandleFunc("GET /readyz", n.handleReady)
 	n.adminRoutes(mux)
+	n.mediaRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	if n.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

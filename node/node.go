@@ -52,6 +52,7 @@ type Node struct {
 	accountsPropose atomic.Pointer[func(context.Context, *engine.Command, proposeFunc) (*engine.Result, *wire.Error)]
 
 	typing     *typingTracker
+	notifier   *notifier // nil: no push provider configured (notify.go)
 	presence   *presenceTracker
 	lastSeen   *lastSeenThrottle
 	receipts   *receiptBuffer
@@ -62,6 +63,7 @@ type Node struct {
 	// time.
 	expireNext     time.Time
 	expireInflight atomic.Bool
+	media          mediaState // uploads' thumbnail slots, the media sweep (media.go)
 
 	queries chan func()   // reads waiting for a query worker
 	reads   readAdmission // expensive reads in flight per connection and user
@@ -182,6 +184,9 @@ func Open(cfg Config) (_ *Node, err error) {
 	} else {
 		n.workers.Add(1)
 		go n.signingKeyLoop(keyCandidate)
+	}
+	if err := n.startNotifier(); err != nil {
+		return nil, err
 	}
 	n.workers.Add(1)
 	go n.signalLoop()

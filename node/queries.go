@@ -193,6 +193,7 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 		}
 		if u.ID == s.user { // one's own privacy settings, to no one else
 			ok.UserInfo.HideLastSeen, ok.UserInfo.GroupAdd = u.HideLastSeen, groupAddName(u.GroupAdd)
+			ok.UserInfo.Preview, ok.UserInfo.DND = u.Preview, u.DND
 		}
 	case wire.TypeBlockList:
 		users, more, code := n.engine.Blocked(s.user, req.After, req.Limit)
@@ -294,7 +295,7 @@ func convInfo(c *engine.ConvInfo) wire.ConvInfo {
 	ci := wire.ConvInfo{
 		ID: c.ID, Name: c.Name, LastSeq: c.LastSeq, LastIndex: c.LastIndex, CreatedAt: c.CreatedAt,
 		Kind: wire.ConvGroup, Members: make([]uint64, 0, len(c.Members)),
-		MemberCount: c.MemberCount, Delivered: c.Delivered, Read: c.Read, Unread: c.Unread,
+		MemberCount: c.MemberCount, Delivered: c.Delivered, Read: c.Read, Unread: c.Unread, MutedUntil: c.MutedUntil,
 		PeerDelivered: c.PeerDelivered, PeerRead: c.PeerRead,
 	}
 	if c.Kind == engine.KindDirect {
@@ -321,6 +322,6 @@ func wireEvent(e *engine.Event) wire.Event {
 	return wire.Event{
 		Conv: e.Conv, Seq: e.Seq, Index: e.Index, Ts: e.Ts, Kind: string(e.Kind), From: e.From,
 		Device: e.Device, ClientMsgID: e.ClientMsgID, Body: e.Body, ReplyTo: e.ReplyTo,
-		Users: e.Users, Name: e.Name, Admin: e.Admin,
+		Users: e.Users, Name: e.Name, Admin: e.Admin, Att: wireAttachments(e.Attachments),
 	}
 }

@@ -68,6 +68,7 @@ func (n *Node) OnOpen(c *netpoll.Conn) {
 			RatePerSecond: n.cfg.RatePerSecond, RateBurst: n.cfg.RateBurst,
 			MaxReplyBytes: n.replyBudget(), Reads: wire.MaxReadsInFlight,
 		},
+		VAPID: n.vapidPublicKey(),
 	})
 	if err == nil {
 		s.send(netpoll.PrepareBinary(hello))
@@ -128,6 +129,23 @@ func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
 		n.submit(s, req.ID, &engine.Command{Op: engine.OpSetPrivacy, User: s.user, HideLastSeen: req.Hide,
 			GroupAdd: groupAddPolicy(req.GroupAdd)},
 			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
+	case wire.TypePushSet:
+		if !n.pushConfigured(req.Provider) {
+			n.reply(s, wire.ErrorReply(req.ID, wire.Errorf(wire.CodeInvalid, "push provider "+req.Provider+" is not configured on this server")))
+			break
+		}
+		n.submit(s, req.ID, &engine.Command{Op: engine.OpPushSet, User: s.user, Device: s.device,
+			PushProvider: req.Provider, PushToken: req.Token, PushEndpoint: req.Endpoint, PushP256dh: req.P256dh, PushAuth: req.Auth},
+			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
+	case wire.TypePushClear:
+		n.submit(s, req.ID, &engine.Command{Op: engine.OpPushClear, User: s.user, Device: s.device},
+			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
+	case wire.TypeNotifySet:
+		n.submit(s, req.ID, &engine.Command{Op: engine.OpNotifySet, User: s.user, Preview: req.Preview, DND: req.DND},
+			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
+	case wire.TypeConvMute:
+		n.submit(s, req.ID, &engine.Command{Op: engine.OpMute, User: s.user, Conv: req.Conv, Until: req.Until},
+			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID, Conv: req.Conv} })
 	case wire.TypeBlock, wire.TypeUnblock:
 		op := engine.OpBlock
 		if req.Type == wire.TypeUnblock {
@@ -152,10 +170,18 @@ func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
 			}
 		})
 	case wire.TypeSend:
-		n.submit(s, req.ID, &engine.Command{
+		cmd := &engine.Command{
 			Op: engine.OpSend, User: s.user, Device: s.device, Conv: req.Conv,
 			ClientMsgID: req.ClientMsgID, Body: req.Body, ReplyTo: req.ReplyTo,
-		}, func(res *engine.Result) *wire.Reply {
+		}
+		if len(req.Att) != 0 {
+			var e *wire.Error
+			if cmd.Media.Attachments, e = attachmentRefs(req.Att); e != nil {
+				n.replyError(s, req.ID, e)
+				break
+			}
+		}
+		n.submit(s, req.ID, cmd, func(res *engine.Result) *wire.Reply {
 			return &wire.Reply{
 				Type: wire.TypeOK, ID: req.ID, ClientMsgID: req.ClientMsgID, Conv: res.Conv,
 				Seq: res.Seq, Ts: res.Ts, Index: res.Index, Duplicate: res.Duplicate,
@@ -320,6 +346,9 @@ func (n *Node) Publish(events []engine.Event) {
 		d := n.hub.deliver(ev.Recipients, eventFrame(&we))
 		n.metrics.deliveries.Add(float64(d))
 		n.metrics.deliveryLatency.Observe(float64(now-ev.Ts) / 1000)
+		if n.notifier != nil && ev.Kind == engine.EventMessage {
+			n.notifier.messagePublished(ev.Conv, ev.Index)
+		}
 	}
 	n.metrics.eventsPublished.Add(float64(len(events)))
 }

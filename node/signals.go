@@ -42,6 +42,7 @@ func (n *Node) sweepSignals(now time.Time) {
 		n.sendReadCounts(conv, reader)
 	}
 	n.expireSends(now)
+	n.expireMedia(now)
 	n.closeExpired()
 }
 

@@ -62,7 +62,10 @@ func (r *Request) Validate() *Error {
 		if n := len(r.ClientMsgID); n == 0 || n > MaxClientMsgIDBytes {
 			return Errorf(CodeInvalid, "cmid must be 1-64 bytes")
 		}
-		if len(r.Body) == 0 {
+		if e := validAttachments(r.Att); e != nil {
+			return e
+		}
+		if len(r.Body) == 0 && len(r.Att) == 0 { // a file may go without text
 			return Errorf(CodeInvalid, "body is empty")
 		}
 		if len(r.Body) > MaxBodyBytes {

@@ -447,8 +447,9 @@ type reqDecoder struct {
 	// once, and only if the frame decodes.
 	typ, cmid, body, name, dir, groupAdd    []byte
 	provider, token, endpoint, p256dh, auth []byte
-	err                                     *Error // the first error about a well-formed value
-	idErr                                   *Error // the id is out of range or not an integer
+	atts                                    []attView // send's att (attachments.go); nil without
+	err                                     *Error    // the first error about a well-formed value
+	idErr                                   *Error    // the id is out of range or not an integer
 }
 
 // decodeRequest decodes b into req, which must be zero, without validating
@@ -481,6 +482,7 @@ func decodeRequest(b []byte, req *Request) *Error {
 	// push.set's (empty strings cost no allocation on other requests)
 	req.Provider = internString(d.provider)
 	req.Token, req.Endpoint, req.P256dh, req.Auth = string(d.token), string(d.endpoint), string(d.p256dh), string(d.auth)
+	req.Att = d.attachments()
 	return nil
 }
 
@@ -560,6 +562,8 @@ func (d *reqDecoder) decode() *Error {
 			e = d.uint("min_idx", &req.MinIndex)
 		case "group_add":
 			e = d.str("group_add", &d.groupAdd)
+		case "att":
+			e = d.att()
 		case "provider":
 			e = d.str("provider", &d.provider)
 		case "token":

@@ -340,6 +340,9 @@ func variant(r *rand.Rand, req *Request) []byte {
 	boolField("preview", req.Preview)
 	boolField("dnd", req.DND)
 	add("until", req.Until == 0, func() { w.int(req.Until) })
+	if req.Att != nil {
+		entries = append(entries, entry{"att", func() { w.attachments(req.Att) }})
+	}
 	for range r.IntN(4) {
 		name := []string{"future", "x", "", "ids", "T", "type", "usersX"}[r.IntN(7)]
 		entries = append(entries, entry{"unknown:" + name, func() { w.junk(3) }})
@@ -395,6 +398,12 @@ func randomRequest(r *rand.Rand) *Request {
 	}
 	if r.IntN(4) == 0 {
 		req.Dir = []string{DirBefore, DirAfter, "up"}[r.IntN(3)]
+	}
+	if r.IntN(4) == 0 {
+		req.Att = make([]Attachment, r.IntN(MaxAttachments+1))
+		for i := range req.Att {
+			req.Att[i] = Attachment{ID: s(), Name: s()}
+		}
 	}
 	switch r.IntN(5) {
 	case 0: // nil
@@ -489,6 +498,8 @@ func TestDecodeRequestFillsEveryField(t *testing.T) {
 			f.SetBool(true)
 		case f.Type() == reflect.TypeFor[[]uint64]():
 			f.Set(reflect.ValueOf([]uint64{uint64(i), MaxSafeInteger}))
+		case f.Type() == reflect.TypeFor[[]Attachment](): // send reads id and name only
+			f.Set(reflect.ValueOf([]Attachment{{ID: "id-" + sf.Name, Name: "a.pdf"}, {ID: "2"}}))
 		default:
 			t.Fatalf("field %s: type %s is new to this test (and to decode.go)", sf.Name, f.Type())
 		}

@@ -24,7 +24,7 @@ import (
 func AppendEvent(b []byte, e *Event) []byte {
 	n := 6 // conv, seq, idx, ts, kind, from
 	n += count(e.Type != "") + count(e.Device != 0) + count(e.ClientMsgID != "") + count(e.Body != "") + count(e.ReplyTo != 0) +
-		count(len(e.Users) != 0) + count(e.Name != "") + count(e.Admin)
+		count(len(e.Users) != 0) + count(e.Name != "") + count(e.Admin) + count(len(e.Att) != 0)
 	b = appendMapLen(b, n)
 	if e.Type != "" { // "ev" as a frame, absent inside replies
 		b = appendStr(appendStr(b, "t"), e.Type)
@@ -56,13 +56,20 @@ func AppendEvent(b []byte, e *Event) []byte {
 	if e.Admin {
 		b = appendBool(appendStr(b, "admin"), true)
 	}
+	if len(e.Att) != 0 {
+		b = appendAttachments(appendStr(b, "att"), e.Att)
+	}
 	return b
 }
 
 // EventSize is a size to reserve for AppendEvent(e): exact for the fixed
 // part, generous for the rest.
 func EventSize(e *Event) int {
-	return 128 + len(e.Type) + len(e.Kind) + len(e.ClientMsgID) + len(e.Body) + len(e.Name) + 9*len(e.Users)
+	n := 128 + len(e.Type) + len(e.Kind) + len(e.ClientMsgID) + len(e.Body) + len(e.Name) + 9*len(e.Users)
+	if len(e.Att) != 0 {
+		n += attachmentsLen(e.Att)
+	}
+	return n
 }
 
 // AppendReply appends r as a msgpack map.

@@ -19,6 +19,11 @@ const (
 	CodeConflict      Code = "conflict"       // the operation contradicts current state
 	CodeUsernameTaken Code = "username_taken" // registration with a name already in use
 
+	// Media (the HTTP API's /v1/media, docs/PROTOCOL.md).
+	CodeQuotaExceeded   Code = "quota_exceeded"   // the user's stored files would exceed their quota
+	CodeUnsupportedType Code = "unsupported_type" // the file's content is of a type the server does not accept
+	CodeImageTooLarge   Code = "image_too_large"  // an image's dimensions are over the limit (a decompression bomb)
+
 	// Load and availability: the request was not applied; retrying later is safe
 	// (sends are idempotent by client_msg_id).
 	CodeRateLimited Code = "rate_limited" // this connection sends faster than its allowance

@@ -109,6 +109,9 @@ type Request struct {
 	// this index (the highest idx the client has seen); see Consistency in
 	// PROTOCOL.md. 0: no wait.
 	MinIndex uint64 `msgpack:"min_idx,omitempty"`
+	// Att: send's attachments (at most MaxAttachments); only their ID and
+	// Name are read.
+	Att []Attachment `msgpack:"att,omitempty"`
 	// push.set: the device's push target.
 	Provider string `msgpack:"provider,omitempty"` // "fcm", "apns", "webpush", "webhook"
 	Token    string `msgpack:"token,omitempty"`    // fcm, apns, webhook
@@ -122,6 +125,19 @@ type Request struct {
 	Until int64 `msgpack:"until,omitempty"`
 }
 
+// Attachment is a file attached to a message (docs/PROTOCOL.md, Media).
+// A send names it by ID (a media id from the upload) and optionally a
+// Name to show; in an event the server fills in the rest.
+type Attachment struct {
+	ID     string `msgpack:"id"`
+	Name   string `msgpack:"name,omitempty"`
+	Mime   string `msgpack:"mime,omitempty"`
+	Size   uint64 `msgpack:"size,omitempty"`
+	Width  uint64 `msgpack:"w,omitempty"` // images: pixels
+	Height uint64 `msgpack:"h,omitempty"`
+	Thumb  bool   `msgpack:"thumb,omitempty"` // a thumbnail exists (GET /v1/media/{id}?thumb=1)
+}
+
 // Hello is sent once, right after the WebSocket upgrade.
 type Hello struct {
 	Type     string `msgpack:"t"` // "hello"
@@ -132,6 +148,10 @@ type Hello struct {
 	PingMS   int64  `msgpack:"ping_ms"` // the server pings a connection quiet for this long
 	Limits   Limits `msgpack:"limits"`
 	Protocol int    `msgpack:"v"` // protocol version, 1
+	// VAPID is the server's Web Push public key (base64url), the
+	// applicationServerKey a browser subscribes with; absent when the
+	// server sends no Web Push.
+	VAPID string `msgpack:"vapid,omitempty"`
 }
 
 // Limits tells the client what the server enforces.
@@ -264,6 +284,8 @@ type Event struct {
 	Users       []uint64 `msgpack:"users,omitempty"`
 	Name        string   `msgpack:"name,omitempty"`
 	Admin       bool     `msgpack:"admin,omitempty"`
+	// Att: a message's attachments.
+	Att []Attachment `msgpack:"att,omitempty"`
 }
 
 // ConvInfo describes a conversation.

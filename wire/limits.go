@@ -44,6 +44,10 @@ const (
 	DefaultBlockListLimit = 100  // blocked users per block.list page
 	MaxBlockListLimit     = 1000
 
+	// Media attachments (docs/PROTOCOL.md, Media).
+	MaxAttachments         = 10  // attachments per message
+	MaxAttachmentNameBytes = 255 // a file name, UTF-8
+
 	// MaxSafeInteger is 2^53-1: every ID and counter in the protocol stays
 	// below it, so JavaScript clients read them exactly as numbers.
 	MaxSafeInteger = 1<<53 - 1

@@ -7,7 +7,7 @@ package wire
 // EventLen is the encoded size of e (as an ev frame, or inside a reply).
 func EventLen(e *Event) int {
 	n := 6 + count(e.Type != "") + count(e.Device != 0) + count(e.ClientMsgID != "") + count(e.Body != "") +
-		count(e.ReplyTo != 0) + count(len(e.Users) != 0) + count(e.Name != "") + count(e.Admin)
+		count(e.ReplyTo != 0) + count(len(e.Users) != 0) + count(e.Name != "") + count(e.Admin) + count(len(e.Att) != 0)
 	size := mapLenSize(n) +
 		strSize("conv") + 9 + strSize("seq") + 9 + strSize("idx") + 9 + strSize("ts") + 9 +
 		strSize("kind") + strSize(e.Kind) + strSize("from") + 9
@@ -34,6 +34,9 @@ func EventLen(e *Event) int {
 	}
 	if e.Admin {
 		size += strSize("admin") + 1
+	}
+	if len(e.Att) != 0 {
+		size += strSize("att") + attachmentsLen(e.Att)
 	}
 	return size
 }
