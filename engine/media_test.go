@@ -342,8 +342,8 @@ func TestMediaExpiry(t *testing.T) {
 	r := b.ok(send(1, 1, "k", "x", kept))
 	unref := b.upload(1, 2, fileBytes(9, MediaChunkSize+5), "unref.pdf")
 	b.upload(2, 3, fileBytes(9, MediaChunkSize+5), "") // bob owns it too
-	b.ok(chunkCmds(3, 4, fileBytes(10, 100), 0)[0])     // never committed
-	for range 6 { // budget 2: sweeps the records in steps
+	b.ok(chunkCmds(3, 4, fileBytes(10, 100), 0)[0])    // never committed
+	for range 6 {                                      // budget 2: sweeps the records in steps
 		b.ok(&Command{Op: OpMediaExpire, Ts: b.ts})
 	}
 	if _, ok := b.e.Media(unref); ok {

@@ -24,10 +24,10 @@ import (
 // mediaNode is one node with small media limits, and three users: alice
 // and bob share a 1:1, carol shares nothing.
 type mediaNode struct {
-	n                *node.Node
-	base             string
+	n                 *node.Node
+	base              string
 	alice, bob, carol string // tokens
-	aliceAcc, bobAcc account
+	aliceAcc, bobAcc  account
 }
 
 const (
