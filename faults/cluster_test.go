@@ -82,9 +82,9 @@ type cluster struct {
 }
 
 // startCluster starts three parleyBin processes on ports the kernel chose,
-// each behind a linkProxy, founds the cluster through the first, and waits
-// until all three are ready.
-func startCluster(t testing.TB) *cluster {
+// each behind a linkProxy, with the flags extra, founds the cluster through
+// the first, and waits until all three are ready.
+func startCluster(t testing.TB, extra ...string) *cluster {
 	t.Helper()
 	root := t.TempDir()
 	c := &cluster{token: "faults-admin-token-0123456789abcdef"}
@@ -101,9 +101,9 @@ func startCluster(t testing.TB) *cluster {
 		proxy := newLinkProxy(t)
 		n := nodeproc.Start(t, nodeproc.Options{
 			Bin: parleyBin, Dir: filepath.Join(root, name), Name: name,
-			Args: []string{"-id", name, "-advertise", proxy.addr(), "-bootstrap=false",
+			Args: append([]string{"-id", name, "-advertise", proxy.addr(), "-bootstrap=false",
 				"-admin-token-file", tokenFile, "-cluster-key-file", keyFile,
-				"-trailing-logs", "64", "-snapshot-threshold", "256"},
+				"-trailing-logs", "64", "-snapshot-threshold", "256"}, extra...),
 			NotReady: true, // a member waits for the cluster's init
 		})
 		proxy.setTarget(n.RaftBind)

@@ -34,3 +34,15 @@ func (n *Node) SetAccountsProposeForTest(hook func(ctx context.Context, cmd *eng
 // StopWebSocketForTest stops the WebSocket server alone, as if its
 // listener had died.
 func (n *Node) StopWebSocketForTest(ctx context.Context) error { return n.ws.Stop(ctx) }
+
+// EngineForTest is the node's engine, for checks of the replicated state.
+func (n *Node) EngineForTest() *engine.Engine { return n.engine }
+
+// PushPendingForTest is the number of notifications the notifier has yet
+// to handle (0 without a notifier).
+func (n *Node) PushPendingForTest() int {
+	if n.notifier == nil {
+		return 0
+	}
+	return n.notifier.pendingCount()
+}

@@ -69,7 +69,13 @@ func main() {
 		"comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For names the client (default: none, the TCP peer is the client)")
 	flag.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
+	pushFlags := definePushFlags()
+	flag.IntVar(&cfg.PushWorkers, "push-workers", cfg.PushWorkers, "push notifications sent at once (on the leader)")
+	flag.IntVar(&cfg.PushQueue, "push-queue", cfg.PushQueue, "push notifications waiting for a worker; beyond, the newest are dropped")
+	flag.DurationVar(&cfg.PushMaxAge, "push-max-age", cfg.PushMaxAge,
+		"a notification still failing this long after its message is dropped; also the providers' time to live")
 	flag.Parse()
+	cfg.Push = pushFlags.config()
 	cfg.Argon2.Time, cfg.Argon2.MemoryKiB = uint32(argonTime), uint32(argonMemory)
 	cfg.AuthLimits.Disabled = !*authThrottle
 	if cfg.StorageMinFree = *storageMinFreeMiB << 20; *storageMinFreeMiB < 0 {

@@ -1,0 +1,219 @@
+package node_test
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"parley/engine"
+	"parley/internal/testwait"
+	"parley/node"
+	"parley/push"
+	"parley/push/pushtest"
+	"parley/wire"
+)
+
+// pushWorld is a node whose notifier sends to a recorder, with alice,
+// bob (a phone on FCM and a browser on Web Push) and carol.
+type pushWorld struct {
+	t                *testing.T
+	n                *node.Node
+	rec              *pushtest.Recorder
+	alice, bob       account
+	carol            account
+	a                *conn
+	bobPhone, bobWeb string // tokens
+	dm, group        uint64
+}
+
+func newPushWorld(t *testing.T) *pushWorld {
+	w := &pushWorld{t: t, rec: &pushtest.Recorder{}}
+	cfg := testConfig(t.TempDir())
+	cfg.PushSender = w.rec
+	cfg.PresenceGrace = 50 * time.Millisecond
+	cfg.SignalTick = 20 * time.Millisecond
+	cfg.PushProgressEvery = 20 * time.Millisecond
+	w.n = startNodeWith(t, cfg)
+	w.alice, w.bob, w.carol = register(t, w.n, "alice"), register(t, w.n, "bob"), register(t, w.n, "carol")
+	w.a, _ = dialConn(t, w.n, login(t, w.n, w.alice, "phone"))
+	w.bobPhone, w.bobWeb = login(t, w.n, w.bob, "phone"), login(t, w.n, w.bob, "browser")
+	w.bobOnline(func(phone, web *conn) {
+		wantOK(t, "push.set fcm", phone.do(t, map[string]any{"t": "push.set", "provider": "fcm", "token": "bob-fcm"}))
+		wantOK(t, "push.set webpush", web.do(t, map[string]any{"t": "push.set", "provider": "webpush",
+			"endpoint": "https://push.example/bob", "p256dh": "BKey", "auth": "secret"}))
+	})
+	rep := w.a.do(t, map[string]any{"t": "dm.open", "user": w.bob.user})
+	wantOK(t, "dm.open", rep)
+	w.dm = rep.Info.ID
+	rep = w.a.do(t, map[string]any{"t": "group.create", "name": "team", "users": []uint64{w.bob.user, w.carol.user}})
+	wantOK(t, "group.create", rep)
+	w.group = rep.Info.ID
+	return w
+}
+
+// bobOnline connects both of bob's devices, runs f, disconnects them and
+// waits until bob is offline.
+func (w *pushWorld) bobOnline(f func(phone, web *conn)) {
+	w.t.Helper()
+	phone, _ := dialConn(w.t, w.n, w.bobPhone)
+	web, _ := dialConn(w.t, w.n, w.bobWeb)
+	f(phone, web)
+	phone.conn.NetConn().Close()
+	web.conn.NetConn().Close()
+	testwait.Eventually(w.t, "bob offline", func() bool {
+		rep := w.a.do(w.t, map[string]any{"t": "presence.sub", "users": []uint64{w.bob.user}})
+		return rep.Type == wire.TypeOK && len(rep.Presence) == 1 && !rep.Presence[0].Online
+	})
+}
+
+func (w *pushWorld) send(conv uint64, body string) wire.Reply {
+	w.t.Helper()
+	rep := w.a.do(w.t, map[string]any{"t": "send", "conv": conv, "cmid": body, "body": body})
+	wantOK(w.t, "send "+body, rep)
+	return rep
+}
+
+// handled waits until the notifier has handled every message up to idx
+// (its durable progress passed it), and returns the sends for (conv, seq).
+func (w *pushWorld) handled(idx, conv, seq uint64) []pushtest.Sent {
+	w.t.Helper()
+	testwait.Eventually(w.t, fmt.Sprintf("push progress past %d", idx), func() bool {
+		return w.n.EngineForTest().PushProgress() >= idx
+	})
+	var out []pushtest.Sent
+	for _, s := range w.rec.Sends() {
+		if s.Notification.Conv == conv && s.Notification.Seq == seq {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func providers(sends []pushtest.Sent) []string {
+	var out []string
+	for _, s := range sends {
+		out = append(out, s.Target.Provider)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestNotifyWhoAndWhat: an offline recipient's every device with a push
+// target gets one notification per message, with the unread count as
+// badge and a collapse key per conversation; the text only with previews
+// on; nothing while online, muted or in do-not-disturb; a target the
+// provider rejects for good is removed.
+func TestNotifyWhoAndWhat(t *testing.T) {
+	w := newPushWorld(t)
+	both := []string{push.ProviderFCM, push.ProviderWebPush}
+
+	// Online: no notification. (bob is online while this runs.)
+	var online wire.Reply
+	w.bobOnline(func(_, _ *conn) { online = w.send(w.dm, "while online") })
+	if got := w.handled(online.Index, w.dm, online.Seq); len(got) != 0 {
+		t.Fatalf("notified while online: %+v", got)
+	}
+
+	// Offline, previews off (the default): both devices, no text.
+	s := w.send(w.dm, "secret words")
+	got := w.handled(s.Index, w.dm, s.Seq)
+	if !slices.Equal(providers(got), both) {
+		t.Fatalf("offline: sends to %v, want %v", providers(got), both)
+	}
+	for _, g := range got {
+		n := g.Notification
+		if n.Title != "" || n.Body != "" || n.Badge != 2 || n.CollapseKey != fmt.Sprintf("conv-%d", w.dm) ||
+			n.ThreadID != n.CollapseKey || n.IdempotencyKey == "" {
+			t.Fatalf("notification %+v: want no text, badge 2 (two unread), collapse key per conversation", n)
+		}
+	}
+	if got[0].Notification.IdempotencyKey == got[1].Notification.IdempotencyKey {
+		t.Fatal("two devices share an idempotency key")
+	}
+
+	// Previews on, the group muted for good.
+	w.bobOnline(func(phone, _ *conn) {
+		wantOK(t, "notify.set", phone.do(t, map[string]any{"t": "notify.set", "preview": true}))
+		wantOK(t, "conv.mute", phone.do(t, map[string]any{"t": "conv.mute", "conv": w.group, "until": -1}))
+		rep := phone.do(t, map[string]any{"t": "user.get", "user": w.bob.user})
+		if rep.UserInfo == nil || !rep.UserInfo.Preview || rep.UserInfo.DND {
+			t.Fatalf("user.get of oneself: %+v", rep.UserInfo)
+		}
+		rep = phone.do(t, map[string]any{"t": "conv.get", "conv": w.group})
+		if rep.Info == nil || rep.Info.MutedUntil != -1 {
+			t.Fatalf("conv.get after mute: %+v", rep.Info)
+		}
+	})
+	s = w.send(w.dm, "hello bob")
+	got = w.handled(s.Index, w.dm, s.Seq)
+	if len(got) != 2 || got[0].Notification.Title != "alice" || got[0].Notification.Body != "hello bob" {
+		t.Fatalf("with previews: %+v", got)
+	}
+	s = w.send(w.group, "muted")
+	if got := w.handled(s.Index, w.group, s.Seq); len(got) != 0 {
+		t.Fatalf("notified in a muted conversation: %+v", got)
+	}
+
+	// Do-not-disturb: nothing at all.
+	w.bobOnline(func(phone, _ *conn) {
+		wantOK(t, "notify.set", phone.do(t, map[string]any{"t": "notify.set", "preview": true, "dnd": true}))
+	})
+	s = w.send(w.dm, "dnd")
+	if got := w.handled(s.Index, w.dm, s.Seq); len(got) != 0 {
+		t.Fatalf("notified in do-not-disturb: %+v", got)
+	}
+
+	// Unmuted, previews on, no DND: the group's title names it. The phone's
+	// token is gone: its target is removed, the browser's stays.
+	w.rec.Script("bob-fcm", pushtest.Scripted{Result: push.Result{Gone: true, Status: 404}, Err: fmt.Errorf("unregistered")})
+	w.bobOnline(func(phone, _ *conn) {
+		wantOK(t, "notify.set", phone.do(t, map[string]any{"t": "notify.set", "preview": true}))
+		wantOK(t, "conv.mute", phone.do(t, map[string]any{"t": "conv.mute", "conv": w.group, "until": 0}))
+	})
+	s = w.send(w.group, "to the team")
+	got = w.handled(s.Index, w.group, s.Seq)
+	if !slices.Equal(providers(got), both) || got[0].Notification.Title != "alice in team" {
+		t.Fatalf("group: %+v", got)
+	}
+	testwait.Eventually(t, "the gone target removed", func() bool {
+		targets, err := w.n.EngineForTest().PushTargets(w.bob.user)
+		return err == nil && len(targets) == 1 && targets[0].Provider == engine.PushWebPush
+	})
+	s = w.send(w.dm, "after gone")
+	if got := w.handled(s.Index, w.dm, s.Seq); !slices.Equal(providers(got), []string{push.ProviderWebPush}) {
+		t.Fatalf("after the token was gone: %v", providers(got))
+	}
+	if p := w.n.PushPendingForTest(); p != 0 {
+		t.Fatalf("%d deliveries pending at the end", p)
+	}
+}
+
+// TestNotifyRetriesAndPausesOnRetryAfter: a provider answering "retry
+// later" gets the notification again after its Retry-After; the progress
+// waits for it.
+func TestNotifyRetriesAfterRetryAfter(t *testing.T) {
+	w := newPushWorld(t)
+	w.rec.Script("bob-fcm", pushtest.Scripted{Result: push.Result{Retryable: true, RetryAfter: time.Second, Status: 429}, Err: fmt.Errorf("quota")})
+	s := w.send(w.dm, "retry me")
+	testwait.Eventually(t, "a first attempt", func() bool { return len(w.rec.Sends()) >= 2 })
+	if p := w.n.EngineForTest().PushProgress(); p >= s.Index {
+		t.Fatalf("progress %d passed a message (%d) whose notification is to be retried", p, s.Index)
+	}
+	w.rec.Script("bob-fcm", pushtest.Scripted{})
+	got := w.handled(s.Index, w.dm, s.Seq)
+	if n := len(got); n != 3 { // webpush once; fcm refused, then sent
+		t.Fatalf("%d sends, want 3: %+v", n, got)
+	}
+}
+
+// TestPushSetNeedsAConfiguredProvider: a node that sends no pushes says
+// so, rather than store a target it will never use.
+func TestPushSetNeedsAConfiguredProvider(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	alice := register(t, n, "alice")
+	a, _ := dialConn(t, n, login(t, n, alice, "phone"))
+	wantCode(t, "push.set", a.do(t, map[string]any{"t": "push.set", "provider": "fcm", "token": "x"}), wire.CodeInvalid)
+	wantCode(t, "push.set without provider", a.do(t, map[string]any{"t": "push.set", "token": "x"}), wire.CodeInvalid)
+	wantOK(t, "notify.set", a.do(t, map[string]any{"t": "notify.set", "preview": true}))
+}
