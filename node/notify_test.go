@@ -3,6 +3,7 @@ package node_test
 import (
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -216,4 +217,71 @@ func TestPushSetNeedsAConfiguredProvider(t *testing.T) {
 	wantCode(t, "push.set", a.do(t, map[string]any{"t": "push.set", "provider": "fcm", "token": "x"}), wire.CodeInvalid)
 	wantCode(t, "push.set without provider", a.do(t, map[string]any{"t": "push.set", "token": "x"}), wire.CodeInvalid)
 	wantOK(t, "notify.set", a.do(t, map[string]any{"t": "notify.set", "preview": true}))
+}
+
+// TestNotifyThroughEveryProvider: the node's notifier through the real
+// senders to the fakes, which check each provider's request format (FCM
+// v1 with OAuth2, APNs over HTTP/2 with an ES256 token, Web Push encrypted
+// for the subscription with VAPID, signed webhooks): bob has one device
+// on each and each gets the message.
+func TestNotifyThroughEveryProvider(t *testing.T) {
+	fcm, apns, web, hook := pushtest.NewFCM(t), pushtest.NewAPNs(t), pushtest.NewWebPush(t), pushtest.NewWebhookReceiver(t)
+	cfg := testConfig(t.TempDir())
+	cfg.Push = push.Config{
+		FCM:     &push.FCMConfig{ServiceAccountFile: fcm.ServiceAccountFile, Endpoint: fcm.URL, HTTPClient: fcm.Client()},
+		APNs:    &push.APNsConfig{KeyFile: apns.KeyFile, KeyID: apns.KeyID, TeamID: apns.TeamID, Topic: apns.Topic, Endpoint: apns.URL, HTTPClient: apns.Client()},
+		WebPush: &push.WebPushConfig{VAPIDKeyFile: web.VAPIDKeyFile, Subject: "mailto:ops@example.com", HTTPClient: web.Client()},
+		Webhook: &push.WebhookConfig{SecretFile: hook.SecretFile, HTTPClient: hook.Client()},
+	}
+	cfg.PresenceGrace = 50 * time.Millisecond
+	cfg.PushProgressEvery = 20 * time.Millisecond
+	n := startNodeWith(t, cfg)
+	alice, bob := register(t, n, "alice"), register(t, n, "bob")
+	a, hello := dialConn(t, n, login(t, n, alice, "phone"))
+	var h wire.Hello
+	if err := wire.Unmarshal(hello, &h); err != nil || h.VAPID == "" {
+		t.Fatalf("hello has no VAPID key: %+v %v", h, err)
+	}
+	sub := web.Subscribe(t)
+	for dev, req := range map[string]map[string]any{
+		"android": {"provider": "fcm", "token": "fcm-registration-token"},
+		"iphone":  {"provider": "apns", "token": "0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f9"},
+		"browser": {"provider": "webpush", "endpoint": sub.Endpoint, "p256dh": sub.P256dh, "auth": sub.Auth},
+		"relay":   {"provider": "webhook", "token": hook.URL + "/bob"},
+	} {
+		c, _ := dialConn(t, n, login(t, n, bob, dev))
+		req["t"] = "push.set"
+		wantOK(t, "push.set "+dev, c.do(t, req))
+		if dev == "android" {
+			wantOK(t, "notify.set", c.do(t, map[string]any{"t": "notify.set", "preview": true}))
+		}
+		c.conn.NetConn().Close()
+	}
+	testwait.Eventually(t, "bob offline", func() bool {
+		rep := a.do(t, map[string]any{"t": "presence.sub", "users": []uint64{bob.user}})
+		return rep.Type == wire.TypeOK && len(rep.Presence) == 1 && !rep.Presence[0].Online
+	})
+	rep := a.do(t, map[string]any{"t": "dm.open", "user": bob.user})
+	wantOK(t, "dm.open", rep)
+	wantOK(t, "send", a.do(t, map[string]any{"t": "send", "conv": rep.Info.ID, "cmid": "m1", "body": "lunch at noon?"}))
+
+	testwait.Eventually(t, "a notification at every provider", func() bool {
+		return len(fcm.Messages()) == 1 && len(apns.Notifications()) == 1 && len(web.Messages()) == 1 && len(hook.Delivered()) == 1
+	}, testwait.Detail(func() string {
+		return fmt.Sprintf("fcm %d (refused %v), apns %d, webpush %d (refused %v), webhook %d (refused %v)",
+			len(fcm.Messages()), fcm.Rejections(), len(apns.Notifications()), len(web.Messages()), web.Rejections(),
+			len(hook.Delivered()), hook.Rejections())
+	}))
+	if m := fcm.Messages()[0]; m.Token != "fcm-registration-token" || m.Notification == nil || m.Notification.Body != "lunch at noon?" {
+		t.Fatalf("fcm message %+v", m)
+	}
+	if nt := apns.Notifications()[0]; nt.APS.Alert.Body != "lunch at noon?" || nt.APS.Badge == nil || *nt.APS.Badge != 1 {
+		t.Fatalf("apns notification %+v", nt.APS)
+	}
+	if !strings.Contains(string(web.Messages()[0].Plaintext), "lunch at noon?") {
+		t.Fatalf("web push plaintext %s", web.Messages()[0].Plaintext)
+	}
+	if d := hook.Delivered()[0]; d.Event.Data.Body != "lunch at noon?" || d.Path != "/bob" {
+		t.Fatalf("webhook %+v", d.Event.Data)
+	}
 }
