@@ -14,8 +14,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"parley/client"
+	"parley/internal/testwait"
 	"parley/media"
 	"parley/node"
 	"parley/wire"
@@ -354,5 +356,46 @@ func TestMediaRefusals(t *testing.T) {
 	big := map[string]string{"username": "dave", "password": strings.Repeat("p", 5000)}
 	if status := postJSON(t, m.base+"/v1/register", big, nil); status != http.StatusRequestEntityTooLarge {
 		t.Errorf("a 5 KB register: HTTP %d", status)
+	}
+}
+
+// TestMediaExpiry: the leader collects a file no message carries once the
+// grace period is over, and keeps one a message carries.
+func TestMediaExpiry(t *testing.T) {
+	clk := &fakeClock{now: time.Now()}
+	cfg := testConfig(t.TempDir())
+	cfg.Clock = clk.Now
+	cfg.SignalTick = 5 * time.Millisecond
+	cfg.MediaGrace = 24 * time.Hour
+	cfg.MediaExpireEvery = time.Millisecond
+	n := startNodeWith(t, cfg)
+	alice, bob := register(t, n, "alice"), register(t, n, "bob")
+	tok := login(t, n, alice, "a")
+	ca := dial(t, []string{n.WSURL()}, tok, 0)
+	ctx := ctxT(t)
+	dm, err := ca.OpenDirect(ctx, bob.user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := n.HTTPURL()
+	kept, _, _ := uploadCode(t, base, tok, bytes.NewReader(noiseFile(1, 1000)), "kept")
+	lost, _, _ := uploadCode(t, base, tok, bytes.NewReader(noiseFile(2, 1000)), "lost")
+	if kept == nil || lost == nil {
+		t.Fatal("uploads failed")
+	}
+	if _, err := ca.SendAttachments(ctx, dm.ID, "", []wire.Attachment{{ID: kept.ID}}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour) // within the grace period: both stay
+	if resp, _ := get(t, base, tok, "/v1/media/"+lost.ID, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("collected within the grace period: HTTP %d", resp.StatusCode)
+	}
+	clk.Advance(24 * time.Hour)
+	testwait.Eventually(t, "the unreferenced file to go", func() bool {
+		resp, _ := get(t, base, tok, "/v1/media/"+lost.ID, nil)
+		return resp.StatusCode == http.StatusNotFound
+	})
+	if resp, _ := get(t, base, tok, "/v1/media/"+kept.ID, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("a file a message carries: HTTP %d", resp.StatusCode)
 	}
 }

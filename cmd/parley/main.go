@@ -67,6 +67,11 @@ func main() {
 	flag.DurationVar(&cfg.StorageCheckEvery, "storage-check-every", cfg.StorageCheckEvery, "how often free space is measured")
 	trustedProxies := flag.String("trusted-proxies", "",
 		"comma-separated addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For names the client (default: none, the TCP peer is the client)")
+	flag.Int64Var(&cfg.MediaMaxBytes, "media-max-bytes", cfg.MediaMaxBytes, "largest file accepted by POST /v1/media (413 too_large beyond)")
+	flag.Int64Var(&cfg.MediaQuotaBytes, "media-quota-bytes", cfg.MediaQuotaBytes,
+		"bytes of files one user may store: uploads in progress and files uploaded (413 quota_exceeded beyond; negative: no quota)")
+	flag.DurationVar(&cfg.MediaGrace, "media-grace", cfg.MediaGrace,
+		"uploads never committed, and files no message carries, are deleted after this long")
 	flag.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	pushFlags := definePushFlags()
