@@ -285,3 +285,89 @@ func TestNotifyThroughEveryProvider(t *testing.T) {
 		t.Fatalf("webhook %+v", d.Event.Data)
 	}
 }
+
+// TestConformancePush walks §4.7's request rules on a node that sends
+// pushes (to a recorder).
+func TestConformancePush(t *testing.T) {
+	cfg := testConfig(t.TempDir())
+	cfg.PushSender = &pushtest.Recorder{}
+	n := startNodeWith(t, cfg)
+	alice, bob, carol := register(t, n, "alice"), register(t, n, "bob"), register(t, n, "carol")
+	a, _ := dialConn(t, n, login(t, n, alice, "phone"))
+	rep := a.do(t, map[string]any{"t": "dm.open", "user": bob.user})
+	wantOK(t, "dm.open", rep)
+	dm := rep.Info.ID
+	c, _ := dialConn(t, n, login(t, n, carol, "phone"))
+
+	t.Run("§4.7 push.set takes a token for fcm, apns and webhook, and endpoint, p256dh, auth for webpush", func(t *testing.T) {
+		for _, req := range []map[string]any{
+			{"provider": "fcm", "token": "t"}, {"provider": "apns", "token": "ab"}, {"provider": "webhook", "token": "https://relay.example/x"},
+			{"provider": "webpush", "endpoint": "https://push.example/1", "p256dh": "k", "auth": "a"},
+		} {
+			req["t"] = "push.set"
+			rep := a.do(t, req)
+			wantOK(t, fmt.Sprint(req), rep)
+			if rep.Index == 0 {
+				t.Fatalf("%v: no idx in the reply to a write", req)
+			}
+		}
+	})
+	t.Run("§4.7 push.set errors", func(t *testing.T) {
+		for _, c := range []struct {
+			req  map[string]any
+			code wire.Code
+		}{
+			{map[string]any{"token": "t"}, wire.CodeInvalid},
+			{map[string]any{"provider": "pigeon", "token": "t"}, wire.CodeInvalid},
+			{map[string]any{"provider": "fcm"}, wire.CodeInvalid},
+			{map[string]any{"provider": "fcm", "token": "t", "endpoint": "https://e"}, wire.CodeInvalid},
+			{map[string]any{"provider": "webpush", "endpoint": "https://e", "p256dh": "k"}, wire.CodeInvalid},
+			{map[string]any{"provider": "webpush", "endpoint": "https://e", "p256dh": "k", "auth": "a", "token": "t"}, wire.CodeInvalid},
+			{map[string]any{"provider": "fcm", "token": strings.Repeat("t", 4097)}, wire.CodeTooLarge},
+			{map[string]any{"provider": "webpush", "endpoint": strings.Repeat("e", 2049), "p256dh": "k", "auth": "a"}, wire.CodeTooLarge},
+			{map[string]any{"provider": "webpush", "endpoint": "https://e", "p256dh": strings.Repeat("k", 257), "auth": "a"}, wire.CodeTooLarge},
+		} {
+			c.req["t"] = "push.set"
+			wantCode(t, fmt.Sprint(c.req), a.do(t, c.req), c.code)
+		}
+	})
+	t.Run("§4.7 push.clear and notify.set are answered ok with idx", func(t *testing.T) {
+		for _, req := range []map[string]any{{"t": "push.clear"}, {"t": "notify.set", "preview": true, "dnd": true}} {
+			rep := a.do(t, req)
+			wantOK(t, fmt.Sprint(req), rep)
+			if rep.Index == 0 {
+				t.Fatalf("%v: no idx", req)
+			}
+		}
+	})
+	t.Run("§4.7 user.get of oneself shows preview and dnd, of anyone else not", func(t *testing.T) {
+		rep := a.do(t, map[string]any{"t": "user.get", "user": alice.user})
+		if rep.UserInfo == nil || !rep.UserInfo.Preview || !rep.UserInfo.DND {
+			t.Fatalf("oneself: %+v", rep.UserInfo)
+		}
+		rep = c.do(t, map[string]any{"t": "user.get", "user": alice.user})
+		if rep.UserInfo == nil || rep.UserInfo.Preview || rep.UserInfo.DND {
+			t.Fatalf("someone else: %+v", rep.UserInfo)
+		}
+	})
+	t.Run("§4.7 conv.mute sets muted_until in the member's ConvInfo; 0 unmutes", func(t *testing.T) {
+		rep := a.do(t, map[string]any{"t": "conv.mute", "conv": dm, "until": 4_102_444_800_000})
+		wantOK(t, "conv.mute", rep)
+		if rep.Conv != dm || rep.Index == 0 {
+			t.Fatalf("reply %+v", rep)
+		}
+		if info := a.do(t, map[string]any{"t": "conv.get", "conv": dm}).Info; info == nil || info.MutedUntil != 4_102_444_800_000 {
+			t.Fatalf("conv.get: %+v", info)
+		}
+		wantOK(t, "unmute", a.do(t, map[string]any{"t": "conv.mute", "conv": dm, "until": 0}))
+		if info := a.do(t, map[string]any{"t": "conv.get", "conv": dm}).Info; info == nil || info.MutedUntil != 0 {
+			t.Fatalf("conv.get after unmute: %+v", info)
+		}
+	})
+	t.Run("§4.7 conv.mute errors", func(t *testing.T) {
+		wantCode(t, "no conv", a.do(t, map[string]any{"t": "conv.mute", "until": -1}), wire.CodeInvalid)
+		wantCode(t, "until -2", a.do(t, map[string]any{"t": "conv.mute", "conv": dm, "until": -2}), wire.CodeInvalid)
+		wantCode(t, "no such conversation", a.do(t, map[string]any{"t": "conv.mute", "conv": 999, "until": -1}), wire.CodeNotFound)
+		wantCode(t, "not a member", c.do(t, map[string]any{"t": "conv.mute", "conv": dm, "until": -1}), wire.CodeNotMember)
+	})
+}
