@@ -37,7 +37,7 @@ func startNode(t *testing.T, dir string) *node.Node {
 	return startNodeWith(t, testConfig(dir))
 }
 
-func startNodeWith(t *testing.T, cfg node.Config) *node.Node {
+func startNodeWith(t testing.TB, cfg node.Config) *node.Node {
 	t.Helper()
 	n, err := node.Open(cfg)
 	if err != nil {
