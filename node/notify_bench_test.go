@@ -63,7 +63,9 @@ func groupOfOffline(b *testing.B, n *node.Node, members int, url string) (*clien
 	return c, g
 }
 
-func itoa(i int) string { return string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i/676%26)) + string(rune('a'+i/17576%26)) }
+func itoa(i int) string {
+	return string(rune('a'+i%26)) + string(rune('a'+i/26%26)) + string(rune('a'+i/676%26)) + string(rune('a'+i/17576%26))
+}
 
 // BenchmarkNotifyGroup10k: one message to a group of 10,000 offline
 // members, each with one device: the time until the provider has the last
