@@ -98,8 +98,8 @@ type accountReply struct {
 }
 
 // TestReadYourWritesEveryNode: a client alternates nodes between every
-// write and the read that follows it, under background traffic and
-// through two leadership transfers, and every read is checked against the
+// write and the read that follows it, under background traffic, through
+// two leadership transfers and a kill -9 of the leader, and every read is checked against the
 // history of the client's own acknowledged writes (and what it has seen):
 //   - register on A, then login on B at once: 200 the first time, never
 //     401 (the client sends nothing special); presence.sub of that user
@@ -179,11 +179,24 @@ func TestReadYourWritesEveryNode(t *testing.T) {
 
 	const rounds = 24
 	for i := range rounds {
-		if i == rounds/3 || i == 2*rounds/3 {
+		switch i {
+		case rounds / 4, 3 * rounds / 4:
 			lead := c.leader(t, c.nodes...)
 			t.Logf("round %d: transfer leadership away from %s", i, lead.name)
 			if err := c.admin(lead).TransferLeader(ctxFor(t, 30*time.Second), ""); err != nil {
 				t.Logf("transfer leadership: %v (the rounds go on either way)", err)
+			}
+		case rounds / 2:
+			// The leader dies (kill -9) and comes back on its data: the
+			// session's client on it reconnects, and what it reads there
+			// and elsewhere must still include everything acknowledged.
+			lead := c.leader(t, c.nodes...)
+			t.Logf("round %d: kill -9 the leader %s, then restart it", i, lead.name)
+			lead.Kill9()
+			c.leader(t, without(c.nodes, lead)...)
+			lead.restart(t)
+			if err := lead.WaitReady(); err != nil {
+				t.Fatalf("%s after restart: %v", lead.name, err)
 			}
 		}
 		ai, bi, ci := i%3, (i+1)%3, (i+2)%3
