@@ -832,7 +832,7 @@ func (t *txn) send(c *Command) *Result {
 	}
 
 	// A message with attachments may have no text.
-	if c.Body != "" || len(c.Media.Attachments) == 0 {
+	if c.Body != "" || c.Media == nil || len(c.Media.Attachments) == 0 {
 		if r := checkText("body", c.Body, MaxBodyBytes); r != nil {
 			return r
 		}
@@ -855,7 +855,7 @@ func (t *txn) send(c *Command) *Result {
 		return failure(ErrCodeForbidden, errNotAllowed)
 	}
 	var atts []Attachment
-	if len(c.Media.Attachments) != 0 {
+	if c.Media != nil && len(c.Media.Attachments) != 0 {
 		var r *Result
 		if atts, r = t.attachments(c.User, c.Media.Attachments); r != nil {
 			return r

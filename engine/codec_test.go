@@ -117,6 +117,12 @@ func setNonZero(v reflect.Value, variant, seed int) bool {
 				return false
 			}
 		}
+	case reflect.Pointer: // to a struct of fields, set as a struct is
+		p := reflect.New(v.Type().Elem())
+		if !setNonZero(p.Elem(), variant, seed) {
+			return false
+		}
+		v.Set(p)
 	default:
 		return false
 	}

@@ -111,7 +111,7 @@ type Command struct {
 	MaxDevices uint64
 	// Media: the media commands' fields and a send's attachments
 	// (engine/media.go).
-	Media MediaArgs
+	Media *MediaArgs
 	// OpPushSet: the device's push target (see PushTarget); OpPushClear
 	// reads PushToken (and PushEndpoint for webpush) to clear only that one.
 	PushProvider string
@@ -179,7 +179,7 @@ func EncodeCommand(c *Command) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.Grow(48 + len(c.Username) + len(c.PasswordHash) + len(c.SigningKey) + len(c.DeviceName) + len(c.Name) +
 		len(c.ClientMsgID) + len(c.Body) + 9*len(c.Members) + 28*len(c.Items) +
-		len(c.Media.Data) + len(c.Media.Thumb) +
+		c.Media.size() +
 		len(c.PushToken) + len(c.PushEndpoint) + len(c.PushP256dh) + len(c.PushAuth))
 	buf.WriteByte(commandVersion)
 	enc := msgpack.GetEncoder()
@@ -296,7 +296,7 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	putUint(keyMaxDevices, c.MaxDevices)
 	putUint(keyGroupAdd, uint64(c.GroupAdd))
 	if !c.Media.isZero() {
-		put(keyMedia, func() error { return encodeMedia(enc, &c.Media) })
+		put(keyMedia, func() error { return encodeMedia(enc, c.Media) })
 	}
 	putStr(keyPushProvider, c.PushProvider)
 	putStr(keyPushToken, c.PushToken)
@@ -434,7 +434,8 @@ func decodeCommand(dec *msgpack.Decoder, r *bytes.Reader, c *Command) error {
 			}
 			c.GroupAdd = GroupAddPolicy(v)
 		case keyMedia:
-			err = decodeMedia(dec, r, &c.Media)
+			c.Media = new(MediaArgs)
+			err = decodeMedia(dec, r, c.Media)
 		case keyPushProvider:
 			c.PushProvider, err = dec.DecodeString()
 		case keyPushToken:

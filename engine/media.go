@@ -132,8 +132,27 @@ type MediaInfo struct {
 	upload        uint64
 }
 
+// media is c.Media, or zero fields when it has none.
+func (c *Command) media() *MediaArgs {
+	if c.Media == nil {
+		return &noMedia
+	}
+	return c.Media
+}
+
+var noMedia MediaArgs
+
+// size is a size to reserve for encoding a's bytes.
+func (a *MediaArgs) size() int {
+	if a == nil {
+		return 0
+	}
+	return len(a.Data) + len(a.Thumb)
+}
+
+// isZero: nothing to encode (nil included).
 func (a *MediaArgs) isZero() bool {
-	return a.Upload == 0 && a.Index == 0 && len(a.Data) == 0 && a.Quota == 0 && len(a.ID) == 0 && a.Size == 0 &&
+	return a == nil || a.Upload == 0 && a.Index == 0 && len(a.Data) == 0 && a.Quota == 0 && len(a.ID) == 0 && a.Size == 0 &&
 		a.Mime == "" && a.Width == 0 && a.Height == 0 && len(a.Thumb) == 0 && a.ThumbMime == "" && a.Name == "" &&
 		len(a.Attachments) == 0
 }
@@ -369,7 +388,7 @@ func (t *txn) deleteChunks(upload uint64) {
 }
 
 func (t *txn) mediaChunk(c *Command) *Result {
-	a := &c.Media
+	a := c.media()
 	switch {
 	case !t.userExists(c.User):
 		return failure(ErrCodeNotFound, "no such user")
@@ -416,7 +435,7 @@ func (t *txn) mediaChunk(c *Command) *Result {
 }
 
 func (t *txn) mediaCommit(c *Command) *Result {
-	a := &c.Media
+	a := c.media()
 	switch {
 	case len(a.ID) != MediaIDLen:
 		return failure(ErrCodeInvalid, "media id is not 32 bytes")
@@ -604,8 +623,8 @@ func (t *txn) storedEvent(conv, seq uint64) (Event, bool) {
 // no message has referenced since before the cutoff: their chunks,
 // thumbnail, owners and records go, and the users are no longer charged.
 func (t *txn) expireMedia(c *Command) *Result {
-	if c.Media.Upload != 0 {
-		return t.abandonUpload(c.User, c.Media.Upload)
+	if a := c.media(); a.Upload != 0 {
+		return t.abandonUpload(c.User, a.Upload)
 	}
 	cutoff := min(c.Ts, t.ts)
 	if cutoff <= 0 {

@@ -74,7 +74,7 @@ func chunkCmds(user, upload uint64, data []byte, quota uint64) []*Command {
 	var cmds []*Command
 	for i := 0; i*MediaChunkSize < len(data); i++ {
 		part := data[i*MediaChunkSize : min(len(data), (i+1)*MediaChunkSize)]
-		cmds = append(cmds, &Command{Op: OpMediaChunk, User: user, Media: MediaArgs{
+		cmds = append(cmds, &Command{Op: OpMediaChunk, User: user, Media: &MediaArgs{
 			Upload: upload, Index: uint64(i), Data: bytes.Clone(part), Quota: quota,
 		}})
 	}
@@ -83,7 +83,7 @@ func chunkCmds(user, upload uint64, data []byte, quota uint64) []*Command {
 
 func commitCmd(user, upload uint64, data []byte, name string) *Command {
 	sum := sha256.Sum256(data)
-	return &Command{Op: OpMediaCommit, User: user, Media: MediaArgs{
+	return &Command{Op: OpMediaCommit, User: user, Media: &MediaArgs{
 		Upload: upload, Index: uint64((len(data) + MediaChunkSize - 1) / MediaChunkSize), Size: uint64(len(data)),
 		ID: sum[:], Mime: "application/pdf", Name: name,
 	}}
@@ -130,6 +130,9 @@ func (b *mediaBed) countKeys(prefix byte) int {
 func send(user, conv uint64, cmid, body string, ids ...[MediaIDLen]byte) *Command {
 	c := &Command{Op: OpSend, User: user, Device: user, Conv: conv, ClientMsgID: cmid, Body: body}
 	for _, id := range ids {
+		if c.Media == nil {
+			c.Media = &MediaArgs{}
+		}
 		c.Media.Attachments = append(c.Media.Attachments, AttachmentRef{ID: bytes.Clone(id[:]), Name: "f.pdf"})
 	}
 	return c
@@ -201,11 +204,11 @@ func TestMediaChunkRules(t *testing.T) {
 	other.User = 2
 	b.fail(&other, ErrCodeConflict) // another user's upload id
 	b.ok(cs[1])
-	short := &Command{Op: OpMediaChunk, User: 1, Media: MediaArgs{Upload: 5, Index: 2, Data: []byte("x")}}
+	short := &Command{Op: OpMediaChunk, User: 1, Media: &MediaArgs{Upload: 5, Index: 2, Data: []byte("x")}}
 	b.ok(short)
-	b.fail(&Command{Op: OpMediaChunk, User: 1, Media: MediaArgs{Upload: 5, Index: 3, Data: []byte("y")}}, ErrCodeInvalid)
-	b.fail(&Command{Op: OpMediaChunk, User: 1, Media: MediaArgs{Upload: 6, Data: make([]byte, MediaChunkSize+1)}}, ErrCodeTooLarge)
-	b.fail(&Command{Op: OpMediaChunk, User: 1, Media: MediaArgs{Upload: 6}}, ErrCodeInvalid)
+	b.fail(&Command{Op: OpMediaChunk, User: 1, Media: &MediaArgs{Upload: 5, Index: 3, Data: []byte("y")}}, ErrCodeInvalid)
+	b.fail(&Command{Op: OpMediaChunk, User: 1, Media: &MediaArgs{Upload: 6, Data: make([]byte, MediaChunkSize+1)}}, ErrCodeTooLarge)
+	b.fail(&Command{Op: OpMediaChunk, User: 1, Media: &MediaArgs{Upload: 6}}, ErrCodeInvalid)
 	if u := b.e.MediaUsage(1); u != 2*MediaChunkSize+1 {
 		t.Fatalf("charged %d", u)
 	}
@@ -454,7 +457,7 @@ func TestMediaDeterminismAndSnapshot(t *testing.T) {
 }
 
 func TestMediaCommandCodec(t *testing.T) {
-	c := &Command{Op: OpSend, User: 1, Device: 1, Conv: 1, ClientMsgID: "x", Media: MediaArgs{
+	c := &Command{Op: OpSend, User: 1, Device: 1, Conv: 1, ClientMsgID: "x", Media: &MediaArgs{
 		Attachments: make([]AttachmentRef, maxCommandAttachments+1)}}
 	for i := range c.Media.Attachments {
 		c.Media.Attachments[i] = AttachmentRef{ID: []byte{1}}
@@ -474,7 +477,7 @@ func TestMediaAbandonUpload(t *testing.T) {
 	cs := chunkCmds(1, 5, fileBytes(1, MediaChunkSize+9), 0)
 	b.ok(cs[0])
 	b.ok(cs[1])
-	abandon := &Command{Op: OpMediaExpire, User: 2, Media: MediaArgs{Upload: 5}}
+	abandon := &Command{Op: OpMediaExpire, User: 2, Media: &MediaArgs{Upload: 5}}
 	if r := b.ok(abandon); r.Expired != 0 || b.e.MediaUsage(1) == 0 {
 		t.Fatal("another user abandoned alice's upload")
 	}

@@ -322,7 +322,7 @@ func (up *upload) run(body io.Reader, limit int64, name string) (*mediaReply, *u
 		thumb, thumbMime = up.thumbnail()
 	}
 	sum, size := up.chunker.Sum()
-	cmd := &engine.Command{Op: engine.OpMediaCommit, User: up.user, Media: engine.MediaArgs{
+	cmd := &engine.Command{Op: engine.OpMediaCommit, User: up.user, Media: &engine.MediaArgs{
 		Upload: up.id, Index: uint64(up.chunker.Chunks()), Size: uint64(size), ID: sum[:], Mime: up.mimeType,
 		Thumb: thumb, ThumbMime: thumbMime, Name: name,
 	}}
@@ -441,7 +441,7 @@ func (up *upload) emit(index int, chunk []byte) error {
 		}
 	}
 	up.chunks++ // proposed, whatever comes of it (a timeout may still commit)
-	_, werr := up.n.propose(up.ctx, &engine.Command{Op: engine.OpMediaChunk, User: up.user, Media: engine.MediaArgs{
+	_, werr := up.n.propose(up.ctx, &engine.Command{Op: engine.OpMediaChunk, User: up.user, Media: &engine.MediaArgs{
 		Upload: up.id, Index: uint64(index), Data: chunk, Quota: up.quota,
 	}})
 	if werr != nil {
@@ -460,7 +460,7 @@ func (up *upload) abandon() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, werr := up.n.propose(ctx, &engine.Command{Op: engine.OpMediaExpire, User: up.user,
-		Media: engine.MediaArgs{Upload: up.id}}); werr != nil {
+		Media: &engine.MediaArgs{Upload: up.id}}); werr != nil {
 		up.n.log.Debug("abandoning an upload", "err", werr)
 	}
 }

@@ -175,11 +175,12 @@ func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
 			ClientMsgID: req.ClientMsgID, Body: req.Body, ReplyTo: req.ReplyTo,
 		}
 		if len(req.Att) != 0 {
-			var e *wire.Error
-			if cmd.Media.Attachments, e = attachmentRefs(req.Att); e != nil {
+			refs, e := attachmentRefs(req.Att)
+			if e != nil {
 				n.replyError(s, req.ID, e)
 				break
 			}
+			cmd.Media = &engine.MediaArgs{Attachments: refs}
 		}
 		n.submit(s, req.ID, cmd, func(res *engine.Result) *wire.Reply {
 			return &wire.Reply{
