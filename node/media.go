@@ -11,6 +11,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode"
@@ -56,6 +57,9 @@ const (
 	// (or it ended), before any of it is proposed, so that a bomb costs
 	// no Raft entry. A header further in is probed at the end.
 	mediaProbeAt = media.DefaultChunkSize
+	// mediaChunksInFlight bounds an upload's chunks proposed and not yet
+	// applied here (memory: this many chunks per upload).
+	mediaChunksInFlight = 8
 )
 
 // mediaState is the node's media bookkeeping.
@@ -212,7 +216,11 @@ type upload struct {
 	imgOver  bool   // the image outgrew mediaThumbSourceMax
 	probed   *media.Image
 	chunker  *media.Chunker
-	refusal  *uploadError
+
+	window  chan struct{}  // chunks in flight
+	pending sync.WaitGroup // their callbacks
+	mu      sync.Mutex     // guards refusal
+	refusal *uploadError   // the first failure of a chunk (or the probe)
 }
 
 func newUploadID() uint64 {
@@ -250,8 +258,10 @@ func (n *Node) handleMediaUpload(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	up := &upload{n: n, ctx: r.Context(), user: user, id: newUploadID(), quota: quota}
+	up := &upload{n: n, ctx: r.Context(), user: user, id: newUploadID(), quota: quota,
+		window: make(chan struct{}, mediaChunksInFlight)}
 	res, uerr := up.run(&progressReader{r: r.Body, d: newDeadlines(w, false)}, limit, sanitizeFileName(r.URL.Query().Get("name")))
+	up.pending.Wait() // a failed upload may have chunks in flight
 	if uerr != nil && up.chunks > 0 {
 		up.abandon()
 	}
@@ -315,6 +325,9 @@ func (up *upload) run(body io.Reader, limit int64, name string) (*mediaReply, *u
 	}
 	if err := up.chunker.Close(); err != nil {
 		return nil, up.failure(err)
+	}
+	if e := up.flush(); e != nil {
+		return nil, e
 	}
 	var thumb []byte
 	var thumbMime string
@@ -395,8 +408,8 @@ func (up *upload) write(p []byte) *uploadError {
 
 // failure is the upload error behind an error of the chunker.
 func (up *upload) failure(err error) *uploadError {
-	if up.refusal != nil {
-		return up.refusal
+	if e := up.inflightFailure(); e != nil {
+		return e
 	}
 	return &uploadError{status: http.StatusInternalServerError, code: wire.CodeInternal, msg: err.Error()}
 }
@@ -431,24 +444,82 @@ func (up *upload) probe(final bool) *uploadError {
 	return nil
 }
 
-// emit proposes one chunk. The first is held back until an image is
-// probed, so that a bomb is refused before anything is written.
+// emit proposes one chunk, without waiting for it: up to
+// mediaChunksInFlight chunks of an upload are in the log's pipeline at
+// once (one at a time, a follower would wait for a heartbeat to learn each
+// commit). One goroutine submits them, so they land in the log in order
+// (raftlog.Submit); should a leader change reorder them, Apply refuses the
+// chunk out of order and the upload fails (the client uploads again). The
+// first chunk is held back until an image is probed, so that a bomb is
+// refused before anything is written.
 func (up *upload) emit(index int, chunk []byte) error {
 	if up.kind == media.KindImage && up.probed == nil && !up.imgOver && len(up.img) >= mediaProbeAt {
 		if e := up.probe(false); e != nil {
-			up.refusal = e
-			return e
+			return up.fail(e)
 		}
 	}
-	up.chunks++ // proposed, whatever comes of it (a timeout may still commit)
-	_, werr := up.n.propose(up.ctx, &engine.Command{Op: engine.OpMediaChunk, User: up.user, Media: &engine.MediaArgs{
+	if e := up.inflightFailure(); e != nil {
+		return e
+	}
+	select {
+	case up.window <- struct{}{}:
+	case <-up.ctx.Done():
+		return up.fail(&uploadError{status: http.StatusBadRequest, code: wire.CodeInvalid, msg: "upload abandoned"})
+	}
+	if e := up.inflightFailure(); e != nil {
+		<-up.window
+		return e
+	}
+	b, err := engine.EncodeCommand(&engine.Command{Op: engine.OpMediaChunk, User: up.user, Media: &engine.MediaArgs{
 		Upload: up.id, Index: uint64(index), Data: chunk, Quota: up.quota,
 	}})
-	if werr != nil {
-		up.refusal = uploadWireError(werr)
-		return up.refusal
+	if err != nil {
+		<-up.window
+		return up.fail(&uploadError{status: http.StatusInternalServerError, code: wire.CodeInternal, msg: "encode chunk"})
+	}
+	up.chunks++ // proposed, whatever comes of it (a timeout may still commit)
+	up.pending.Add(1)
+	err = up.n.raft.Submit(b, func(result any, _ uint64, err error) {
+		defer up.pending.Done()
+		defer func() { <-up.window }()
+		if err != nil {
+			up.fail(uploadWireError(proposeError(err)))
+			return
+		}
+		if res, _ := result.(*engine.Result); res == nil {
+			up.fail(&uploadError{status: http.StatusInternalServerError, code: wire.CodeInternal, msg: "no result"})
+		} else if res.Err != "" {
+			up.fail(uploadWireError(engineError(res.Err, res.Message)))
+		}
+	})
+	if err != nil {
+		up.pending.Done()
+		<-up.window
+		return up.fail(uploadWireError(proposeError(err)))
 	}
 	return nil
+}
+
+// fail records the first failure of the upload's chunks and returns it.
+func (up *upload) fail(e *uploadError) *uploadError {
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	if up.refusal == nil {
+		up.refusal = e
+	}
+	return up.refusal
+}
+
+func (up *upload) inflightFailure() *uploadError {
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	return up.refusal
+}
+
+// flush waits for the chunks in flight and reports the first failure.
+func (up *upload) flush() *uploadError {
+	up.pending.Wait()
+	return up.inflightFailure()
 }
 
 // abandon collects the chunks an upload that failed has stored, so that
