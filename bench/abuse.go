@@ -546,11 +546,8 @@ func (l *abuseLoad) Run(ctx context.Context, start, until time.Time, _ *Live) er
 	}
 	l.endSeg(int(l.cur.Load()))
 
-	drainEnd := time.Now().Add(l.cfg.Drain)
-	for !l.drained() && time.Now().Before(drainEnd) {
-		if !sleepCtx(ctx, drainPoll) {
-			return ctx.Err()
-		}
+	if err := waitDrained(ctx, l.cfg.Drain, l.drained); err != nil {
+		return err
 	}
 	for _, s := range []*canarySide{l.a, l.b} {
 		if a, r := s.peer.acked.Load(), s.received.Load(); r < a {
@@ -632,39 +629,25 @@ func (l *abuseLoad) sendOne(ctx context.Context, s *canarySide, intended time.Ti
 	seg.sent.Add(1)
 	l.sent.Add(1)
 	l.live.Sent.Add(1)
-	sctx, cancel := context.WithTimeout(ctx, directSendTimeout)
-	defer cancel()
-	delay := sendRetryMin
-	for {
-		rep, err := s.c.Request(sctx, &req)
-		if err == nil {
-			d := time.Since(intended)
-			seg.record(seg.ack, d)
-			l.ack.record(s.idx, d)
-			if rep.Duplicate {
-				l.duplicates.Add(1)
-			}
-			seg.acked.Add(1)
-			s.acked.Add(1)
-			l.acked.Add(1)
-			l.live.Acked.Add(1)
-			return
-		}
-		code := errorCode(err)
-		if !client.Retryable(err) || sctx.Err() != nil {
-			seg.counters.add("canary failed "+code, 1)
-			l.tally.fail(code, fmt.Errorf("canary send during %s: %w", seg.name, err))
-			return
-		}
+	rep, code, err := sendRetrying(ctx, s.c, &req, func(code string) {
 		seg.counters.add("canary retried "+code, 1)
 		l.tally.retry(code)
-		if !sleepCtx(sctx, delay/2+rand.N(delay/2+1)) {
-			seg.counters.add("canary failed deadline", 1)
-			l.tally.fail("deadline", fmt.Errorf("canary send during %s: retrying %s: %w", seg.name, code, sctx.Err()))
-			return
-		}
-		delay = min(2*delay, sendRetryMax)
+	})
+	if err != nil {
+		seg.counters.add("canary failed "+code, 1)
+		l.tally.fail(code, fmt.Errorf("canary send during %s: %w", seg.name, err))
+		return
 	}
+	d := time.Since(intended)
+	seg.record(seg.ack, d)
+	l.ack.record(s.idx, d)
+	if rep.Duplicate {
+		l.duplicates.Add(1)
+	}
+	seg.acked.Add(1)
+	s.acked.Add(1)
+	l.acked.Add(1)
+	l.live.Acked.Add(1)
 }
 
 // healthz asks /healthz once, on a fresh connection, within timeout.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"strconv"
@@ -57,15 +56,11 @@ type Direct struct {
 // Direct limits. A sender may not have more requests in flight than the
 // server allows per connection (256).
 const (
-	maxDirectSenders  = 50_000
-	maxDirectWindow   = 256
-	minDirectBody     = 32 // the send stamp and a separator fit
-	maxDirectDrain    = 5 * time.Minute
-	directDialers     = 16               // pairs set up at once per worker
-	directSendTimeout = 30 * time.Second // one message, retries included
-	sendRetryMin      = 5 * time.Millisecond
-	sendRetryMax      = 500 * time.Millisecond
-	drainPoll         = 10 * time.Millisecond
+	maxDirectSenders = 50_000
+	maxDirectWindow  = 256
+	minDirectBody    = 32 // the send stamp and a separator fit
+	maxDirectDrain   = 5 * time.Minute
+	directDialers    = 16 // pairs set up at once per worker
 )
 
 func (d Direct) withDefaults() Direct {
@@ -361,11 +356,8 @@ func (l *directLoad) Run(ctx context.Context, start, until time.Time, _ *Live) e
 		return ctx.Err()
 	}
 
-	drainEnd := time.Now().Add(l.shard.Drain)
-	for !l.drained() && time.Now().Before(drainEnd) {
-		if !sleepCtx(ctx, drainPoll) {
-			return ctx.Err()
-		}
+	if err := waitDrained(ctx, l.shard.Drain, l.drained); err != nil {
+		return err
 	}
 	for _, p := range l.pairs {
 		if p.slow {
@@ -404,71 +396,6 @@ func (l *directLoad) sendLoop(ctx context.Context, p *pairState, start, until ti
 	l.missed.Add(missed)
 }
 
-// schedule runs send on window lanes until until and returns the number of
-// scheduled sends never issued. With interval 0 (flat out) it keeps every
-// lane busy and passes the zero time ("now"). Otherwise send i is due at
-// first + i*interval and is passed that intended time even when it goes
-// out late because every lane was busy; sends still waiting for a lane when
-// until comes are missed. schedule returns once every lane has finished.
-func schedule(ctx context.Context, first, until time.Time, interval time.Duration, window int, send func(intended time.Time)) (missed int64) {
-	jobs := make(chan time.Time)
-	var lanes sync.WaitGroup
-	for range window {
-		lanes.Go(func() {
-			for t := range jobs {
-				send(t)
-			}
-		})
-	}
-	defer lanes.Wait()
-	defer close(jobs)
-
-	stop := time.NewTimer(time.Until(until))
-	defer stop.Stop()
-	if interval == 0 {
-		for {
-			select {
-			case jobs <- time.Time{}:
-			case <-stop.C:
-				return 0
-			case <-ctx.Done():
-				return 0
-			}
-		}
-	}
-
-	wait := time.NewTimer(time.Hour)
-	wait.Stop() // armed per send below
-	for i := int64(0); ; i++ {
-		t := first.Add(time.Duration(i) * interval)
-		if !t.Before(until) {
-			return 0
-		}
-		if d := time.Until(t); d > 0 {
-			wait.Reset(d)
-			select {
-			case <-wait.C:
-			case <-ctx.Done():
-				return 0
-			}
-		}
-		select {
-		case jobs <- t: // a lane is free: the send goes out, late or not
-			continue
-		default:
-		}
-		select {
-		case jobs <- t:
-		case <-stop.C:
-			// The load ended with every lane busy: the sends scheduled from
-			// t on were never issued.
-			return int64((until.Sub(t) + interval - 1) / interval)
-		case <-ctx.Done():
-			return 0
-		}
-	}
-}
-
 // sendOne posts one message stamped with its intended send time (or now,
 // flat out) and retries it, with the same cmid, on retryable errors until
 // directSendTimeout.
@@ -481,57 +408,23 @@ func (l *directLoad) sendOne(ctx context.Context, p *pairState, intended time.Ti
 		Type:        wire.TypeSend,
 		Conv:        p.conv,
 		ClientMsgID: "m" + strconv.FormatUint(p.nextMsg.Add(1), 10), // unique per device
-		Body:        l.body(stamp),
+		Body:        stampBody(stamp, l.padding),
 	}
 	l.sent.Add(1)
 	l.live.Sent.Add(1)
 
-	sctx, cancel := context.WithTimeout(ctx, directSendTimeout)
-	defer cancel()
-	delay := sendRetryMin
-	for {
-		rep, err := p.snd.Request(sctx, &req)
-		if err == nil {
-			l.ack.record(p.idx, time.Since(stamp))
-			if rep.Duplicate {
-				l.duplicates.Add(1)
-			}
-			p.acked.Add(1)
-			l.acked.Add(1)
-			l.live.Acked.Add(1)
-			return
-		}
-		if !client.Retryable(err) || sctx.Err() != nil {
-			l.tally.fail(errorCode(err), fmt.Errorf("send: %w", err))
-			return
-		}
-		l.tally.retry(errorCode(err))
-		// Equal jitter, so rate-limited senders do not retry in lockstep.
-		if !sleepCtx(sctx, delay/2+rand.N(delay/2+1)) {
-			l.tally.fail(errorCode(sctx.Err()), fmt.Errorf("send: retrying %s: %w", errorCode(err), sctx.Err()))
-			return
-		}
-		delay = min(2*delay, sendRetryMax)
-	}
-}
-
-// body is the send stamp (Unix nanoseconds), a space, and filler up to
-// BodyBytes.
-func (l *directLoad) body(stamp time.Time) string {
-	s := strconv.FormatInt(stamp.UnixNano(), 10) + " "
-	return s + l.padding[:max(len(l.padding)-len(s), 0)]
-}
-
-func parseStamp(body string) (time.Time, bool) {
-	i := strings.IndexByte(body, ' ')
-	if i <= 0 {
-		return time.Time{}, false
-	}
-	ns, err := strconv.ParseInt(body[:i], 10, 64)
+	rep, code, err := sendRetrying(ctx, p.snd, &req, l.tally.retry)
 	if err != nil {
-		return time.Time{}, false
+		l.tally.fail(code, fmt.Errorf("send: %w", err))
+		return
 	}
-	return time.Unix(0, ns), true
+	l.ack.record(p.idx, time.Since(stamp))
+	if rep.Duplicate {
+		l.duplicates.Add(1)
+	}
+	p.acked.Add(1)
+	l.acked.Add(1)
+	l.live.Acked.Add(1)
 }
 
 func (l *directLoad) Finish(ctx context.Context) *Result {

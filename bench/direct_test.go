@@ -10,9 +10,8 @@ import (
 )
 
 func TestDirectBodyStamp(t *testing.T) {
-	l := &directLoad{padding: strings.Repeat("x", 100)}
 	stamp := time.Unix(1_700_000_000, 123456789)
-	body := l.body(stamp)
+	body := stampBody(stamp, strings.Repeat("x", 100))
 	if len(body) != 100 {
 		t.Fatalf("body is %d bytes", len(body))
 	}

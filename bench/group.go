@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -597,39 +596,18 @@ func (l *groupLoad) sendOne(ctx context.Context, s *groupSender, intended time.T
 	}
 	l.sent.Add(1)
 	l.live.Sent.Add(1)
-	sctx, cancel := context.WithTimeout(ctx, directSendTimeout)
-	defer cancel()
-	delay := sendRetryMin
-	for {
-		rep, err := s.c.Request(sctx, &req)
-		if err == nil {
-			l.ack.record(s.idx, time.Since(stamp))
-			l.acked.Add(1)
-			l.live.Acked.Add(1)
-			atomicMax(&l.maxAcked, rep.Seq)
-			if l.inWindow(stamp) {
-				l.counters.add(cntGroupWindowAcked, 1)
-			}
-			return
-		}
-		if !client.Retryable(err) || sctx.Err() != nil {
-			l.tally.fail(errorCode(err), fmt.Errorf("send: %w", err))
-			return
-		}
-		l.tally.retry(errorCode(err))
-		if !sleepCtx(sctx, delay/2+rand.N(delay/2+1)) {
-			l.tally.fail(errorCode(sctx.Err()), fmt.Errorf("send: retrying %s: %w", errorCode(err), sctx.Err()))
-			return
-		}
-		delay = min(2*delay, sendRetryMax)
+	rep, code, err := sendRetrying(ctx, s.c, &req, l.tally.retry)
+	if err != nil {
+		l.tally.fail(code, fmt.Errorf("send: %w", err))
+		return
 	}
-}
-
-// stampBody is the send stamp (Unix nanoseconds), a space, and filler up
-// to len(padding) bytes (see parseStamp).
-func stampBody(stamp time.Time, padding string) string {
-	s := strconv.FormatInt(stamp.UnixNano(), 10) + " "
-	return s + padding[:max(len(padding)-len(s), 0)]
+	l.ack.record(s.idx, time.Since(stamp))
+	l.acked.Add(1)
+	l.live.Acked.Add(1)
+	atomicMax(&l.maxAcked, rep.Seq)
+	if l.inWindow(stamp) {
+		l.counters.add(cntGroupWindowAcked, 1)
+	}
 }
 
 func (l *groupLoad) Finish(ctx context.Context) *Result {

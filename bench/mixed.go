@@ -674,11 +674,8 @@ func (l *mixedLoad) Run(ctx context.Context, start, until time.Time, _ *Live) er
 		return ctx.Err()
 	}
 
-	drainEnd := time.Now().Add(l.cfg.Drain)
-	for !l.drained() && time.Now().Before(drainEnd) {
-		if !sleepCtx(ctx, drainPoll) {
-			return ctx.Err()
-		}
+	if err := waitDrained(ctx, l.cfg.Drain, l.drained); err != nil {
+		return err
 	}
 	for _, u := range l.users {
 		if missing := u.expected.Load() - u.received.Load(); missing > 0 {
@@ -755,53 +752,36 @@ func (l *mixedLoad) typingFailed(ctx context.Context, err error) {
 // every other member of cv expects it.
 func (l *mixedLoad) send(ctx context.Context, u *mixedUser, c *client.Client, cv *mixedConv) {
 	stamp := time.Now()
-	s := strconv.FormatInt(stamp.UnixNano(), 10) + " "
 	req := wire.Request{
 		Type:        wire.TypeSend,
 		Conv:        cv.id,
 		ClientMsgID: "x" + strconv.FormatUint(u.nextMsg.Add(1), 10),
-		Body:        s + l.padding[:max(len(l.padding)-len(s), 0)],
+		Body:        stampBody(stamp, l.padding),
 	}
 	l.sent.Add(1)
 	l.live.Sent.Add(1)
-	sctx, cancel := context.WithTimeout(ctx, directSendTimeout)
-	defer cancel()
-	delay := sendRetryMin
-	for {
-		rep, err := c.Request(sctx, &req)
-		if err == nil {
-			now := time.Now()
-			if l.timed(stamp) {
-				l.lat["ack"].record(u.idx, now.Sub(stamp))
-			}
-			if rep.Duplicate {
-				l.duplicates.Add(1)
-			}
-			for _, m := range cv.members {
-				if m != u {
-					m.expected.Add(1)
-				}
-			}
-			l.acked.Add(1)
-			l.live.Acked.Add(1)
-			l.countIn(cntMixedAcked, now)
-			return
+	rep, code, err := sendRetrying(ctx, c, &req, l.tally.retry)
+	if err != nil {
+		if ctx.Err() == nil {
+			l.tally.fail(code, fmt.Errorf("send: %w", err))
 		}
-		if !client.Retryable(err) || sctx.Err() != nil {
-			if ctx.Err() == nil {
-				l.tally.fail(errorCode(err), fmt.Errorf("send: %w", err))
-			}
-			return
-		}
-		l.tally.retry(errorCode(err))
-		if !sleepCtx(sctx, delay/2+rand.N(delay/2+1)) {
-			if ctx.Err() == nil {
-				l.tally.fail(errorCode(sctx.Err()), fmt.Errorf("send: retrying %s: %w", errorCode(err), sctx.Err()))
-			}
-			return
-		}
-		delay = min(2*delay, sendRetryMax)
+		return
 	}
+	now := time.Now()
+	if l.timed(stamp) {
+		l.lat["ack"].record(u.idx, now.Sub(stamp))
+	}
+	if rep.Duplicate {
+		l.duplicates.Add(1)
+	}
+	for _, m := range cv.members {
+		if m != u {
+			m.expected.Add(1)
+		}
+	}
+	l.acked.Add(1)
+	l.live.Acked.Add(1)
+	l.countIn(cntMixedAcked, now)
 }
 
 // reconnect closes u's connection, keeps u away for Offline and dials again

@@ -555,31 +555,6 @@ func (l *stormLoad) Run(ctx context.Context, start, until time.Time, _ *Live) er
 	return ctx.Err()
 }
 
-// every calls fire at first, first+interval, … while before until, late
-// rather than never when a call comes late (the schedule keeps its rate).
-// fire must not block.
-func every(ctx context.Context, first, until time.Time, interval time.Duration, fire func()) {
-	t := time.NewTimer(time.Hour)
-	defer t.Stop()
-	for i := int64(0); ; i++ {
-		due := first.Add(time.Duration(i) * interval)
-		if !due.Before(until) {
-			return
-		}
-		if d := time.Until(due); d > 0 {
-			t.Reset(d)
-			select {
-			case <-t.C:
-			case <-ctx.Done():
-				return
-			}
-		} else if ctx.Err() != nil {
-			return
-		}
-		fire()
-	}
-}
-
 // claim picks a random connected user that is doing nothing and marks it
 // busy; nil when a few picks found none.
 func (l *stormLoad) claim() *stormUser {

@@ -1,0 +1,174 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"parley/client"
+	"parley/wire"
+)
+
+// The message loads (direct, group, mixed and the abuse canary) send the
+// same way: on a schedule (schedule, every), a body stamped with the
+// intended send time (stampBody, parseStamp), retried with one cmid on
+// retryable errors (sendRetrying), then a drain until every acked message
+// has arrived (waitDrained).
+const (
+	directSendTimeout = 30 * time.Second // one message, retries included
+	sendRetryMin      = 5 * time.Millisecond
+	sendRetryMax      = 500 * time.Millisecond
+	drainPoll         = 10 * time.Millisecond
+)
+
+// schedule runs send on window lanes until until and returns the number of
+// scheduled sends never issued. With interval 0 (flat out) it keeps every
+// lane busy and passes the zero time ("now"). Otherwise send i is due at
+// first + i*interval and is passed that intended time even when it goes
+// out late because every lane was busy; sends still waiting for a lane when
+// until comes are missed. schedule returns once every lane has finished.
+func schedule(ctx context.Context, first, until time.Time, interval time.Duration, window int, send func(intended time.Time)) (missed int64) {
+	jobs := make(chan time.Time)
+	var lanes sync.WaitGroup
+	for range window {
+		lanes.Go(func() {
+			for t := range jobs {
+				send(t)
+			}
+		})
+	}
+	defer lanes.Wait()
+	defer close(jobs)
+
+	stop := time.NewTimer(time.Until(until))
+	defer stop.Stop()
+	if interval == 0 {
+		for {
+			select {
+			case jobs <- time.Time{}:
+			case <-stop.C:
+				return 0
+			case <-ctx.Done():
+				return 0
+			}
+		}
+	}
+
+	wait := time.NewTimer(time.Hour)
+	wait.Stop() // armed per send below
+	for i := int64(0); ; i++ {
+		t := first.Add(time.Duration(i) * interval)
+		if !t.Before(until) {
+			return 0
+		}
+		if d := time.Until(t); d > 0 {
+			wait.Reset(d)
+			select {
+			case <-wait.C:
+			case <-ctx.Done():
+				return 0
+			}
+		}
+		select {
+		case jobs <- t: // a lane is free: the send goes out, late or not
+			continue
+		default:
+		}
+		select {
+		case jobs <- t:
+		case <-stop.C:
+			// The load ended with every lane busy: the sends scheduled from
+			// t on were never issued.
+			return int64((until.Sub(t) + interval - 1) / interval)
+		case <-ctx.Done():
+			return 0
+		}
+	}
+}
+
+// every calls fire at first, first+interval, … while before until, late
+// rather than never when a call comes late (the schedule keeps its rate).
+// fire must not block.
+func every(ctx context.Context, first, until time.Time, interval time.Duration, fire func()) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	for i := int64(0); ; i++ {
+		due := first.Add(time.Duration(i) * interval)
+		if !due.Before(until) {
+			return
+		}
+		if d := time.Until(due); d > 0 {
+			t.Reset(d)
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return
+			}
+		} else if ctx.Err() != nil {
+			return
+		}
+		fire()
+	}
+}
+
+// stampBody is the send stamp (Unix nanoseconds), a space, and filler up
+// to len(padding) bytes (see parseStamp).
+func stampBody(stamp time.Time, padding string) string {
+	s := strconv.FormatInt(stamp.UnixNano(), 10) + " "
+	return s + padding[:max(len(padding)-len(s), 0)]
+}
+
+func parseStamp(body string) (time.Time, bool) {
+	i := strings.IndexByte(body, ' ')
+	if i <= 0 {
+		return time.Time{}, false
+	}
+	ns, err := strconv.ParseInt(body[:i], 10, 64)
+	if err != nil {
+		return time.Time{}, false
+	}
+	return time.Unix(0, ns), true
+}
+
+// sendRetrying sends req on c and retries it, with the same cmid, on
+// retryable errors until directSendTimeout, with equal jitter (so that
+// rate-limited senders do not retry in lockstep); retried gets the code
+// of each error it retries. When it gives up it returns the code to count
+// the failure under and why: the last error, or "retrying CODE: " and the
+// end of its time.
+func sendRetrying(ctx context.Context, c *client.Client, req *wire.Request, retried func(code string)) (rep *wire.Reply, code string, err error) {
+	sctx, cancel := context.WithTimeout(ctx, directSendTimeout)
+	defer cancel()
+	delay := sendRetryMin
+	for {
+		rep, err = c.Request(sctx, req)
+		if err == nil {
+			return rep, "", nil
+		}
+		code = errorCode(err)
+		if !client.Retryable(err) || sctx.Err() != nil {
+			return nil, code, err
+		}
+		retried(code)
+		if !sleepCtx(sctx, delay/2+rand.N(delay/2+1)) {
+			return nil, errorCode(sctx.Err()), fmt.Errorf("retrying %s: %w", code, sctx.Err())
+		}
+		delay = min(2*delay, sendRetryMax)
+	}
+}
+
+// waitDrained polls drained until it holds or d has passed; only the end
+// of ctx is an error.
+func waitDrained(ctx context.Context, d time.Duration, drained func() bool) error {
+	end := time.Now().Add(d)
+	for !drained() && time.Now().Before(end) {
+		if !sleepCtx(ctx, drainPoll) {
+			return ctx.Err()
+		}
+	}
+	return nil
+}
