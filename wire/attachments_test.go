@@ -119,3 +119,22 @@ func TestAttachmentEventEncoding(t *testing.T) {
 		t.Fatalf("decoded %+v, %v", back, err)
 	}
 }
+
+// TestLargestEventFrame backs docs/PROTOCOL.md section 4.1: an ev frame is
+// at most 16,579 bytes of msgpack without attachments, 21,554 with 10 of
+// them at their largest.
+func TestLargestEventFrame(t *testing.T) {
+	big := uint64(MaxSafeInteger)
+	ev := &Event{Type: TypeEvent, Conv: big, Seq: big, Index: big, Ts: -1 << 62, Kind: KindMessage, From: big,
+		Device: big, ClientMsgID: strings.Repeat("c", MaxClientMsgIDBytes), Body: strings.Repeat("b", MaxBodyBytes), ReplyTo: big}
+	if n := len(AppendEvent(nil, ev)); n != 16579 {
+		t.Fatalf("largest message event without attachments: %d bytes", n)
+	}
+	for range MaxAttachments {
+		ev.Att = append(ev.Att, Attachment{ID: strings.Repeat("a", 52), Name: strings.Repeat("n", MaxAttachmentNameBytes),
+			Mime: strings.Repeat("m", 127), Size: big, Width: big, Height: big, Thumb: true})
+	}
+	if n := len(AppendEvent(nil, ev)); n != 21554 {
+		t.Fatalf("largest message event: %d bytes", n)
+	}
+}
