@@ -14,7 +14,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -324,7 +323,7 @@ func (*Abuse) NewLoad(raw json.RawMessage) (Load, error) {
 		deliver: newRecorder(),
 		ack:     newRecorder(),
 		padding: strings.Repeat("x", abuseCanaryBody),
-		log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		log:     sdkLogger(),
 		health:  &http.Client{Transport: &http.Transport{DisableKeepAlives: true}},
 		scraper: newScraper(sh.HTTP),
 	}

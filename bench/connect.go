@@ -122,17 +122,9 @@ func (c *Connect) Plan(ctx context.Context, env *Env) ([]json.RawMessage, error)
 	if err != nil {
 		return nil, err
 	}
-	var shards []json.RawMessage
-	first := 0
-	for _, n := range splitSizes(d.Conns, env.ConnsPerWorker()) {
-		b, err := json.Marshal(connectShard{WS: env.WS(), Rate: d.Rate, Attempts: d.Attempts, First: first, Accounts: accounts[first : first+n]})
-		if err != nil {
-			return nil, err
-		}
-		shards = append(shards, b)
-		first += n
-	}
-	return shards, nil
+	return planShards(splitSizes(d.Conns, env.ConnsPerWorker()), func(_, first, n int) any {
+		return connectShard{WS: env.WS(), Rate: d.Rate, Attempts: d.Attempts, First: first, Accounts: accounts[first : first+n]}
+	})
 }
 
 func (*Connect) NewLoad(raw json.RawMessage) (Load, error) {

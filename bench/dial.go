@@ -3,7 +3,11 @@ package bench
 import (
 	"context"
 	"errors"
+	"log/slog"
+	"os"
 	"time"
+
+	"golang.org/x/sync/errgroup"
 
 	"parley/client"
 )
@@ -40,4 +44,25 @@ func dialRetrying(ctx context.Context, cfg client.Config, setup func(*client.Cli
 		}
 		delay *= 2
 	}
+}
+
+// sdkLogger is the SDK's logger in a worker: errors only, to stderr.
+func sdkLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+// closeClients closes the clients that are not nil, 64 at a time, and
+// returns how many there were.
+func closeClients(clients []*client.Client) int64 {
+	var closers errgroup.Group
+	closers.SetLimit(64)
+	n := int64(0)
+	for _, c := range clients {
+		if c != nil {
+			n++
+			closers.Go(c.Close)
+		}
+	}
+	_ = closers.Wait() // Close never fails
+	return n
 }

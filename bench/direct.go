@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -161,9 +160,7 @@ func (d *Direct) Plan(ctx context.Context, env *Env) ([]json.RawMessage, error) 
 	if c.Slow > 0 {
 		d.sampler = startServerSampler(ctx, env.opts)
 	}
-	var shards []json.RawMessage
-	first := 0
-	for _, n := range splitSizes(c.Senders, max(env.ConnsPerWorker()/2, 1)) {
+	return planShards(splitSizes(c.Senders, max(env.ConnsPerWorker()/2, 1)), func(_, first, n int) any {
 		sh := directShard{
 			WS: env.WS(), Senders: c.Senders, Rate: c.Rate, Window: c.Window,
 			BodyBytes: c.BodyBytes, Drain: c.Drain, Slow: c.Slow, RcvBuf: c.ReceiveBuffer, First: first,
@@ -171,14 +168,8 @@ func (d *Direct) Plan(ctx context.Context, env *Env) ([]json.RawMessage, error) 
 		for i := first; i < first+n; i++ {
 			sh.Pairs = append(sh.Pairs, directPair{Sender: accounts[2*i], Receiver: accounts[2*i+1]})
 		}
-		b, err := json.Marshal(sh)
-		if err != nil {
-			return nil, err
-		}
-		shards = append(shards, b)
-		first += n
-	}
-	return shards, nil
+		return sh
+	})
 }
 
 func (d *Direct) NewLoad(raw json.RawMessage) (Load, error) {
@@ -198,7 +189,7 @@ func (d *Direct) NewLoad(raw json.RawMessage) (Load, error) {
 		ack:     newRecorder(),
 		deliver: newRecorder(),
 		padding: strings.Repeat("x", sh.BodyBytes),
-		log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		log:     sdkLogger(),
 	}
 	if sh.Rate > 0 {
 		l.interval = time.Duration(float64(time.Second) * float64(sh.Senders) / sh.Rate)
@@ -440,18 +431,12 @@ func (l *directLoad) Finish(ctx context.Context) *Result {
 	closeBare(ctx, slow, &l.tally)
 	res.Conns = int64(len(slow))
 	res.Counters = counters.snapshot()
-	var closers errgroup.Group
-	closers.SetLimit(64)
+	clients := make([]*client.Client, 0, 2*len(l.pairs))
 	for _, p := range l.pairs {
-		for _, c := range []*client.Client{p.snd, p.rcv} {
-			if c != nil {
-				res.Conns++
-				closers.Go(c.Close)
-			}
-		}
+		clients = append(clients, p.snd, p.rcv)
 	}
-	_ = closers.Wait() // Close never fails
-	l.readers.Wait()   // each ends when its client's Events closes
+	res.Conns += closeClients(clients)
+	l.readers.Wait() // each ends when its client's Events closes
 
 	res.Sent, res.Acked = l.sent.Load(), l.acked.Load()
 	res.Duplicates, res.Delivered = l.duplicates.Load(), l.delivered.Load()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -217,9 +216,11 @@ func (g *Group) Plan(ctx context.Context, env *Env) ([]json.RawMessage, error) {
 	}
 	g.sampler = startServerSampler(ctx, env.opts)
 
-	var shards []json.RawMessage
-	first := 0
-	for i, n := range groupSplit(c.Members, c.Senders, per) {
+	sizes := groupSplit(c.Members, c.Senders, per)
+	if n := sumInts(sizes); n != c.Members {
+		return nil, fmt.Errorf("bench: group: planned %d of %d members", n, c.Members)
+	}
+	return planShards(sizes, func(i, first, n int) any {
 		sh := groupShard{
 			Config: c, WS: env.WS(), Conv: conv, FirstSeq: lastSeq + 1, Index: i,
 			Receivers: c.Members - countSlow(c.Members, c.Slow), First: first,
@@ -228,17 +229,16 @@ func (g *Group) Plan(ctx context.Context, env *Env) ([]json.RawMessage, error) {
 		if i == 0 {
 			sh.Senders = senders
 		}
-		b, err := json.Marshal(sh)
-		if err != nil {
-			return nil, err
-		}
-		shards = append(shards, b)
-		first += n
+		return sh
+	})
+}
+
+func sumInts(v []int) int {
+	n := 0
+	for _, x := range v {
+		n += x
 	}
-	if first != c.Members {
-		return nil, fmt.Errorf("bench: group: planned %d of %d members", first, c.Members)
-	}
-	return shards, nil
+	return n
 }
 
 // groupSplit returns the number of members of each shard: as even as
@@ -264,7 +264,7 @@ func createBigGroup(ctx context.Context, ws []string, owner Account, others []Ac
 	defer cancel()
 	cl, err := client.Dial(ctx, client.Config{
 		URLs: ws, Token: owner.Token, EventBuffer: 16,
-		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		Logger: sdkLogger(),
 	})
 	if err != nil {
 		return 0, 0, fmt.Errorf("bench: group: dial the owner: %w", err)
@@ -309,7 +309,7 @@ func (*Group) NewLoad(raw json.RawMessage) (Load, error) {
 		ack:     newRecorder(),
 		deliver: newRecorder(),
 		padding: strings.Repeat("x", cfg.BodyBytes),
-		log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		log:     sdkLogger(),
 	}
 	if cfg.Rate > 0 {
 		l.interval = time.Duration(float64(time.Second) * float64(cfg.Senders) / cfg.Rate)
@@ -620,15 +620,11 @@ func (l *groupLoad) Finish(ctx context.Context) *Result {
 	}
 	probeAll(ctx, slow, &l.counters)
 	l.closing.Store(true)
-	var closers errgroup.Group
-	closers.SetLimit(64)
+	clients := make([]*client.Client, 0, len(l.senders))
 	for _, s := range l.senders {
-		if s.c != nil {
-			res.Conns++
-			closers.Go(s.c.Close)
-		}
+		clients = append(clients, s.c)
 	}
-	_ = closers.Wait()
+	res.Conns += closeClients(clients)
 	l.drains.Wait()
 	conns := make([]*bareConn, 0, len(l.members))
 	for _, m := range l.members {

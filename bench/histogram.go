@@ -194,3 +194,12 @@ func (r *recorder) merged() *Histogram {
 	r.tmu.Unlock()
 	return out
 }
+
+// mergeRecorders merges each recorder of a load's fixed set.
+func mergeRecorders(rs map[string]*recorder) map[string]*Histogram {
+	out := make(map[string]*Histogram, len(rs))
+	for name, r := range rs {
+		out[name] = r.merged()
+	}
+	return out
+}

@@ -71,17 +71,9 @@ func (i *Idle) Plan(ctx context.Context, env *Env) ([]json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	var shards []json.RawMessage
-	first := 0
-	for _, n := range splitSizes(c.Conns, env.ConnsPerWorker()) {
-		b, err := json.Marshal(idleShard{WS: env.WS(), First: first, Accounts: accounts[first : first+n]})
-		if err != nil {
-			return nil, err
-		}
-		shards = append(shards, b)
-		first += n
-	}
-	return shards, nil
+	return planShards(splitSizes(c.Conns, env.ConnsPerWorker()), func(_, first, n int) any {
+		return idleShard{WS: env.WS(), First: first, Accounts: accounts[first : first+n]}
+	})
 }
 
 func (*Idle) NewLoad(raw json.RawMessage) (Load, error) {

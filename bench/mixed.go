@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"math"
 	"math/rand/v2"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -217,17 +216,9 @@ func (m *Mixed) Plan(ctx context.Context, env *Env) ([]json.RawMessage, error) {
 	if err != nil {
 		return nil, err
 	}
-	var shards []json.RawMessage
-	first := 0
-	for _, n := range sizes {
-		b, err := json.Marshal(mixedShard{Config: *m, WS: env.WS(), First: first, Accounts: accounts[first : first+n]})
-		if err != nil {
-			return nil, err
-		}
-		shards = append(shards, b)
-		first += n
-	}
-	return shards, nil
+	return planShards(sizes, func(_, first, n int) any {
+		return mixedShard{Config: *m, WS: env.WS(), First: first, Accounts: accounts[first : first+n]}
+	})
 }
 
 // graph draws the conversations of n users (by index) from r: the groups'
@@ -287,7 +278,7 @@ func (*Mixed) NewLoad(raw json.RawMessage) (Load, error) {
 		lat:     map[string]*recorder{"deliver": newRecorder(), "ack": newRecorder(), latResume: newRecorder()},
 		counts:  make(map[string]*atomic.Int64, len(mixedCounterNames)),
 		padding: strings.Repeat("x", cfg.BodyBytes),
-		log:     slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		log:     sdkLogger(),
 	}
 	for _, name := range mixedCounterNames {
 		l.counts[name] = new(atomic.Int64)
@@ -820,25 +811,18 @@ func (l *mixedLoad) Finish(context.Context) *Result {
 	}
 	l.receipters.Wait()
 	res := &Result{}
-	var closers errgroup.Group
-	closers.SetLimit(64)
+	clients := make([]*client.Client, 0, len(l.users))
 	for _, u := range l.users {
-		if c := u.c.Load(); c != nil {
-			res.Conns++
-			closers.Go(c.Close)
-		}
+		clients = append(clients, u.c.Load())
 	}
-	_ = closers.Wait() // Close never fails
-	l.readers.Wait()   // each ends when its client's Events closes
+	res.Conns = closeClients(clients)
+	l.readers.Wait() // each ends when its client's Events closes
 
 	res.Sent, res.Acked, res.Duplicates = l.sent.Load(), l.acked.Load(), l.duplicates.Load()
 	res.Delivered, res.BadBodies = l.delivered.Load(), l.badBodies.Load()
 	res.Undelivered, res.Dropped = l.undelivered, l.dropped
 	res.Start, res.End = l.start, l.end
-	res.Latency = make(map[string]*Histogram, len(l.lat))
-	for name, r := range l.lat {
-		res.Latency[name] = r.merged()
-	}
+	res.Latency = mergeRecorders(l.lat)
 	res.Counters = make(map[string]int64, len(l.counts))
 	for name, c := range l.counts {
 		if v := c.Load(); v != 0 {

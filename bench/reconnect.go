@@ -132,22 +132,13 @@ func (r *Reconnect) Plan(ctx context.Context, env *Env) ([]json.RawMessage, erro
 	if err != nil {
 		return nil, err
 	}
-	var shards []json.RawMessage
-	first := 0
-	for i, pairs := range splitSizes(c.Conns/2, max(env.ConnsPerWorker()/2, 1)) {
-		n := 2 * pairs
+	return planShards(splitWhole(c.Conns, 2, env.ConnsPerWorker()), func(i, first, n int) any {
 		sh := reconnectShard{WS: env.WS(), Backlog: c.Backlog, First: first, Accounts: accounts[first : first+n]}
 		if i == 0 {
 			sh.RestartCmd = c.RestartCmd
 		}
-		b, err := json.Marshal(sh)
-		if err != nil {
-			return nil, err
-		}
-		shards = append(shards, b)
-		first += n
-	}
-	return shards, nil
+		return sh
+	})
 }
 
 func (*Reconnect) NewLoad(raw json.RawMessage) (Load, error) {
@@ -426,10 +417,7 @@ func (l *reconnectLoad) Finish(ctx context.Context) *Result {
 	}
 	closeBare(ctx, conns, &l.tally)
 	res.Pings = l.pings.Load()
-	res.Latency = make(map[string]*Histogram, len(l.lat))
-	for name, r := range l.lat {
-		res.Latency[name] = r.merged()
-	}
+	res.Latency = mergeRecorders(l.lat)
 	res.Counters = l.counters.snapshot()
 	l.tally.fill(res)
 	return res

@@ -116,30 +116,3 @@ func (e *Env) CreateAccounts(ctx context.Context, n int) ([]Account, error) {
 	// The callback runs on many goroutines: Progress is safe for that.
 	return e.accounts.create(ctx, n, func() { e.progress.Add(1) })
 }
-
-// splitSizes splits n items into the fewest shards of at most per items,
-// as evenly as possible.
-func splitSizes(n, per int) []int {
-	if n <= 0 {
-		return nil
-	}
-	shards := (n + per - 1) / per
-	sizes := make([]int, shards)
-	for i := range sizes {
-		sizes[i] = n / shards
-		if i < n%shards {
-			sizes[i]++
-		}
-	}
-	return sizes
-}
-
-// rotate returns urls starting at index i mod len: connection number i uses
-// node i first and the others as fallbacks, spreading a cluster's load.
-func rotate(urls []string, i int) []string {
-	if len(urls) == 0 {
-		return nil
-	}
-	k := i % len(urls)
-	return append(slices.Clone(urls[k:]), urls[:k]...)
-}

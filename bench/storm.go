@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -203,27 +202,9 @@ func (s *Storm) Plan(ctx context.Context, env *Env) ([]json.RawMessage, error) {
 	for i, a := range accounts {
 		ids[i] = a.User
 	}
-	var shards []json.RawMessage
-	first := 0
-	for _, n := range stormSplit(s.Users, s.Circle, env.ConnsPerWorker()) {
-		b, err := json.Marshal(stormShard{Config: *s, WS: env.WS(), IDs: ids, First: first, Accounts: accounts[first : first+n]})
-		if err != nil {
-			return nil, err
-		}
-		shards = append(shards, b)
-		first += n
-	}
-	return shards, nil
-}
-
-// stormSplit splits users into the fewest shards of at most per users
-// (at least one circle) made of whole circles, as evenly as possible.
-func stormSplit(users, circle, per int) []int {
-	sizes := splitSizes(users/circle, max(per/circle, 1))
-	for i := range sizes {
-		sizes[i] *= circle
-	}
-	return sizes
+	return planShards(splitWhole(s.Users, s.Circle, env.ConnsPerWorker()), func(_, first, n int) any {
+		return stormShard{Config: *s, WS: env.WS(), IDs: ids, First: first, Accounts: accounts[first : first+n]}
+	})
 }
 
 // watchList returns the users (by index) that user i of n watches.
@@ -285,7 +266,7 @@ func (*Storm) NewLoad(raw json.RawMessage) (Load, error) {
 		shard: sh,
 		local: make(map[uint64]*stormUser, len(sh.Accounts)),
 		lat:   map[string]*recorder{latOnline: newRecorder(), latOffline: newRecorder(), latTyping: newRecorder()},
-		log:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError})),
+		log:   sdkLogger(),
 	}
 	for k, a := range sh.Accounts {
 		i := sh.First + k
@@ -621,23 +602,16 @@ func (l *stormLoad) typingFailed(err error) {
 
 func (l *stormLoad) Finish(context.Context) *Result {
 	res := &Result{}
-	var closers errgroup.Group
-	closers.SetLimit(64)
+	clients := make([]*client.Client, 0, len(l.users))
 	for _, u := range l.users {
-		if u.c != nil {
-			res.Conns++
-			closers.Go(u.c.Close)
-		}
+		clients = append(clients, u.c)
 	}
-	_ = closers.Wait() // Close never fails
-	l.readers.Wait()   // each ends when its client's Events closes
+	res.Conns = closeClients(clients)
+	l.readers.Wait() // each ends when its client's Events closes
 
 	res.Dropped = l.dropped
 	res.Start, res.End = l.start, l.end
-	res.Latency = make(map[string]*Histogram, len(l.lat))
-	for name, r := range l.lat {
-		res.Latency[name] = r.merged()
-	}
+	res.Latency = mergeRecorders(l.lat)
 	res.Counters = make(map[string]int64)
 	l.counters.Range(func(k, v any) bool {
 		res.Counters[k.(string)] = v.(*atomic.Int64).Load()

@@ -122,19 +122,19 @@ func TestStormSplit(t *testing.T) {
 		{40, 5, 3, "[5 5 5 5 5 5 5 5]"}, // a circle is never split, even over the per-worker bound
 		{30, 3, 1000, "[30]"},
 	} {
-		sizes := stormSplit(c.users, c.circle, c.per)
+		sizes := splitWhole(c.users, c.circle, c.per)
 		if got := fmt.Sprint(sizes); got != c.want {
-			t.Errorf("stormSplit(%d, %d, %d) = %s, want %s", c.users, c.circle, c.per, got, c.want)
+			t.Errorf("splitWhole(%d, %d, %d) = %s, want %s", c.users, c.circle, c.per, got, c.want)
 		}
 		sum := 0
 		for _, n := range sizes {
 			sum += n
 			if n%c.circle != 0 {
-				t.Errorf("stormSplit(%d, %d, %d): a shard of %d splits a circle", c.users, c.circle, c.per, n)
+				t.Errorf("splitWhole(%d, %d, %d): a shard of %d splits a circle", c.users, c.circle, c.per, n)
 			}
 		}
 		if sum != c.users {
-			t.Errorf("stormSplit(%d, %d, %d) covers %d users", c.users, c.circle, c.per, sum)
+			t.Errorf("splitWhole(%d, %d, %d) covers %d users", c.users, c.circle, c.per, sum)
 		}
 	}
 }
