@@ -48,6 +48,10 @@ const (
 	// be thumbnailed; a larger one is stored without a thumbnail (its
 	// dimensions are still probed).
 	mediaThumbSourceMax = 32 << 20
+	// mediaImageBudget bounds the bytes of images all uploads together
+	// keep in memory for thumbnails (beyond the first mediaProbeAt bytes
+	// of each); an image that finds it spent is stored without one.
+	mediaImageBudget = 256 << 20
 	// mediaThumbSlots bounds the thumbnails decoded at once: decoding
 	// holds the whole picture (media.Limits).
 	mediaThumbSlots = 2
@@ -64,7 +68,8 @@ const (
 
 // mediaState is the node's media bookkeeping.
 type mediaState struct {
-	thumbs chan struct{} // thumbnail slots
+	thumbs     chan struct{} // thumbnail slots
+	imageBytes atomic.Int64  // bytes of images kept for thumbnails, all uploads (mediaImageBudget)
 
 	// The leader's sweep of expired media (expireMedia); expireNext is
 	// owned by the signal loop.
@@ -213,7 +218,8 @@ type upload struct {
 	mimeType string
 	kind     media.Kind
 	img      []byte // an image's bytes, while under mediaThumbSourceMax; nil otherwise
-	imgOver  bool   // the image outgrew mediaThumbSourceMax
+	imgOver  bool   // the image outgrew mediaThumbSourceMax or the node's budget
+	reserved int64  // of mediaState.imageBytes, for img
 	probed   *media.Image
 	chunker  *media.Chunker
 
@@ -262,6 +268,7 @@ func (n *Node) handleMediaUpload(w http.ResponseWriter, r *http.Request) {
 		window: make(chan struct{}, mediaChunksInFlight)}
 	res, uerr := up.run(&progressReader{r: r.Body, d: newDeadlines(w, false)}, limit, sanitizeFileName(r.URL.Query().Get("name")))
 	up.pending.Wait() // a failed upload may have chunks in flight
+	up.release()
 	if uerr != nil && up.chunks > 0 {
 		up.abandon()
 	}
@@ -387,7 +394,7 @@ func (up *upload) start() *uploadError {
 
 func (up *upload) write(p []byte) *uploadError {
 	if up.kind == media.KindImage && !up.imgOver {
-		if len(up.img)+len(p) > mediaThumbSourceMax {
+		if !up.keep(len(up.img) + len(p)) {
 			up.imgOver = true
 			if up.probed == nil {
 				// Probe what we have, the header surely among it.
@@ -395,7 +402,7 @@ func (up *upload) write(p []byte) *uploadError {
 					return e
 				}
 			}
-			up.img = nil
+			up.release()
 		} else {
 			up.img = append(up.img, p...)
 		}
@@ -404,6 +411,33 @@ func (up *upload) write(p []byte) *uploadError {
 		return up.failure(err)
 	}
 	return nil
+}
+
+// keep reports whether the image buffer may grow to n bytes: up to
+// mediaThumbSourceMax, and beyond its first mediaProbeAt bytes (always
+// kept, for the probe) within the node's mediaImageBudget, which it
+// reserves.
+func (up *upload) keep(n int) bool {
+	if n > mediaThumbSourceMax {
+		return false
+	}
+	extra := int64(max(0, n-mediaProbeAt)) - up.reserved
+	if extra <= 0 {
+		return true
+	}
+	if up.n.media.imageBytes.Add(extra) > mediaImageBudget {
+		up.n.media.imageBytes.Add(-extra)
+		return false
+	}
+	up.reserved += extra
+	return true
+}
+
+// release gives the image buffer's reservation back.
+func (up *upload) release() {
+	up.n.media.imageBytes.Add(-up.reserved)
+	up.reserved = 0
+	up.img = nil
 }
 
 // failure is the upload error behind an error of the chunker.
@@ -437,7 +471,8 @@ func (up *upload) probe(final bool) *uploadError {
 		return &uploadError{status: http.StatusUnprocessableEntity, code: wire.CodeImageTooLarge, msg: err.Error()}
 	case errors.Is(err, media.ErrUnsupportedImage):
 		// heic, avif, bmp: stored as they are, without dimensions.
-		up.img, up.imgOver = nil, true
+		up.imgOver = true
+		up.release()
 	case final:
 		return &uploadError{status: http.StatusBadRequest, code: wire.CodeInvalid, msg: "corrupt image: " + err.Error()}
 	}
