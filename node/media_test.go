@@ -13,6 +13,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -397,5 +398,53 @@ func TestMediaExpiry(t *testing.T) {
 	})
 	if resp, _ := get(t, base, tok, "/v1/media/"+kept.ID, nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("a file a message carries: HTTP %d", resp.StatusCode)
+	}
+}
+
+// trigger calls f once the reader has given after bytes.
+type trigger struct {
+	r     io.Reader
+	n     int
+	after int
+	f     func()
+}
+
+func (tr *trigger) Read(p []byte) (int, error) {
+	if tr.f != nil && tr.n >= tr.after {
+		tr.f()
+		tr.f = nil
+	}
+	k, err := tr.r.Read(p[:min(len(p), 32<<10)])
+	tr.n += k
+	return k, err
+}
+
+// TestMediaUploadStorageFull: a disk that fills during an upload fails it
+// with 503 storage_full and Retry-After, and leaves no file behind; once
+// space is back the same upload succeeds.
+func TestMediaUploadStorageFull(t *testing.T) {
+	var free atomic.Uint64
+	free.Store(plenty)
+	n := startNodeWith(t, storageConfig(t.TempDir(), &free))
+	alice := register(t, n, "alice")
+	tok := login(t, n, alice, "a")
+	file := noiseFile(5, 6*media.DefaultChunkSize)
+	id := media.ID(sha256.Sum256(file)).String()
+	body := &trigger{r: bytes.NewReader(file), after: 2 * media.DefaultChunkSize, f: func() {
+		free.Store(testMinFree - 1)
+		n.CheckStorageForTest()
+	}}
+	_, err := client.Upload(ctxT(t), n.HTTPURL(), tok, hidden{body}, "f")
+	var he *client.HTTPError
+	if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable || he.Err.Code != wire.CodeStorageFull || he.RetryAfter == 0 {
+		t.Fatalf("upload onto a full disk: %v", err)
+	}
+	free.Store(plenty)
+	n.CheckStorageForTest()
+	if resp, _ := get(t, n.HTTPURL(), tok, "/v1/media/"+id, nil); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a failed upload is visible: HTTP %d", resp.StatusCode)
+	}
+	if m, status, _ := uploadCode(t, n.HTTPURL(), tok, bytes.NewReader(file), "f"); status != http.StatusCreated || m.ID != id {
+		t.Fatalf("upload once space is back: HTTP %d", status)
 	}
 }
