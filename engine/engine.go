@@ -40,6 +40,14 @@
 //   - Revoking a device publishes a "device_revoked" signal to its user
 //     (the nodes close its connections) and nothing else; revoking a
 //     revoked device succeeds without one.
+//   - Media (media.go): a file arrives as chunks in order under a random
+//     upload id, then a commit names it by its SHA-256; equal bytes are
+//     one object with several owners. Owners, and current members of a
+//     conversation where a message carries it, may attach and download it;
+//     anyone else is told not_found, as for no file. A user is charged for
+//     uploads in progress and objects owned, against the quota in the
+//     command. Uncommitted uploads and unreferenced objects go after a
+//     cutoff the leader sends (OpMediaExpire).
 //
 // # Durability
 //
