@@ -34,6 +34,13 @@ var sampleCommands = []*Command{
 	{Op: OpBlock, User: 2, Peer: 1 << 52},
 	{Op: OpUnblock, User: 2, Peer: 3},
 	{Op: OpSetSigningKey, SigningKey: bytes.Repeat([]byte{0, 0xff}, 16)},
+	{Op: OpMediaChunk, User: 1, Media: &MediaArgs{Upload: 1 << 62, Index: 3, Data: bytes.Repeat([]byte{9}, 300), Quota: 1 << 30}},
+	{Op: OpMediaCommit, User: 1, Media: &MediaArgs{Upload: 7, Index: 4, Size: 1 << 20, ID: bytes.Repeat([]byte{1}, 32),
+		Mime: "image/png", Width: 800, Height: 600, Thumb: []byte{0xff, 0xd8}, ThumbMime: "image/jpeg", Name: "cat.png"}},
+	{Op: OpMediaExpire, Ts: 1_700_000_000_123},
+	{Op: OpMediaExpire, User: 3, Media: &MediaArgs{Upload: 7}},
+	{Op: OpSend, User: 1, Device: 3, Conv: 7, ClientMsgID: "c-2", Media: &MediaArgs{Attachments: []AttachmentRef{
+		{ID: bytes.Repeat([]byte{2}, 32), Name: "a.pdf"}, {ID: bytes.Repeat([]byte{3}, 32)}}}},
 	{},
 }
 
