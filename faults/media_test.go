@@ -15,7 +15,8 @@ import (
 )
 
 // TestMediaSurvivesKill9OfTheUploadNode uploads a file of many chunks
-// through the cluster's leader, kills that process with SIGKILL as soon
+// through the cluster's leader (then, on a new cluster, through a
+// follower), kills that process with SIGKILL as soon
 // as the upload is answered, and downloads the whole file from each
 // survivor: the reply means every chunk and the commit are on a majority,
 // so a survivor serves it byte for byte (once a new leader is elected, or
@@ -24,12 +25,20 @@ func TestMediaSurvivesKill9OfTheUploadNode(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs three node processes")
 	}
+	for _, via := range []string{"leader", "follower"} {
+		t.Run("through the "+via, func(t *testing.T) { mediaKill9(t, via == "leader") })
+	}
+}
+
+func mediaKill9(t *testing.T, viaLeader bool) {
 	c := startCluster(t)
 	lead := c.leader(t, c.nodes...)
+	var up1 *daemon
 	home := 0
 	for i, d := range c.nodes {
-		if d == lead {
-			home = i
+		if (d == lead) == viaLeader {
+			up1, home = d, i
+			break
 		}
 	}
 	u := c.newUser(t, "alice", home)
@@ -37,23 +46,24 @@ func TestMediaSurvivesKill9OfTheUploadNode(t *testing.T) {
 
 	file := make([]byte, 5*media.DefaultChunkSize+12345)
 	_, _ = rand.Read(file)
-	up, err := client.Upload(ctxFor(t, 60*time.Second), lead.HTTP, u.token, bytes.NewReader(file), "big.bin")
+	up, err := client.Upload(ctxFor(t, 60*time.Second), up1.HTTP, u.token, bytes.NewReader(file), "big.bin")
 	if err != nil {
-		t.Fatalf("upload through %s: %v", lead.name, err)
+		t.Fatalf("upload through %s: %v", up1.name, err)
 	}
-	lead.Kill9()
+	up1.Kill9()
 	sum := sha256.Sum256(file)
 	if up.ID != media.ID(sum).String() || up.Size != uint64(len(file)) {
 		t.Fatalf("upload reply %+v", up)
 	}
 
-	for i, d := range c.nodes {
-		if d == lead {
+	survivor := 0
+	for _, d := range c.nodes {
+		if d == up1 {
 			continue
 		}
 		opt := client.DownloadOptions{}
-		if i%2 == 0 {
-			opt.MinIndex = up.Index // else the node asks the new leader's read index
+		if survivor++; survivor == 1 {
+			opt.MinIndex = up.Index // the other asks the (new) leader's read index
 		}
 		var got []byte
 		testwait.Eventually(t, d.name+" to serve the file", func() bool {
