@@ -283,7 +283,7 @@ func (l *directLoad) connectPair(ctx context.Context, p *pairState) error {
 	if p.slow {
 		p.slowRcv, err = dialBare(ctx, bareOptions{
 			URL: l.shard.WS[p.idx%len(l.shard.WS)], Token: p.Receiver.Token,
-			Timeout: connectDialTimeout, SocketReadBuffer: slowSocketBuffer,
+			Timeout: bareDialTimeout, SocketReadBuffer: slowSocketBuffer,
 		})
 	} else if p.rcv, err = client.Dial(ctx, l.receiverConfig(p.Receiver.Token, p.idx)); err == nil {
 		l.readers.Go(func() { l.receive(p) })
@@ -498,12 +498,4 @@ func (d *Direct) Report(rep *Report) {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf(
 			"the server's per-connection rate limit refused %d sends (retried); per-sender throughput is capped by it", n))
 	}
-}
-
-func sumCounts(m map[string]int64) int64 {
-	var n int64
-	for _, v := range m {
-		n += v
-	}
-	return n
 }

@@ -61,7 +61,7 @@
 // and to the end of its resync from its cursor, and all of them to the
 // last.
 //
-// These scenarios hold bare connections (bareConn in connect.go): a gws
+// These scenarios hold bare connections (bareConn in bare.go): a gws
 // connection that authenticates, waits for hello, answers pings, matches
 // replies to requests and hands frames to a callback, at a few KiB each.
 // Latencies that cross workers (fan-out) compare wall clocks of processes
@@ -70,7 +70,8 @@
 // Direct and Group take a Slow fraction of their receivers that stop
 // reading their sockets when the load starts (slow.go): the others are
 // measured as usual, the nodes' memory is sampled throughout on the
-// coordinator (serverSampler, started in Plan, stopped in Report), and
+// coordinator (serverSampler in sampler.go, started in Plan, stopped in
+// Report), and
 // after the load each slow receiver reads again and pings, which tells
 // whether the server dropped it and why (close code 1008 "slow consumer").
 //
@@ -88,8 +89,23 @@
 // "abuse|PHASE|NAME", which Report turns into Report.Tables and
 // Abuse.Phases.
 //
+// # Files
+//
+// The core: run.go (the coordinator and its
+// phases), worker.go (the worker processes and their protocol),
+// scenario.go (Scenario, Load, the registry), shard.go (splitting clients
+// over workers), accounts.go, dial.go (SDK clients) and bare.go (bare
+// connections), send.go (schedules, stamped bodies, sends with retries,
+// the drain), slow.go (slow consumers), histogram.go and timeline.go
+// (latencies), metrics.go and sampler.go (the nodes' /metrics), result.go,
+// report.go, chart.go and suite.go (what a run produces), progress.go.
+//
+// One file per scenario on it: abuse.go, connect.go, direct.go, group.go,
+// idle.go, mixed.go, reconnect.go, storm.go.
+//
 // # Adding a scenario
 //
-// Implement Scenario (and Load), register it in registry, and give it
-// flags in cmd/parleybench. Anything a worker needs travels in its shard.
+// Write its file: a type that implements Scenario (and a Load), registered
+// in registry; anything a worker needs travels in its shard. Then give it a
+// command line in cmd/parleybench (flags.go: its own FlagSet).
 package bench

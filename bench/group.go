@@ -425,7 +425,7 @@ func (l *groupLoad) dialMember(ctx context.Context, m *groupMember) error {
 	opts := bareOptions{
 		URL:     l.shard.WS[m.idx%len(l.shard.WS)],
 		Token:   acct.Token,
-		Timeout: connectDialTimeout,
+		Timeout: bareDialTimeout,
 		Pings:   &l.pings,
 		OnClose: func(*bareConn) {
 			if !m.slow && !l.closing.Load() {
@@ -442,7 +442,7 @@ func (l *groupLoad) dialMember(ctx context.Context, m *groupMember) error {
 		opts.OnEvent = func(f *bareFrame, now time.Time) { l.onEvent(m, f, now) }
 	}
 	var err error
-	delay := connectRetryMin
+	delay := dialRetry
 	for attempt := 1; attempt <= groupDialAttempts; attempt++ {
 		if m.c, err = dialBare(ctx, opts); err == nil {
 			l.live.Conns.Add(1)
@@ -481,15 +481,6 @@ func (l *groupLoad) onEvent(m *groupMember, f *bareFrame, now time.Time) {
 	l.deliver.record(m.idx, now.Sub(stamp))
 	if !l.fan.record(f.Seq-l.shard.FirstSeq, stamp, now) {
 		l.counters.add(cntGroupUntracked, 1)
-	}
-}
-
-func atomicMax(v *atomic.Uint64, x uint64) {
-	for {
-		cur := v.Load()
-		if x <= cur || v.CompareAndSwap(cur, x) {
-			return
-		}
 	}
 }
 
@@ -570,15 +561,6 @@ func (l *groupLoad) missing(target uint64) int64 {
 		n += max(want-m.received.Load(), 0)
 	}
 	return n
-}
-
-func isClosed(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }
 
 // sendOne posts one stamped message to the group and retries it, with the

@@ -233,7 +233,7 @@ func (l *reconnectLoad) dial(ctx context.Context, cl *reconnectClient, urlIdx in
 	return dialBare(ctx, bareOptions{
 		URL:     l.shard.WS[urlIdx%len(l.shard.WS)],
 		Token:   cl.Token,
-		Timeout: connectDialTimeout,
+		Timeout: bareDialTimeout,
 		Pings:   &l.pings,
 		OnClose: func(*bareConn) {
 			if !l.closing.Load() {

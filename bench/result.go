@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -216,5 +217,62 @@ func errorCode(err error) string {
 		return "deadline"
 	default:
 		return "other"
+	}
+}
+
+// prefixed returns the counters whose names start with prefix, without it.
+func prefixed(m map[string]int64, prefix string) map[string]int64 {
+	out := make(map[string]int64)
+	for k, v := range m {
+		if rest, ok := strings.CutPrefix(k, prefix); ok {
+			out[rest] = v
+		}
+	}
+	return out
+}
+
+// counterSet is a set of named counters that many goroutines add to.
+type counterSet struct {
+	mu sync.Mutex // guards m
+	m  map[string]int64
+}
+
+func (s *counterSet) add(name string, n int64) {
+	s.mu.Lock()
+	if s.m == nil {
+		s.m = make(map[string]int64)
+	}
+	s.m[name] += n
+	s.mu.Unlock()
+}
+
+// snapshot returns a copy of the counters, or nil when there are none.
+func (s *counterSet) snapshot() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.m) == 0 {
+		return nil
+	}
+	out := make(map[string]int64, len(s.m))
+	for k, v := range s.m {
+		out[k] = v
+	}
+	return out
+}
+
+func sumCounts(m map[string]int64) int64 {
+	var n int64
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+func atomicMax(v *atomic.Uint64, x uint64) {
+	for {
+		cur := v.Load()
+		if x <= cur || v.CompareAndSwap(cur, x) {
+			return
+		}
 	}
 }
