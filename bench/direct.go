@@ -63,21 +63,7 @@ const (
 )
 
 func (d Direct) withDefaults() Direct {
-	if d.Senders == 0 {
-		d.Senders = 1
-	}
-	if d.Window == 0 {
-		d.Window = 1
-		if d.Rate > 0 {
-			d.Window = 64
-		}
-	}
-	if d.BodyBytes == 0 {
-		d.BodyBytes = 100
-	}
-	if d.Drain == 0 {
-		d.Drain = 10 * time.Second
-	}
+	sendDefaults(&d.Senders, &d.Window, &d.BodyBytes, d.Rate, &d.Drain)
 	return d
 }
 
@@ -86,49 +72,20 @@ func (*Direct) Name() string { return "direct" }
 func (d *Direct) Validate() error {
 	c := d.withDefaults()
 	var errs []error
-	if c.Senders < 1 || c.Senders > maxDirectSenders {
-		errs = append(errs, fmt.Errorf("bench: direct: senders %d out of range [1, %d]", c.Senders, maxDirectSenders))
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("bench: direct: "+format, a...)) }
+	pairs := c.Senders
+	if pairs < 1 || pairs > maxDirectSenders {
+		bad("senders %d out of range [1, %d]", c.Senders, maxDirectSenders)
+		pairs = 0
 	}
-	if c.Rate < 0 {
-		errs = append(errs, fmt.Errorf("bench: direct: rate %v is negative", c.Rate))
-	}
-	if c.Window < 1 || c.Window > maxDirectWindow {
-		errs = append(errs, fmt.Errorf("bench: direct: window %d out of range [1, %d]", c.Window, maxDirectWindow))
-	}
-	if c.BodyBytes < minDirectBody || c.BodyBytes > wire.MaxBodyBytes {
-		errs = append(errs, fmt.Errorf("bench: direct: body %d bytes out of range [%d, %d]", c.BodyBytes, minDirectBody, wire.MaxBodyBytes))
-	}
-	if c.Drain < 0 || c.Drain > maxDirectDrain {
-		errs = append(errs, fmt.Errorf("bench: direct: drain %v out of range [0, %v]", c.Drain, maxDirectDrain))
-	}
-	if !validSlow(c.Slow) {
-		errs = append(errs, fmt.Errorf("bench: direct: slow %v out of range [0, 1]", c.Slow))
-	} else if c.Senders >= 1 && c.Senders <= maxDirectSenders && countSlow(c.Senders, c.Slow) == c.Senders {
-		errs = append(errs, fmt.Errorf("bench: direct: slow %v leaves no reading receiver", c.Slow))
-	}
-	if !validReceiveBuffer(c.ReceiveBuffer) {
-		errs = append(errs, fmt.Errorf("bench: direct: receive buffer %d bytes out of range: 0, or [%d, %d]", c.ReceiveBuffer, slowSocketBuffer, maxReceiveBuffer))
-	}
+	checkSends(bad, c.Rate, c.Window, c.BodyBytes, c.Drain)
+	checkReceivers(bad, pairs, c.Slow, c.ReceiveBuffer, "receiver")
 	return errors.Join(errs...)
 }
 
 func (d *Direct) Params() map[string]any {
 	c := d.withDefaults()
-	rate := "flat-out"
-	if c.Rate > 0 {
-		rate = strconv.FormatFloat(c.Rate, 'f', -1, 64) + "/s"
-	}
-	p := map[string]any{
-		"senders": c.Senders, "rate": rate, "window": c.Window,
-		"body_bytes": c.BodyBytes, "drain": c.Drain.String(),
-	}
-	if c.Slow > 0 {
-		p["slow"] = c.Slow
-	}
-	if c.ReceiveBuffer > 0 {
-		p["receive_buffer"] = c.ReceiveBuffer
-	}
-	return p
+	return sendParams(map[string]any{}, c.Senders, c.Rate, c.Window, c.BodyBytes, c.Drain, c.Slow, c.ReceiveBuffer)
 }
 
 // directShard is one worker's part: its pairs and everything about the
@@ -188,11 +145,9 @@ func (d *Direct) NewLoad(raw json.RawMessage) (Load, error) {
 		shard:   sh,
 		ack:     newRecorder(),
 		deliver: newRecorder(),
+		sched:   newSendSchedule(sh.Senders, sh.Rate, sh.Window),
 		padding: strings.Repeat("x", sh.BodyBytes),
 		log:     sdkLogger(),
-	}
-	if sh.Rate > 0 {
-		l.interval = time.Duration(float64(time.Second) * float64(sh.Senders) / sh.Rate)
 	}
 	for i, p := range sh.Pairs {
 		l.pairs = append(l.pairs, &pairState{idx: sh.First + i, directPair: p, slow: isSlow(sh.First+i, sh.Slow)})
@@ -205,17 +160,17 @@ func (d *Direct) NewLoad(raw json.RawMessage) (Load, error) {
 // Goroutines: Connect sets pairs up from a bounded group; each pair then has
 // a receiver goroutine (reads the receiver's Events, records deliveries) and
 // a drain goroutine for the sender's own Events. Run starts, per pair, a
-// scheduler (the calling goroutine of sendLoop) and Window lanes that send;
+// scheduler (sendSchedule.run) and Window lanes that send;
 // they all end before Run drains and returns. Counters are atomics;
 // histograms are recorders; start, end, dropped and undelivered are written
 // by Run and read by Finish, on the worker's goroutine.
 type directLoad struct {
-	shard    directShard
-	interval time.Duration // between one sender's sends at a fixed rate; 0 flat out
-	padding  string        // BodyBytes of filler, sliced per message
-	log      *slog.Logger  // for the SDK: errors only, to the worker's stderr
-	pairs    []*pairState
-	live     *Live
+	shard   directShard
+	sched   sendSchedule
+	padding string       // BodyBytes of filler, sliced per message
+	log     *slog.Logger // for the SDK: errors only, to the worker's stderr
+	pairs   []*pairState
+	live    *Live
 
 	ack, deliver *recorder
 	tally        tally
@@ -339,7 +294,9 @@ func (l *directLoad) Run(ctx context.Context, start, until time.Time, _ *Live) e
 	}
 	var senders sync.WaitGroup
 	for _, p := range l.pairs {
-		senders.Go(func() { l.sendLoop(ctx, p, start, until) })
+		senders.Go(func() {
+			l.missed.Add(l.sched.run(ctx, p.idx, start, until, func(intended time.Time) { l.sendOne(ctx, p, intended) }))
+		})
 	}
 	senders.Wait()
 	l.end = time.Now() // the last ack (or give-up) of this worker
@@ -376,15 +333,6 @@ func (l *directLoad) drained() bool {
 		}
 	}
 	return true
-}
-
-// sendLoop runs one sender from start to until (see schedule).
-func (l *directLoad) sendLoop(ctx context.Context, p *pairState, start, until time.Time) {
-	// Stagger the senders over one interval so they do not fire together.
-	offset := time.Duration(float64(l.interval) * float64(p.idx) / float64(l.shard.Senders))
-	missed := schedule(ctx, start.Add(offset), until, l.interval, l.shard.Window,
-		func(intended time.Time) { l.sendOne(ctx, p, intended) })
-	l.missed.Add(missed)
 }
 
 // sendOne posts one message stamped with its intended send time (or now,
@@ -477,12 +425,7 @@ func (d *Direct) Report(rep *Report) {
 		rep.Failures = append(rep.Failures, fmt.Sprintf(
 			"%d of %d acked messages were not delivered within the %v drain", res.Undelivered, res.Acked, c.Drain))
 	}
-	if n := sumCounts(res.Failed); n > 0 {
-		rep.Failures = append(rep.Failures, fmt.Sprintf("%d sends were never acknowledged (%s)", n, formatCounts(res.Failed)))
-	}
-	if res.BadBodies > 0 {
-		rep.Failures = append(rep.Failures, fmt.Sprintf("%d delivered bodies had no send stamp", res.BadBodies))
-	}
+	reportSendFailures(rep)
 	if res.Dropped > 0 {
 		rep.Failures = append(rep.Failures, fmt.Sprintf("%d connections were down at the end of the load", res.Dropped))
 	}
@@ -490,10 +433,7 @@ func (d *Direct) Report(rep *Report) {
 		reportServerSeries(rep, d.sampler.stop())
 		reportSlow(rep, countSlow(c.Senders, c.Slow))
 	}
-	if res.Missed > 0 {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf(
-			"the offered rate was not sustained: %d scheduled sends were never issued", res.Missed))
-	}
+	reportMissed(rep)
 	if n := res.Retries[string(wire.CodeRateLimited)]; n > 0 {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf(
 			"the server's per-connection rate limit refused %d sends (retried); per-sender throughput is capped by it", n))

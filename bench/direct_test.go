@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"math"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -84,5 +86,31 @@ func TestScheduleFlatOut(t *testing.T) {
 	})
 	if missed != 0 || sends.Load() == 0 || zero.Load() != sends.Load() {
 		t.Fatalf("flat out: %d sends, %d with the zero time, %d missed", sends.Load(), zero.Load(), missed)
+	}
+}
+
+// Direct and Group report their shared parameters the same way, with
+// their defaults.
+func TestSendParams(t *testing.T) {
+	for _, c := range []struct {
+		sc   Scenario
+		want map[string]any
+	}{
+		{&Direct{Senders: 3, Rate: 100, Slow: 0.5}, map[string]any{
+			"senders": 3, "rate": "100/s", "window": 64, "body_bytes": 100, "drain": "10s", "slow": 0.5}},
+		{&Direct{}, map[string]any{"senders": 1, "rate": "flat-out", "window": 1, "body_bytes": 100, "drain": "10s"}},
+		{&Group{ReceiveBuffer: 1 << 20, Warmup: time.Second}, map[string]any{
+			"members": 1000, "senders": 1, "rate": "flat-out", "window": 1, "body_bytes": 100, "warmup": "1s",
+			"drain": "10s", "receive_buffer": 1 << 20}},
+	} {
+		if got := c.sc.Params(); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("%s params %v, want %v", c.sc.Name(), got, c.want)
+		}
+	}
+	// NaN is no rate, for either.
+	for _, sc := range []Scenario{&Direct{Rate: math.NaN()}, &Group{Rate: math.NaN()}} {
+		if err := sc.Validate(); err == nil {
+			t.Errorf("%s: a NaN rate is valid", sc.Name())
+		}
 	}
 }

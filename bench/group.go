@@ -108,21 +108,7 @@ func (g Group) withDefaults() Group {
 	if g.Members == 0 {
 		g.Members = 1000
 	}
-	if g.Senders == 0 {
-		g.Senders = 1
-	}
-	if g.Window == 0 {
-		g.Window = 1
-		if g.Rate > 0 {
-			g.Window = 64
-		}
-	}
-	if g.BodyBytes == 0 {
-		g.BodyBytes = 100
-	}
-	if g.Drain == 0 {
-		g.Drain = 10 * time.Second
-	}
+	sendDefaults(&g.Senders, &g.Window, &g.BodyBytes, g.Rate, &g.Drain)
 	return g
 }
 
@@ -136,49 +122,18 @@ func (g *Group) Validate() error {
 		bad("members %d and senders %d out of range: 1 or more each, senders at most %d, %d in all",
 			c.Members, c.Senders, maxGroupSenders, maxGroupMembers)
 	}
-	if !(c.Rate >= 0) {
-		bad("rate %v is negative", c.Rate)
-	}
-	if c.Window < 1 || c.Window > maxDirectWindow {
-		bad("window %d out of range [1, %d]", c.Window, maxDirectWindow)
-	}
-	if c.BodyBytes < minDirectBody || c.BodyBytes > wire.MaxBodyBytes {
-		bad("body %d bytes out of range [%d, %d]", c.BodyBytes, minDirectBody, wire.MaxBodyBytes)
-	}
+	checkSends(bad, c.Rate, c.Window, c.BodyBytes, c.Drain)
 	if c.Warmup < 0 {
 		bad("warmup %v is negative", c.Warmup)
 	}
-	if c.Drain < 0 || c.Drain > maxDirectDrain {
-		bad("drain %v out of range [0, %v]", c.Drain, maxDirectDrain)
-	}
-	if !validSlow(c.Slow) {
-		bad("slow %v out of range [0, 1]", c.Slow)
-	} else if c.Members > 0 && countSlow(c.Members, c.Slow) == c.Members {
-		bad("slow %v leaves no reading member", c.Slow)
-	}
-	if !validReceiveBuffer(c.ReceiveBuffer) {
-		bad("receive buffer %d bytes out of range: 0, or [%d, %d]", c.ReceiveBuffer, slowSocketBuffer, maxReceiveBuffer)
-	}
+	checkReceivers(bad, max(c.Members, 0), c.Slow, c.ReceiveBuffer, "member")
 	return errors.Join(errs...)
 }
 
 func (g *Group) Params() map[string]any {
 	c := g.withDefaults()
-	rate := "flat-out"
-	if c.Rate > 0 {
-		rate = strconv.FormatFloat(c.Rate, 'f', -1, 64) + "/s"
-	}
-	p := map[string]any{
-		"members": c.Members, "senders": c.Senders, "rate": rate, "window": c.Window,
-		"body_bytes": c.BodyBytes, "warmup": c.Warmup.String(), "drain": c.Drain.String(),
-	}
-	if c.Slow > 0 {
-		p["slow"] = c.Slow
-	}
-	if c.ReceiveBuffer > 0 {
-		p["receive_buffer"] = c.ReceiveBuffer
-	}
-	return p
+	return sendParams(map[string]any{"members": c.Members, "warmup": c.Warmup.String()},
+		c.Senders, c.Rate, c.Window, c.BodyBytes, c.Drain, c.Slow, c.ReceiveBuffer)
 }
 
 // MeasureAfter makes Group Windowed: the nodes are also sampled at the
@@ -308,11 +263,9 @@ func (*Group) NewLoad(raw json.RawMessage) (Load, error) {
 		shard:   sh,
 		ack:     newRecorder(),
 		deliver: newRecorder(),
+		sched:   newSendSchedule(cfg.Senders, cfg.Rate, cfg.Window),
 		padding: strings.Repeat("x", cfg.BodyBytes),
 		log:     sdkLogger(),
-	}
-	if cfg.Rate > 0 {
-		l.interval = time.Duration(float64(time.Second) * float64(cfg.Senders) / cfg.Rate)
 	}
 	for i := range sh.Members {
 		idx := sh.First + i
@@ -334,18 +287,16 @@ func (*Group) NewLoad(raw json.RawMessage) (Load, error) {
 // results (start, end, target) are read by Finish on the same goroutine.
 // Everything else is atomic, a recorder, the tally or the counter set.
 type groupLoad struct {
-	cfg      Group
-	shard    groupShard
-	interval time.Duration // between one sender's sends at a fixed rate; 0 flat out
-	padding  string
-	log      *slog.Logger // for the SDK: errors only, to the worker's stderr
-	members  []*groupMember
-	senders  []*groupSender
-	live     *Live
+	cfg     Group
+	shard   groupShard
+	sched   sendSchedule
+	padding string
+	log     *slog.Logger // for the SDK: errors only, to the worker's stderr
+	members []*groupMember
+	senders []*groupSender
+	live    *Live
 
-	// The measured window in Unix nanoseconds, set by Run before the load;
-	// both 0 before, when nothing counts.
-	from, until atomic.Int64
+	measureWindow // set by Run before the load
 
 	fan          fanout
 	ack, deliver *recorder
@@ -379,13 +330,6 @@ type groupSender struct {
 	idx     int // among all senders: schedules, cmids
 	c       *client.Client
 	nextMsg atomic.Uint64
-}
-
-// inWindow reports whether t falls in the measured window.
-func (l *groupLoad) inWindow(t time.Time) bool {
-	from := l.from.Load()
-	ns := t.UnixNano()
-	return from != 0 && ns >= from && ns < l.until.Load()
 }
 
 func (l *groupLoad) Connect(ctx context.Context, live *Live) error {
@@ -485,8 +429,7 @@ func (l *groupLoad) onEvent(m *groupMember, f *bareFrame, now time.Time) {
 }
 
 func (l *groupLoad) Run(ctx context.Context, start, until time.Time, _ *Live) error {
-	l.from.Store(start.Add(l.cfg.Warmup).UnixNano())
-	l.until.Store(until.UnixNano())
+	l.setWindow(start.Add(l.cfg.Warmup), until)
 	for _, m := range l.members {
 		if m.slow {
 			m.c.sock.pause()
@@ -499,10 +442,7 @@ func (l *groupLoad) Run(ctx context.Context, start, until time.Time, _ *Live) er
 	var senders sync.WaitGroup
 	for _, s := range l.senders {
 		senders.Go(func() {
-			offset := time.Duration(float64(l.interval) * float64(s.idx) / float64(l.cfg.Senders))
-			missed := schedule(ctx, start.Add(offset), until, l.interval, l.cfg.Window,
-				func(intended time.Time) { l.sendOne(ctx, s, intended) })
-			l.missed.Add(missed)
+			l.missed.Add(l.sched.run(ctx, s.idx, start, until, func(intended time.Time) { l.sendOne(ctx, s, intended) }))
 		})
 	}
 	senders.Wait()
@@ -684,16 +624,8 @@ func (g *Group) Report(rep *Report) {
 		rep.Failures = append(rep.Failures, fmt.Sprintf(
 			"%d of the window's %d acked messages did not reach every reading member", n, cnt[cntGroupWindowAcked]))
 	}
-	if n := sumCounts(res.Failed); n > 0 {
-		rep.Failures = append(rep.Failures, fmt.Sprintf("%d sends were never acknowledged (%s)", n, formatCounts(res.Failed)))
-	}
-	if res.BadBodies > 0 {
-		rep.Failures = append(rep.Failures, fmt.Sprintf("%d delivered bodies had no send stamp", res.BadBodies))
-	}
-	if res.Missed > 0 {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf(
-			"the offered rate was not sustained: %d scheduled sends were never issued", res.Missed))
-	}
+	reportSendFailures(rep)
+	reportMissed(rep)
 	if n := res.Retries[string(wire.CodeRateLimited)]; n > 0 {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf(
 			"the server's per-connection rate limit refused %d sends (retried): add senders for more messages per second", n))

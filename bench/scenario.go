@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -63,6 +64,26 @@ type Load interface {
 type Windowed interface {
 	Scenario
 	MeasureAfter() time.Duration
+}
+
+// measureWindow is a Windowed load's measured window in Unix nanoseconds,
+// both 0 until the load sets it, when nothing counts. Safe for concurrent
+// use.
+type measureWindow struct {
+	from, until atomic.Int64
+}
+
+// setWindow sets the window to [from, until).
+func (w *measureWindow) setWindow(from, until time.Time) {
+	w.from.Store(from.UnixNano())
+	w.until.Store(until.UnixNano())
+}
+
+// inWindow reports whether t falls in the measured window.
+func (w *measureWindow) inWindow(t time.Time) bool {
+	from := w.from.Load()
+	ns := t.UnixNano()
+	return from != 0 && ns >= from && ns < w.until.Load()
 }
 
 // registry maps scenario names to constructors of zero scenarios, for

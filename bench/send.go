@@ -172,3 +172,120 @@ func waitDrained(ctx context.Context, d time.Duration, drained func() bool) erro
 	}
 	return nil
 }
+
+// Direct and Group share their senders' parameters: Rate over all
+// senders, Window sends in flight per sender, BodyBytes per message, Drain
+// after the load; and the Slow fraction of the receivers and their
+// ReceiveBuffer.
+
+// sendDefaults fills the zero sending parameters of Direct and Group.
+func sendDefaults(senders, window, body *int, rate float64, drain *time.Duration) {
+	if *senders == 0 {
+		*senders = 1
+	}
+	if *window == 0 {
+		*window = 1
+		if rate > 0 {
+			*window = 64
+		}
+	}
+	if *body == 0 {
+		*body = 100
+	}
+	if *drain == 0 {
+		*drain = 10 * time.Second
+	}
+}
+
+// checkSends reports through bad the problems with the sending parameters
+// of Direct and Group (with their defaults).
+func checkSends(bad func(format string, a ...any), rate float64, window, body int, drain time.Duration) {
+	if !(rate >= 0) { // also refuses NaN
+		bad("rate %v is negative", rate)
+	}
+	if window < 1 || window > maxDirectWindow {
+		bad("window %d out of range [1, %d]", window, maxDirectWindow)
+	}
+	if body < minDirectBody || body > wire.MaxBodyBytes {
+		bad("body %d bytes out of range [%d, %d]", body, minDirectBody, wire.MaxBodyBytes)
+	}
+	if drain < 0 || drain > maxDirectDrain {
+		bad("drain %v out of range [0, %v]", drain, maxDirectDrain)
+	}
+}
+
+// checkReceivers reports through bad the problems with the slow fraction
+// of n receivers (n 0: unknown, not checked against it) and their receive
+// buffer; who names them in the message.
+func checkReceivers(bad func(format string, a ...any), n int, slow float64, rcvBuf int, who string) {
+	if !validSlow(slow) {
+		bad("slow %v out of range [0, 1]", slow)
+	} else if n > 0 && countSlow(n, slow) == n {
+		bad("slow %v leaves no reading %s", slow, who)
+	}
+	if !validReceiveBuffer(rcvBuf) {
+		bad("receive buffer %d bytes out of range: 0, or [%d, %d]", rcvBuf, slowSocketBuffer, maxReceiveBuffer)
+	}
+}
+
+// sendParams adds the sending parameters of Direct and Group to p, the
+// report's parameters.
+func sendParams(p map[string]any, senders int, rate float64, window, body int, drain time.Duration, slow float64, rcvBuf int) map[string]any {
+	p["senders"], p["window"], p["body_bytes"], p["drain"] = senders, window, body, drain.String()
+	p["rate"] = "flat-out"
+	if rate > 0 {
+		p["rate"] = strconv.FormatFloat(rate, 'f', -1, 64) + "/s"
+	}
+	if slow > 0 {
+		p["slow"] = slow
+	}
+	if rcvBuf > 0 {
+		p["receive_buffer"] = rcvBuf
+	}
+	return p
+}
+
+// sendSchedule is the schedule of one worker's senders of Direct or Group:
+// Rate messages per second over all the senders of the run, each with
+// window lanes, staggered over one interval so that they do not fire
+// together.
+type sendSchedule struct {
+	total    int // senders over all workers
+	window   int
+	interval time.Duration // between one sender's sends at a fixed rate; 0 flat out
+}
+
+func newSendSchedule(total int, rate float64, window int) sendSchedule {
+	s := sendSchedule{total: total, window: window}
+	if rate > 0 {
+		s.interval = time.Duration(float64(time.Second) * float64(total) / rate)
+	}
+	return s
+}
+
+// run runs sender idx from start to until and returns the sends it missed
+// (see schedule); send gets each send's intended time (zero flat out).
+func (s sendSchedule) run(ctx context.Context, idx int, start, until time.Time, send func(intended time.Time)) (missed int64) {
+	offset := time.Duration(float64(s.interval) * float64(idx) / float64(s.total))
+	return schedule(ctx, start.Add(offset), until, s.interval, s.window, send)
+}
+
+// reportSendFailures adds the failures every message load shares: sends
+// never acknowledged, by code, and delivered bodies without a stamp.
+func reportSendFailures(rep *Report) {
+	res := rep.Result
+	if n := sumCounts(res.Failed); n > 0 {
+		rep.Failures = append(rep.Failures, fmt.Sprintf("%d sends were never acknowledged (%s)", n, formatCounts(res.Failed)))
+	}
+	if res.BadBodies > 0 {
+		rep.Failures = append(rep.Failures, fmt.Sprintf("%d delivered bodies had no send stamp", res.BadBodies))
+	}
+}
+
+// reportMissed warns that a fixed rate was not sustained.
+func reportMissed(rep *Report) {
+	if n := rep.Result.Missed; n > 0 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf(
+			"the offered rate was not sustained: %d scheduled sends were never issued", n))
+	}
+}

@@ -300,9 +300,7 @@ type stormLoad struct {
 	local map[uint64]*stormUser // this worker's users by id
 	live  *Live
 
-	// The measured window in Unix nanoseconds, set by Run before the load;
-	// both 0 before, when nothing counts.
-	from, until atomic.Int64
+	measureWindow // set by Run before the load
 
 	lat      map[string]*recorder // fixed keys; recorders lock themselves
 	counters sync.Map             // counter name → *atomic.Int64
@@ -349,13 +347,6 @@ func (l *stormLoad) count(name string, n int64) {
 		c, _ = l.counters.LoadOrStore(name, new(atomic.Int64))
 	}
 	c.(*atomic.Int64).Add(n)
-}
-
-// inWindow reports whether t falls in the measured window.
-func (l *stormLoad) inWindow(t time.Time) bool {
-	from := l.from.Load()
-	ns := t.UnixNano()
-	return from != 0 && ns >= from && ns < l.until.Load()
 }
 
 // countIn counts name if t falls in the measured window.
@@ -493,8 +484,7 @@ func (l *stormLoad) onTyping(t *wire.Typing, now time.Time) {
 }
 
 func (l *stormLoad) Run(ctx context.Context, start, until time.Time, _ *Live) error {
-	l.from.Store(start.Add(l.cfg.Warmup).UnixNano())
-	l.until.Store(until.UnixNano())
+	l.setWindow(start.Add(l.cfg.Warmup), until)
 	if !sleepCtx(ctx, time.Until(start)) {
 		return ctx.Err()
 	}
