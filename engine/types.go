@@ -136,7 +136,8 @@ type Event struct {
 
 // Publisher receives the events of each applied entry, on the Apply
 // goroutine, after the entry's state is committed and visible to queries.
-// It must not block for long (it holds up Apply) and must not call Apply.
+// It must not block for long (it holds up Apply: hand the events to another
+// goroutine to deliver them) and must not call Apply.
 // The slice and its events are the receiver's to keep.
 type Publisher interface {
 	Publish(events []Event)

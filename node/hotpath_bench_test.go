@@ -97,8 +97,10 @@ func startHotpath(b testing.TB, conns int, e *engine.Engine) *hotpathEnv {
 	if err := ws.Start(); err != nil {
 		b.Fatal(err)
 	}
+	n.fanout = startFanout(n.deliver)
 	env := &hotpathEnv{n: n, ws: ws}
 	b.Cleanup(func() {
+		n.fanout.stop()
 		if env.reader != nil {
 			env.reader.stop()
 		}

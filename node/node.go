@@ -53,6 +53,7 @@ type Node struct {
 
 	typing     *typingTracker
 	notifier   *notifier // nil: no push provider configured (notify.go)
+	fanout     *fanout   // delivers applied events off the apply goroutine (fanout.go)
 	presence   *presenceTracker
 	lastSeen   *lastSeenThrottle
 	receipts   *receiptBuffer
@@ -155,6 +156,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	if n.engine, err = engine.Open(filepath.Join(cfg.DataDir, "state"), cache); err != nil {
 		return nil, fmt.Errorf("open state: %w", err)
 	}
+	n.fanout = startFanout(n.deliver)
 	n.engine.SetPublisher(n)
 	n.applied.applied = n.engine.AppliedIndex
 	if n.raft, err = raftlog.Open(raftlog.Config{
@@ -288,6 +290,9 @@ func (n *Node) Close() error {
 		}
 		if n.raft != nil {
 			errs = append(errs, n.raft.Close())
+		}
+		if n.fanout != nil {
+			n.fanout.stop() // after Raft: nothing is applied any more
 		}
 		close(n.lagStop) // reads waiting for an index give up, before the queue closes
 		n.lagging.Wait()

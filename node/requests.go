@@ -328,9 +328,14 @@ func (n *Node) closeDevice(user, device uint64) {
 }
 
 // Publish is the engine's Publisher: it runs on the apply goroutine after an
-// entry's state is written. Each event is encoded once and the same frame
-// goes to every online device of every recipient on this node.
-func (n *Node) Publish(events []engine.Event) {
+// entry's state is written, and hands the events to the fan-out stage
+// (fanout.go), which delivers them after Apply has moved on.
+func (n *Node) Publish(events []engine.Event) { n.fanout.publish(events) }
+
+// deliver runs on the fan-out stage for each applied entry, in log order.
+// Each event is encoded once and the same frame goes to every online
+// device of every recipient on this node.
+func (n *Node) deliver(events []engine.Event) {
 	now := time.Now().UnixMilli()
 	for i := range events {
 		ev := &events[i]
