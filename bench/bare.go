@@ -74,7 +74,10 @@ type errHTTPStatus struct{ code int }
 
 func (e errHTTPStatus) Error() string { return fmt.Sprintf("handshake refused: HTTP %d", e.code) }
 
-var errNoHello = errors.New("no hello within the dial timeout")
+var (
+	errNoHello      = errors.New("no hello within the dial timeout")
+	errTokenRefused = errors.New("token refused (HTTP 401)")
+)
 
 // bareConn is a minimal client connection: a gws connection over a socket
 // the harness dials itself (a gatedConn, so that its reads can be paused),
@@ -94,6 +97,7 @@ type bareConn struct {
 	goneAt  time.Time     // written before gone closes
 	// closeErr is why the connection ended, written before gone closes.
 	closeErr error
+	state    atomic.Int32 // connDialing → connOpen (dialBare) → connEnded (read loop)
 
 	nextID  atomic.Uint64
 	wmu     sync.Mutex // serialises writes, each under its own deadline
@@ -101,6 +105,14 @@ type bareConn struct {
 	pending map[uint64]chan []byte
 	ended   bool
 }
+
+// A bare connection's life, in bareConn.state: only a connection that
+// dialBare returned is open, so only its end is OnClose's business.
+const (
+	connDialing int32 = iota
+	connOpen
+	connEnded
+)
 
 // bareOptions configures dialBare. URL, Token and Timeout are required.
 type bareOptions struct {
@@ -114,8 +126,8 @@ type bareOptions struct {
 	// request of this connection, with the time it was read; it runs on
 	// the read loop, so it must not block.
 	OnEvent func(f *bareFrame, now time.Time)
-	// OnClose runs on the read loop when a connection that had its hello
-	// ends, after gone is closed.
+	// OnClose runs on the read loop when a connection that dialBare
+	// returned ends, after gone is closed.
 	OnClose func(c *bareConn)
 	// Pings, when set, counts the server's pings answered.
 	Pings *atomic.Int64
@@ -202,10 +214,8 @@ func dialBare(ctx context.Context, o bareOptions) (*bareConn, error) {
 		}
 		return nil, errNoHello
 	}
-	select {
-	case <-c.gone:
-		return nil, fmt.Errorf("closed before hello: %w", c.closeErr)
-	default:
+	if !c.state.CompareAndSwap(connDialing, connOpen) {
+		return nil, fmt.Errorf("closed before hello: %w", c.closeErr) // gone is closed: closeErr is set
 	}
 	return c, nil
 }
@@ -343,12 +353,8 @@ func (c *bareConn) OnClose(_ *gws.Conn, err error) {
 	c.ended = true
 	c.mu.Unlock()
 	close(c.gone)
-	select {
-	case <-c.helloCh:
-		if c.opts.OnClose != nil {
-			c.opts.OnClose(c)
-		}
-	default:
+	if c.state.Swap(connEnded) == connOpen && c.opts.OnClose != nil {
+		c.opts.OnClose(c)
 	}
 }
 
