@@ -60,3 +60,10 @@ cluster-stop:
 .PHONY: bench
 bench:
 	GO=$(GO) ./scripts/bench.sh
+
+# The web app's bundle (web/dist, committed, embedded into the node):
+# installs the pinned npm packages, type-checks, and builds with esbuild.
+# web/TestBundleFresh (run by make test) fails when web/dist is stale.
+.PHONY: web
+web:
+	cd web && npm ci --no-audit --no-fund && npm run check && npm run build

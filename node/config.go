@@ -185,6 +185,13 @@ type Config struct {
 	// profiling by operators, off by default.
 	Pprof bool
 
+	// WebWSURLs are the WebSocket URLs the web app (GET /) connects to,
+	// served at GET /v1/config: absolute (ws://host:7071/v1/ws), or a path
+	// of the page's origin (/v1/ws, behind a reverse proxy); "@file" reads
+	// them from a file, one per line, at each request. Empty: this node's
+	// WebSocket port on the host the page was loaded from (webapp.go).
+	WebWSURLs []string
+
 	Logger *slog.Logger
 }
 

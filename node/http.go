@@ -69,6 +69,7 @@ func (n *Node) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /readyz", n.handleReady)
 	n.adminRoutes(mux)
 	n.mediaRoutes(mux)
+	n.webRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
 	if n.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)

@@ -73,6 +73,8 @@ func main() {
 	flag.DurationVar(&cfg.MediaGrace, "media-grace", cfg.MediaGrace,
 		"uploads never committed, and files no message carries, are deleted after this long")
 	flag.BoolVar(&cfg.Pprof, "pprof", false, "serve /debug/pprof/ on the HTTP address")
+	webWSURLs := flag.String("web-ws-urls", "",
+		"comma-separated WebSocket URLs the web app at / connects to (GET /v1/config): absolute, or a path such as /v1/ws on the page's origin behind a reverse proxy; @file reads them from a file, one per line (default: this node's WebSocket port on the host the page came from)")
 	logLevel := flag.String("log-level", "info", "debug, info, warn or error")
 	pushFlags := definePushFlags()
 	flag.IntVar(&cfg.PushWorkers, "push-workers", cfg.PushWorkers, "push notifications sent at once (on the leader)")
@@ -80,6 +82,11 @@ func main() {
 	flag.DurationVar(&cfg.PushMaxAge, "push-max-age", cfg.PushMaxAge,
 		"a notification still failing this long after its message is dropped; also the providers' time to live")
 	flag.Parse()
+	for _, u := range strings.Split(*webWSURLs, ",") {
+		if u = strings.TrimSpace(u); u != "" {
+			cfg.WebWSURLs = append(cfg.WebWSURLs, u)
+		}
+	}
 	cfg.Push = pushFlags.config()
 	cfg.Argon2.Time, cfg.Argon2.MemoryKiB = uint32(argonTime), uint32(argonMemory)
 	cfg.AuthLimits.Disabled = !*authThrottle
