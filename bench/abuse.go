@@ -153,29 +153,17 @@ const (
 )
 
 func (a Abuse) withDefaults() Abuse {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	defInt := func(n *int, v int) {
-		if *n == 0 {
-			*n = v
-		}
-	}
-	def(&a.Phase, 15*time.Second)
-	def(&a.Recovery, 5*time.Second)
-	def(&a.Drain, 10*time.Second)
-	if a.Rate == 0 {
-		a.Rate = 20
-	}
-	defInt(&a.BombConns, 4)
-	defInt(&a.FloodConns, 4)
-	defInt(&a.ConnAttempts, 2000)
-	defInt(&a.Slowloris, 200)
-	defInt(&a.KeepAlives, 50)
-	defInt(&a.Guesses, 1000)
-	defInt(&a.ReadConns, 4)
+	setDefault(&a.Phase, 15*time.Second)
+	setDefault(&a.Recovery, 5*time.Second)
+	setDefault(&a.Drain, 10*time.Second)
+	setDefault(&a.Rate, 20)
+	setDefault(&a.BombConns, 4)
+	setDefault(&a.FloodConns, 4)
+	setDefault(&a.ConnAttempts, 2000)
+	setDefault(&a.Slowloris, 200)
+	setDefault(&a.KeepAlives, 50)
+	setDefault(&a.Guesses, 1000)
+	setDefault(&a.ReadConns, 4)
 	return a
 }
 
@@ -225,25 +213,24 @@ func (*Abuse) Name() string { return "abuse" }
 
 func (a *Abuse) Validate() error {
 	c := a.withDefaults()
-	var errs []error
-	bad := func(format string, v ...any) { errs = append(errs, fmt.Errorf("bench: abuse: "+format, v...)) }
+	p := problems{scenario: "abuse"}
 	if c.Phase < minAbusePhase || c.Phase > maxAbusePhase {
-		bad("phase %v out of range [%v, %v]", c.Phase, minAbusePhase, maxAbusePhase)
+		p.add("phase %v out of range [%v, %v]", c.Phase, minAbusePhase, maxAbusePhase)
 	}
 	if c.Recovery < 0 || c.Recovery > maxAbusePhase {
-		bad("recovery %v out of range [0, %v]", c.Recovery, maxAbusePhase)
+		p.add("recovery %v out of range [0, %v]", c.Recovery, maxAbusePhase)
 	}
 	if c.Drain < 0 || c.Drain > maxDirectDrain {
-		bad("drain %v out of range [0, %v]", c.Drain, maxDirectDrain)
+		p.add("drain %v out of range [0, %v]", c.Drain, maxDirectDrain)
 	}
 	if !(c.Rate > 0 && c.Rate <= maxAbuseRate) {
-		bad("rate %v out of range (0, %d]", c.Rate, maxAbuseRate)
+		p.add("rate %v out of range (0, %d]", c.Rate, maxAbuseRate)
 	}
 	if _, err := c.attackList(); err != nil {
-		errs = append(errs, err)
+		p.errs = append(p.errs, err)
 	}
 	if c.From != "" && net.ParseIP(c.From) == nil {
-		bad("attackers' source address %q is not an IP address", c.From)
+		p.add("attackers' source address %q is not an IP address", c.From)
 	}
 	for _, n := range []struct {
 		name   string
@@ -255,10 +242,10 @@ func (a *Abuse) Validate() error {
 		{"read connections", c.ReadConns, 16},
 	} {
 		if n.v < 1 || n.v > n.max {
-			bad("%s %d out of range [1, %d]", n.name, n.v, n.max)
+			p.add("%s %d out of range [1, %d]", n.name, n.v, n.max)
 		}
 	}
-	return errors.Join(errs...)
+	return p.err()
 }
 
 func (a *Abuse) Params() map[string]any {

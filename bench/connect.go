@@ -49,12 +49,8 @@ func init() {
 }
 
 func (c Connect) withDefaults() Connect {
-	if c.Conns == 0 {
-		c.Conns = 1000
-	}
-	if c.Attempts == 0 {
-		c.Attempts = 3
-	}
+	setDefault(&c.Conns, 1000)
+	setDefault(&c.Attempts, 3)
 	return c
 }
 
@@ -62,17 +58,17 @@ func (*Connect) Name() string { return "connect" }
 
 func (c *Connect) Validate() error {
 	d := c.withDefaults()
-	var errs []error
+	p := problems{scenario: "connect"}
 	if d.Conns < 1 || d.Conns > maxConnectConns {
-		errs = append(errs, fmt.Errorf("bench: connect: conns %d out of range [1, %d]", d.Conns, maxConnectConns))
+		p.add("conns %d out of range [1, %d]", d.Conns, maxConnectConns)
 	}
 	if !(d.Rate >= 0) { // also refuses NaN
-		errs = append(errs, fmt.Errorf("bench: connect: rate %v is negative", d.Rate))
+		p.add("rate %v is negative", d.Rate)
 	}
 	if d.Attempts < 1 || d.Attempts > maxConnectAttempts {
-		errs = append(errs, fmt.Errorf("bench: connect: attempts %d out of range [1, %d]", d.Attempts, maxConnectAttempts))
+		p.add("attempts %d out of range [1, %d]", d.Attempts, maxConnectAttempts)
 	}
-	return errors.Join(errs...)
+	return p.err()
 }
 
 func (c *Connect) Params() map[string]any {

@@ -71,16 +71,15 @@ func (*Direct) Name() string { return "direct" }
 
 func (d *Direct) Validate() error {
 	c := d.withDefaults()
-	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("bench: direct: "+format, a...)) }
+	p := problems{scenario: "direct"}
 	pairs := c.Senders
 	if pairs < 1 || pairs > maxDirectSenders {
-		bad("senders %d out of range [1, %d]", c.Senders, maxDirectSenders)
+		p.add("senders %d out of range [1, %d]", c.Senders, maxDirectSenders)
 		pairs = 0
 	}
-	checkSends(bad, c.Rate, c.Window, c.BodyBytes, c.Drain)
-	checkReceivers(bad, pairs, c.Slow, c.ReceiveBuffer, "receiver")
-	return errors.Join(errs...)
+	checkSends(p.add, c.Rate, c.Window, c.BodyBytes, c.Drain)
+	checkReceivers(p.add, pairs, c.Slow, c.ReceiveBuffer, "receiver")
+	return p.err()
 }
 
 func (d *Direct) Params() map[string]any {

@@ -105,9 +105,7 @@ func init() {
 }
 
 func (g Group) withDefaults() Group {
-	if g.Members == 0 {
-		g.Members = 1000
-	}
+	setDefault(&g.Members, 1000)
 	sendDefaults(&g.Senders, &g.Window, &g.BodyBytes, g.Rate, &g.Drain)
 	return g
 }
@@ -116,18 +114,17 @@ func (*Group) Name() string { return "group" }
 
 func (g *Group) Validate() error {
 	c := g.withDefaults()
-	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("bench: group: "+format, a...)) }
+	p := problems{scenario: "group"}
 	if c.Members < 1 || c.Senders < 1 || c.Senders > maxGroupSenders || c.Members+c.Senders > maxGroupMembers {
-		bad("members %d and senders %d out of range: 1 or more each, senders at most %d, %d in all",
+		p.add("members %d and senders %d out of range: 1 or more each, senders at most %d, %d in all",
 			c.Members, c.Senders, maxGroupSenders, maxGroupMembers)
 	}
-	checkSends(bad, c.Rate, c.Window, c.BodyBytes, c.Drain)
+	checkSends(p.add, c.Rate, c.Window, c.BodyBytes, c.Drain)
 	if c.Warmup < 0 {
-		bad("warmup %v is negative", c.Warmup)
+		p.add("warmup %v is negative", c.Warmup)
 	}
-	checkReceivers(bad, max(c.Members, 0), c.Slow, c.ReceiveBuffer, "member")
-	return errors.Join(errs...)
+	checkReceivers(p.add, max(c.Members, 0), c.Slow, c.ReceiveBuffer, "member")
+	return p.err()
 }
 
 func (g *Group) Params() map[string]any {

@@ -31,9 +31,7 @@ const (
 )
 
 func (i Idle) withDefaults() Idle {
-	if i.Conns == 0 {
-		i.Conns = 1000
-	}
+	setDefault(&i.Conns, 1000)
 	return i
 }
 

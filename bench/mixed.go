@@ -149,44 +149,43 @@ func (*Mixed) Name() string { return "mixed" }
 func (m *Mixed) MeasureAfter() time.Duration { return m.Warmup }
 
 func (m *Mixed) Validate() error {
-	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("bench: mixed: "+format, a...)) }
+	p := problems{scenario: "mixed"}
 	if m.Users < 2 || m.Users > maxMixedUsers {
-		bad("users %d out of range [2, %d]", m.Users, maxMixedUsers)
+		p.add("users %d out of range [2, %d]", m.Users, maxMixedUsers)
 	}
 	if m.GroupMin < minMixedGroup || m.GroupMax > maxMixedGroup || m.GroupMin > m.GroupMax {
-		bad("group sizes %d..%d: want %d <= min <= max <= %d", m.GroupMin, m.GroupMax, minMixedGroup, maxMixedGroup)
+		p.add("group sizes %d..%d: want %d <= min <= max <= %d", m.GroupMin, m.GroupMax, minMixedGroup, maxMixedGroup)
 	}
 	if !(m.Groups >= 0 && m.Groups <= maxMixedRounds) || !(m.Directs >= 0 && m.Directs <= maxMixedRounds) {
-		bad("groups %v and directs %v per user: each in [0, %d]", m.Groups, m.Directs, maxMixedRounds)
+		p.add("groups %v and directs %v per user: each in [0, %d]", m.Groups, m.Directs, maxMixedRounds)
 	} else if m.Groups == 0 && m.Directs == 0 {
-		bad("no groups and no 1:1s: nobody to talk to")
+		p.add("no groups and no 1:1s: nobody to talk to")
 	}
 	if !(m.Rate > 0 && m.Rate <= maxMixedRate) {
-		bad("rate %v out of range (0, %d] messages per user per minute", m.Rate, maxMixedRate)
+		p.add("rate %v out of range (0, %d] messages per user per minute", m.Rate, maxMixedRate)
 	}
 	if m.TypeFor < 0 || m.TypeFor > maxMixedTypeFor {
-		bad("type-for %v out of range [0, %v]", m.TypeFor, maxMixedTypeFor)
+		p.add("type-for %v out of range [0, %v]", m.TypeFor, maxMixedTypeFor)
 	}
 	if m.ReadDelay < 0 || m.ReadDelay > maxMixedReadDelay {
-		bad("read delay %v out of range [0, %v]", m.ReadDelay, maxMixedReadDelay)
+		p.add("read delay %v out of range [0, %v]", m.ReadDelay, maxMixedReadDelay)
 	}
 	if !(m.Reconnect >= 0 && m.Reconnect <= maxMixedReconnect) {
-		bad("reconnect %v out of range [0, %d] per minute", m.Reconnect, maxMixedReconnect)
+		p.add("reconnect %v out of range [0, %d] per minute", m.Reconnect, maxMixedReconnect)
 	}
 	if m.Offline <= 0 || m.Offline > maxMixedOffline {
-		bad("offline %v out of range (0, %v]", m.Offline, maxMixedOffline)
+		p.add("offline %v out of range (0, %v]", m.Offline, maxMixedOffline)
 	}
 	if m.BodyBytes < minDirectBody || m.BodyBytes > wire.MaxBodyBytes {
-		bad("body %d bytes out of range [%d, %d]", m.BodyBytes, minDirectBody, wire.MaxBodyBytes)
+		p.add("body %d bytes out of range [%d, %d]", m.BodyBytes, minDirectBody, wire.MaxBodyBytes)
 	}
 	if m.Warmup < 0 {
-		bad("warmup %v is negative", m.Warmup)
+		p.add("warmup %v is negative", m.Warmup)
 	}
 	if m.Drain < 0 || m.Drain > maxMixedDrain {
-		bad("drain %v out of range [0, %v]", m.Drain, maxMixedDrain)
+		p.add("drain %v out of range [0, %v]", m.Drain, maxMixedDrain)
 	}
-	return errors.Join(errs...)
+	return p.err()
 }
 
 func (m *Mixed) Params() map[string]any {

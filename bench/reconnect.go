@@ -86,12 +86,8 @@ func init() {
 }
 
 func (r Reconnect) withDefaults() Reconnect {
-	if r.Conns == 0 {
-		r.Conns = 1000
-	}
-	if r.Backlog == 0 {
-		r.Backlog = 5
-	}
+	setDefault(&r.Conns, 1000)
+	setDefault(&r.Backlog, 5)
 	return r
 }
 
@@ -99,14 +95,14 @@ func (*Reconnect) Name() string { return "reconnect" }
 
 func (r *Reconnect) Validate() error {
 	c := r.withDefaults()
-	var errs []error
+	p := problems{scenario: "reconnect"}
 	if c.Conns < 2 || c.Conns > maxReconnectConns || c.Conns%2 != 0 {
-		errs = append(errs, fmt.Errorf("bench: reconnect: conns %d must be even, in [2, %d]", c.Conns, maxReconnectConns))
+		p.add("conns %d must be even, in [2, %d]", c.Conns, maxReconnectConns)
 	}
 	if c.Backlog < 0 || c.Backlog > maxReconnectBacklog {
-		errs = append(errs, fmt.Errorf("bench: reconnect: backlog %d out of range [0, %d]", c.Backlog, maxReconnectBacklog))
+		p.add("backlog %d out of range [0, %d]", c.Backlog, maxReconnectBacklog)
 	}
-	return errors.Join(errs...)
+	return p.err()
 }
 
 func (r *Reconnect) Params() map[string]any {

@@ -50,21 +50,12 @@ type Options struct {
 }
 
 func (o Options) withDefaults() Options {
-	def := func(d *time.Duration, v time.Duration) {
-		if *d == 0 {
-			*d = v
-		}
-	}
-	def(&o.Duration, 10*time.Second)
-	def(&o.Settle, 2*time.Second)
-	def(&o.ConnectTimeout, 3*time.Minute)
-	def(&o.DrainTimeout, time.Minute)
-	if o.ConnsPerWorker == 0 {
-		o.ConnsPerWorker = 5000
-	}
-	if o.AccountParallel == 0 {
-		o.AccountParallel = 64
-	}
+	setDefault(&o.Duration, 10*time.Second)
+	setDefault(&o.Settle, 2*time.Second)
+	setDefault(&o.ConnectTimeout, 3*time.Minute)
+	setDefault(&o.DrainTimeout, time.Minute)
+	setDefault(&o.ConnsPerWorker, 5000)
+	setDefault(&o.AccountParallel, 64)
 	if o.Progress == nil {
 		o.Progress = NoProgress{}
 	}

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -65,6 +66,28 @@ type Windowed interface {
 	Scenario
 	MeasureAfter() time.Duration
 }
+
+// setDefault sets *v to def when it is the zero value: a scenario's zero
+// parameters, and the zero Options, take their defaults so.
+func setDefault[T comparable](v *T, def T) {
+	var zero T
+	if *v == zero {
+		*v = def
+	}
+}
+
+// problems collects every problem with a scenario's parameters, each
+// "bench: SCENARIO: ...", so that Validate reports them all at once.
+type problems struct {
+	scenario string
+	errs     []error
+}
+
+func (p *problems) add(format string, a ...any) {
+	p.errs = append(p.errs, fmt.Errorf("bench: "+p.scenario+": "+format, a...))
+}
+
+func (p *problems) err() error { return errors.Join(p.errs...) }
 
 // measureWindow is a Windowed load's measured window in Unix nanoseconds,
 // both 0 until the load sets it, when nothing counts. Safe for concurrent

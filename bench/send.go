@@ -180,21 +180,13 @@ func waitDrained(ctx context.Context, d time.Duration, drained func() bool) erro
 
 // sendDefaults fills the zero sending parameters of Direct and Group.
 func sendDefaults(senders, window, body *int, rate float64, drain *time.Duration) {
-	if *senders == 0 {
-		*senders = 1
+	setDefault(senders, 1)
+	if rate > 0 {
+		setDefault(window, 64)
 	}
-	if *window == 0 {
-		*window = 1
-		if rate > 0 {
-			*window = 64
-		}
-	}
-	if *body == 0 {
-		*body = 100
-	}
-	if *drain == 0 {
-		*drain = 10 * time.Second
-	}
+	setDefault(window, 1)
+	setDefault(body, 100)
+	setDefault(drain, 10*time.Second)
 }
 
 // checkSends reports through bad the problems with the sending parameters

@@ -144,35 +144,34 @@ func (*Storm) Name() string { return "storm" }
 func (s *Storm) MeasureAfter() time.Duration { return s.Warmup }
 
 func (s *Storm) Validate() error {
-	var errs []error
-	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf("bench: storm: "+format, a...)) }
+	p := problems{scenario: "storm"}
 	if s.Users < 2 || s.Users > maxStormUsers {
-		bad("users %d out of range [2, %d]", s.Users, maxStormUsers)
+		p.add("users %d out of range [2, %d]", s.Users, maxStormUsers)
 	}
 	if s.Circle < minStormCircle || s.Circle > maxStormCircle {
-		bad("circle %d out of range [%d, %d]", s.Circle, minStormCircle, maxStormCircle)
+		p.add("circle %d out of range [%d, %d]", s.Circle, minStormCircle, maxStormCircle)
 	} else if s.Users%s.Circle != 0 {
-		bad("users %d is not a multiple of the circle %d", s.Users, s.Circle)
+		p.add("users %d is not a multiple of the circle %d", s.Users, s.Circle)
 	}
 	if s.Watch < 1 || s.Watch > wire.MaxPresenceWatch || s.Watch >= s.Users {
-		bad("watch %d out of range [1, min(%d, users-1)]", s.Watch, wire.MaxPresenceWatch)
+		p.add("watch %d out of range [1, min(%d, users-1)]", s.Watch, wire.MaxPresenceWatch)
 	}
 	if s.Graph != GraphRandom && s.Graph != GraphNeighbours {
-		bad("graph %q: want %s or %s", s.Graph, GraphRandom, GraphNeighbours)
+		p.add("graph %q: want %s or %s", s.Graph, GraphRandom, GraphNeighbours)
 	}
 	if !(s.Flap >= 0 && s.Flap <= maxStormFlap) { // also refuses NaN
-		bad("flap %v out of range [0, %d] per minute", s.Flap, maxStormFlap)
+		p.add("flap %v out of range [0, %d] per minute", s.Flap, maxStormFlap)
 	}
 	if s.Offline <= 0 || s.Offline > maxStormOffline {
-		bad("offline %v out of range (0, %v]", s.Offline, maxStormOffline)
+		p.add("offline %v out of range (0, %v]", s.Offline, maxStormOffline)
 	}
 	if !(s.Typing >= 0 && s.Typing <= maxStormTyping) {
-		bad("typing %v out of range [0, %d] per user per minute", s.Typing, maxStormTyping)
+		p.add("typing %v out of range [0, %d] per user per minute", s.Typing, maxStormTyping)
 	}
 	if s.Warmup < 0 {
-		bad("warmup %v is negative", s.Warmup)
+		p.add("warmup %v is negative", s.Warmup)
 	}
-	return errors.Join(errs...)
+	return p.err()
 }
 
 func (s *Storm) Params() map[string]any {
