@@ -213,3 +213,16 @@ func needUser(rep *wire.Reply, err error) (*wire.UserInfo, error) {
 	}
 	return rep.UserInfo, nil
 }
+
+// DeleteMessage deletes a message of conv for everyone: its sender may,
+// and in a group an admin. The message keeps its seq with no body or
+// attachments (Event.Deleted); a "deleted" event (its seq returned, its
+// Target the message) tells every member. Deleting twice returns the
+// first deletion's seq.
+func (c *Client) DeleteMessage(ctx context.Context, conv, seq uint64) (uint64, error) {
+	rep, err := c.Request(ctx, &wire.Request{Type: wire.TypeMsgDelete, Conv: conv, Seq: seq})
+	if err != nil {
+		return 0, err
+	}
+	return rep.Seq, nil
+}

@@ -418,6 +418,8 @@ func (t *txn) applyOne(raw []byte) *Result {
 		return t.mute(c)
 	case OpPushProgress:
 		return t.pushProgress(c)
+	case OpDeleteMessage:
+		return t.deleteMessage(c)
 	}
 	return failure(ErrCodeInvalid, "unknown operation "+c.Op.String())
 }

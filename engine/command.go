@@ -58,6 +58,10 @@ const (
 	// that took it gave up on it).
 	OpMediaExpire
 
+	// OpDeleteMessage: User, Conv, Seq. Deletes a message for everyone
+	// (engine/delete.go) -> Result.Seq of the deleted event.
+	OpDeleteMessage
+
 	opCount
 )
 
@@ -71,6 +75,7 @@ var opNames = [opCount]string{
 	OpPushSet: "push_set", OpPushClear: "push_clear", OpNotifySet: "notify_set", OpMute: "mute",
 	OpPushProgress: "push_progress",
 	OpMediaChunk:   "media_chunk", OpMediaCommit: "media_commit", OpMediaExpire: "media_expire",
+	OpDeleteMessage: "delete_message",
 }
 
 func (o Op) String() string {
@@ -123,6 +128,7 @@ type Command struct {
 	DND          bool   // OpNotifySet: do not disturb (no notifications at all)
 	Until        int64  // OpMute: unix ms; 0 unmutes, MuteForever mutes for good
 	Progress     uint64 // OpPushProgress: the log index handled up to
+	Seq          uint64 // OpDeleteMessage: the message
 }
 
 // commandVersion is the first byte of every encoded command. A replica that
@@ -164,6 +170,7 @@ const (
 	keyDND          = "nd"
 	keyUntil        = "ut"
 	keyProgress     = "pg"
+	keySeq          = "sq"
 )
 
 // ErrBadCommand is returned (wrapped) by DecodeCommand for malformed input.
@@ -228,6 +235,7 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	count(c.DND)
 	count(c.Until != 0)
 	count(c.Progress != 0)
+	count(c.Seq != 0)
 
 	var err error
 	put := func(key string, f func() error) {
@@ -313,6 +321,7 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 		put(keyUntil, func() error { return enc.EncodeInt(c.Until) })
 	}
 	putUint(keyProgress, c.Progress)
+	putUint(keySeq, c.Seq)
 	return err
 }
 
@@ -452,6 +461,8 @@ func decodeCommand(dec *msgpack.Decoder, r *bytes.Reader, c *Command) error {
 			c.DND, err = dec.DecodeBool()
 		case keyUntil:
 			c.Until, err = dec.DecodeInt64()
+		case keySeq:
+			c.Seq, err = dec.DecodeUint64()
 		case keyProgress:
 			c.Progress, err = dec.DecodeUint64()
 		default:

@@ -251,7 +251,7 @@ func decodeSendRecord(v []byte) (sendRecord, bool) {
 
 // Event kinds as stored.
 var (
-	eventKinds     = [...]EventKind{1: EventMessage, EventCreated, EventMemberAdded, EventMemberRemoved, EventMemberLeft, EventAdminChanged, EventRenamed}
+	eventKinds     = [...]EventKind{1: EventMessage, EventCreated, EventMemberAdded, EventMemberRemoved, EventMemberLeft, EventAdminChanged, EventRenamed, EventDeleted}
 	eventKindCodes = func() map[EventKind]byte {
 		m := make(map[EventKind]byte, len(eventKinds))
 		for i, k := range eventKinds {
@@ -271,6 +271,11 @@ const eventFormat byte = 1
 // without attachments keep format 1.
 const eventFormatAtts byte = 2
 
+// eventFormatDeletion is eventFormat followed by Target (uvarint) and
+// Deleted (one byte): a deleted event, or a message deleted (whose body
+// and attachments are gone).
+const eventFormatDeletion byte = 3
+
 // appendEvent encodes e (without Conv and Seq, which are in the key, and
 // without Recipients, which are derived):
 //
@@ -283,7 +288,13 @@ func appendEvent(dst []byte, e *Event) []byte {
 		panic(fmt.Sprintf("engine: event kind %q has no code", e.Kind))
 	}
 	format := eventFormat
-	if len(e.Attachments) != 0 {
+	switch {
+	case e.Target != 0 || e.Deleted:
+		if len(e.Attachments) != 0 {
+			panic("engine: a deleted message or a deletion with attachments")
+		}
+		format = eventFormatDeletion
+	case len(e.Attachments) != 0:
 		format = eventFormatAtts
 	}
 	dst = append(dst, format, code)
@@ -304,8 +315,16 @@ func appendEvent(dst []byte, e *Event) []byte {
 	for _, u := range e.Users {
 		dst = binary.AppendUvarint(dst, u)
 	}
-	if format == eventFormatAtts {
+	switch format {
+	case eventFormatAtts:
 		dst = appendAttachments(dst, e.Attachments)
+	case eventFormatDeletion:
+		dst = binary.AppendUvarint(dst, e.Target)
+		var deleted byte
+		if e.Deleted {
+			deleted = 1
+		}
+		dst = append(dst, deleted)
 	}
 	return dst
 }
@@ -318,7 +337,7 @@ func appendString(dst []byte, s string) []byte {
 func decodeEvent(conv, seq uint64, b []byte, e *Event) error {
 	d := eventDecoder{b: b}
 	format := d.byte()
-	if format != eventFormat && format != eventFormatAtts {
+	if format != eventFormat && format != eventFormatAtts && format != eventFormatDeletion {
 		return errors.New("unknown event format")
 	}
 	code := d.byte()
@@ -344,9 +363,19 @@ func decodeEvent(conv, seq uint64, b []byte, e *Event) error {
 			e.Users[i] = d.uvarint()
 		}
 	}
-	if format == eventFormatAtts {
+	switch format {
+	case eventFormatAtts:
 		if err := d.attachments(e); err != nil {
 			return err
+		}
+	case eventFormatDeletion:
+		e.Target = d.uvarint()
+		switch d.byte() {
+		case 0:
+		case 1:
+			e.Deleted = true
+		default:
+			return errors.New("bad deleted flag")
 		}
 	}
 	if d.bad {

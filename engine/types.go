@@ -85,6 +85,9 @@ const (
 	EventMemberLeft    EventKind = "member_left"
 	EventAdminChanged  EventKind = "admin_changed"
 	EventRenamed       EventKind = "renamed"
+	// EventDeleted: From deleted the message at Target for everyone; the
+	// message stays at its seq with Deleted set and no body or attachments.
+	EventDeleted EventKind = "deleted"
 
 	// Signals: published after commit, never stored, Seq 0. They are not
 	// conversation events: sync does not replay them (it reports the state
@@ -117,6 +120,12 @@ type Event struct {
 	ReplyTo     uint64
 	// Attachments of a message, in the sender's order (media.go).
 	Attachments []Attachment
+	// Deleted: the message was deleted for everyone (by the deleted event
+	// at Target); its body and attachments are gone.
+	Deleted bool
+	// Target: of a deleted event, the seq of the message deleted; of a
+	// deleted message, the seq of the deleted event.
+	Target uint64
 
 	// System events.
 	Users []uint64 // affected users (added, removed, left, made admin; the initial members for created)

@@ -384,7 +384,8 @@ func TestMediaExpiry(t *testing.T) {
 	if kept == nil || lost == nil {
 		t.Fatal("uploads failed")
 	}
-	if _, err := ca.SendAttachments(ctx, dm.ID, "", []wire.Attachment{{ID: kept.ID}}); err != nil {
+	sent, err := ca.SendAttachments(ctx, dm.ID, "", []wire.Attachment{{ID: kept.ID}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	clk.Advance(time.Hour) // within the grace period: both stay
@@ -399,6 +400,21 @@ func TestMediaExpiry(t *testing.T) {
 	if resp, _ := get(t, base, tok, "/v1/media/"+kept.ID, nil); resp.StatusCode != http.StatusOK {
 		t.Fatalf("a file a message carries: HTTP %d", resp.StatusCode)
 	}
+
+	// Deleting the last message that carries it frees it, after the grace
+	// period counted from the deletion.
+	if _, err := ca.DeleteMessage(ctx, dm.ID, sent.Seq); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour)
+	if resp, _ := get(t, base, tok, "/v1/media/"+kept.ID, nil); resp.StatusCode != http.StatusOK {
+		t.Fatalf("collected within the grace period after the deletion: HTTP %d", resp.StatusCode)
+	}
+	clk.Advance(24 * time.Hour)
+	testwait.Eventually(t, "the file of the deleted message to go", func() bool {
+		resp, _ := get(t, base, tok, "/v1/media/"+kept.ID, nil)
+		return resp.StatusCode == http.StatusNotFound
+	})
 }
 
 // trigger calls f once the reader has given after bytes.

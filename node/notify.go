@@ -271,7 +271,7 @@ func (nt *notifier) markDirty(conv uint64) {
 // muted the conversation and is not in do-not-disturb.
 func (nt *notifier) expand(out []*delivery, ev *engine.Event, epoch uint64, now time.Time) []*delivery {
 	members, kind, convName, ok := nt.n.engine.Members(ev.Conv)
-	if !ok {
+	if !ok || ev.Deleted { // deleted before the notifier came to it
 		return out
 	}
 	var sender string

@@ -323,5 +323,6 @@ func wireEvent(e *engine.Event) wire.Event {
 		Conv: e.Conv, Seq: e.Seq, Index: e.Index, Ts: e.Ts, Kind: string(e.Kind), From: e.From,
 		Device: e.Device, ClientMsgID: e.ClientMsgID, Body: e.Body, ReplyTo: e.ReplyTo,
 		Users: e.Users, Name: e.Name, Admin: e.Admin, Att: wireAttachments(e.Attachments),
+		Target: e.Target, Deleted: e.Deleted,
 	}
 }

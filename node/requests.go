@@ -129,6 +129,11 @@ func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
 		n.submit(s, req.ID, &engine.Command{Op: engine.OpSetPrivacy, User: s.user, HideLastSeen: req.Hide,
 			GroupAdd: groupAddPolicy(req.GroupAdd)},
 			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
+	case wire.TypeMsgDelete:
+		n.submit(s, req.ID, &engine.Command{Op: engine.OpDeleteMessage, User: s.user, Conv: req.Conv, Seq: req.Seq},
+			func(res *engine.Result) *wire.Reply {
+				return &wire.Reply{Type: wire.TypeOK, ID: req.ID, Conv: res.Conv, Seq: res.Seq}
+			})
 	case wire.TypePushSet:
 		if !n.pushConfigured(req.Provider) {
 			n.reply(s, wire.ErrorReply(req.ID, wire.Errorf(wire.CodeInvalid, "push provider "+req.Provider+" is not configured on this server")))

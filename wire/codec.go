@@ -191,6 +191,10 @@ func (r *Request) Validate() *Error {
 		if r.Limit < 0 { // 0 is the default, over the maximum is capped (engine.Devices)
 			return Errorf(CodeInvalid, "negative limit")
 		}
+	case TypeMsgDelete:
+		if r.Conv == 0 || r.Seq == 0 {
+			return Errorf(CodeInvalid, "conv and seq are required")
+		}
 	case TypePushSet:
 		return validPushTarget(r)
 	case TypePushClear, TypeNotifySet:

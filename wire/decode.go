@@ -420,7 +420,7 @@ var known = func() map[string]string {
 		TypeGroupAdmin, TypeGroupRename, TypeConvGet, TypeConvList, TypeHistory, TypeSync, TypeUserGet,
 		TypePing, TypeTyping, TypePresenceSub, TypeReceipt, TypeReadGet, TypePrivacySet, TypeDeviceList,
 		TypeDeviceRevoke, TypeBlock, TypeUnblock, TypeBlockList,
-		TypePushSet, TypePushClear, TypeNotifySet, TypeConvMute, PushFCM, PushAPNs, PushWebPush, PushWebhook,
+		TypePushSet, TypePushClear, TypeNotifySet, TypeConvMute, TypeMsgDelete, PushFCM, PushAPNs, PushWebPush, PushWebhook,
 		GroupAddEveryone, GroupAddContacts, GroupAddNobody,
 		TypeHello, TypeOK, TypeError, TypeEvent, TypeTypingEvent, TypePresenceEvent, TypeReceiptEvent,
 		TypeReadCountsEvent,

@@ -24,7 +24,8 @@ import (
 func AppendEvent(b []byte, e *Event) []byte {
 	n := 6 // conv, seq, idx, ts, kind, from
 	n += count(e.Type != "") + count(e.Device != 0) + count(e.ClientMsgID != "") + count(e.Body != "") + count(e.ReplyTo != 0) +
-		count(len(e.Users) != 0) + count(e.Name != "") + count(e.Admin) + count(len(e.Att) != 0)
+		count(len(e.Users) != 0) + count(e.Name != "") + count(e.Admin) + count(len(e.Att) != 0) +
+		count(e.Target != 0) + count(e.Deleted)
 	b = appendMapLen(b, n)
 	if e.Type != "" { // "ev" as a frame, absent inside replies
 		b = appendStr(appendStr(b, "t"), e.Type)
@@ -58,6 +59,12 @@ func AppendEvent(b []byte, e *Event) []byte {
 	}
 	if len(e.Att) != 0 {
 		b = appendAttachments(appendStr(b, "att"), e.Att)
+	}
+	if e.Target != 0 {
+		b = appendU64(appendStr(b, "target"), e.Target)
+	}
+	if e.Deleted {
+		b = appendBool(appendStr(b, "deleted"), true)
 	}
 	return b
 }

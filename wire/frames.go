@@ -31,6 +31,7 @@ const (
 	TypePushClear    = "push.clear"    // remove this device's push target
 	TypeNotifySet    = "notify.set"    // the user's notification settings
 	TypeConvMute     = "conv.mute"     // mute or unmute a conversation's notifications
+	TypeMsgDelete    = "msg.delete"    // delete a message for everyone
 )
 
 // Who may add a user to groups (privacy.set group_add).
@@ -64,6 +65,7 @@ const (
 	KindMemberLeft    = "member_left"
 	KindAdminChanged  = "admin_changed"
 	KindRenamed       = "renamed"
+	KindDeleted       = "deleted"
 )
 
 // History directions.
@@ -286,6 +288,11 @@ type Event struct {
 	Admin       bool     `msgpack:"admin,omitempty"`
 	// Att: a message's attachments.
 	Att []Attachment `msgpack:"att,omitempty"`
+	// Target: of a "deleted" event, the seq of the message deleted; of a
+	// deleted message, the seq of the "deleted" event.
+	Target uint64 `msgpack:"target,omitempty"`
+	// Deleted: the message was deleted for everyone (no body, no att).
+	Deleted bool `msgpack:"deleted,omitempty"`
 }
 
 // ConvInfo describes a conversation.

@@ -7,7 +7,8 @@ package wire
 // EventLen is the encoded size of e (as an ev frame, or inside a reply).
 func EventLen(e *Event) int {
 	n := 6 + count(e.Type != "") + count(e.Device != 0) + count(e.ClientMsgID != "") + count(e.Body != "") +
-		count(e.ReplyTo != 0) + count(len(e.Users) != 0) + count(e.Name != "") + count(e.Admin) + count(len(e.Att) != 0)
+		count(e.ReplyTo != 0) + count(len(e.Users) != 0) + count(e.Name != "") + count(e.Admin) + count(len(e.Att) != 0) +
+		count(e.Target != 0) + count(e.Deleted)
 	size := mapLenSize(n) +
 		strSize("conv") + 9 + strSize("seq") + 9 + strSize("idx") + 9 + strSize("ts") + 9 +
 		strSize("kind") + strSize(e.Kind) + strSize("from") + 9
@@ -37,6 +38,12 @@ func EventLen(e *Event) int {
 	}
 	if len(e.Att) != 0 {
 		size += strSize("att") + attachmentsLen(e.Att)
+	}
+	if e.Target != 0 {
+		size += strSize("target") + 9
+	}
+	if e.Deleted {
+		size += strSize("deleted") + 1
 	}
 	return size
 }
