@@ -164,6 +164,10 @@ export class Client extends Emitter<ClientEvents> {
   private userDev = "";
 
   private state: Persisted = { cursor: 0, minIdx: 0, last: {}, outbox: [] };
+  // What is stored of the cursor and the last seqs: only positions the app
+  // has kept (beforeCursor), so that a reload never treats as seen an event
+  // the app had not stored yet.
+  private stored: { cursor: number; last: Record<string, number> } = { cursor: 0, last: {} };
   private order = new Map<number, ConvOrder>();
   private liveBuffered = new WeakSet<Event>(); // events that came live and wait behind a gap
   private syncing = false;
@@ -232,6 +236,7 @@ export class Client extends Emitter<ClientEvents> {
         // a corrupt record: start afresh (a full sync)
       }
     }
+    this.stored = { cursor: this.state.cursor, last: { ...this.state.last } };
     for (const [conv, last] of Object.entries(this.state.last)) {
       this.order.set(Number(conv), { last, pending: new Map(), filling: false });
     }
@@ -696,10 +701,22 @@ export class Client extends Emitter<ClientEvents> {
   }
 
   private async storeCursor(next: number): Promise<void> {
-    if (next <= this.state.cursor) return;
-    if (this.o.beforeCursor) await this.o.beforeCursor();
     if (next > this.state.cursor) this.state.cursor = next;
-    this.save();
+    await this.persistPosition();
+  }
+
+  /** Stores the cursor and last seqs as they are now, once the app has kept the events they cover. */
+  private persisting: Promise<void> = Promise.resolve();
+  private persistPosition(): Promise<void> {
+    return (this.persisting = this.persisting.then(() => this.persistPositionNow()));
+  }
+  private async persistPositionNow(): Promise<void> {
+    const snap = { cursor: this.state.cursor, last: { ...this.state.last } };
+    if (this.o.beforeCursor) await this.o.beforeCursor();
+    if (snap.cursor >= this.stored.cursor) {
+      this.stored = snap;
+      this.save();
+    }
   }
 
   /** Takes an event from sync, history or live: emits it once, in seq order. */
@@ -742,7 +759,6 @@ export class Client extends Emitter<ClientEvents> {
   private deliver(st: ConvOrder, ev: Event): void {
     st.last = ev.seq;
     this.state.last[ev.conv] = ev.seq;
-    this.save();
     this.emit("event", ev);
     if (this.o.autoDelivered && ev.from !== this.helloInfo?.user && ev.kind === "message") {
       this.want(ev.conv, ev.seq, 0);
@@ -803,10 +819,9 @@ export class Client extends Emitter<ClientEvents> {
   private cursorTimer: ReturnType<typeof setTimeout> | null = null;
   private saveCursorSoon(): void {
     if (this.cursorTimer) return;
-    this.cursorTimer = setTimeout(async () => {
+    this.cursorTimer = setTimeout(() => {
       this.cursorTimer = null;
-      if (this.o.beforeCursor) await this.o.beforeCursor();
-      this.save();
+      void this.persistPosition();
     }, 300);
   }
 
@@ -817,7 +832,8 @@ export class Client extends Emitter<ClientEvents> {
     this.saving = this.saving.then(async () => {
       this.saveQueued = false;
       try {
-        await this.o.storage.set(this.key(), JSON.stringify(this.state));
+        const { minIdx, outbox } = this.state;
+        await this.o.storage.set(this.key(), JSON.stringify({ cursor: this.stored.cursor, last: this.stored.last, minIdx, outbox }));
       } catch {
         // a full or broken storage: the client still works, without resume
       }
@@ -826,6 +842,7 @@ export class Client extends Emitter<ClientEvents> {
 
   /** Resolves when every state change so far is stored. */
   async flush(): Promise<void> {
+    await this.persisting;
     await this.saving;
   }
 

@@ -1,0 +1,92 @@
+package browsertest
+
+import (
+	"fmt"
+	"slices"
+	"testing"
+)
+
+// TestChat: alice and bob register in two browser contexts, open a 1:1 and
+// a group, chat, see typing, presence and read ticks; alice's second
+// device (a third context) sees the conversation too. Then bob goes
+// offline while alice sends, comes back and shows every message once, in
+// order; then bob reloads and resumes from his stored cursor.
+func TestChat(t *testing.T) {
+	node := startNode(t)
+	b := newBrowser(t)
+	alice, bob := b.tab("alice"), b.tab("bob")
+	alice.register(node.HTTP, "alice", "alice-password")
+	bob.register(node.HTTP, "bob", "bob-password")
+
+	// A 1:1: it appears in bob's list, live.
+	alice.openDM("bob")
+	bob.openConv("alice")
+	alice.wait("bob is shown online", `document.querySelector("#conv-sub .presence").dataset.online === "true"`)
+	bob.wait("alice is shown online", `document.querySelector("#conv-sub .presence").dataset.online === "true"`)
+
+	// Typing, then the message, its ticks up to read (bob has it open).
+	alice.do("type", chromedpSendKeys("#composer-input", "hel"))
+	bob.wait("bob sees alice typing", `document.getElementById("typing").textContent === "alice is typing…"`)
+	alice.do("type on and send", chromedpSendKeys("#composer-input", "lo bob"), chromedpClick("#send-btn"))
+	bob.waitBodies("bob sees the message", []string{"hello bob"})
+	bob.wait("the typing indicator goes", `document.getElementById("typing").textContent === ""`)
+	alice.waitTick("hello bob", "read")
+	bob.send("hi alice")
+	alice.waitBodies("alice sees the reply", []string{"hello bob", "hi alice"})
+	bob.waitTick("hi alice", "read")
+
+	// A group: bob sees it, both write, alice's message is read by all.
+	alice.createGroup("team", "bob")
+	bob.openConv("team")
+	alice.send("welcome to team")
+	bob.waitBodies("bob sees the group message", []string{"welcome to team"})
+	alice.waitTick("welcome to team", "read")
+	bob.send("thanks")
+	alice.waitBodies("alice sees bob in the group", []string{"welcome to team", "thanks"})
+	bob.wait("the group lists its members", `document.getElementById("conv-sub").textContent.startsWith("2 members")`)
+
+	// Alice's second device: another context, the same account.
+	alice2 := b.tab("alice2")
+	alice2.login(node.HTTP, "alice", "alice-password")
+	alice2.openConv("bob")
+	alice2.waitBodies("alice's second device shows the 1:1", []string{"hello bob", "hi alice"})
+	alice2.send("from my other device")
+	alice.openConv("bob")
+	alice.waitBodies("alice's first device shows what her second sent", []string{"hello bob", "hi alice", "from my other device"})
+	alice.wait("as her own message", `[...document.querySelectorAll("#msg-list .msg.mine .body")].some(e => e.textContent === "from my other device")`)
+
+	// Bob goes offline; alice sends; bob comes back and shows each once, in order.
+	bob.openConv("alice")
+	bob.waitBodies("bob's 1:1 before going offline", []string{"hello bob", "hi alice", "from my other device"})
+	bob.offline(true)
+	bob.wait("bob's page shows it is offline", `!document.getElementById("banner").hidden && document.body.dataset.state !== "synced"`)
+	want := []string{"hello bob", "hi alice", "from my other device"}
+	for i := range 5 {
+		text := fmt.Sprintf("while you were away %d", i)
+		alice.send(text)
+		want = append(want, text)
+	}
+	alice.waitTick("while you were away 4", "sent")
+	if got := bob.bodies(); !slices.Equal(got, want[:3]) {
+		t.Fatalf("bob got messages while offline: %q", got)
+	}
+	bob.offline(false)
+	bob.wait("bob is back", `document.body.dataset.state === "synced" && document.getElementById("banner").hidden`)
+	bob.waitBodies("bob shows every message once, in order", want)
+	alice.waitTick("while you were away 4", "read")
+
+	// A reload resumes from the stored cursor: not from 0, nothing twice.
+	var cursor string
+	bob.eval("bob's cursor", `document.body.dataset.cursor`, &cursor)
+	alice.send("during the reload")
+	want = append(want, "during the reload")
+	bob.do("reload", chromedpReload())
+	bob.wait("bob's page syncs again", `document.body.dataset.state === "synced"`)
+	var since string
+	bob.eval("the sync's since", `document.body.dataset.syncSince`, &since)
+	if since == "" || since == "0" {
+		t.Fatalf("after a reload bob synced from %q, want his stored cursor (was %s)", since, cursor)
+	}
+	bob.openConv("alice")
+	bob.waitBodies("after the reload bob shows every message once, in order", want)
+}
