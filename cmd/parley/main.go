@@ -81,7 +81,22 @@ func main() {
 	flag.IntVar(&cfg.PushQueue, "push-queue", cfg.PushQueue, "push notifications waiting for a worker; beyond, the newest are dropped")
 	flag.DurationVar(&cfg.PushMaxAge, "push-max-age", cfg.PushMaxAge,
 		"a notification still failing this long after its message is dropped; also the providers' time to live")
+	configFile := flag.String("config", "", "a TOML file of settings: each key a flag's name, tables prefixing theirs ([push] fcm-key = -push-fcm-key); flags on the command line win")
+	printCfg := flag.Bool("print-config", false, "write the settings in effect (flags and -config) as a configuration file, and exit")
 	flag.Parse()
+	if *configFile != "" {
+		if err := applyConfigFile(flag.CommandLine, *configFile); err != nil {
+			fmt.Fprintln(os.Stderr, "parley: -config:", err)
+			os.Exit(2)
+		}
+	}
+	if *printCfg {
+		if err := printConfig(os.Stdout, flag.CommandLine); err != nil {
+			fmt.Fprintln(os.Stderr, "parley:", err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	for _, u := range strings.Split(*webWSURLs, ",") {
 		if u = strings.TrimSpace(u); u != "" {
 			cfg.WebWSURLs = append(cfg.WebWSURLs, u)
