@@ -272,7 +272,7 @@ func (tb *tab) openConv(name string) {
 	find := `[...document.querySelectorAll("#conv-list button")].find(b => b.querySelector(".conv-name").textContent === ` + js(name) + `)`
 	tb.wait("conversation "+name+" is listed", find+` !== undefined`)
 	tb.do("open "+name, chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := chromedp.Evaluate[chromedp.Void](find + `.click()`)(ctx, t)
+		_, err := chromedp.Evaluate[chromedp.Void](find+`.click()`)(ctx, t)
 		return err
 	}))
 	tb.wait(name+" is open", `document.getElementById("conv-title").textContent === `+js(name))
@@ -381,6 +381,8 @@ func startCluster(t *testing.T) []*nodeproc.Node {
 }
 
 // Short names for the chromedp actions the scenarios use.
-func chromedpSendKeys(sel, text string) chromedp.Action[chromedp.Void] { return chromedp.SendKeys(sel, text) }
-func chromedpClick(sel string) chromedp.Action[chromedp.Void]          { return chromedp.Click(sel) }
-func chromedpReload() chromedp.Action[chromedp.Void]                   { return chromedp.Reload() }
+func chromedpSendKeys(sel, text string) chromedp.Action[chromedp.Void] {
+	return chromedp.SendKeys(sel, text)
+}
+func chromedpClick(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(sel) }
+func chromedpReload() chromedp.Action[chromedp.Void]          { return chromedp.Reload() }
