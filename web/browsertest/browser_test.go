@@ -386,3 +386,17 @@ func chromedpSendKeys(sel, text string) chromedp.Action[chromedp.Void] {
 }
 func chromedpClick(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(sel) }
 func chromedpReload() chromedp.Action[chromedp.Void]          { return chromedp.Reload() }
+
+// snapshot saves a screenshot of the tab into $PARLEY_SCREENSHOTS, when set
+// (to look at the app; nothing is checked).
+func (tb *tab) snapshot(name string) {
+	dir := os.Getenv("PARLEY_SCREENSHOTS")
+	if dir == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(tb.ctx, 10*time.Second)
+	defer cancel()
+	if png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)); err == nil {
+		_ = os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+
+	"github.com/chromedp/chromedp"
 )
 
 // TestChat: alice and bob register in two browser contexts, open a 1:1 and
@@ -44,6 +46,12 @@ func TestChat(t *testing.T) {
 	bob.send("thanks")
 	alice.waitBodies("alice sees bob in the group", []string{"welcome to team", "thanks"})
 	bob.wait("the group lists its members", `document.getElementById("conv-sub").textContent.startsWith("2 members")`)
+	alice.snapshot("alice-group")
+	bob.do("a phone-sized screen", chromedp.EmulateViewport(390, 760))
+	bob.snapshot("bob-phone-group")
+	bob.do("back to the list", chromedp.Click("#back-btn"))
+	bob.snapshot("bob-phone-list")
+	bob.do("a desktop screen", chromedp.EmulateViewport(1000, 800))
 
 	// Alice's second device: another context, the same account.
 	alice2 := b.tab("alice2")
