@@ -21,6 +21,8 @@ type Snapshot interface {
 	// Release removes the checkpoint. Call it exactly once; later calls do
 	// nothing.
 	Release()
+	// Index is the applied index of the state the snapshot holds.
+	Index() uint64
 }
 
 // Snapshot captures the state as of the applied index: a Pebble checkpoint
@@ -65,6 +67,8 @@ func (s *checkpoint) WriteTo(w io.Writer) (int64, error) {
 	}
 	return cw.n, nil
 }
+
+func (s *checkpoint) Index() uint64 { return s.index }
 
 func (s *checkpoint) Release() {
 	s.release.Do(func() { _ = os.RemoveAll(s.tmp) })

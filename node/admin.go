@@ -59,6 +59,7 @@ func (n *Node) adminRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/admin/remove", n.adminOnly(n.handleAdminRemove))
 	mux.HandleFunc("POST /v1/admin/transfer-leader", n.adminOnly(n.handleAdminTransfer))
 	mux.HandleFunc("POST /v1/admin/snapshot", n.adminOnly(n.handleAdminSnapshot))
+	mux.HandleFunc("GET /v1/admin/backup", n.adminOnly(n.handleAdminBackup))
 	// Anything else under /v1/admin/ is refused the same way before it is
 	// found missing, so that probing does not map the API without a token.
 	mux.HandleFunc("/v1/admin/", n.adminOnly(func(w http.ResponseWriter, _ *http.Request) {

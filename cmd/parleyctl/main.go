@@ -53,6 +53,9 @@ func newRoot() *cobra.Command {
 	cluster := &cobra.Command{Use: "cluster", Short: "Raft cluster membership and state"}
 	cluster.AddCommand(statusCmd(g), initCmd(g), joinCmd(g), removeCmd(g), transferCmd(g), snapshotCmd(g))
 	root.AddCommand(cluster)
+	backups := &cobra.Command{Use: "backup", Short: "Back the state up online, and restore it into a new cluster"}
+	backups.AddCommand(backupSaveCmd(g), backupVerifyCmd(g), backupRestoreCmd(g))
+	root.AddCommand(backups)
 	return root
 }
 
