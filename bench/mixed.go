@@ -137,12 +137,6 @@ const (
 	latResume = "resume"
 )
 
-var mixedCounterNames = []string{
-	cntMixedAcked, cntMixedDeliveries, cntMixedCaughtUp, cntMixedDupDeliveries, cntMixedReceipts,
-	cntMixedReads, cntMixedReceiptEvents, cntMixedReceiptLost, cntMixedReceiptFailed,
-	cntTypingStarts, cntTyping, cntTypingFailed, cntReconnects, cntReconnectFailures, cntSkipped,
-}
-
 func (*Mixed) Name() string { return "mixed" }
 
 // MeasureAfter makes Mixed Windowed: the window starts after Warmup.
@@ -275,12 +269,8 @@ func (*Mixed) NewLoad(raw json.RawMessage) (Load, error) {
 		cfg:     cfg,
 		shard:   sh,
 		lat:     map[string]*recorder{"deliver": newRecorder(), "ack": newRecorder(), latResume: newRecorder()},
-		counts:  make(map[string]*atomic.Int64, len(mixedCounterNames)),
 		padding: strings.Repeat("x", cfg.BodyBytes),
 		log:     sdkLogger(),
-	}
-	for _, name := range mixedCounterNames {
-		l.counts[name] = new(atomic.Int64)
 	}
 	for i, a := range sh.Accounts {
 		l.users = append(l.users, &mixedUser{Account: a, idx: sh.First + i, kick: make(chan struct{}, 1),
@@ -326,8 +316,8 @@ type mixedLoad struct {
 
 	measureWindow // set by Run before the load
 
-	lat    map[string]*recorder     // fixed keys; recorders lock themselves
-	counts map[string]*atomic.Int64 // fixed keys
+	lat    map[string]*recorder // fixed keys; recorders lock themselves
+	counts counterSet
 	tally  tally
 
 	sent, acked, duplicates, delivered, badBodies atomic.Int64
@@ -383,11 +373,9 @@ type receiptState struct {
 	readDue   time.Time // when to report it read; zero when nothing is unread
 }
 
-func (l *mixedLoad) count(name string, n int64) { l.counts[name].Add(n) }
-
 func (l *mixedLoad) countIn(name string, t time.Time) {
 	if l.inWindow(t) {
-		l.count(name, 1)
+		l.counts.add(name, 1)
 	}
 }
 
@@ -528,7 +516,7 @@ func (l *mixedLoad) onEvent(u *mixedUser, ev *wire.Event) {
 		return
 	}
 	if dup {
-		l.count(cntMixedDupDeliveries, 1)
+		l.counts.add(cntMixedDupDeliveries, 1)
 		return
 	}
 	u.received.Add(1)
@@ -539,7 +527,7 @@ func (l *mixedLoad) onEvent(u *mixedUser, ev *wire.Event) {
 	case !ok:
 		l.badBodies.Add(1)
 	case stamp.UnixNano() < u.connectedAt.Load():
-		l.count(cntMixedCaughtUp, 1) // sent while u was away
+		l.counts.add(cntMixedCaughtUp, 1) // sent while u was away
 	case l.timed(stamp):
 		l.lat["deliver"].record(u.idx, now.Sub(stamp))
 	}
@@ -608,9 +596,9 @@ func (l *mixedLoad) flushReceipts(u *mixedUser) (next time.Time) {
 				l.countIn(cntMixedReads, at)
 			}
 		case errors.Is(err, client.ErrClosed) || l.bg.Err() != nil:
-			l.count(cntMixedReceiptLost, 1) // a reconnect or the end: cursors move on with the next message
+			l.counts.add(cntMixedReceiptLost, 1) // a reconnect or the end: cursors move on with the next message
 		default:
-			l.count(cntMixedReceiptFailed, 1)
+			l.counts.add(cntMixedReceiptFailed, 1)
 			l.tally.error(fmt.Errorf("receipt (%s): %w", errorCode(err), err))
 		}
 	}
@@ -638,7 +626,7 @@ func (l *mixedLoad) Run(ctx context.Context, start, until time.Time, _ *Live) er
 			every(ctx, first, until, interval, func() {
 				u := l.claim()
 				if u == nil {
-					l.count(cntSkipped, 1)
+					l.counts.add(cntSkipped, 1)
 					return
 				}
 				l.actions.Go(func() {
@@ -724,7 +712,7 @@ func (l *mixedLoad) typingFailed(ctx context.Context, err error) {
 	if ctx.Err() != nil {
 		return // the run was cancelled
 	}
-	l.count(cntTypingFailed, 1)
+	l.counts.add(cntTypingFailed, 1)
 	l.tally.error(fmt.Errorf("typing (%s): %w", errorCode(err), err))
 }
 
@@ -784,7 +772,7 @@ func (l *mixedLoad) reconnect(ctx context.Context, u *mixedUser) {
 	c, err := l.dial(ctx, u, cursor)
 	if err != nil {
 		if ctx.Err() == nil {
-			l.count(cntReconnectFailures, 1)
+			l.counts.add(cntReconnectFailures, 1)
 			l.tally.error(fmt.Errorf("reconnect: %w", err))
 		}
 		return
@@ -813,12 +801,7 @@ func (l *mixedLoad) Finish(context.Context) *Result {
 	res.Undelivered, res.Dropped = l.undelivered, l.dropped
 	res.Start, res.End = l.start, l.end
 	res.Latency = mergeRecorders(l.lat)
-	res.Counters = make(map[string]int64, len(l.counts))
-	for name, c := range l.counts {
-		if v := c.Load(); v != 0 {
-			res.Counters[name] = v
-		}
-	}
+	res.Counters = l.counts.snapshot()
 	l.tally.fill(res)
 	return res
 }

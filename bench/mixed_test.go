@@ -195,10 +195,10 @@ func TestMixedOnEvent(t *testing.T) {
 	if got := u.received.Load(); got != 3 {
 		t.Fatalf("received %d, want 3", got)
 	}
-	if l.counts[cntMixedCaughtUp].Load() != 1 || l.counts[cntMixedDupDeliveries].Load() != 1 ||
-		l.badBodies.Load() != 1 || l.counts[cntMixedDeliveries].Load() != 3 {
-		t.Fatalf("caught up %d, duplicates %d, bad bodies %d, deliveries %d", l.counts[cntMixedCaughtUp].Load(),
-			l.counts[cntMixedDupDeliveries].Load(), l.badBodies.Load(), l.counts[cntMixedDeliveries].Load())
+	if cnt := l.counts.snapshot(); cnt[cntMixedCaughtUp] != 1 || cnt[cntMixedDupDeliveries] != 1 ||
+		l.badBodies.Load() != 1 || cnt[cntMixedDeliveries] != 3 {
+		t.Fatalf("caught up %d, duplicates %d, bad bodies %d, deliveries %d", cnt[cntMixedCaughtUp],
+			cnt[cntMixedDupDeliveries], l.badBodies.Load(), cnt[cntMixedDeliveries])
 	}
 	if h := l.lat["deliver"].merged(); h.Count() != 1 || h.Quantile(50) < 10*time.Millisecond {
 		t.Fatalf("deliver latency: %d values, p50 %v", h.Count(), h.Quantile(50))

@@ -231,35 +231,35 @@ func prefixed(m map[string]int64, prefix string) map[string]int64 {
 	return out
 }
 
-// counterSet is a set of named counters that many goroutines add to.
+// counterSet is a set of named counters that many goroutines add to: a
+// counter is made on its first add and then counts without a lock (a
+// group's members count every delivery).
 type counterSet struct {
-	mu sync.Mutex // guards m
-	m  map[string]int64
+	m sync.Map // name → *atomic.Int64
 }
 
 func (s *counterSet) add(name string, n int64) {
-	s.mu.Lock()
-	if s.m == nil {
-		s.m = make(map[string]int64)
+	c, ok := s.m.Load(name)
+	if !ok {
+		c, _ = s.m.LoadOrStore(name, new(atomic.Int64))
 	}
-	s.m[name] += n
-	s.mu.Unlock()
+	c.(*atomic.Int64).Add(n)
 }
 
 // snapshot returns a copy of the counters, or nil when there are none.
 func (s *counterSet) snapshot() map[string]int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if len(s.m) == 0 {
-		return nil
-	}
-	out := make(map[string]int64, len(s.m))
-	for k, v := range s.m {
-		out[k] = v
-	}
+	var out map[string]int64
+	s.m.Range(func(k, v any) bool {
+		if out == nil {
+			out = make(map[string]int64)
+		}
+		out[k.(string)] = v.(*atomic.Int64).Load()
+		return true
+	})
 	return out
 }
 
+// sumCounts adds up the counts of m.
 func sumCounts(m map[string]int64) int64 {
 	var n int64
 	for _, v := range m {

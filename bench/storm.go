@@ -302,7 +302,7 @@ type stormLoad struct {
 	measureWindow // set by Run before the load
 
 	lat      map[string]*recorder // fixed keys; recorders lock themselves
-	counters sync.Map             // counter name → *atomic.Int64
+	counters counterSet
 	tally    tally
 
 	readers sync.WaitGroup // client readers
@@ -340,18 +340,10 @@ type stormMark struct {
 	conv   uint64
 }
 
-func (l *stormLoad) count(name string, n int64) {
-	c, ok := l.counters.Load(name)
-	if !ok {
-		c, _ = l.counters.LoadOrStore(name, new(atomic.Int64))
-	}
-	c.(*atomic.Int64).Add(n)
-}
-
 // countIn counts name if t falls in the measured window.
 func (l *stormLoad) countIn(name string, t time.Time) {
 	if l.inWindow(t) {
-		l.count(name, 1)
+		l.counters.add(name, 1)
 	}
 }
 
@@ -448,11 +440,11 @@ func (l *stormLoad) read(c *client.Client) {
 func (l *stormLoad) onPresence(p *wire.Presence, now time.Time) {
 	l.live.Delivered.Add(1)
 	if l.inWindow(now) {
-		l.count(cntPresence, 1)
+		l.counters.add(cntPresence, 1)
 		if p.Online {
-			l.count(cntPresenceOnline, 1)
+			l.counters.add(cntPresenceOnline, 1)
 		} else {
-			l.count(cntPresenceOffline, 1)
+			l.counters.add(cntPresenceOffline, 1)
 		}
 	}
 	u := l.local[p.User]
@@ -504,7 +496,7 @@ func (l *stormLoad) Run(ctx context.Context, start, until time.Time, _ *Live) er
 			every(ctx, first, until, interval, func() {
 				u := l.claim()
 				if u == nil {
-					l.count(cntSkipped, 1)
+					l.counters.add(cntSkipped, 1)
 					return
 				}
 				l.actions.Go(func() {
@@ -558,7 +550,7 @@ func (l *stormLoad) flap(ctx context.Context, u *stormUser) {
 	l.countIn(cntReconnects, on)
 	c, err := l.connectUser(ctx, u, cursor)
 	if err != nil {
-		l.count(cntReconnectFailures, 1)
+		l.counters.add(cntReconnectFailures, 1)
 		l.tally.error(fmt.Errorf("reconnect: %w", err))
 		return
 	}
@@ -585,7 +577,7 @@ func (l *stormLoad) typeBurst(ctx context.Context, u *stormUser) {
 }
 
 func (l *stormLoad) typingFailed(err error) {
-	l.count(cntTypingFailed, 1)
+	l.counters.add(cntTypingFailed, 1)
 	l.tally.error(fmt.Errorf("typing (%s): %w", errorCode(err), err))
 }
 
@@ -601,11 +593,7 @@ func (l *stormLoad) Finish(context.Context) *Result {
 	res.Dropped = l.dropped
 	res.Start, res.End = l.start, l.end
 	res.Latency = mergeRecorders(l.lat)
-	res.Counters = make(map[string]int64)
-	l.counters.Range(func(k, v any) bool {
-		res.Counters[k.(string)] = v.(*atomic.Int64).Load()
-		return true
-	})
+	res.Counters = l.counters.snapshot()
 	l.tally.fill(res)
 	return res
 }
