@@ -402,9 +402,7 @@ func (d *Direct) Report(rep *Report) {
 		rep.AddFigure("throughput (acked)", float64(res.Acked)/secs, "msg/s")
 		rep.AddFigure("throughput (delivered)", float64(res.Delivered)/secs, "msg/s")
 	}
-	s0, ok0 := rep.Sample("connected")
-	s1, ok1 := rep.Sample("loaded")
-	if ok0 && ok1 {
+	if s0, s1, ok := loadDelta(rep); ok {
 		cpu := s1.CPUSeconds - s0.CPUSeconds
 		if dt := s1.At.Sub(s0.At).Seconds(); dt > 0 {
 			rep.AddFigure("server CPU during the load", cpu/dt, "cores")

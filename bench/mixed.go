@@ -826,21 +826,7 @@ func (m *Mixed) Report(rep *Report) {
 	}
 	rep.AddFigure("reconnects in the window", float64(cnt[cntReconnects]), "")
 	rep.AddFigure("messages caught up by sync after a reconnect", float64(cnt[cntMixedCaughtUp]), "")
-	w0, ok0 := rep.Sample(phaseWindowStart)
-	w1, ok1 := rep.Sample(phaseWindowEnd)
-	if ok0 && ok1 {
-		if dt := w1.At.Sub(w0.At).Seconds(); dt > 0 {
-			cpu := w1.CPUSeconds - w0.CPUSeconds
-			rep.AddFigure("server CPU in the window", cpu/dt*100, "% of a core")
-			if n := cnt[cntMixedAcked]; n > 0 {
-				rep.AddFigure("server CPU per message (with its deliveries, receipts, typing)", cpu/float64(n)*1e6, "µs")
-			}
-		}
-		rep.AddFigure("server RSS at the end of the window", w1.RSSBytes/(1<<20), "MiB")
-		if base, ok := rep.Sample("baseline"); ok && res.Conns > 0 {
-			rep.AddFigure("server RSS per connected user", (w1.RSSBytes-base.RSSBytes)/float64(m.Users), "bytes")
-		}
-	}
+	reportWindowServer(rep, m.Users, "message (with its deliveries, receipts, typing)", cnt[cntMixedAcked])
 
 	fail := func(format string, a ...any) { rep.Failures = append(rep.Failures, fmt.Sprintf(format, a...)) }
 	if res.Conns < int64(m.Users) {
@@ -872,11 +858,5 @@ func (m *Mixed) Report(rep *Report) {
 	if n := res.Retries[string(wire.CodeRateLimited)]; n > 0 {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("the server's per-connection rate limit refused %d sends (retried)", n))
 	}
-	if c, ok := rep.Sample("connected"); ok {
-		if e, ok := rep.Sample("loaded"); ok {
-			if n := e.Overflows - c.Overflows; n > 0 {
-				rep.Warnings = append(rep.Warnings, fmt.Sprintf("the server closed %.0f connections whose send queue overflowed", n))
-			}
-		}
-	}
+	reportOverflows(rep)
 }

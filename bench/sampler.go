@@ -171,3 +171,42 @@ func sumPhase(rep *Report, phase string) (ServerSample, bool) {
 	}
 	return sum, found
 }
+
+// reportWindowServer adds the nodes' CPU over the measured window (and per
+// perWhat when there were n > 0 of them), their RSS at the window's end
+// and per user, of users (storm, mixed).
+func reportWindowServer(rep *Report, users int, perWhat string, n int64) {
+	w0, ok0 := rep.Sample(phaseWindowStart)
+	w1, ok1 := rep.Sample(phaseWindowEnd)
+	if !ok0 || !ok1 {
+		return
+	}
+	if dt := w1.At.Sub(w0.At).Seconds(); dt > 0 {
+		cpu := w1.CPUSeconds - w0.CPUSeconds
+		rep.AddFigure("server CPU in the window", cpu/dt*100, "% of a core")
+		if n > 0 {
+			rep.AddFigure("server CPU per "+perWhat, cpu/float64(n)*1e6, "µs")
+		}
+	}
+	rep.AddFigure("server RSS at the end of the window", w1.RSSBytes/(1<<20), "MiB")
+	if base, ok := rep.Sample("baseline"); ok && rep.Result.Conns > 0 {
+		rep.AddFigure("server RSS per connected user", (w1.RSSBytes-base.RSSBytes)/float64(users), "bytes")
+	}
+}
+
+// loadDelta returns the first node's samples before and after the load.
+func loadDelta(rep *Report) (connected, loaded ServerSample, ok bool) {
+	c, okC := rep.Sample("connected")
+	e, okE := rep.Sample("loaded")
+	return c, e, okC && okE
+}
+
+// reportOverflows warns of the connections the nodes closed during the
+// load because their send queue overflowed.
+func reportOverflows(rep *Report) {
+	if c, e, ok := loadDelta(rep); ok {
+		if n := e.Overflows - c.Overflows; n > 0 {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("the server closed %.0f connections whose send queue overflowed", n))
+		}
+	}
+}

@@ -614,21 +614,7 @@ func (s *Storm) Report(rep *Report) {
 	if n := cnt[cntTypingStarts]; n > 0 {
 		rep.AddFigure("typing events per start (on + off)", float64(cnt[cntTyping])/float64(n), "")
 	}
-	w0, ok0 := rep.Sample(phaseWindowStart)
-	w1, ok1 := rep.Sample(phaseWindowEnd)
-	if ok0 && ok1 {
-		if dt := w1.At.Sub(w0.At).Seconds(); dt > 0 {
-			cpu := w1.CPUSeconds - w0.CPUSeconds
-			rep.AddFigure("server CPU in the window", cpu/dt*100, "% of a core")
-			if ev := cnt[cntPresence] + cnt[cntTyping]; ev > 0 {
-				rep.AddFigure("server CPU per event received", cpu/float64(ev)*1e6, "µs")
-			}
-		}
-		rep.AddFigure("server RSS at the end of the window", w1.RSSBytes/(1<<20), "MiB")
-		if base, ok := rep.Sample("baseline"); ok && res.Conns > 0 {
-			rep.AddFigure("server RSS per connected user", (w1.RSSBytes-base.RSSBytes)/float64(s.Users), "bytes")
-		}
-	}
+	reportWindowServer(rep, s.Users, "event received", cnt[cntPresence]+cnt[cntTyping])
 
 	if res.Conns < int64(s.Users) {
 		rep.Failures = append(rep.Failures, fmt.Sprintf("only %d of %d users were connected at the end", res.Conns, s.Users))
@@ -653,14 +639,10 @@ func (s *Storm) Report(rep *Report) {
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf(
 			"%d scheduled flaps or typing starts found no idle user and were skipped: the offered load was not fully applied", n))
 	}
-	if c, ok := rep.Sample("connected"); ok {
-		if e, ok := rep.Sample("loaded"); ok {
-			if n := e.Overflows - c.Overflows; n > 0 {
-				rep.Warnings = append(rep.Warnings, fmt.Sprintf("the server closed %.0f connections whose send queue overflowed", n))
-			}
-			if n := e.IdleTimeouts - c.IdleTimeouts; n > 0 {
-				rep.Warnings = append(rep.Warnings, fmt.Sprintf("the server closed %.0f idle connections", n))
-			}
+	reportOverflows(rep)
+	if c, e, ok := loadDelta(rep); ok {
+		if n := e.IdleTimeouts - c.IdleTimeouts; n > 0 {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("the server closed %.0f idle connections", n))
 		}
 	}
 }
