@@ -114,7 +114,7 @@ func (n *Node) webCSP(r *http.Request) string {
 		}
 		connect = append(connect, u.Scheme+"://"+u.Host)
 	}
-	return "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	return "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; " +
 		"connect-src " + strings.Join(connect, " ") + "; manifest-src 'self'; worker-src 'self'; " +
 		"base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 }

@@ -2,6 +2,8 @@
 import {
   Client,
   ParleyError,
+  downloadMedia,
+  uploadMedia,
   fetchConfig,
   indexedDBStorage,
   login,
@@ -34,6 +36,16 @@ interface Msg {
   kind: string;
   ev?: Event;
   failed?: boolean;
+  deleted?: boolean;
+  att?: Attachment[];
+}
+
+interface Attachment {
+  id: string;
+  name?: string;
+  mime?: string;
+  size?: number;
+  thumb?: boolean;
 }
 
 interface Conv {
@@ -356,8 +368,17 @@ function newConv(info: ConvInfo): Conv {
 
 function addEvent(conv: Conv, ev: Event): void {
   if (conv.msgs.has(ev.seq)) return;
-  const m: Msg = { seq: ev.seq, cmid: ev.cmid, from: ev.from, body: ev.body ?? "", ts: ev.ts, kind: ev.kind, ev };
+  const m: Msg = { seq: ev.seq, cmid: ev.cmid, from: ev.from, body: ev.body ?? "", ts: ev.ts, kind: ev.kind, ev, deleted: !!ev.deleted, att: ev.att as Attachment[] | undefined };
   conv.msgs.set(ev.seq, m);
+  if (ev.kind === "deleted" && ev.target) {
+    const t = conv.msgs.get(ev.target);
+    if (t && t.ev) {
+      t.deleted = true;
+      t.body = "";
+      t.att = undefined;
+      t.ev = { ...t.ev, deleted: true, body: undefined, att: undefined, target: ev.seq };
+    }
+  }
   if (ev.cmid && ev.from === session?.user_id) conv.pending.delete(ev.cmid);
   if (!conv.lastEvent || ev.seq > conv.lastEvent.seq) conv.lastEvent = ev;
   if (ev.seq > (conv.info.last_seq ?? 0)) {
@@ -407,7 +428,7 @@ function addPending(p: PendingSend): void {
   const conv = convs.get(p.conv);
   if (!conv) return;
   for (const m of conv.msgs.values()) if (m.cmid === p.cmid) return; // already delivered
-  conv.pending.set(p.cmid, { seq: 0, cmid: p.cmid, from: session!.user_id, body: p.body, ts: p.at, kind: "message" });
+  conv.pending.set(p.cmid, { seq: 0, cmid: p.cmid, from: session!.user_id, body: p.body, ts: p.at, kind: "message", att: p.att });
   if (current === p.conv) renderMessages(true);
 }
 
@@ -483,8 +504,10 @@ function lastMessage(conv: Conv): string {
   if (!ev) return "";
   if (ev.kind === "message") {
     const who = ev.from === session?.user_id ? "You: " : conv.info.kind === "group" ? `${users.get(ev.from)?.username ?? "…"}: ` : "";
-    return who + (ev.body ?? "");
+    if (conv.msgs.get(ev.seq)?.deleted) return who + "Message deleted";
+    return who + (ev.body || (ev.att?.length ? "📎 " + ((ev.att[0] as Attachment).name ?? "file") : ""));
   }
+  if (ev.kind === "deleted") return "Message deleted";
   return describeEvent(ev);
 }
 
@@ -709,7 +732,7 @@ function renderMessages(stick = false, force = false): void {
   const all = [...conv.msgs.values()].sort((a, b) => a.seq - b.seq);
   const delivered = new Set(all.map((m) => m.cmid).filter(Boolean));
   const pend = [...conv.pending.values()].filter((m) => !delivered.has(m.cmid));
-  const items = [...all, ...pend].map((m) => {
+  const items = [...all, ...pend].filter((m) => m.kind !== "deleted").map((m) => {
     const li = document.createElement("li");
     if (m.kind !== "message") {
       li.className = "msg system";
@@ -729,7 +752,9 @@ function renderMessages(stick = false, force = false): void {
     }
     const body = document.createElement("span");
     body.className = "body";
-    body.textContent = m.body;
+    body.textContent = m.deleted ? "Message deleted" : m.body;
+    if (m.deleted) li.classList.add("deleted");
+    for (const a of m.att ?? []) li.append(renderAttachment(a));
     const meta = document.createElement("span");
     meta.className = "meta";
     const time = document.createElement("time");
@@ -746,6 +771,18 @@ function renderMessages(stick = false, force = false): void {
       tick.setAttribute("aria-label", tickLabel[t]);
       tick.title = tickLabel[t];
       meta.append(tick);
+      if (m.seq && !m.deleted) {
+        const del = document.createElement("button");
+        del.type = "button";
+        del.className = "link del";
+        del.textContent = "Delete";
+        del.setAttribute("aria-label", "Delete this message for everyone");
+        const conv = current!;
+        del.addEventListener("click", () => {
+          if (confirm("Delete this message for everyone?")) void act(() => client!.deleteMessage(conv, m.seq));
+        });
+        meta.append(del);
+      }
     }
     li.append(body, meta);
     return li;
@@ -753,6 +790,72 @@ function renderMessages(stick = false, force = false): void {
   $("msg-list").replaceChildren(...items);
   if (stick && atBottom) box.scrollTop = box.scrollHeight;
   if (document.visibilityState === "visible") markReadNow();
+}
+
+const blobs = new Map<string, Promise<string>>(); // media id (+thumb) -> object URL
+
+function blobURL(id: string, thumb: boolean): Promise<string> {
+  const k = id + (thumb ? "/thumb" : "");
+  let p = blobs.get(k);
+  if (!p) {
+    p = downloadMedia(location.origin, session!.token, id, { thumb, minIdx: client?.minIdx }).then((b) => URL.createObjectURL(b));
+    p.catch(() => blobs.delete(k));
+    blobs.set(k, p);
+  }
+  return p;
+}
+
+function fmtSize(n = 0): string {
+  return n < 1024 ? `${n} B` : n < 1 << 20 ? `${(n / 1024).toFixed(0)} KB` : `${(n / (1 << 20)).toFixed(1)} MB`;
+}
+
+function renderAttachment(a: Attachment): HTMLElement {
+  const span = document.createElement("span");
+  span.className = "att";
+  const name = a.name || "file";
+  if (a.thumb || a.mime?.startsWith("image/")) {
+    const img = document.createElement("img");
+    img.alt = name;
+    void blobURL(a.id, !!a.thumb).then((u) => (img.src = u), () => (img.alt = `${name} (not available)`));
+    span.append(img);
+  }
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = `⬇ ${name} (${fmtSize(a.size)})`;
+  b.setAttribute("aria-label", `Download ${name}`);
+  b.addEventListener("click", () =>
+    void act(async () => {
+      const link = document.createElement("a");
+      link.href = await blobURL(a.id, false);
+      link.download = name;
+      link.click();
+    }),
+  );
+  span.append(b);
+  return span;
+}
+
+async function attach(file: File): Promise<void> {
+  if (!current || !client || !session) return;
+  const conv = current;
+  const box = $("upload");
+  const bar = $<HTMLProgressElement>("upload-progress");
+  $("upload-label").textContent = `Uploading ${file.name}…`;
+  bar.value = 0;
+  box.hidden = false;
+  try {
+    const up = await uploadMedia(location.origin, session.token, file, {
+      name: file.name,
+      minIdx: client.minIdx,
+      onProgress: (sent, total) => (bar.value = total ? Math.round((100 * sent) / total) : 0),
+    });
+    const input = $<HTMLTextAreaElement>("composer-input");
+    const text = input.value.trim() ? input.value : "";
+    input.value = "";
+    await client.send(conv, text, { att: [{ id: up.id, name: file.name }] });
+  } finally {
+    box.hidden = true;
+  }
 }
 
 function renderTyping(): void {
@@ -861,6 +964,13 @@ function bindApp(): void {
     autosize();
     if (current && input.value) client?.typing(current);
     else if (current) client?.stopTyping(current);
+  });
+  const fileInput = $<HTMLInputElement>("file-input");
+  $("attach-btn").addEventListener("click", () => fileInput.click());
+  fileInput.addEventListener("change", () => {
+    const f = fileInput.files?.[0];
+    fileInput.value = "";
+    if (f) void act(() => attach(f));
   });
   $("messages").addEventListener("scroll", () => {
     const conv = current ? convs.get(current) : undefined;

@@ -77,6 +77,8 @@ export interface PendingSend {
   conv: number;
   body: string;
   reply_to?: number;
+  /** Files uploaded with uploadMedia (§9.2). */
+  att?: { id: string; name?: string }[];
   /** Unix ms when the app asked. */
   at: number;
 }
@@ -854,9 +856,10 @@ export class Client extends Emitter<ClientEvents> {
    * the promise rejects only for a non-retryable error. The cmid is
    * available at once through the `pending` event.
    */
-  send(conv: number, body: string, opts: { replyTo?: number; cmid?: string } = {}): Promise<SendAck> {
+  send(conv: number, body: string, opts: { replyTo?: number; cmid?: string; att?: { id: string; name?: string }[] } = {}): Promise<SendAck> {
     const p: PendingSend = { cmid: opts.cmid ?? newCmid(this.o.random), conv, body, at: Date.now() };
     if (opts.replyTo) p.reply_to = opts.replyTo;
+    if (opts.att?.length) p.att = opts.att;
     this.state.outbox.push(p);
     this.save();
     this.emit("pending", p);
@@ -886,7 +889,7 @@ export class Client extends Emitter<ClientEvents> {
         continue;
       }
       this.sendBusy.add(p.conv);
-      const fields: Record<string, unknown> = { conv: p.conv, cmid: p.cmid, body: p.body, reply_to: p.reply_to };
+      const fields: Record<string, unknown> = { conv: p.conv, cmid: p.cmid, body: p.body || undefined, reply_to: p.reply_to, att: p.att };
       this.requestOnce("send", fields, Date.now() + this.o.requestTimeoutMs).then(
         (rep) => {
           this.sendBusy.delete(p.conv);
@@ -901,6 +904,8 @@ export class Client extends Emitter<ClientEvents> {
           this.sendBusy.delete(p.conv);
           if (!isRetryable(err) && err.code !== "closed") {
             this.dropSend(p, err);
+          } else if (err.code === "disconnected") {
+            // The next connection's hello sends it again at once.
           } else {
             const n = this.sendAttempts.get(p.cmid) ?? 0;
             this.sendAttempts.set(p.cmid, n + 1);
@@ -1140,6 +1145,10 @@ export class Client extends Emitter<ClientEvents> {
   /** Registers this device's push target (§4.7). */
   async setPush(target: { provider: "webpush"; endpoint: string; p256dh: string; auth: string } | { provider: "fcm" | "apns" | "webhook"; token: string }): Promise<void> {
     await this.request("push.set", target);
+  }
+  /** Deletes a message for everyone (its sender, or a group admin); resolves with the seq of the `deleted` event. */
+  async deleteMessage(conv: number, seq: number): Promise<number> {
+    return (await this.request<{ seq: number }>("msg.delete", { conv, seq })).seq;
   }
   async clearPush(): Promise<void> {
     await this.request("push.clear", {});

@@ -8,5 +8,7 @@ export type { ErrorCode } from "./errors.js";
 export { memoryStorage, indexedDBStorage } from "./storage.js";
 export type { Storage } from "./storage.js";
 export { backoff } from "./backoff.js";
+export { uploadMedia, downloadMedia } from "./media.js";
+export type { Uploaded, UploadOptions } from "./media.js";
 export { subscribeWebPush, unsubscribeWebPush, webPushTarget, vapidKeyBytes } from "./webpush.js";
 export type * from "./types.js";

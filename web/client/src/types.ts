@@ -31,7 +31,8 @@ export type EventKind =
   | "member_removed"
   | "member_left"
   | "admin_changed"
-  | "renamed";
+  | "renamed"
+  | "deleted";
 
 /** A durable change of a conversation (§4.3). */
 export interface Event {
@@ -48,7 +49,17 @@ export interface Event {
   users?: number[];
   name?: string;
   admin?: boolean;
-  att?: unknown[];
+  /** `deleted`: the seq of the message deleted; a deleted message: the seq of its `deleted` event. */
+  target?: number;
+  /** A message deleted for everyone: no body, no att. */
+  deleted?: boolean;
+  att?: Attachment[];
+}
+
+/** A file of a message (§9.2). */
+export interface Attachment {
+  id: string;
+  [key: string]: unknown;
 }
 
 /** A conversation as the asking user sees it (§4.3). */

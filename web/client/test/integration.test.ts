@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import WebSocket from "ws";
-import { Client, login, register, ParleyError, memoryStorage, type Event, type WebSocketFactory } from "../src/index.js";
+import { Client, login, register, ParleyError, memoryStorage, uploadMedia, downloadMedia, type Event, type WebSocketFactory } from "../src/index.js";
 import { until } from "./fake.js";
 
 const bin = process.env.PARLEY_BIN;
@@ -104,6 +104,19 @@ test("against a real node: register, login, chat, receipts, typing, presence, hi
   const g = await a.createGroup("team", [rb.user_id]);
   assert.equal(g.kind, "group");
   await until(() => bEvents.some((e) => e.conv === g.id && e.kind === "created"), 10000, "bob sees the group");
+  // A file: uploaded over HTTP with progress, sent as an attachment,
+  // downloaded by the other member byte for byte.
+  const png = Buffer.from("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg==", "base64");
+  let progressed = 0;
+  const up = await uploadMedia(node.http, la.token, new Blob([png]), { name: "dot.png", onProgress: (n) => (progressed = n) });
+  assert.equal(up.mime, "image/png");
+  assert.equal(progressed, png.length);
+  await a.send(dm.id, "", { att: [{ id: up.id }] });
+  await until(() => bEvents.some((e) => e.att?.[0]?.id === up.id), 10000, "bob gets the attachment");
+  const got = Buffer.from(await (await downloadMedia(node.http, lb.token, up.id, { minIdx: b.minIdx })).arrayBuffer());
+  assert.deepEqual(got, png);
+  await assert.rejects(uploadMedia(node.http, "bad-token", new Blob([png])), (e: ParleyError) => e.status === 401);
+
   const devs = await a.devices();
   assert.ok(devs.some((d) => d.current));
   const u = await a.user("bob");
@@ -122,9 +135,9 @@ test("against a real node: register, login, chat, receipts, typing, presence, hi
   node = await startNode(dir, hp, wp);
   await ready(node.http);
   const ack = await pending;
-  assert.equal(ack.seq, 5);
+  assert.equal(ack.seq, 6);
   await until(() => bEvents.some((e) => e.body === "while down"), 20000, "bob gets the message sent while the node was down");
-  const bodies = bEvents.filter((e) => e.conv === dm.id && e.kind === "message").map((e) => e.body);
+  const bodies = bEvents.filter((e) => e.conv === dm.id && e.kind === "message" && !e.att).map((e) => e.body);
   assert.deepEqual(bodies, ["one", "two", "three", "while down"], "every message once, in order");
   assert.ok(b.cursor >= cursorBefore);
 
