@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -27,6 +28,8 @@ const (
 	bareDialTimeout  = 10 * time.Second // one attempt: TCP, handshake and hello
 	bareWriteTimeout = 5 * time.Second
 	bareReadBuffer   = 1024 // gws's buffer: hello, pings and small events
+
+	cntDialErrorPrefix = "dial error: " // + connErrorKind: failed attempts by kind
 )
 
 // connErrorKind classifies a failed connection attempt for the counts by
@@ -147,6 +150,31 @@ type bareFrame struct {
 	From uint64 `msgpack:"from"`
 	Body string `msgpack:"body"`
 	Code string `msgpack:"code"` // error replies
+}
+
+// dialBareRetrying dials o up to attempts times, doubling the pause from
+// dialRetry with equal jitter, so that refused connections do not come
+// back together; a 401 or the end of ctx stops at once. Each failed
+// attempt counts in kinds (if not nil) as cntDialErrorPrefix and its
+// connErrorKind. It returns the connection and when its successful attempt
+// began, or the last attempt's error.
+func dialBareRetrying(ctx context.Context, o bareOptions, attempts int, kinds *counterSet) (*bareConn, time.Time, error) {
+	delay := dialRetry
+	for attempt := 1; ; attempt++ {
+		t0 := time.Now()
+		c, err := dialBare(ctx, o)
+		if err == nil {
+			return c, t0, nil
+		}
+		if kinds != nil {
+			kinds.add(cntDialErrorPrefix+connErrorKind(err), 1)
+		}
+		if attempt >= attempts || ctx.Err() != nil || errors.Is(err, errTokenRefused) ||
+			!sleepCtx(ctx, delay/2+rand.N(delay/2+1)) {
+			return nil, time.Time{}, err
+		}
+		delay *= 2
+	}
 }
 
 // dialBare opens a bare connection and waits for its hello, all within

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,7 +40,6 @@ const (
 const (
 	latConnect          = "connect"           // start of the successful attempt → hello
 	latConnectScheduled = "connect-scheduled" // due time → hello, retries included
-	cntDialErrorPrefix  = "dial error: "      // + connErrorKind: failed attempts by kind
 )
 
 func init() {
@@ -193,44 +191,28 @@ func (l *connectLoad) Run(ctx context.Context, start, until time.Time, _ *Live) 
 // backoff up to Attempts times.
 func (l *connectLoad) open(ctx context.Context, i int, due time.Time) {
 	acct := l.shard.Accounts[i]
-	url := l.shard.WS[(l.shard.First+i)%len(l.shard.WS)]
-	delay := dialRetry
-	var err error
-	for attempt := 1; attempt <= l.shard.Attempts; attempt++ {
-		t0 := time.Now()
-		var c *bareConn
-		c, err = dialBare(ctx, bareOptions{
-			URL: url, Token: acct.Token, Timeout: bareDialTimeout, Pings: &l.pings,
-			OnClose: func(*bareConn) {
-				if !l.closing.Load() {
-					l.dropped.Add(1)
-					l.live.Conns.Add(-1)
-				}
-			},
-		})
-		if err == nil {
-			l.conns[i] = c
-			l.live.Conns.Add(1)
-			l.connect.record(i, c.helloAt.Sub(t0))
-			l.scheduled.record(i, c.helloAt.Sub(due))
-			l.mu.Lock()
-			if c.helloAt.After(l.lastHello) {
-				l.lastHello = c.helloAt
+	c, t0, err := dialBareRetrying(ctx, bareOptions{
+		URL: l.shard.WS[(l.shard.First+i)%len(l.shard.WS)], Token: acct.Token, Timeout: bareDialTimeout, Pings: &l.pings,
+		OnClose: func(*bareConn) {
+			if !l.closing.Load() {
+				l.dropped.Add(1)
+				l.live.Conns.Add(-1)
 			}
-			l.mu.Unlock()
-			return
-		}
-		l.counters.add(cntDialErrorPrefix+connErrorKind(err), 1)
-		if ctx.Err() != nil || errors.Is(err, errTokenRefused) || attempt == l.shard.Attempts {
-			break
-		}
-		// Equal jitter, so that refused connections do not come back together.
-		if !sleepCtx(ctx, delay/2+rand.N(delay/2+1)) {
-			break
-		}
-		delay *= 2
+		},
+	}, l.shard.Attempts, &l.counters)
+	if err != nil {
+		l.tally.error(fmt.Errorf("connection %d (%s): %w", l.shard.First+i, acct.Name, err))
+		return
 	}
-	l.tally.error(fmt.Errorf("connection %d (%s): %w", l.shard.First+i, acct.Name, err))
+	l.conns[i] = c
+	l.live.Conns.Add(1)
+	l.connect.record(i, c.helloAt.Sub(t0))
+	l.scheduled.record(i, c.helloAt.Sub(due))
+	l.mu.Lock()
+	if c.helloAt.After(l.lastHello) {
+		l.lastHello = c.helloAt
+	}
+	l.mu.Unlock()
 }
 
 func (l *connectLoad) Finish(ctx context.Context) *Result {

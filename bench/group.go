@@ -382,20 +382,13 @@ func (l *groupLoad) dialMember(ctx context.Context, m *groupMember) error {
 		opts.SocketReadBuffer = l.cfg.ReceiveBuffer
 		opts.OnEvent = func(f *bareFrame, now time.Time) { l.onEvent(m, f, now) }
 	}
-	var err error
-	delay := dialRetry
-	for attempt := 1; attempt <= groupDialAttempts; attempt++ {
-		if m.c, err = dialBare(ctx, opts); err == nil {
-			l.live.Conns.Add(1)
-			return nil
-		}
-		l.counters.add(cntDialErrorPrefix+connErrorKind(err), 1)
-		if ctx.Err() != nil || errors.Is(err, errTokenRefused) || !sleepCtx(ctx, delay) {
-			break
-		}
-		delay *= 2
+	c, _, err := dialBareRetrying(ctx, opts, groupDialAttempts, &l.counters)
+	if err != nil {
+		return fmt.Errorf("bench: member %d (%s): %w", m.idx, acct.Name, err)
 	}
-	return fmt.Errorf("bench: member %d (%s): %w", m.idx, acct.Name, err)
+	m.c = c
+	l.live.Conns.Add(1)
+	return nil
 }
 
 // onEvent runs on a reading member's read loop for every frame that is

@@ -126,27 +126,15 @@ func (l *idleLoad) dial(ctx context.Context, i int) error {
 			}
 		},
 	}
-	var err error
-	delay := dialRetry
-	for attempt := 1; attempt <= idleDialAttempts; attempt++ {
-		t0 := time.Now()
-		var c *bareConn
-		if c, err = dialBare(ctx, opts); err == nil {
-			l.connect.record(i, c.helloAt.Sub(t0))
-			l.live.Conns.Add(1)
-			l.conns[i] = c
-			return nil
-		}
-		if ctx.Err() != nil || errors.Is(err, errTokenRefused) {
-			break
-		}
-		if !sleepCtx(ctx, delay) {
-			break
-		}
-		delay *= 2
+	c, t0, err := dialBareRetrying(ctx, opts, idleDialAttempts, nil)
+	if err != nil {
+		l.tally.error(err)
+		return fmt.Errorf("bench: connection %d (%s): %w", l.shard.First+i, acct.Name, err)
 	}
-	l.tally.error(err)
-	return fmt.Errorf("bench: connection %d (%s): %w", l.shard.First+i, acct.Name, err)
+	l.connect.record(i, c.helloAt.Sub(t0))
+	l.live.Conns.Add(1)
+	l.conns[i] = c
+	return nil
 }
 
 // Run holds the connections until until; they answer pings on their own.
