@@ -21,6 +21,9 @@ type Admin struct {
 	Token string
 	// HTTP defaults to a client with a 10s timeout.
 	HTTP *http.Client
+	// Actor names the operator in the audit log of the changes they make
+	// (with their address); "" is "admin".
+	Actor string
 }
 
 // AdminError is a refusal from the node (an HTTP status with a code).
@@ -53,6 +56,9 @@ func (a *Admin) do(ctx context.Context, method, path string, in, out any) error 
 	}
 	req.Header.Set("Authorization", "Bearer "+a.Token)
 	req.Header.Set("Content-Type", "application/json")
+	if a.Actor != "" {
+		req.Header.Set("Parley-Admin-Actor", a.Actor)
+	}
 	hc := a.HTTP
 	if hc == nil {
 		hc = &http.Client{Timeout: 10 * time.Second}

@@ -93,6 +93,7 @@ type txn struct {
 	activeDevs  map[uint64][]uint64   // user -> active devices, for the users whose devices this entry changed
 	mutes       map[[2]uint64]int64   // {user, conv} -> muted until, set by this entry
 	progress    uint64                // the notifier's progress set by this entry; 0 if none
+	audits      uint64                // audit records written by this entry
 	events      []Event               // published after commit; a new slice per entry
 	ncmds       int                   // commands in the entry: sizes events
 	media       mediaWork             // media keys this entry wrote (media.go)
@@ -159,6 +160,7 @@ func (t *txn) reset() {
 	clear(t.blockDelta)
 	clear(t.mutes)
 	t.progress = 0
+	t.audits = 0
 	t.signingKey = nil
 	t.e, t.db, t.ix = nil, nil, nil
 }
@@ -373,7 +375,7 @@ func (t *txn) applyOne(raw []byte) *Result {
 	case OpAddDevice:
 		return t.addDevice(c)
 	case OpRevokeDevice:
-		return t.revokeDevice(c)
+		return t.audited(c, t.revokeDevice(c))
 	case OpOpenDirect:
 		return t.openDirect(c)
 	case OpCreateGroup:
@@ -420,6 +422,10 @@ func (t *txn) applyOne(raw []byte) *Result {
 		return t.pushProgress(c)
 	case OpDeleteMessage:
 		return t.deleteMessage(c)
+	case OpSuspend:
+		return t.audited(c, t.suspend(c))
+	case OpResetPassword:
+		return t.audited(c, t.resetPassword(c))
 	}
 	return failure(ErrCodeInvalid, "unknown operation "+c.Op.String())
 }

@@ -62,6 +62,11 @@ const (
 	// (engine/delete.go) -> Result.Seq of the deleted event.
 	OpDeleteMessage
 
+	// User administration (engine/useradmin.go), proposed by the admin API
+	// only, each with Audit: who did it, written to the audit log.
+	OpSuspend       // User, Admin: suspend (true) or unsuspend the user
+	OpResetPassword // User, PasswordHash: a new password; every device is revoked
+
 	opCount
 )
 
@@ -76,6 +81,7 @@ var opNames = [opCount]string{
 	OpPushProgress: "push_progress",
 	OpMediaChunk:   "media_chunk", OpMediaCommit: "media_commit", OpMediaExpire: "media_expire",
 	OpDeleteMessage: "delete_message",
+	OpSuspend:       "suspend", OpResetPassword: "reset_password",
 }
 
 func (o Op) String() string {
@@ -129,6 +135,10 @@ type Command struct {
 	Until        int64  // OpMute: unix ms; 0 unmutes, MuteForever mutes for good
 	Progress     uint64 // OpPushProgress: the log index handled up to
 	Seq          uint64 // OpDeleteMessage: the message
+	// Audit, on a command of the admin API: who asked (the operator and
+	// their address); the command's success is written to the audit log
+	// with it.
+	Audit string
 }
 
 // commandVersion is the first byte of every encoded command. A replica that
@@ -171,6 +181,7 @@ const (
 	keyUntil        = "ut"
 	keyProgress     = "pg"
 	keySeq          = "sq"
+	keyAudit        = "au"
 )
 
 // ErrBadCommand is returned (wrapped) by DecodeCommand for malformed input.
@@ -236,6 +247,7 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	count(c.Until != 0)
 	count(c.Progress != 0)
 	count(c.Seq != 0)
+	count(c.Audit != "")
 
 	var err error
 	put := func(key string, f func() error) {
@@ -322,6 +334,7 @@ func encodeCommand(enc *msgpack.Encoder, c *Command) error {
 	}
 	putUint(keyProgress, c.Progress)
 	putUint(keySeq, c.Seq)
+	putStr(keyAudit, c.Audit)
 	return err
 }
 
@@ -461,6 +474,8 @@ func decodeCommand(dec *msgpack.Decoder, r *bytes.Reader, c *Command) error {
 			c.DND, err = dec.DecodeBool()
 		case keyUntil:
 			c.Until, err = dec.DecodeInt64()
+		case keyAudit:
+			c.Audit, err = dec.DecodeString()
 		case keySeq:
 			c.Seq, err = dec.DecodeUint64()
 		case keyProgress:

@@ -35,6 +35,7 @@ import "encoding/binary"
 //	('m' 'f': the media key where the last OpMediaExpire stopped)
 //	'n' + user + device                  -> the device's push target (push.go)
 //	'z' + conv + user                    -> until when user muted conv (unix ms, or -1: for good)
+//	'v' + log index + n                  -> an administrative action (useradmin.go): ts, op, user, device, flag, who
 //	'm' 'n'                              -> the notifier's progress: the log index handled up to
 //
 // Everything in an entry, including the applied index, is written in one
@@ -55,6 +56,7 @@ const (
 	prefixBlock  byte = 'b'
 	prefixPush   byte = 'n'
 	prefixMute   byte = 'z'
+	prefixAudit  byte = 'v'
 
 	metaFormat     byte = 'v'
 	metaApplied    byte = 'a'

@@ -100,6 +100,9 @@ const (
 	// EventDeviceRevoked: Device of user From was revoked (Conv 0).
 	// Recipients: that user. Every node closes the device's connections.
 	EventDeviceRevoked EventKind = "device_revoked"
+	// EventUserSuspended: user From was suspended (Conv 0). Recipients:
+	// that user. Every node closes the user's connections.
+	EventUserSuspended EventKind = "user_suspended"
 )
 
 // Event is one entry of a conversation: a message or a membership change.

@@ -68,6 +68,7 @@ func (n *Node) routes(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", n.handleHealth)
 	mux.HandleFunc("GET /readyz", n.handleReady)
 	n.adminRoutes(mux)
+	n.adminUserRoutes(mux)
 	n.mediaRoutes(mux)
 	n.webRoutes(mux)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
@@ -291,6 +292,10 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "unknown user or wrong password")
 	})
 	if !ok {
+		return
+	}
+	if n.engine.Suspended(user.ID) { // told only to whoever knows the password
+		writeError(w, http.StatusForbidden, wire.CodeForbidden, "account suspended")
 		return
 	}
 	// The new device may push out the user's oldest (MaxDevices), and

@@ -44,6 +44,9 @@ func (n *Node) Authorize(r *netpoll.Request) (any, int, string) {
 		// would make them give up on a good token.
 		return nil, 503, "device not replicated to this node yet, retry"
 	}
+	if n.engine.Suspended(user) {
+		return nil, 403, "account suspended"
+	}
 	r.LimitKey = user // WSMaxConnsPerUser
 	return &session{
 		user:    user,
@@ -350,6 +353,11 @@ func (n *Node) deliver(events []engine.Event) {
 			continue
 		case engine.EventDeviceRevoked:
 			n.closeDevice(ev.From, ev.Device)
+			continue
+		case engine.EventUserSuspended:
+			for _, s := range n.hub.sessions(ev.From) {
+				s.conn.Close(netpoll.ClosePolicyViolation, "account suspended")
+			}
 			continue
 		}
 		we := wireEvent(ev)

@@ -25,6 +25,7 @@ type globals struct {
 	tokenFile string
 	asJSON    bool
 	timeout   time.Duration
+	actor     string
 }
 
 func main() {
@@ -49,6 +50,7 @@ func newRoot() *cobra.Command {
 	pf.StringVar(&g.tokenFile, "token-file", "", "read the admin token from this file (a node keeps it in <data>/admin.token)")
 	pf.BoolVar(&g.asJSON, "json", false, "print JSON for scripts instead of a table")
 	pf.DurationVar(&g.timeout, "timeout", 30*time.Second, "give up after this long")
+	pf.StringVar(&g.actor, "actor", os.Getenv("USER"), "who you are, for the audit log of user administration (default $USER)")
 
 	cluster := &cobra.Command{Use: "cluster", Short: "Raft cluster membership and state"}
 	cluster.AddCommand(statusCmd(g), initCmd(g), joinCmd(g), removeCmd(g), transferCmd(g), snapshotCmd(g))
@@ -56,6 +58,9 @@ func newRoot() *cobra.Command {
 	backups := &cobra.Command{Use: "backup", Short: "Back the state up online, and restore it into a new cluster"}
 	backups.AddCommand(backupSaveCmd(g), backupVerifyCmd(g), backupRestoreCmd(g))
 	root.AddCommand(backups)
+	users := &cobra.Command{Use: "user", Short: "Administer user accounts (each change is in the audit log)"}
+	users.AddCommand(userGetCmd(g), userSuspendCmd(g, true), userSuspendCmd(g, false), userPasswordCmd(g), userRevokeCmd(g))
+	root.AddCommand(users, auditCmd(g))
 	return root
 }
 
@@ -73,7 +78,7 @@ func (g *globals) admin(node string) (*client.Admin, error) {
 	}
 	// No client-wide timeout: --timeout bounds every call through its
 	// context, and a join may rightly wait long for a new server to catch up.
-	return &client.Admin{Base: node, Token: tok, HTTP: &http.Client{}}, nil
+	return &client.Admin{Base: node, Token: tok, HTTP: &http.Client{}, Actor: g.actor}, nil
 }
 
 func (g *globals) ctx() (context.Context, context.CancelFunc) {

@@ -1,0 +1,139 @@
+package engine
+
+import (
+	"encoding/binary"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// User administration: what an operator does through the admin API. Each
+// command carries Audit (who asked); a successful one is written to the
+// audit log ('v' + log index + position in the entry), in the same batch
+// as its effect, so the log and the state never disagree, on any replica.
+
+// MaxAuditBytes bounds a command's Audit text.
+const MaxAuditBytes = 512
+
+// suspend suspends (Admin) or unsuspends a user. A suspended user cannot
+// log in or connect (the node checks Suspended), and their connections are
+// closed; their data stays, and unsuspending gives the account back.
+func (t *txn) suspend(c *Command) *Result {
+	if !t.userExists(c.User) {
+		return failure(ErrCodeNotFound, "no such user")
+	}
+	rec := t.seenOf(c.User)
+	if rec.suspended != c.Admin {
+		rec.suspended = c.Admin
+		t.putSeen(c.User, rec)
+		if c.Admin {
+			t.publish(Event{Index: t.index, Ts: t.ts, Kind: EventUserSuspended, From: c.User, Recipients: []uint64{c.User}})
+		}
+	}
+	r := t.ok(0, 0)
+	r.User = c.User
+	return r
+}
+
+// resetPassword sets a new password hash and revokes every device of the
+// user: each token stops working, and their connections close.
+func (t *txn) resetPassword(c *Command) *Result {
+	switch {
+	case !t.userExists(c.User):
+		return failure(ErrCodeNotFound, "no such user")
+	case len(c.PasswordHash) == 0:
+		return failure(ErrCodeInvalid, "password hash is empty")
+	case len(c.PasswordHash) > MaxPasswordHashBytes:
+		return failure(ErrCodeTooLarge, "password hash is too long")
+	}
+	var u User
+	k := key1(prefixUser, c.User)
+	v, ok := t.get(nil, k)
+	if !ok || !decodeUserRecord(c.User, v, &u) {
+		return failure(ErrCodeNotFound, "no such user") // registered in this entry
+	}
+	u.PasswordHash = c.PasswordHash
+	t.set(k, appendUserRecord(t.vbuf[:0], &u))
+	for _, d := range t.devicesOf(c.User) {
+		t.revoke(c.User, d)
+	}
+	r := t.ok(0, 0)
+	r.User = c.User
+	return r
+}
+
+// audited writes the audit record of c if it carries one and succeeded.
+func (t *txn) audited(c *Command, r *Result) *Result {
+	if c.Audit == "" || r.Err != ErrCodeNone {
+		return r
+	}
+	if len(c.Audit) > MaxAuditBytes {
+		c.Audit = c.Audit[:MaxAuditBytes]
+	}
+	t.audits++
+	v := binary.BigEndian.AppendUint64(t.vbuf[:0], uint64(t.ts))
+	v = append(v, byte(c.Op))
+	v = binary.BigEndian.AppendUint64(v, c.User)
+	v = binary.BigEndian.AppendUint64(v, c.Device)
+	var flag byte
+	if c.Admin {
+		flag = 1
+	}
+	v = append(v, flag)
+	v = append(v, c.Audit...)
+	t.set(key2(prefixAudit, t.index, t.audits), v)
+	return r
+}
+
+// AuditEntry is one administrative action.
+type AuditEntry struct {
+	Index  uint64 // the log index of the entry that applied it
+	N      uint64 // its position among the entry's audited commands
+	Ts     int64  // unix ms
+	Op     Op
+	User   uint64
+	Device uint64
+	Admin  bool   // OpSuspend: suspended (true) or unsuspended
+	Who    string // the command's Audit
+}
+
+// AuditLog returns up to limit audit entries after (index, n), oldest
+// first, and whether more follow.
+func (e *Engine) AuditLog(index, n uint64, limit int) ([]AuditEntry, bool, error) {
+	e.stateMu.RLock()
+	defer e.stateMu.RUnlock()
+	if e.db == nil {
+		return nil, false, ErrClosed
+	}
+	lower := key2(prefixAudit, index, n+1)
+	if n == ^uint64(0) {
+		lower = key2(prefixAudit, index+1, 0)
+	}
+	it, err := e.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: []byte{prefixAudit + 1}})
+	if err != nil {
+		return nil, false, err
+	}
+	defer it.Close()
+	var out []AuditEntry
+	for valid := it.First(); valid; valid = it.Next() {
+		if len(out) == limit {
+			return out, true, nil
+		}
+		k, v := it.Key(), it.Value()
+		if len(k) != 17 || len(v) < 26 {
+			return nil, false, corrupt("audit record", k)
+		}
+		out = append(out, AuditEntry{
+			Index: u64At(k, 1), N: u64At(k, 9), Ts: int64(u64At(v, 0)), Op: Op(v[8]),
+			User: u64At(v, 9), Device: u64At(v, 17), Admin: v[25] == 1, Who: string(v[26:]),
+		})
+	}
+	return out, false, it.Error()
+}
+
+// Suspended reports whether an administrator suspended user.
+func (e *Engine) Suspended(user uint64) bool {
+	e.idx.mu.RLock()
+	defer e.idx.mu.RUnlock()
+	u := e.idx.users[user]
+	return u != nil && u.seen.suspended
+}

@@ -1,0 +1,182 @@
+package node
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode"
+
+	"parley/engine"
+	"parley/wire"
+)
+
+// User administration over the admin API: look a user up, list and
+// revoke their devices, suspend and unsuspend them, set a new password,
+// read the audit log. Every change goes through Raft with an Audit of who
+// asked (the Parley-Admin-Actor header, e.g. parleyctl --actor, and the
+// caller's address), which the engine writes to the replicated audit log
+// with the change itself.
+
+func (n *Node) adminUserRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/admin/users/{user}", n.adminOnly(n.handleAdminUser))
+	mux.HandleFunc("POST /v1/admin/users/{user}/suspend", n.adminOnly(n.handleAdminSuspend(true)))
+	mux.HandleFunc("POST /v1/admin/users/{user}/unsuspend", n.adminOnly(n.handleAdminSuspend(false)))
+	mux.HandleFunc("POST /v1/admin/users/{user}/password", n.adminOnly(n.handleAdminPassword))
+	mux.HandleFunc("POST /v1/admin/users/{user}/devices/{device}/revoke", n.adminOnly(n.handleAdminRevoke))
+	mux.HandleFunc("GET /v1/admin/audit", n.adminOnly(n.handleAdminAudit))
+}
+
+// adminUser finds the user a path names: a user id, or a username.
+func (n *Node) adminUser(w http.ResponseWriter, r *http.Request) (engine.User, bool) {
+	who := r.PathValue("user")
+	var u engine.User
+	var ok bool
+	if id, err := strconv.ParseUint(who, 10, 64); err == nil {
+		u, ok = n.engine.User(id)
+	} else {
+		u, ok = n.engine.UserByName(foldUsername(who))
+	}
+	if !ok {
+		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such user")
+	}
+	return u, ok
+}
+
+// auditOf says who asks: the operator the client names, and its address.
+func auditOf(r *http.Request) string {
+	actor := strings.Map(func(c rune) rune {
+		if unicode.IsPrint(c) && c != '@' {
+			return c
+		}
+		return -1
+	}, r.Header.Get("Parley-Admin-Actor"))
+	if len(actor) > 64 {
+		actor = actor[:64]
+	}
+	if actor == "" {
+		actor = "admin"
+	}
+	return actor + "@" + r.RemoteAddr
+}
+
+func (n *Node) handleAdminUser(w http.ResponseWriter, r *http.Request) {
+	u, ok := n.adminUser(w, r)
+	if !ok {
+		return
+	}
+	out := wire.AdminUser{ID: u.ID, Username: u.Username, CreatedAt: u.CreatedAt, LastSeen: u.LastSeen,
+		Suspended: n.engine.Suspended(u.ID)}
+	var after uint64
+	for {
+		devs, more, code := n.engine.Devices(u.ID, after, engine.MaxDevicesLimit)
+		if code != engine.ErrCodeNone {
+			writeWireError(w, engineError(code, "devices"))
+			return
+		}
+		for _, d := range devs {
+			out.Devices = append(out.Devices, wire.AdminDevice{ID: d.ID, Name: d.Name, CreatedAt: d.CreatedAt, Revoked: d.Revoked})
+			after = d.ID
+		}
+		if !more || len(devs) == 0 || len(out.Devices) >= 10*engine.MaxDevicesLimit {
+			break
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (n *Node) adminPropose(w http.ResponseWriter, r *http.Request, cmd *engine.Command) {
+	cmd.Audit = auditOf(r)
+	res, werr := n.propose(r.Context(), cmd)
+	if werr != nil {
+		writeWireError(w, werr)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "idx": res.Index})
+}
+
+func (n *Node) handleAdminSuspend(on bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if u, ok := n.adminUser(w, r); ok {
+			n.adminPropose(w, r, &engine.Command{Op: engine.OpSuspend, User: u.ID, Admin: on})
+		}
+	}
+}
+
+func (n *Node) handleAdminPassword(w http.ResponseWriter, r *http.Request) {
+	u, ok := n.adminUser(w, r)
+	if !ok {
+		return
+	}
+	var body struct {
+		Password string `json:"password"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body); err != nil {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalid, "want {\"password\": \"...\"}")
+		return
+	}
+	if len(body.Password) < minPasswordBytes || len(body.Password) > maxPasswordBytes {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalid, "password must be 8 to 128 bytes")
+		return
+	}
+	hash, err := n.hasher.Hash(r.Context(), body.Password)
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later")
+		return
+	}
+	n.adminPropose(w, r, &engine.Command{Op: engine.OpResetPassword, User: u.ID, PasswordHash: []byte(hash)})
+}
+
+func (n *Node) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
+	u, ok := n.adminUser(w, r)
+	if !ok {
+		return
+	}
+	dev, err := strconv.ParseUint(r.PathValue("device"), 10, 64)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, wire.CodeInvalid, "device must be a device id")
+		return
+	}
+	n.adminPropose(w, r, &engine.Command{Op: engine.OpRevokeDevice, User: u.ID, Device: dev})
+}
+
+// handleAdminAudit pages the audit log: ?after=<index>.<n> (the previous
+// page's next) and ?limit (default 100, at most 1000).
+func (n *Node) handleAdminAudit(w http.ResponseWriter, r *http.Request) {
+	var index, pos uint64
+	if a := r.URL.Query().Get("after"); a != "" {
+		i, p, ok := strings.Cut(a, ".")
+		var err1, err2 error
+		index, err1 = strconv.ParseUint(i, 10, 64)
+		pos, err2 = strconv.ParseUint(p, 10, 64)
+		if !ok || err1 != nil || err2 != nil {
+			writeError(w, http.StatusBadRequest, wire.CodeInvalid, "after must be <index>.<n>")
+			return
+		}
+	}
+	limit := 100
+	if l := r.URL.Query().Get("limit"); l != "" {
+		v, err := strconv.Atoi(l)
+		if err != nil || v < 1 {
+			writeError(w, http.StatusBadRequest, wire.CodeInvalid, "limit must be a positive number")
+			return
+		}
+		limit = min(v, 1000)
+	}
+	entries, more, err := n.engine.AuditLog(index, pos, limit)
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, wire.CodeInternal, err.Error())
+		return
+	}
+	out := wire.AuditPage{Entries: make([]wire.AuditEntry, 0, len(entries)), More: more}
+	for _, e := range entries {
+		out.Entries = append(out.Entries, wire.AuditEntry{Index: e.Index, N: e.N, Ts: e.Ts, Action: e.Op.String(),
+			User: e.User, Device: e.Device, Suspended: e.Op == engine.OpSuspend && e.Admin, Who: e.Who})
+	}
+	if len(entries) > 0 {
+		last := entries[len(entries)-1]
+		out.Next = strconv.FormatUint(last.Index, 10) + "." + strconv.FormatUint(last.N, 10)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
