@@ -33,6 +33,13 @@ func (a *Admin) ResetPassword(ctx context.Context, who, password string) error {
 	return a.do(ctx, "POST", "users/"+url.PathEscape(who)+"/password", map[string]string{"password": password}, nil)
 }
 
+// DeleteUser deletes an account: its name is free again, its devices are
+// revoked, it leaves its groups; its messages stay, from a deleted
+// account (docs/OPERATIONS.md).
+func (a *Admin) DeleteUser(ctx context.Context, who string) error {
+	return a.do(ctx, "POST", "users/"+url.PathEscape(who)+"/delete", struct{}{}, nil)
+}
+
 // RevokeDevice revokes one of a user's devices.
 func (a *Admin) RevokeDevice(ctx context.Context, who string, device uint64) error {
 	return a.do(ctx, "POST", "users/"+url.PathEscape(who)+"/devices/"+strconv.FormatUint(device, 10)+"/revoke", struct{}{}, nil)

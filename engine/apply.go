@@ -92,6 +92,7 @@ type txn struct {
 	signingKey  []byte                // set by this entry (OpSetSigningKey); nil if not
 	activeDevs  map[uint64][]uint64   // user -> active devices, for the users whose devices this entry changed
 	mutes       map[[2]uint64]int64   // {user, conv} -> muted until, set by this entry
+	deleted     map[uint64]string     // accounts deleted by this entry -> their former name
 	progress    uint64                // the notifier's progress set by this entry; 0 if none
 	audits      uint64                // audit records written by this entry
 	events      []Event               // published after commit; a new slice per entry
@@ -135,6 +136,7 @@ func (t *txn) begin(e *Engine, index uint64, ts int64) {
 		t.blocks = make(map[[2]uint64]bool)
 		t.blockDelta = make(map[uint64]int)
 		t.mutes = make(map[[2]uint64]int64)
+		t.deleted = make(map[uint64]string)
 	}
 	t.e, t.db, t.ix = e, e.db, e.idx
 	t.b = e.db.NewBatch()
@@ -159,6 +161,7 @@ func (t *txn) reset() {
 	clear(t.blocks)
 	clear(t.blockDelta)
 	clear(t.mutes)
+	clear(t.deleted)
 	t.progress = 0
 	t.audits = 0
 	t.signingKey = nil
@@ -248,6 +251,12 @@ func (t *txn) install() {
 		ix.signingKey = t.signingKey
 	}
 	t.installPush()
+	for id, name := range t.deleted {
+		if ix.names[name] == id {
+			delete(ix.names, name)
+		}
+		ix.users[id].name = ""
+	}
 }
 
 func (t *txn) set(k, v []byte) {
@@ -426,6 +435,8 @@ func (t *txn) applyOne(raw []byte) *Result {
 		return t.audited(c, t.suspend(c))
 	case OpResetPassword:
 		return t.audited(c, t.resetPassword(c))
+	case OpDeleteUser:
+		return t.audited(c, t.deleteUser(c))
 	}
 	return failure(ErrCodeInvalid, "unknown operation "+c.Op.String())
 }
@@ -757,14 +768,21 @@ func (t *txn) leave(c *Command) *Result {
 	if r != nil {
 		return r
 	}
-	seq := t.dropMember(w, c.User, c.User, EventMemberLeft)
+	return t.ok(w.c.id, t.leaveGroup(w, c.User))
+}
+
+// leaveGroup takes user out of the group w (user leaves; the lowest
+// remaining member becomes admin if none is left) and returns the seq of
+// the member_left event.
+func (t *txn) leaveGroup(w *convWork, user uint64) uint64 {
+	seq := t.dropMember(w, user, user, EventMemberLeft)
 	if cv := w.c; len(cv.admins) == 0 && len(cv.members) > 0 {
 		heir := cv.members[0]
 		cv.admins = []uint64{heir}
 		t.putMember(cv.id, heir, memberRecord{active: true, admin: true})
-		t.appendEvent(w, Event{Kind: EventAdminChanged, From: c.User, Users: []uint64{heir}, Admin: true}, cv.members)
+		t.appendEvent(w, Event{Kind: EventAdminChanged, From: user, Users: []uint64{heir}, Admin: true}, cv.members)
 	}
-	return t.ok(w.c.id, seq)
+	return seq
 }
 
 func (t *txn) setAdmin(c *Command) *Result {

@@ -66,6 +66,7 @@ const (
 	// only, each with Audit: who did it, written to the audit log.
 	OpSuspend       // User, Admin: suspend (true) or unsuspend the user
 	OpResetPassword // User, PasswordHash: a new password; every device is revoked
+	OpDeleteUser    // User: delete the account (engine/useradmin.go)
 
 	opCount
 )
@@ -81,7 +82,7 @@ var opNames = [opCount]string{
 	OpPushProgress: "push_progress",
 	OpMediaChunk:   "media_chunk", OpMediaCommit: "media_commit", OpMediaExpire: "media_expire",
 	OpDeleteMessage: "delete_message",
-	OpSuspend:       "suspend", OpResetPassword: "reset_password",
+	OpSuspend:       "suspend", OpResetPassword: "reset_password", OpDeleteUser: "delete_user",
 }
 
 func (o Op) String() string {

@@ -282,7 +282,9 @@ func loadIndex(db *pebble.DB) (*index, uint64, error) {
 			return corrupt("user record", k)
 		}
 		ix.users[u.ID] = &userEntry{id: u.ID, name: u.Username, convs: make(map[uint64]*membership)}
-		ix.names[u.Username] = u.ID
+		if u.Username != "" { // "": a deleted account, whose name is free
+			ix.names[u.Username] = u.ID
+		}
 		return nil
 	})
 	if err == nil {

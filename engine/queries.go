@@ -58,6 +58,7 @@ func (e *Engine) userLocked(id uint64) (User, bool) {
 	if ue := e.idx.users[id]; ue != nil {
 		u.LastSeen, u.HideLastSeen, u.GroupAdd = ue.seen.lastSeen, ue.seen.hide, ue.seen.groupAddPolicy()
 		u.Preview, u.DND = ue.seen.preview, ue.seen.dnd
+		u.Deleted = ue.seen.deleted
 	}
 	e.idx.mu.RUnlock()
 	return u, true

@@ -172,6 +172,7 @@ const (
 	seenPreview       byte = 1 << 3 // notifications show the sender and text
 	seenDND           byte = 1 << 4 // do not disturb
 	seenSuspended     byte = 1 << 5 // suspended by an administrator
+	seenDeleted       byte = 1 << 6 // the account was deleted
 )
 
 // seenRecord is the value of a 'w' key: last_seen and the privacy
@@ -185,8 +186,9 @@ type seenRecord struct {
 	// preview: notifications show the sender and the text (off by
 	// default, for privacy); dnd: no notifications at all.
 	preview, dnd bool
-	// suspended: an administrator suspended the account.
-	suspended bool
+	// suspended: an administrator suspended the account; deleted: an
+	// administrator deleted it.
+	suspended, deleted bool
 }
 
 // groupAddPolicy is the setting, GroupAddEveryone when never set.
@@ -212,6 +214,9 @@ func appendSeenRecord(dst []byte, s seenRecord) []byte {
 	if s.suspended {
 		flags |= seenSuspended
 	}
+	if s.deleted {
+		flags |= seenDeleted
+	}
 	switch s.groupAdd {
 	case GroupAddContacts:
 		flags |= 1 << seenGroupAddShift
@@ -222,11 +227,11 @@ func appendSeenRecord(dst []byte, s seenRecord) []byte {
 }
 
 func decodeSeenRecord(v []byte) (seenRecord, bool) {
-	if len(v) != 9 || v[8]&^(seenHidden|seenGroupAddMask|seenPreview|seenDND|seenSuspended) != 0 {
+	if len(v) != 9 || v[8]&^(seenHidden|seenGroupAddMask|seenPreview|seenDND|seenSuspended|seenDeleted) != 0 {
 		return seenRecord{}, false
 	}
 	rec := seenRecord{lastSeen: int64(u64At(v, 0)), hide: v[8]&seenHidden != 0, preview: v[8]&seenPreview != 0, dnd: v[8]&seenDND != 0,
-		suspended: v[8]&seenSuspended != 0}
+		suspended: v[8]&seenSuspended != 0, deleted: v[8]&seenDeleted != 0}
 	switch (v[8] & seenGroupAddMask) >> seenGroupAddShift {
 	case 1:
 		rec.groupAdd = GroupAddContacts

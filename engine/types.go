@@ -169,6 +169,8 @@ type User struct {
 	GroupAdd GroupAddPolicy
 	// Notification settings: show the sender and text, do not disturb.
 	Preview, DND bool
+	// Deleted: the account was deleted (its Username is "").
+	Deleted bool
 }
 
 // Device is one login of a user.

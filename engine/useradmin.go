@@ -2,6 +2,7 @@ package engine
 
 import (
 	"encoding/binary"
+	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -136,4 +137,58 @@ func (e *Engine) Suspended(user uint64) bool {
 	defer e.idx.mu.RUnlock()
 	u := e.idx.users[user]
 	return u != nil && u.seen.suspended
+}
+
+// deleteUser deletes an account. What goes: the username (free for anyone
+// to register again), the password, every device (tokens refused,
+// connections closed, push targets removed), the user's groups (they
+// leave each, as group.leave does), their block list, last_seen and
+// settings. What stays: the user id, and the messages they sent, in 1:1s
+// and groups alike, with their text, shown as from a deleted account (a
+// message that must go is deleted with msg.delete); their 1:1s (the other
+// member keeps the conversation). Files they uploaded that no message
+// carries are collected after the grace period.
+func (t *txn) deleteUser(c *Command) *Result {
+	if !t.userExists(c.User) {
+		return failure(ErrCodeNotFound, "no such user")
+	}
+	rec := t.seenOf(c.User)
+	if rec.deleted {
+		r := t.ok(0, 0)
+		r.User = c.User
+		return r
+	}
+	var u User
+	k := key1(prefixUser, c.User)
+	v, ok := t.get(nil, k)
+	if !ok || !decodeUserRecord(c.User, v, &u) {
+		return failure(ErrCodeNotFound, "no such user") // registered in this entry
+	}
+	t.deleted[c.User] = u.Username
+	u.Username, u.PasswordHash = "", nil
+	t.set(k, appendUserRecord(t.vbuf[:0], &u))
+	for _, d := range t.devicesOf(c.User) {
+		t.revoke(c.User, d)
+	}
+	if ue := t.ix.users[c.User]; ue != nil {
+		for conv, ms := range ue.convs {
+			if ms.gone || ms.conv.kind != KindGroup {
+				continue
+			}
+			if w := t.conv(conv); w != nil && w.c.isMember(c.User) {
+				t.leaveGroup(w, c.User)
+			}
+		}
+		for peer := range ue.blocked {
+			t.blocks[[2]uint64{c.User, peer}] = false
+			t.blockDelta[c.User]--
+			if err := t.b.Delete(key2(prefixBlock, c.User, peer), nil); err != nil {
+				panic(fmt.Sprintf("engine: batch delete: %v", err))
+			}
+		}
+	}
+	t.putSeen(c.User, seenRecord{hide: true, deleted: true})
+	r := t.ok(0, 0)
+	r.User = c.User
+	return r
 }

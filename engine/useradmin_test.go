@@ -71,3 +71,48 @@ func TestUserAdministration(t *testing.T) {
 	}
 	w.reopen()
 }
+
+func TestDeleteUser(t *testing.T) {
+	w := newPushWorld(t) // alice 1 (devices 1, 2), bob 2 (device 3), their 1:1
+	w.ok(&Command{Op: OpRegister, Username: "carol", PasswordHash: []byte("h")})
+	g := w.ok(&Command{Op: OpCreateGroup, User: 1, Name: "g", Members: []uint64{2, 3}}).Conv
+	m := w.ok(&Command{Op: OpSend, User: 1, Device: 1, Conv: g, ClientMsgID: "m", Body: "kept"})
+	w.ok(&Command{Op: OpBlock, User: 1, Peer: 3})
+	w.ok(&Command{Op: OpPushSet, User: 1, Device: 1, PushProvider: PushFCM, PushToken: "t"})
+
+	w.ok(&Command{Op: OpDeleteUser, User: 1, Audit: "ops"})
+	if _, ok := w.e.UserByName("alice"); ok {
+		t.Fatal("the name of a deleted account still finds it")
+	}
+	u, ok := w.e.User(1)
+	if !ok || !u.Deleted || u.Username != "" || len(u.PasswordHash) != 0 {
+		t.Fatalf("deleted account: %+v", u)
+	}
+	if w.e.DeviceActive(1, 1) || w.e.DeviceActive(1, 2) {
+		t.Fatal("devices of a deleted account")
+	}
+	if targets, _ := w.e.PushTargets(1); len(targets) != 0 {
+		t.Fatalf("push targets of a deleted account: %+v", targets)
+	}
+	if w.e.IsMember(g, 1) || !w.e.IsMember(w.dm, 1) {
+		t.Fatal("a deleted account leaves its groups, and keeps its 1:1s")
+	}
+	if info, _ := w.e.Conversation(g); len(info.Members) != 2 || !info.Members[0].Admin {
+		t.Fatalf("the group after its admin's account was deleted: %+v", info.Members)
+	}
+	if w.e.IsBlocking(1, 3) {
+		t.Fatal("a deleted account's blocks")
+	}
+	evs, _, code := w.e.History(2, g, 0, After, 10, Budget{})
+	if code != ErrCodeNone || evs[m.Seq-1].Body != "kept" || evs[m.Seq-1].From != 1 {
+		t.Fatalf("history: %+v %s", evs, code)
+	}
+	w.ok(&Command{Op: OpDeleteUser, User: 1, Audit: "ops"}) // again: nothing more
+	w.fails(&Command{Op: OpDeleteUser, User: 99, Audit: "ops"}, ErrCodeNotFound)
+	w.reopen()
+	again := w.ok(&Command{Op: OpRegister, Username: "alice", PasswordHash: []byte("h2")})
+	if again.User == 1 {
+		t.Fatal("a new alice got the deleted account's id")
+	}
+	w.reopen()
+}

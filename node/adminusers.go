@@ -24,6 +24,11 @@ func (n *Node) adminUserRoutes(mux *http.ServeMux) {
 	mux.HandleFunc("POST /v1/admin/users/{user}/suspend", n.adminOnly(n.handleAdminSuspend(true)))
 	mux.HandleFunc("POST /v1/admin/users/{user}/unsuspend", n.adminOnly(n.handleAdminSuspend(false)))
 	mux.HandleFunc("POST /v1/admin/users/{user}/password", n.adminOnly(n.handleAdminPassword))
+	mux.HandleFunc("POST /v1/admin/users/{user}/delete", n.adminOnly(func(w http.ResponseWriter, r *http.Request) {
+		if u, ok := n.adminUser(w, r); ok {
+			n.adminPropose(w, r, &engine.Command{Op: engine.OpDeleteUser, User: u.ID})
+		}
+	}))
 	mux.HandleFunc("POST /v1/admin/users/{user}/devices/{device}/revoke", n.adminOnly(n.handleAdminRevoke))
 	mux.HandleFunc("GET /v1/admin/audit", n.adminOnly(n.handleAdminAudit))
 }
@@ -67,7 +72,7 @@ func (n *Node) handleAdminUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := wire.AdminUser{ID: u.ID, Username: u.Username, CreatedAt: u.CreatedAt, LastSeen: u.LastSeen,
-		Suspended: n.engine.Suspended(u.ID)}
+		Suspended: n.engine.Suspended(u.ID), Deleted: u.Deleted}
 	var after uint64
 	for {
 		devs, more, code := n.engine.Devices(u.ID, after, engine.MaxDevicesLimit)

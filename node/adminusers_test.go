@@ -10,6 +10,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"parley/client"
+	"parley/node"
 	"parley/wire"
 )
 
@@ -97,6 +98,23 @@ func TestAdminUsers(t *testing.T) {
 		t.Fatalf("a revoked device: %d", st)
 	}
 
+	// Deleting bob: his name is free, his login is gone, others see a
+	// deleted account.
+	c3, _ := dialConn(t, n, newTokAgain(t, n))
+	if err := admin.DeleteUser(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	rep := c3.do(t, map[string]any{"t": "user.get", "user": bob.user})
+	if rep.UserInfo == nil || !rep.UserInfo.Deleted || rep.UserInfo.Username != "" {
+		t.Fatalf("user.get of a deleted account: %+v", rep.UserInfo)
+	}
+	if st, _ := httpJSON(t, n.HTTPURL()+"/v1/login", `{"username":"bob","password":"`+bob.password+`"}`); st != 401 {
+		t.Fatalf("login to a deleted account: %d", st)
+	}
+	if again := register(t, n, "bob"); again.user == bob.user {
+		t.Fatal("the name did not get a new account")
+	}
+
 	page, err := admin.Audit(ctx, "", 0)
 	if err != nil {
 		t.Fatal(err)
@@ -104,11 +122,11 @@ func TestAdminUsers(t *testing.T) {
 	var got []string
 	for _, e := range page.Entries {
 		got = append(got, e.Action+":"+strconv.FormatBool(e.Suspended))
-		if !strings.HasPrefix(e.Who, "carol@127.0.0.1:") || e.User != alice.user || e.Ts == 0 {
+		if !strings.HasPrefix(e.Who, "carol@127.0.0.1:") || (e.User != alice.user && e.Action != "delete_user") || e.Ts == 0 {
 			t.Fatalf("entry %+v", e)
 		}
 	}
-	want := "suspend:true suspend:false reset_password:false revoke_device:false"
+	want := "suspend:true suspend:false reset_password:false revoke_device:false delete_user:false"
 	if strings.Join(got, " ") != want {
 		t.Fatalf("audit %v, want %s", got, want)
 	}
@@ -117,7 +135,14 @@ func TestAdminUsers(t *testing.T) {
 		t.Fatalf("first page: %+v %v", first, err)
 	}
 	rest, err := admin.Audit(ctx, first.Next, 0)
-	if err != nil || len(rest.Entries) != 2 || rest.More || rest.Entries[0].Action != "reset_password" {
+	if err != nil || len(rest.Entries) != 3 || rest.More || rest.Entries[0].Action != "reset_password" {
 		t.Fatalf("next page: %+v %v", rest, err)
 	}
+}
+
+// newTokAgain logs alice in with her new password on a fresh device.
+func newTokAgain(t *testing.T, n *node.Node) string {
+	t.Helper()
+	u, _ := adminOf(n, testAdminToken).User(ctxT(t), "alice")
+	return login(t, n, account{user: u.ID, name: "alice", password: "a-new-password"}, "desk")
 }

@@ -186,7 +186,7 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 		if !found {
 			return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotFound, "no such user"))
 		}
-		ok.UserInfo = &wire.UserInfo{ID: u.ID, Username: u.Username}
+		ok.UserInfo = &wire.UserInfo{ID: u.ID, Username: u.Username, Deleted: u.Deleted}
 		if !u.HideLastSeen || u.ID == s.user {
 			// Never less than a presence frame from this node said.
 			ok.UserInfo.LastSeen = n.presence.seenAtLeast(u.ID, u.LastSeen)

@@ -7,6 +7,7 @@ type AdminUser struct {
 	CreatedAt int64         `json:"created_at"`
 	LastSeen  int64         `json:"last_seen,omitempty"`
 	Suspended bool          `json:"suspended"`
+	Deleted   bool          `json:"deleted,omitempty"`
 	Devices   []AdminDevice `json:"devices"`
 }
 

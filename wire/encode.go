@@ -311,7 +311,7 @@ func appendConvSync(b []byte, c *ConvSync) []byte {
 }
 
 func appendUserInfo(b []byte, u *UserInfo) []byte {
-	b = appendMapLen(b, 2+count(u.LastSeen != 0)+count(u.HideLastSeen)+count(u.GroupAdd != "")+count(u.Preview)+count(u.DND))
+	b = appendMapLen(b, 2+count(u.LastSeen != 0)+count(u.HideLastSeen)+count(u.GroupAdd != "")+count(u.Preview)+count(u.DND)+count(u.Deleted))
 	b = appendU64(appendStr(b, "id"), u.ID)
 	b = appendStr(appendStr(b, "username"), u.Username)
 	if u.LastSeen != 0 {
@@ -328,6 +328,9 @@ func appendUserInfo(b []byte, u *UserInfo) []byte {
 	}
 	if u.DND {
 		b = appendBool(appendStr(b, "dnd"), true)
+	}
+	if u.Deleted {
+		b = appendBool(appendStr(b, "deleted"), true)
 	}
 	return b
 }

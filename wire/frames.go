@@ -337,4 +337,6 @@ type UserInfo struct {
 	GroupAdd     string `msgpack:"group_add,omitempty"`
 	Preview      bool   `msgpack:"preview,omitempty"`
 	DND          bool   `msgpack:"dnd,omitempty"`
+	// Deleted: the account was deleted by an operator (username "").
+	Deleted bool `msgpack:"deleted,omitempty"`
 }

@@ -59,7 +59,7 @@ func newRoot() *cobra.Command {
 	backups.AddCommand(backupSaveCmd(g), backupVerifyCmd(g), backupRestoreCmd(g))
 	root.AddCommand(backups)
 	users := &cobra.Command{Use: "user", Short: "Administer user accounts (each change is in the audit log)"}
-	users.AddCommand(userGetCmd(g), userSuspendCmd(g, true), userSuspendCmd(g, false), userPasswordCmd(g), userRevokeCmd(g))
+	users.AddCommand(userGetCmd(g), userSuspendCmd(g, true), userSuspendCmd(g, false), userPasswordCmd(g), userRevokeCmd(g), userDeleteCmd(g))
 	root.AddCommand(users, auditCmd(g))
 	return root
 }

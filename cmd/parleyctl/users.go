@@ -158,3 +158,20 @@ func msTime(ms int64) string {
 	}
 	return time.UnixMilli(ms).UTC().Format(time.RFC3339)
 }
+
+func userDeleteCmd(g *globals) *cobra.Command {
+	var yes bool
+	c := &cobra.Command{
+		Use:   "delete USER",
+		Short: "Delete an account: name freed, devices revoked, groups left; its messages stay, from a deleted account",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !yes {
+				return errors.New("deleting an account cannot be undone: add --yes")
+			}
+			return g.run(cmd, func(ctx context.Context, a *client.Admin) (any, error) { return nil, a.DeleteUser(ctx, args[0]) })
+		},
+	}
+	c.Flags().BoolVar(&yes, "yes", false, "really delete the account")
+	return c
+}
