@@ -313,6 +313,7 @@ async function enter(s: Session): Promise<void> {
     if (current === rc.conv) renderMessages();
   });
   c.on("auth", ({ reason }) => {
+    if (client !== c) return; // logging out already
     void logout(false, reason === "unauthorized" ? "Your session ended: log in again." : `Logged out: ${reason}.`);
   });
   await c.start();
@@ -744,6 +745,7 @@ function renderMessages(stick = false, force = false): void {
     li.className = mine ? "msg mine" : "msg";
     if (m.seq) li.dataset.seq = String(m.seq);
     if (m.cmid) li.dataset.cmid = m.cmid;
+    li.dataset.from = String(m.from);
     if (!mine && conv.info.kind === "group") {
       const from = document.createElement("span");
       from.className = "from";
@@ -787,18 +789,23 @@ function renderMessages(stick = false, force = false): void {
     li.append(body, meta);
     return li;
   });
-  $("msg-list").replaceChildren(...items);
+  reconcile($("msg-list"), items);
   if (stick && atBottom) box.scrollTop = box.scrollHeight;
   if (document.visibilityState === "visible") markReadNow();
 }
 
 const blobs = new Map<string, Promise<string>>(); // media id (+thumb) -> object URL
+const blobsDone = new Map<string, string>(); // the same, once loaded
 
 function blobURL(id: string, thumb: boolean): Promise<string> {
   const k = id + (thumb ? "/thumb" : "");
   let p = blobs.get(k);
   if (!p) {
-    p = downloadMedia(location.origin, session!.token, id, { thumb, minIdx: client?.minIdx }).then((b) => URL.createObjectURL(b));
+    p = downloadMedia(location.origin, session!.token, id, { thumb, minIdx: client?.minIdx }).then((b) => {
+      const u = URL.createObjectURL(b);
+      blobsDone.set(k, u);
+      return u;
+    });
     p.catch(() => blobs.delete(k));
     blobs.set(k, p);
   }
@@ -816,7 +823,9 @@ function renderAttachment(a: Attachment): HTMLElement {
   if (a.thumb || a.mime?.startsWith("image/")) {
     const img = document.createElement("img");
     img.alt = name;
-    void blobURL(a.id, !!a.thumb).then((u) => (img.src = u), () => (img.alt = `${name} (not available)`));
+    const ready = blobsDone.get(a.id + (a.thumb ? "/thumb" : ""));
+    if (ready) img.src = ready;
+    else void blobURL(a.id, !!a.thumb).then((u) => (img.src = u), () => (img.alt = `${name} (not available)`));
     span.append(img);
   }
   const b = document.createElement("button");
@@ -856,6 +865,36 @@ async function attach(file: File): Promise<void> {
   } finally {
     box.hidden = true;
   }
+}
+
+/**
+ * Puts items into list, keeping every element already there whose content
+ * is unchanged (same key and same markup): a screen reader announces only
+ * what is new in the log, and focus stays where it was.
+ */
+function reconcile(list: HTMLElement, items: HTMLElement[]): void {
+  const old = new Map<string, HTMLElement>();
+  for (const el of Array.from(list.children) as HTMLElement[]) old.set(keyOf(el), el);
+  let prev: Element | null = null;
+  for (const item of items) {
+    const k = keyOf(item);
+    const have = old.get(k);
+    let el: HTMLElement = item;
+    if (have && have.outerHTML === item.outerHTML) {
+      el = have; // unchanged (its listeners are the same closures' equivalents)
+      old.delete(k);
+    }
+    const want: Element | null = prev ? prev.nextElementSibling : list.firstElementChild;
+    if (want !== el) list.insertBefore(el, want);
+    prev = el;
+  }
+  for (const el of old.values()) if (el.parentElement === list && !items.includes(el)) el.remove();
+  while (prev && prev.nextElementSibling) prev.nextElementSibling.remove();
+}
+
+function keyOf(el: HTMLElement): string {
+  // A message keeps its key from pending to acked: its sender and cmid.
+  return el.dataset.cmid ? `c${el.dataset.from}:${el.dataset.cmid}` : el.dataset.seq ? "s" + el.dataset.seq : "t" + el.textContent;
 }
 
 function renderTyping(): void {

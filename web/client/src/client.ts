@@ -314,6 +314,13 @@ export class Client extends Emitter<ClientEvents> {
   private async run(): Promise<void> {
     let failedThisRound = 0;
     while (!this.closed) {
+      if ((globalThis as { navigator?: { onLine?: boolean } }).navigator?.onLine === false) {
+        // The browser knows it has no network: wait for its online event
+        // (reconnectNow), checking again now and then.
+        this.emit("state", { state: "offline", retryInMs: this.o.reconnectMaxMs });
+        await this.pause(this.o.reconnectMaxMs);
+        continue;
+      }
       const now = Date.now();
       const n = this.o.urls.length;
       let url: string | undefined;
