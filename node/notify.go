@@ -57,9 +57,8 @@ type notifier struct {
 	reported  uint64               // the progress last submitted
 	paused    map[string]time.Time // provider -> no sends before (its Retry-After)
 
-	wake   chan struct{}
-	queue  chan *delivery
-	timers sync.WaitGroup
+	wake  chan struct{}
+	queue chan *delivery
 
 	sent, failed, gone *prometheus.CounterVec
 	dropped            *prometheus.CounterVec
@@ -158,7 +157,9 @@ func (nt *notifier) run(stop <-chan struct{}) {
 		tick.Stop()
 		nt.stepDown()
 		workers.Wait()
-		nt.timers.Wait()
+		// Retries still waiting on their timers find the leadership over
+		// (stepDown) and are dropped when they fire: Close does not wait
+		// up to a minute of backoff for them.
 	}()
 	for {
 		select {
@@ -413,11 +414,7 @@ func (nt *notifier) retry(d *delivery, delay time.Duration) {
 		nt.done(d)
 		return
 	}
-	nt.timers.Add(1)
-	time.AfterFunc(delay, func() {
-		defer nt.timers.Done()
-		nt.enqueue(d)
-	})
+	time.AfterFunc(delay, func() { nt.enqueue(d) })
 }
 
 // done marks d handled; the progress moves past its message once all of
