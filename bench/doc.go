@@ -91,14 +91,15 @@
 //
 // # Files
 //
-// The core: run.go (the coordinator and its
-// phases), worker.go (the worker processes and their protocol),
-// scenario.go (Scenario, Load, the registry), shard.go (splitting clients
-// over workers), accounts.go, dial.go (SDK clients) and bare.go (bare
-// connections), send.go (schedules, stamped bodies, sends with retries,
-// the drain), slow.go (slow consumers), histogram.go and timeline.go
-// (latencies), metrics.go and sampler.go (the nodes' /metrics), result.go,
-// report.go, chart.go and suite.go (what a run produces), progress.go.
+// The core: run.go (the coordinator and its phases), worker.go (the
+// worker processes and their protocol), scenario.go (Scenario, Load, the
+// registry, defaults and validation), shard.go (splitting clients over
+// workers), accounts.go, dial.go (SDK clients) and bare.go (bare
+// connections), send.go (schedules and activities, stamped bodies, sends
+// with retries, the drain), slow.go (slow consumers), histogram.go and
+// timeline.go (latencies), metrics.go and sampler.go (the nodes'
+// /metrics), result.go, report.go, chart.go and suite.go (what a run
+// produces), progress.go.
 //
 // One file per scenario on it: abuse.go, connect.go, direct.go, group.go,
 // idle.go, mixed.go, reconnect.go, storm.go.

@@ -351,7 +351,7 @@ type mixedUser struct {
 	idx   int // global index
 	convs []*mixedConv
 
-	busy        atomic.Bool
+	busy
 	c           atomic.Pointer[client.Client]
 	readerDone  chan struct{}
 	connectedAt atomic.Int64 // Unix ns at which the current connection was up
@@ -612,31 +612,8 @@ func (l *mixedLoad) Run(ctx context.Context, start, until time.Time, _ *Live) er
 	}
 	l.start = start
 	n := float64(len(l.users))
-	var schedulers sync.WaitGroup
-	for _, load := range []struct {
-		perMinute float64
-		act       func(context.Context, *mixedUser)
-	}{{l.cfg.Rate * n, l.chat}, {l.cfg.Reconnect * n, l.reconnect}} {
-		if load.perMinute <= 0 {
-			continue
-		}
-		interval := time.Duration(float64(time.Minute) / load.perMinute)
-		first := start.Add(rand.N(interval)) // workers do not act in lockstep
-		schedulers.Go(func() {
-			every(ctx, first, until, interval, func() {
-				u := l.claim()
-				if u == nil {
-					l.counts.add(cntSkipped, 1)
-					return
-				}
-				l.actions.Go(func() {
-					defer u.busy.Store(false)
-					load.act(ctx, u)
-				})
-			})
-		})
-	}
-	schedulers.Wait()
+	runActivities(ctx, start, until, &l.actions, &l.counts, l.claim,
+		activity[*mixedUser]{l.cfg.Rate * n, l.chat}, activity[*mixedUser]{l.cfg.Reconnect * n, l.reconnect})
 	l.actions.Wait() // the last messages acked, the last users back
 	l.end = time.Now()
 	if ctx.Err() != nil {
@@ -669,19 +646,9 @@ func (l *mixedLoad) drained() bool {
 }
 
 // claim picks a random connected user with a conversation that is doing
-// nothing and marks it busy; nil when a few picks found none.
-func (l *mixedLoad) claim() *mixedUser {
-	for range mixedClaimTries {
-		u := l.users[rand.N(len(l.users))]
-		if len(u.convs) == 0 || !u.busy.CompareAndSwap(false, true) {
-			continue
-		}
-		if u.c.Load() != nil {
-			return u
-		}
-		u.busy.Store(false) // its reconnect failed
-	}
-	return nil
+// nothing and marks it busy; false when a few picks found none.
+func (l *mixedLoad) claim() (*mixedUser, bool) {
+	return claimIdle(l.users, mixedClaimTries, func(u *mixedUser) bool { return len(u.convs) > 0 && u.c.Load() != nil })
 }
 
 // chat is one message of u: type, send, stop typing.

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"parley/client"
@@ -113,6 +114,76 @@ func every(ctx context.Context, first, until time.Time, interval time.Duration, 
 		}
 		fire()
 	}
+}
+
+// Storm and mixed load their users with activities (flaps and typing;
+// messages and reconnects), each perMinute times a minute over a worker's
+// users, each time by a random user who is connected and doing nothing
+// else: a user does one thing at a time (busy).
+
+// activity is one kind of thing the users do.
+type activity[U any] struct {
+	perMinute float64 // over the worker's users
+	act       func(context.Context, U)
+}
+
+// busy makes a user do one thing at a time.
+type busy struct{ flag atomic.Bool }
+
+func (b *busy) tryClaim() bool { return b.flag.CompareAndSwap(false, true) }
+func (b *busy) release()       { b.flag.Store(false) }
+
+type actor interface {
+	tryClaim() bool
+	release()
+}
+
+// claimIdle tries up to tries random users and claims the first that is
+// not busy and is ready; false when none of them was.
+func claimIdle[U actor](users []U, tries int, ready func(U) bool) (U, bool) {
+	for range tries {
+		u := users[rand.N(len(users))]
+		if !u.tryClaim() {
+			continue
+		}
+		if ready(u) {
+			return u, true
+		}
+		u.release() // not connected: its reconnect failed
+	}
+	var none U
+	return none, false
+}
+
+// runActivities runs each activity's schedule (every, from a random phase
+// so that workers do not act in lockstep) from start until until. Each
+// firing claims a user (none: counted in counters as cntSkipped) and acts
+// on a goroutine of acts, which then releases the user. It returns when
+// the schedules have ended; acts holds the actions still running.
+func runActivities[U actor](ctx context.Context, start, until time.Time, acts *sync.WaitGroup, counters *counterSet,
+	claim func() (U, bool), activities ...activity[U]) {
+	var schedulers sync.WaitGroup
+	for _, a := range activities {
+		if a.perMinute <= 0 {
+			continue
+		}
+		interval := time.Duration(float64(time.Minute) / a.perMinute)
+		first := start.Add(rand.N(interval))
+		schedulers.Go(func() {
+			every(ctx, first, until, interval, func() {
+				u, ok := claim()
+				if !ok {
+					counters.add(cntSkipped, 1)
+					return
+				}
+				acts.Go(func() {
+					defer u.release()
+					a.act(ctx, u)
+				})
+			})
+		})
+	}
+	schedulers.Wait()
 }
 
 // stampBody is the send stamp (Unix nanoseconds), a space, and filler up

@@ -324,8 +324,8 @@ type stormUser struct {
 	watch []uint64 // user ids
 	convs []uint64 // the circle's group, then the 1:1s with the next and the previous member
 
-	busy atomic.Bool
-	c    *client.Client
+	busy
+	c *client.Client
 
 	// The user's latest flap transition and typing start, read by the
 	// readers of the other users' clients to time what they receive.
@@ -481,32 +481,8 @@ func (l *stormLoad) Run(ctx context.Context, start, until time.Time, _ *Live) er
 	}
 	l.start = start
 	n := float64(len(l.users))
-	var schedulers sync.WaitGroup
-	for _, load := range []struct {
-		perMinute float64
-		act       func(context.Context, *stormUser)
-	}{{l.cfg.Flap * n, l.flap}, {l.cfg.Typing * n, l.typeBurst}} {
-		if load.perMinute <= 0 {
-			continue
-		}
-		interval := time.Duration(float64(time.Minute) / load.perMinute)
-		// A random phase, so that workers do not act in lockstep.
-		first := start.Add(rand.N(interval))
-		schedulers.Go(func() {
-			every(ctx, first, until, interval, func() {
-				u := l.claim()
-				if u == nil {
-					l.counters.add(cntSkipped, 1)
-					return
-				}
-				l.actions.Go(func() {
-					defer u.busy.Store(false)
-					load.act(ctx, u)
-				})
-			})
-		})
-	}
-	schedulers.Wait()
+	runActivities(ctx, start, until, &l.actions, &l.counters, l.claim,
+		activity[*stormUser]{l.cfg.Flap * n, l.flap}, activity[*stormUser]{l.cfg.Typing * n, l.typeBurst})
 	l.actions.Wait() // the last flappers are back, the last typists stopped
 	for _, u := range l.users {
 		if u.c == nil || !u.c.State().Connected {
@@ -518,19 +494,9 @@ func (l *stormLoad) Run(ctx context.Context, start, until time.Time, _ *Live) er
 }
 
 // claim picks a random connected user that is doing nothing and marks it
-// busy; nil when a few picks found none.
-func (l *stormLoad) claim() *stormUser {
-	for range stormClaimTries {
-		u := l.users[rand.N(len(l.users))]
-		if !u.busy.CompareAndSwap(false, true) {
-			continue
-		}
-		if u.c != nil {
-			return u
-		}
-		u.busy.Store(false) // its reconnect failed
-	}
-	return nil
+// busy; false when a few picks found none.
+func (l *stormLoad) claim() (*stormUser, bool) {
+	return claimIdle(l.users, stormClaimTries, func(u *stormUser) bool { return u.c != nil })
 }
 
 // flap disconnects u, keeps it away for Offline and brings it back.
