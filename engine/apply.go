@@ -376,6 +376,9 @@ func (t *txn) ok(conv, seq uint64) *Result {
 func (t *txn) applyOne(raw []byte) *Result {
 	c := &t.cmd
 	if err := DecodeCommand(raw, c); err != nil {
+		if errors.Is(err, ErrNewerCommand) {
+			t.e.newerCommand(t.index, err)
+		}
 		return failure(ErrCodeInvalid, err.Error())
 	}
 	switch c.Op {

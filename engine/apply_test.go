@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -131,5 +132,40 @@ func TestApplyResultsAreValues(t *testing.T) {
 	}
 	if e.Apply(5, 0, nil) != nil || e.Apply(4, 0, nil) != nil {
 		t.Fatal("an applied entry was applied again")
+	}
+}
+
+// TestNewerCommandStopsApply: a committed command of a newer build (a
+// later version byte, or an op this build does not know) is not refused
+// as a bad one, which the newer replicas would apply: Apply calls the
+// incompatible handler before writing anything of the entry, and panics
+// if the handler returns.
+func TestNewerCommandStopsApply(t *testing.T) {
+	for name, raw := range map[string][]byte{
+		"version": {commandVersion + 1, 0x80},
+		"op":      {commandVersion, 0x81, 0xa2, 'o', 'p', 0xcc, byte(opCount)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e := openEngine(t, t.TempDir())
+			defer e.Close()
+			var got uint64
+			e.SetIncompatible(func(index uint64, err error) {
+				if !errors.Is(err, ErrNewerCommand) {
+					t.Errorf("handler got %v", err)
+				}
+				got = index
+			})
+			func() {
+				defer func() {
+					if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "upgrade this node") {
+						t.Errorf("Apply went on: %v", r)
+					}
+				}()
+				e.Apply(3, 0, [][]byte{mustEncode(t, &Command{Op: OpRegister, Username: "alice", PasswordHash: []byte("h")})[0], raw})
+			}()
+			if got != 3 {
+				t.Fatalf("handler called for entry %d, want 3", got)
+			}
+		})
 	}
 }

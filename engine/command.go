@@ -188,6 +188,14 @@ const (
 // ErrBadCommand is returned (wrapped) by DecodeCommand for malformed input.
 var ErrBadCommand = errors.New("engine: bad command")
 
+// ErrNewerCommand is returned (wrapped) by DecodeCommand for a command of
+// a newer build: a later version byte, or an op this build does not know.
+// Unlike a malformed command, which every replica of a version refuses
+// alike, it would be applied by the newer replicas and refused by this
+// one: applying around it would fork the state, so Apply stops instead
+// (Engine.SetIncompatible).
+var ErrNewerCommand = errors.New("engine: command of a newer version")
+
 // EncodeCommand encodes c for a Raft entry: a version byte, then a msgpack
 // map holding the fields that are not zero.
 //
@@ -366,7 +374,10 @@ func DecodeCommand(b []byte, c *Command) error {
 	if len(b) == 0 {
 		return fmt.Errorf("%w: empty", ErrBadCommand)
 	}
-	if b[0] != commandVersion {
+	switch {
+	case b[0] > commandVersion:
+		return fmt.Errorf("%w: %w: command version %d, this build reads %d", ErrBadCommand, ErrNewerCommand, b[0], commandVersion)
+	case b[0] != commandVersion:
 		return fmt.Errorf("%w: unknown version %d", ErrBadCommand, b[0])
 	}
 	r := bytes.NewReader(b[1:])
@@ -379,6 +390,9 @@ func DecodeCommand(b []byte, c *Command) error {
 	}
 	if r.Len() != 0 {
 		return fmt.Errorf("%w: %d trailing bytes", ErrBadCommand, r.Len())
+	}
+	if c.Op >= opCount {
+		return fmt.Errorf("%w: %w: op %d, this build knows ops below %d", ErrBadCommand, ErrNewerCommand, c.Op, opCount)
 	}
 	return nil
 }

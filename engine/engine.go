@@ -112,9 +112,10 @@ type Engine struct {
 	fs    vfs.FS // nil: the real file system; else a test's (see openFS)
 
 	applyMu         sync.Mutex
-	txn             txn       // Apply's scratch; guarded by applyMu
-	pub             Publisher // guarded by applyMu
-	maxGroupMembers int       // MaxGroupMembers; lowered by tests
+	txn             txn                           // Apply's scratch; guarded by applyMu
+	pub             Publisher                     // guarded by applyMu
+	incompatible    func(index uint64, err error) // guarded by applyMu; SetIncompatible
+	maxGroupMembers int                           // MaxGroupMembers; lowered by tests
 
 	stateMu sync.RWMutex
 	db      *pebble.DB // nil once closed
@@ -219,6 +220,24 @@ func cleanDirs(dir string) error {
 		}
 	}
 	return nil
+}
+
+// SetIncompatible sets what Apply calls when a committed entry holds a
+// command of a newer build (ErrNewerCommand): f must stop the process (it
+// is called with the apply lock held, before anything of the entry is
+// written), so that the replica restarts, upgraded, and applies the entry
+// then. Without f, or if f returns, Apply panics with the same message.
+func (e *Engine) SetIncompatible(f func(index uint64, err error)) {
+	e.applyMu.Lock()
+	defer e.applyMu.Unlock()
+	e.incompatible = f
+}
+
+func (e *Engine) newerCommand(index uint64, err error) {
+	if e.incompatible != nil {
+		e.incompatible(index, err)
+	}
+	panic(fmt.Sprintf("engine: entry %d holds a command this build cannot read (%v): upgrade this node", index, err))
 }
 
 // SetPublisher sets the receiver of applied events (nil: none).

@@ -174,6 +174,12 @@ type Config struct {
 	// (beyond, the newest are dropped); a delivery that keeps failing is
 	// dropped PushMaxAge after its message (also the providers' TTL); the
 	// leader reports its progress every PushProgressEvery.
+	// OnNewerVersion is called when the replicated log holds what only a
+	// newer build can read (an entry format, a command version or an
+	// operation): nil logs one line saying so and exits with
+	// ExitNewerVersion; tests replace it.
+	OnNewerVersion func(index uint64, err error)
+
 	Push              push.Config
 	PushSender        push.Sender
 	PushWorkers       int

@@ -158,6 +158,11 @@ func Open(cfg Config) (_ *Node, err error) {
 	}
 	n.fanout = startFanout(n.deliver)
 	n.engine.SetPublisher(n)
+	onNewer := cfg.OnNewerVersion
+	if onNewer == nil {
+		onNewer = n.stopForNewerVersion
+	}
+	n.engine.SetIncompatible(onNewer)
 	n.applied.applied = n.engine.AppliedIndex
 	if n.raft, err = raftlog.Open(raftlog.Config{
 		ID:            cfg.NodeID,
@@ -170,6 +175,7 @@ func Open(cfg Config) (_ *Node, err error) {
 		ClusterKey:    clusterKey,
 		Storage:       n.storage.current(),
 
+		OnNewerEntry:      onNewer,
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		TrailingLogs:      cfg.TrailingLogs,
 	}, stateMachine{n.engine, &n.applied}); err != nil {
@@ -330,3 +336,19 @@ func (s stateMachine) Snapshot() (raftlog.Snapshot, error) { return s.Engine.Sna
 
 // Snapshot makes Raft snapshot the state now and truncate its log.
 func (n *Node) Snapshot() error { return n.raft.Snapshot() }
+
+// ExitNewerVersion is the exit status of a node that met, in the
+// replicated log, what only a newer build reads: 76 is EX_PROTOCOL of
+// sysexits.h.
+const ExitNewerVersion = 76
+
+// stopForNewerVersion stops the process with one clear line: a replica
+// that applied around an entry it cannot read would diverge from those
+// that can. Restarted on a build that reads it, the node applies the
+// entry then (its state was not changed by it).
+func (n *Node) stopForNewerVersion(index uint64, err error) {
+	n.log.Error("this node cannot read the replicated log at this entry: a newer version of Parley wrote it. "+
+		"It stops rather than diverge: upgrade this node to the version the others run, then start it again (docs/OPERATIONS.md, Upgrades)",
+		"index", index, "err", err)
+	os.Exit(ExitNewerVersion)
+}

@@ -115,6 +115,12 @@ type Config struct {
 	// node's owner changes it with Node.SetStorage. Zero: StorageOK.
 	Storage StorageState
 
+	// OnNewerEntry is called when a committed entry was written by a newer
+	// build (ErrNewerEntry): it must stop the process, so that the node
+	// restarts upgraded and applies the entry then. Nil, or if it returns:
+	// a panic with the same message.
+	OnNewerEntry func(index uint64, err error)
+
 	// Logger receives raft's and Pebble's messages. When nil, a logger at
 	// LogLevel writing to LogOutput (default os.Stderr) is made.
 	Logger    hclog.Logger

@@ -53,6 +53,10 @@ type Entry struct {
 // ErrCorruptEntry is returned (wrapped) by DecodeEntry for malformed input.
 var ErrCorruptEntry = errors.New("raftlog: corrupt entry")
 
+// ErrNewerEntry is returned (wrapped, with ErrCorruptEntry) by DecodeEntry
+// for an entry of a later format than EntryVersion: a newer build wrote it.
+var ErrNewerEntry = errors.New("raftlog: entry of a newer format")
+
 // EntrySize is the exact encoded size of an entry holding cmds with tags.
 func EntrySize(cmds [][]byte, tags []Tag) int {
 	n := entryFixedHeader + uvarintLen(uint64(len(cmds)))
@@ -105,6 +109,9 @@ func DecodeEntry(data []byte) (Entry, error) {
 		return Entry{}, fmt.Errorf("%w: %d bytes is shorter than the header", ErrCorruptEntry, len(data))
 	}
 	version := data[0]
+	if version > EntryVersion {
+		return Entry{}, fmt.Errorf("%w: %w: version %d, this build reads up to %d", ErrCorruptEntry, ErrNewerEntry, version, EntryVersion)
+	}
 	if version != EntryVersion && version != entryVersion1 {
 		return Entry{}, fmt.Errorf("%w: unknown version %d", ErrCorruptEntry, version)
 	}

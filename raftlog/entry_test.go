@@ -175,3 +175,16 @@ func BenchmarkEntryCodec(b *testing.B) {
 		}
 	}
 }
+
+// TestDecodeEntryNewerVersion: an entry of a later format is told apart
+// from a corrupt one, so the node stops for an upgrade instead.
+func TestDecodeEntryNewerVersion(t *testing.T) {
+	good := AppendEntry(nil, 7, [][]byte{[]byte("x")}, []Tag{{}})
+	newer := append([]byte{EntryVersion + 1}, good[1:]...)
+	if _, err := DecodeEntry(newer); !errors.Is(err, ErrNewerEntry) || !errors.Is(err, ErrCorruptEntry) {
+		t.Fatalf("newer entry: %v", err)
+	}
+	if _, err := DecodeEntry(append([]byte{0}, good[1:]...)); errors.Is(err, ErrNewerEntry) || !errors.Is(err, ErrCorruptEntry) {
+		t.Fatalf("version 0: %v", err)
+	}
+}

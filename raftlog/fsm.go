@@ -1,6 +1,7 @@
 package raftlog
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -70,6 +71,7 @@ type fsmAdapter struct {
 	stats  *nodeStats
 
 	scratch []resolved // reused per entry
+	onNewer func(index uint64, err error)
 
 	// lastIndex is the index of the last command entry handed to sm
 	// (initially sm.AppliedIndex() as seen by Open).
@@ -92,6 +94,9 @@ func (a *fsmAdapter) Apply(l *raft.Log) any {
 		return nil
 	}
 	e, err := DecodeEntry(l.Data)
+	if err != nil && errors.Is(err, ErrNewerEntry) && a.onNewer != nil {
+		a.onNewer(l.Index, err)
+	}
 	if err != nil {
 		// Only the proposer writes command entries and Pebble checksums
 		// them; a committed entry that does not decode is a bug or a newer

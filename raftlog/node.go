@@ -269,6 +269,7 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 	n.SetStorage(cfg.Storage) // before raft starts: it may append at once
 	n.life, n.endLife = context.WithCancel(context.Background())
 	n.fsm = newFSMAdapter(sm, applied, origin, n.waits, &n.stats)
+	n.fsm.onNewer = cfg.OnNewerEntry
 	r, err := raft.NewRaft(rc, n.fsm, cachedLogs, logs, snaps, trans)
 	if err != nil {
 		n.endLife()
