@@ -1,6 +1,7 @@
 package browsertest
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -46,12 +47,25 @@ func TestFailover(t *testing.T) {
 		t.Fatalf("bob's page is on node %q", on)
 	}
 	nodes[victim].Kill9()
+	// Bob writes at once, on the dead connection: his page keeps the
+	// message pending and sends it again, with its cmid, on the next node.
+	bob.send("bob after the kill")
 	for i := range 5 {
 		text := fmt.Sprintf("after %d", i)
 		alice.send(text)
 		want = append(want, text)
 	}
 	bob.wait("bob's tab moved to another node", `document.body.dataset.state === "synced" && document.body.dataset.node !== `+js(on))
-	bob.waitBodies("bob shows every message once, in order", want)
+	bob.waitTick("bob after the kill", "read")
+	// Both pages: alice's messages once each and in order, bob's once,
+	// wherever his retry landed among them.
+	wantJSON, _ := json.Marshal(want)
+	for _, p := range []*tab{alice, bob} {
+		p.wait("every message once, in order", `(() => {
+			const all = [...document.querySelectorAll("#msg-list .msg:not(.system) .body")].map(e => e.textContent);
+			const bobs = all.filter(x => x === "bob after the kill").length;
+			return bobs === 1 && JSON.stringify(all.filter(x => x !== "bob after the kill")) === `+js(string(wantJSON))+`;
+		})()`)
+	}
 	alice.waitTick("after 4", "read")
 }

@@ -56,6 +56,8 @@ interface Conv {
   lastEvent?: Event;
   readCounts: Map<number, { read: number; delivered: number; members: number }>;
   gone?: boolean;
+  /** The highest seq of a message from the other member of a 1:1: sending moved their read cursor there (§4.5). */
+  peerSent: number;
 }
 
 interface UserState {
@@ -364,7 +366,7 @@ async function refreshList(): Promise<void> {
 }
 
 function newConv(info: ConvInfo): Conv {
-  return { info, msgs: new Map(), pending: new Map(), moreBefore: (info.last_seq ?? 0) > 0, readCounts: new Map() };
+  return { info, msgs: new Map(), pending: new Map(), moreBefore: (info.last_seq ?? 0) > 0, readCounts: new Map(), peerSent: 0 };
 }
 
 function addEvent(conv: Conv, ev: Event): void {
@@ -381,6 +383,7 @@ function addEvent(conv: Conv, ev: Event): void {
     }
   }
   if (ev.cmid && ev.from === session?.user_id) conv.pending.delete(ev.cmid);
+  if (ev.kind === "message" && ev.from !== session?.user_id) conv.peerSent = Math.max(conv.peerSent, ev.seq);
   if (!conv.lastEvent || ev.seq > conv.lastEvent.seq) conv.lastEvent = ev;
   if (ev.seq > (conv.info.last_seq ?? 0)) {
     conv.info.last_seq = ev.seq;
@@ -684,7 +687,8 @@ function tickOf(conv: Conv, m: Msg): Tick {
   if (m.failed) return "failed";
   if (!m.seq) return "pending";
   if (conv.info.kind === "direct") {
-    if ((conv.info.peer_read ?? 0) >= m.seq) return "read";
+    const read = Math.max(conv.info.peer_read ?? 0, conv.peerSent);
+    if (read >= m.seq) return "read";
     if ((conv.info.peer_delivered ?? 0) >= m.seq) return "delivered";
     return "sent";
   }
