@@ -17,6 +17,8 @@ func TestChat(t *testing.T) {
 	node := startNode(t)
 	b := newBrowser(t)
 	alice, bob := b.tab("alice"), b.tab("bob")
+	alice.do("open the page", chromedp.Navigate(node.HTTP), chromedp.WaitVisible("#auth-user"))
+	alice.wait("the login form's controls have labels", accessible)
 	alice.register(node.HTTP, "alice", "alice-password")
 	bob.register(node.HTTP, "bob", "bob-password")
 
@@ -47,9 +49,14 @@ func TestChat(t *testing.T) {
 	alice.waitBodies("alice sees bob in the group", []string{"welcome to team", "thanks"})
 	bob.wait("the group lists its members", `document.getElementById("conv-sub").textContent.startsWith("2 members")`)
 	alice.snapshot("alice-group")
+	alice.wait("every control has a label or a name", accessible)
+
+	// A phone-sized screen: the list or the conversation, with a way back.
 	bob.do("a phone-sized screen", chromedp.EmulateViewport(390, 760))
+	bob.wait("only the conversation shows", `getComputedStyle(document.getElementById("sidebar")).display === "none" && getComputedStyle(document.getElementById("back-btn")).display !== "none" && document.documentElement.scrollWidth <= 390`)
 	bob.snapshot("bob-phone-group")
 	bob.do("back to the list", chromedp.Click("#back-btn"))
+	bob.wait("only the list shows", `getComputedStyle(document.getElementById("sidebar")).display !== "none" && getComputedStyle(document.getElementById("conv")).display === "none"`)
 	bob.snapshot("bob-phone-list")
 	bob.do("a desktop screen", chromedp.EmulateViewport(1000, 800))
 
@@ -98,3 +105,12 @@ func TestChat(t *testing.T) {
 	bob.openConv("alice")
 	bob.waitBodies("after the reload bob shows every message once, in order", want)
 }
+
+// accessible is true when every visible form control has a label and every
+// visible button a name (its text or aria-label).
+const accessible = `(() => {
+	const shown = (e) => e.getClientRects().length > 0;
+	const controls = [...document.querySelectorAll("input:not([type=file]), textarea, select")].filter(shown);
+	const buttons = [...document.querySelectorAll("button, summary")].filter(shown);
+	return controls.every(c => c.labels && c.labels.length > 0) && buttons.every(b => (b.getAttribute("aria-label") || b.textContent).trim() !== "");
+})()`
