@@ -140,6 +140,23 @@ func (b *browser) tab(name string) *tab {
 	return tb
 }
 
+// sameContext opens another tab in tb's browser context: the same
+// storage, so the same signed-in device (two tabs of one browser).
+func (tb *tab) sameContext(name string) *tab {
+	b := tb.b
+	b.t.Helper()
+	ctx, cancel := chromedp.NewContext(tb.ctx)
+	b.t.Cleanup(cancel)
+	if err := chromedp.Do(ctx); err != nil {
+		b.t.Fatalf("tab %s: %v", name, err)
+	}
+	nt := &tab{b: b, name: name, ctx: ctx}
+	b.mu.Lock()
+	b.tabs = append(b.tabs, nt)
+	b.mu.Unlock()
+	return nt
+}
+
 // fail saves a screenshot of every tab and fails the test.
 func (b *browser) fail(step string, err error) {
 	b.t.Helper()

@@ -1,11 +1,13 @@
 package browsertest
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"testing"
 
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 )
 
 // TestChat: alice and bob register in two browser contexts, open a 1:1 and
@@ -31,7 +33,7 @@ func TestChat(t *testing.T) {
 	// Typing, then the message, its ticks up to read (bob has it open).
 	alice.do("type", chromedpSendKeys("#composer-input", "hel"))
 	bob.wait("bob sees alice typing", `document.getElementById("typing").textContent === "alice is typing…"`)
-	alice.do("type on and send", chromedpSendKeys("#composer-input", "lo bob"), chromedpClick("#send-btn"))
+	alice.do("type on and send with Enter", chromedpSendKeys("#composer-input", "lo bob"+kb.Enter))
 	bob.waitBodies("bob sees the message", []string{"hello bob"})
 	bob.wait("the typing indicator goes", `document.getElementById("typing").textContent === ""`)
 	alice.waitTick("hello bob", "read")
@@ -50,6 +52,7 @@ func TestChat(t *testing.T) {
 	bob.wait("the group lists its members", `document.getElementById("conv-sub").textContent.startsWith("2 members")`)
 	alice.snapshot("alice-group")
 	alice.wait("every control has a label or a name", accessible)
+	alice.wait("text contrast is at least 4.5:1 (3:1 for large text)", contrast)
 
 	// A phone-sized screen: the list or the conversation, with a way back.
 	bob.do("a phone-sized screen", chromedp.EmulateViewport(390, 760))
@@ -70,19 +73,30 @@ func TestChat(t *testing.T) {
 	alice.waitBodies("alice's first device shows what her second sent", []string{"hello bob", "hi alice", "from my other device"})
 	alice.wait("as her own message", `[...document.querySelectorAll("#msg-list .msg.mine .body")].some(e => e.textContent === "from my other device")`)
 
+	// A second tab of alice's first browser: the same device, signed in
+	// already; what one tab sends the other shows once.
+	aliceTab2 := alice.sameContext("alice-tab2")
+	aliceTab2.do("open the page in another tab", chromedp.Navigate(node.HTTP))
+	aliceTab2.wait("signed in already", `document.body.dataset.state === "synced"`)
+	aliceTab2.openConv("bob")
+	aliceTab2.send("from the second tab")
+	alice.waitBodies("the first tab shows it once", []string{"hello bob", "hi alice", "from my other device", "from the second tab"})
+	aliceTab2.waitBodies("the second tab shows it once", []string{"hello bob", "hi alice", "from my other device", "from the second tab"})
+	aliceTab2.do("close the second tab", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error { return chromedp.Cancel(aliceTab2.ctx) }))
+
 	// Bob goes offline; alice sends; bob comes back and shows each once, in order.
 	bob.openConv("alice")
-	bob.waitBodies("bob's 1:1 before going offline", []string{"hello bob", "hi alice", "from my other device"})
+	bob.waitBodies("bob's 1:1 before going offline", []string{"hello bob", "hi alice", "from my other device", "from the second tab"})
 	bob.offline(true)
 	bob.wait("bob's page shows it is offline", `!document.getElementById("banner").hidden && document.body.dataset.state !== "synced"`)
-	want := []string{"hello bob", "hi alice", "from my other device"}
+	want := []string{"hello bob", "hi alice", "from my other device", "from the second tab"}
 	for i := range 5 {
 		text := fmt.Sprintf("while you were away %d", i)
 		alice.send(text)
 		want = append(want, text)
 	}
 	alice.waitTick("while you were away 4", "sent")
-	if got := bob.bodies(); !slices.Equal(got, want[:3]) {
+	if got := bob.bodies(); !slices.Equal(got, want[:4]) {
 		t.Fatalf("bob got messages while offline: %q", got)
 	}
 	bob.offline(false)
@@ -113,4 +127,27 @@ const accessible = `(() => {
 	const controls = [...document.querySelectorAll("input:not([type=file]), textarea, select")].filter(shown);
 	const buttons = [...document.querySelectorAll("button, summary")].filter(shown);
 	return controls.every(c => c.labels && c.labels.length > 0) && buttons.every(b => (b.getAttribute("aria-label") || b.textContent).trim() !== "");
+})()`
+
+// contrast is true when the text of every visible element with its own text
+// has a contrast ratio of at least 4.5:1 against its background (3:1 for
+// large text), WCAG 2.1 success criterion 1.4.3.
+const contrast = `(() => {
+	const rgb = (c) => { const m = c.match(/[\d.]+/g).map(Number); return { r: m[0], g: m[1], b: m[2], a: m.length > 3 ? m[3] : 1 }; };
+	const lum = ({ r, g, b }) => { const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }; return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b); };
+	const bg = (el) => { for (let e = el; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor); if (c.a > 0.5) return c; } return { r: 255, g: 255, b: 255, a: 1 }; };
+	const bad = [];
+	for (const el of document.querySelectorAll("body *")) {
+		if (!el.getClientRects().length || el.closest("[hidden]") || el.disabled) continue;
+		const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+		if (!own) continue;
+		const cs = getComputedStyle(el);
+		const l1 = lum(rgb(cs.color)), l2 = lum(bg(el));
+		const ratio = (Math.max(l1, l2) + 0.05) / (Math.min(l1, l2) + 0.05);
+		const size = parseFloat(cs.fontSize), bold = Number(cs.fontWeight) >= 700;
+		const need = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+		if (ratio < need) bad.push(el.tagName + "." + el.className + " " + ratio.toFixed(2));
+	}
+	window.__contrast = bad;
+	return bad.length === 0;
 })()`

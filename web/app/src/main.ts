@@ -983,8 +983,8 @@ function bindApp(): void {
   });
   const input = $<HTMLTextAreaElement>("composer-input");
   const send = () => {
-    const body = input.value;
-    if (!body.trim() || !current || !client) return;
+    const body = input.value.trim(); // blank lines around a message carry nothing
+    if (!body || !current || !client) return;
     input.value = "";
     autosize();
     client.send(current, body).catch(() => {});
