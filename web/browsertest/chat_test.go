@@ -84,6 +84,14 @@ func TestChat(t *testing.T) {
 	aliceTab2.waitBodies("the second tab shows it once", []string{"hello bob", "hi alice", "from my other device", "from the second tab"})
 	aliceTab2.do("close the second tab", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error { return chromedp.Cancel(aliceTab2.ctx) }))
 
+	// The device list: alice signs her other device out; its page goes
+	// back to the login form and says why.
+	alice.do("open the device list", chromedp.Click("#devices summary"))
+	alice.wait("two devices, this one marked", `document.querySelectorAll("#device-list li").length === 2 && [...document.querySelectorAll("#device-list li span")].filter(s => s.textContent.includes("(this device)")).length === 1`)
+	alice.do("sign the other device out", chromedp.Click("#device-list li button"))
+	alice2.wait("the other device is signed out", `!document.getElementById("auth").hidden && document.getElementById("auth-error").textContent.includes("revoked")`)
+	alice.wait("one device left", `document.querySelectorAll("#device-list li").length === 1`)
+
 	// Bob goes offline; alice sends; bob comes back and shows each once, in order.
 	bob.openConv("alice")
 	bob.waitBodies("bob's 1:1 before going offline", []string{"hello bob", "hi alice", "from my other device", "from the second tab"})

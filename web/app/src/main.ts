@@ -901,6 +901,33 @@ function keyOf(el: HTMLElement): string {
   return el.dataset.cmid ? `c${el.dataset.from}:${el.dataset.cmid}` : el.dataset.seq ? "s" + el.dataset.seq : "t" + el.textContent;
 }
 
+async function renderDevices(): Promise<void> {
+  if (!client) return;
+  const list = $("device-list");
+  await act(async () => {
+    const devs = (await client!.devices()).filter((d) => !d.revoked);
+    list.replaceChildren(
+      ...devs.map((d) => {
+        const li = document.createElement("li");
+        li.dataset.device = String(d.id);
+        const name = document.createElement("span");
+        name.textContent = `${d.name}${d.current ? " (this device)" : ""} · ${new Date(d.created_at).toLocaleDateString()}`;
+        li.append(name);
+        if (!d.current) {
+          const b = document.createElement("button");
+          b.type = "button";
+          b.className = "link";
+          b.textContent = "Sign out";
+          b.setAttribute("aria-label", `Sign out ${d.name}, device ${d.id}`);
+          b.addEventListener("click", () => void act(() => client!.revokeDevice(d.id).then(renderDevices)));
+          li.append(b);
+        }
+        return li;
+      }),
+    );
+  });
+}
+
 function renderTyping(): void {
   const who = [...(typingNow.get(current ?? 0) ?? [])].map((u) => users.get(u)?.username ?? "someone");
   $("typing").textContent = who.length === 0 ? "" : who.length === 1 ? `${who[0]} is typing…` : `${who.join(", ")} are typing…`;
@@ -955,6 +982,9 @@ function bindApp(): void {
       (document.querySelector(".group-new") as HTMLDetailsElement).open = false;
       openConv(info.id);
     });
+  });
+  $("devices").addEventListener("toggle", () => {
+    if (($("devices") as HTMLDetailsElement).open) void renderDevices();
   });
   $("members-btn").addEventListener("click", () => {
     const m = $("members");
