@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"sync"
 
 	"parley/engine"
 	"parley/wire"
@@ -51,4 +52,15 @@ func (n *Node) PushPendingForTest() int {
 // the accounts API does: for benchmarks that build large states quickly.
 func (n *Node) ProposeForTest(ctx context.Context, cmd *engine.Command) (*engine.Result, *wire.Error) {
 	return n.propose(ctx, cmd)
+}
+
+// StallQueryWorkersForTest occupies every query worker and fills their
+// queue; the returned function frees them.
+func (n *Node) StallQueryWorkersForTest() (release func()) {
+	stop := make(chan struct{})
+	for range n.cfg.QueryWorkers + n.cfg.QueryQueue {
+		n.queries <- func() { <-stop }
+	}
+	var once sync.Once
+	return func() { once.Do(func() { close(stop) }) }
 }

@@ -211,6 +211,21 @@ func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
 	case wire.TypeGroupLeave:
 		n.submit(s, req.ID, &engine.Command{Op: engine.OpLeave, User: s.user, Conv: req.Conv},
 			func(*engine.Result) *wire.Reply { return &wire.Reply{Type: wire.TypeOK, ID: req.ID} })
+	case wire.TypeTyping, wire.TypeReceipt:
+		// Signals, not reads: answered here on the event loop (an
+		// in-memory check and a queue each), so they never wait behind
+		// the read workers' history pages nor get busy because of them;
+		// unless the client's min_idx is ahead of this node, when they
+		// wait for it like a read (a receipt may name a seq not here yet).
+		if req.MinIndex > n.engine.AppliedIndex() {
+			n.query(s, req)
+			break
+		}
+		if req.Type == wire.TypeTyping {
+			n.reply(s, n.handleTyping(s, req))
+		} else {
+			n.reply(s, n.handleReceipt(s, req))
+		}
 	default:
 		n.query(s, req)
 	}
