@@ -56,6 +56,15 @@ func (n *Node) webRoutes(mux *http.ServeMux) {
 		h.Set("X-Content-Type-Options", "nosniff")
 		http.ServeContent(w, r, name, started, bytes.NewReader(b))
 	})
+	// A browser cannot read why a WebSocket handshake failed: a page whose
+	// handshakes keep failing asks here whether its token still holds
+	// (204) or was refused (401: log in again).
+	mux.HandleFunc("GET /v1/token", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		if _, _, ok := n.bearer(w, r); ok {
+			w.WriteHeader(http.StatusNoContent)
+		}
+	})
 	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		writeJSON(w, http.StatusOK, map[string]any{"ws_urls": n.webWSURLs(r)})

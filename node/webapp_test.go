@@ -114,3 +114,32 @@ func TestWebAppConfiguredURLs(t *testing.T) {
 		}
 	}
 }
+
+// TestWebAppTokenCheck: GET /v1/token answers 204 for a valid device token
+// and 401 for a missing, bad or revoked one.
+func TestWebAppTokenCheck(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	a := register(t, n, "alice")
+	tok := login(t, n, a, "web")
+	check := func(token string) int {
+		req, _ := http.NewRequest("GET", n.HTTPURL()+"/v1/token", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := check(tok); got != http.StatusNoContent {
+		t.Errorf("a valid token: %d", got)
+	}
+	if got := check(""); got != http.StatusUnauthorized {
+		t.Errorf("no token: %d", got)
+	}
+	if got := check(tok + "x"); got != http.StatusUnauthorized {
+		t.Errorf("a bad token: %d", got)
+	}
+}

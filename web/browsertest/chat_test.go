@@ -86,11 +86,21 @@ func TestChat(t *testing.T) {
 
 	// The device list: alice signs her other device out; its page goes
 	// back to the login form and says why.
+	var revokedSession string
+	alice2.eval("alice2's stored session", `localStorage.getItem("parley.session")`, &revokedSession)
 	alice.do("open the device list", chromedp.Click("#devices summary"))
 	alice.wait("two devices, this one marked", `document.querySelectorAll("#device-list li").length === 2 && [...document.querySelectorAll("#device-list li span")].filter(s => s.textContent.includes("(this device)")).length === 1`)
 	alice.do("sign the other device out", chromedp.Click("#device-list li button"))
 	alice2.wait("the other device is signed out", `!document.getElementById("auth").hidden && document.getElementById("auth-error").textContent.includes("revoked")`)
 	alice.wait("one device left", `document.querySelectorAll("#device-list li").length === 1`)
+	// Reopened later with the revoked session: the handshakes fail without
+	// a status the page can read; it asks GET /v1/token and returns to the
+	// login form instead of retrying for ever.
+	alice2.do("put the revoked session back and reload", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := chromedp.Evaluate[chromedp.Void](`localStorage.setItem("parley.session", ` + js(revokedSession) + `)`)(ctx, t)
+		return err
+	}), chromedpReload())
+	alice2.wait("a revoked session ends at the login form", `!document.getElementById("auth").hidden && document.getElementById("auth-error").textContent.includes("log in again")`)
 
 	// Bob goes offline; alice sends; bob comes back and shows each once, in order.
 	bob.openConv("alice")

@@ -5,6 +5,7 @@ import {
   downloadMedia,
   uploadMedia,
   fetchConfig,
+  checkToken,
   indexedDBStorage,
   login,
   register,
@@ -229,7 +230,14 @@ async function enter(s: Session): Promise<void> {
     urls = [location.origin.replace(/^http/, "ws") + "/v1/ws"];
   }
   document.body.dataset.wsUrls = urls.join(" ");
-  const c = new Client({ urls, token: s.token, storage, minIdx: s.idx, beforeCursor: saveCache });
+  const c = new Client({
+    urls,
+    token: s.token,
+    storage,
+    minIdx: s.idx,
+    beforeCursor: saveCache,
+    checkToken: () => checkToken(location.origin, s.token),
+  });
   client = c;
   c.on("state", (st) => {
     document.body.dataset.state = st.state;

@@ -109,3 +109,23 @@ export function resolveWS(u: string, base: string): string {
   if (url.protocol === "https:") url.protocol = "wss:";
   return url.toString();
 }
+
+/**
+ * GET /v1/token: whether the node accepts this device token (true), or
+ * refuses it for good (false: expired, revoked, unknown: log in again).
+ * Undefined when the node could not tell (unreachable, 503).
+ */
+export async function checkToken(base: string, token: string, o: HTTPOptions = {}): Promise<boolean | undefined> {
+  const f = o.fetch ?? globalThis.fetch.bind(globalThis);
+  try {
+    const r = await f(new URL("/v1/token", base).toString(), {
+      headers: { Authorization: `Bearer ${token}` },
+      signal: AbortSignal.timeout(o.timeoutMs ?? 15000),
+    });
+    if (r.status === 204 || r.ok) return true;
+    if (r.status === 401) return false;
+  } catch {
+    // unreachable
+  }
+  return undefined;
+}

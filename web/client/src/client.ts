@@ -65,6 +65,13 @@ export interface ClientOptions {
   beforeCursor?: () => Promise<void>;
   /** Gives up retrying an unacknowledged send after this long (default 24 h; the server remembers cmids 7 days). */
   sendMaxAgeMs?: number;
+  /**
+   * Asked after a round in which every node refused the handshake without
+   * saying why (browsers cannot read the status): false means the token is
+   * refused for good (the client emits `auth` and stops); true or
+   * undefined, keep retrying. E.g. () => checkToken(httpBase, token).
+   */
+  checkToken?: () => Promise<boolean | undefined>;
   /** Random source for jitter and cmids (tests). */
   random?: () => number;
 }
@@ -152,7 +159,7 @@ const TYPING_IDLE_MS = 5000; // stop after this long without a keystroke
  * unacknowledged sends with their cmid until acked.
  */
 export class Client extends Emitter<ClientEvents> {
-  private readonly o: Required<Omit<ClientOptions, "beforeCursor" | "minIdx">> & Pick<ClientOptions, "beforeCursor">;
+  private readonly o: Required<Omit<ClientOptions, "beforeCursor" | "minIdx" | "checkToken">> & Pick<ClientOptions, "beforeCursor" | "checkToken">;
   private conn: Conn | null = null;
   private closed = false;
   private started = false;
@@ -211,6 +218,7 @@ export class Client extends Emitter<ClientEvents> {
       sendMaxAgeMs: opts.sendMaxAgeMs ?? 24 * 3600 * 1000,
       random: opts.random ?? Math.random,
       beforeCursor: opts.beforeCursor,
+      checkToken: opts.checkToken,
     };
     this.state.minIdx = opts.minIdx ?? 0;
     this.urlIndex = Math.floor(this.o.random() * this.o.urls.length);
@@ -334,6 +342,11 @@ export class Client extends Emitter<ClientEvents> {
       }
       if (!url || failedThisRound >= n) {
         // Every node failed in this round (or waits for its Retry-After).
+        if (failedThisRound >= n && this.o.checkToken && (await this.o.checkToken()) === false) {
+          this.emit("auth", { reason: "unauthorized" });
+          this.close();
+          return;
+        }
         const earliest = Math.min(...this.o.urls.map((u) => this.notBefore.get(u) ?? 0));
         const wait = Math.max(backoff(this.attempt++, this.o.reconnectBaseMs, this.o.reconnectMaxMs, this.o.random), earliest - now);
         failedThisRound = 0;

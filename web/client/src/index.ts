@@ -1,7 +1,7 @@
 // @parley/client: a browser and Node client for the Parley chat server.
 export { Client, newCmid, decodeToken } from "./client.js";
 export type { ClientOptions, ClientEvents, ConnState, PendingSend, WebSocketLike, WebSocketFactory } from "./client.js";
-export { register, login, fetchConfig, resolveWS } from "./accounts.js";
+export { register, login, fetchConfig, resolveWS, checkToken } from "./accounts.js";
 export type { Registered, LoggedIn, HTTPOptions, WebConfig } from "./accounts.js";
 export { ParleyError, isRetryable } from "./errors.js";
 export type { ErrorCode } from "./errors.js";

@@ -301,3 +301,20 @@ test("device revoked: the client stops and says so", async () => {
   await until(() => auth.length === 1);
   assert.equal(auth[0], "device revoked");
 });
+
+test("a token refused for good: after a round of failed handshakes checkToken says so, the client stops", async () => {
+  let asked = 0;
+  const { nodes, c } = setup(["ws://a/v1/ws", "ws://b/v1/ws"], {
+    checkToken: async () => {
+      asked++;
+      return false;
+    },
+  });
+  for (const n of nodes) n.refuse = true;
+  const auth: string[] = [];
+  c.on("auth", (a) => auth.push(a.reason));
+  await c.start();
+  await until(() => auth.length === 1);
+  assert.equal(auth[0], "unauthorized");
+  assert.equal(asked, 1);
+});
