@@ -97,7 +97,7 @@ func TestChat(t *testing.T) {
 	// a status the page can read; it asks GET /v1/token and returns to the
 	// login form instead of retrying for ever.
 	alice2.do("put the revoked session back and reload", chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		_, err := chromedp.Evaluate[chromedp.Void](`localStorage.setItem("parley.session", ` + js(revokedSession) + `)`)(ctx, t)
+		_, err := chromedp.Evaluate[chromedp.Void](`localStorage.setItem("parley.session", `+js(revokedSession)+`)`)(ctx, t)
 		return err
 	}), chromedpReload())
 	alice2.wait("a revoked session ends at the login form", `!document.getElementById("auth").hidden && document.getElementById("auth-error").textContent.includes("log in again")`)
