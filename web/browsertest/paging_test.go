@@ -91,6 +91,7 @@ func TestPagingUnreadLastSeen(t *testing.T) {
 	}
 	find := `[...document.querySelectorAll("#conv-list button")].find(b => b.querySelector(".conv-name").textContent === "carol")`
 	page.wait("3 unread from carol", find+`.querySelector(".unread")?.textContent === "3"`)
+	page.wait("the title counts them", `document.title === "(3) Parley"`)
 	page.wait("the last message in the list", find+`.querySelector(".conv-last").textContent === "unread 2"`)
 	page.openConv("carol")
 	page.wait("no unread once open", `!`+find+`.querySelector(".unread")?.textContent`)

@@ -560,6 +560,9 @@ function renderList(): void {
     return li;
   });
   ul.replaceChildren(...items);
+  let unread = 0;
+  for (const c of convs.values()) if (c.info.id !== current) unread += c.info.unread ?? 0;
+  document.title = unread ? `(${unread}) Parley` : "Parley";
 }
 
 // ---- a conversation ----
