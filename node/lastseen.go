@@ -62,36 +62,36 @@ func (l *lastSeenThrottle) due(now time.Time) map[uint64]int64 {
 
 // recordLastSeen writes that user went offline at ts, through Raft,
 // throttled. Fire and forget: a lost write only leaves an older last_seen.
-func (n *Node) recordLastSeen(user uint64, ts int64) {
-	if n.lastSeen.offer(user, ts, n.cfg.Clock()) {
-		n.writeLastSeen(user, ts)
+func (sg *signals) recordLastSeen(user uint64, ts int64) {
+	if sg.lastSeen.offer(user, ts, sg.cfg.Clock()) {
+		sg.writeLastSeen(user, ts)
 	}
 }
 
 // flushLastSeen writes the throttled values whose interval has passed.
-func (n *Node) flushLastSeen(now time.Time) {
-	for u, ts := range n.lastSeen.due(now) {
-		n.writeLastSeen(u, ts)
+func (sg *signals) flushLastSeen(now time.Time) {
+	for u, ts := range sg.lastSeen.due(now) {
+		sg.writeLastSeen(u, ts)
 	}
 }
 
-func (n *Node) writeLastSeen(user uint64, ts int64) {
+func (sg *signals) writeLastSeen(user uint64, ts int64) {
 	b, err := engine.EncodeCommand(&engine.Command{Op: engine.OpLastSeen, User: user, Ts: ts})
 	if err != nil {
 		return
 	}
-	if err := n.raft.Submit(b, func(_ any, _ uint64, err error) {
+	if err := sg.raft.Submit(b, func(_ any, _ uint64, err error) {
 		if err != nil {
-			n.log.Debug("last_seen not written", "user", user, "err", err)
+			sg.log.Debug("last_seen not written", "user", user, "err", err)
 		}
 	}); err != nil {
-		n.log.Debug("last_seen not written", "user", user, "err", err)
+		sg.log.Debug("last_seen not written", "user", user, "err", err)
 	}
 }
 
 // lastSeenHidden reports the user's privacy setting.
-func (n *Node) lastSeenHidden(user uint64) bool {
-	_, hidden, _ := n.engine.LastSeen(user)
+func (sg *signals) lastSeenHidden(user uint64) bool {
+	_, hidden, _ := sg.engine.LastSeen(user)
 	return hidden
 }
 
@@ -99,10 +99,10 @@ func (n *Node) lastSeenHidden(user uint64) bool {
 // the stored one, or the offline time this node announced in a presence
 // frame if that is later (the stored value is written by the leader,
 // throttled, so it lags the frames).
-func (n *Node) visibleLastSeen(user uint64) int64 {
-	ts, hidden, _ := n.engine.LastSeen(user)
+func (sg *signals) visibleLastSeen(user uint64) int64 {
+	ts, hidden, _ := sg.engine.LastSeen(user)
 	if hidden {
 		return 0
 	}
-	return n.presence.seenAtLeast(user, ts)
+	return sg.presence.seenAtLeast(user, ts)
 }

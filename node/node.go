@@ -51,13 +51,9 @@ type Node struct {
 	// accounts API (it is given the real one).
 	accountsPropose atomic.Pointer[func(context.Context, *engine.Command, proposeFunc) (*engine.Result, *wire.Error)]
 
-	typing     *typingTracker
-	notifier   *notifier // nil: no push provider configured (notify.go)
-	fanout     *fanout   // delivers applied events off the apply goroutine (fanout.go)
-	presence   *presenceTracker
-	lastSeen   *lastSeenThrottle
-	receipts   *receiptBuffer
-	readCounts *readCountThrottle
+	signals  *signals  // presence, typing, last_seen, receipts (signals.go)
+	notifier *notifier // nil: no push provider configured (notify.go)
+	fanout   *fanout   // delivers applied events off the apply goroutine (fanout.go)
 
 	// expireNext is when the leader next sweeps old dedup records
 	// (expiry.go); owned by the signal loop. expireInflight: one sweep at a
@@ -119,23 +115,19 @@ func Open(cfg Config) (_ *Node, err error) {
 		}
 	}
 	n := &Node{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		metrics:    newMetrics(),
-		hasher:     newPasswordHasher(cfg.Argon2, cfg.HashConcurrency),
-		limits:     newAuthThrottle(cfg.AuthLimits, cfg.Clock),
-		tokens:     newTokenSigner(cfg.TokenTTL, cfg.Clock),
-		admin:      newAdminAuth(adminToken),
-		hub:        newHub(),
-		queries:    make(chan func(), cfg.QueryQueue),
-		stop:       make(chan struct{}),
-		lagStop:    make(chan struct{}),
-		typing:     newTypingTracker(cfg.TypingThrottle, cfg.TypingTTL),
-		presence:   newPresenceTracker(cfg.PresenceGrace),
-		lastSeen:   newLastSeenThrottle(cfg.LastSeenEvery),
-		receipts:   newReceiptBuffer(),
-		readCounts: newReadCountThrottle(cfg.ReadCountsEvery),
+		cfg:     cfg,
+		log:     cfg.Logger,
+		metrics: newMetrics(),
+		hasher:  newPasswordHasher(cfg.Argon2, cfg.HashConcurrency),
+		limits:  newAuthThrottle(cfg.AuthLimits, cfg.Clock),
+		tokens:  newTokenSigner(cfg.TokenTTL, cfg.Clock),
+		admin:   newAdminAuth(adminToken),
+		hub:     newHub(),
+		queries: make(chan func(), cfg.QueryQueue),
+		stop:    make(chan struct{}),
+		lagStop: make(chan struct{}),
 	}
+	n.signals = newSignals(&n.cfg, n.log, n.metrics, n.hub)
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -158,6 +150,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	}
 	n.fanout = startFanout(n.deliver)
 	n.engine.SetPublisher(n)
+	n.signals.engine = n.engine
 	onNewer := cfg.OnNewerVersion
 	if onNewer == nil {
 		onNewer = n.stopForNewerVersion
@@ -171,7 +164,7 @@ func Open(cfg Config) (_ *Node, err error) {
 		AdvertiseAddr: cfg.RaftAdvertise,
 		Bootstrap:     cfg.Bootstrap,
 		Cache:         cache,
-		Peers:         peerHandler{n}, // presence and typing across the cluster (peers.go)
+		Peers:         peerHandler{n.signals}, // presence and typing across the cluster (peers.go)
 		ClusterKey:    clusterKey,
 		Storage:       n.storage.current(),
 
@@ -181,6 +174,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	}, stateMachine{n.engine, &n.applied}); err != nil {
 		return nil, fmt.Errorf("open raft: %w", err)
 	}
+	n.signals.raft = n.raft
 	n.storage.start(n.raft.SetStorage)
 	n.workers.Add(1)
 	go func() {

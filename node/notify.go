@@ -277,7 +277,7 @@ func (nt *notifier) expand(out []*delivery, ev *engine.Event, epoch uint64, now 
 	}
 	var sender string
 	for _, user := range members {
-		if user == ev.From || nt.n.presence.isOnline(user) {
+		if user == ev.From || nt.n.signals.presence.isOnline(user) {
 			continue
 		}
 		preview, dnd := nt.n.engine.NotifySettings(user)

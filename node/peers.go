@@ -88,15 +88,15 @@ func decodePeerMsg(b []byte) (*peerMsg, error) {
 // peerHandler is the node's raftlog.PeerHandler. raftlog calls it from its
 // link goroutines, possibly while raftlog.Open runs: it uses only what Open
 // sets up before Raft (the trackers, the hub, the engine), never n.raft.
-type peerHandler struct{ n *Node }
+type peerHandler struct{ sg *signals }
 
 // PeerUp greets a peer whose link came up with this node's full online set.
 func (h peerHandler) PeerUp(string) []byte {
-	n := h.n
-	ver, users := n.presence.localSet()
-	b, err := encodePeerMsg(&peerMsg{Kind: peerPresenceSet, Ver: ver, On: users, Ts: n.cfg.Clock().UnixMilli()})
+	sg := h.sg
+	ver, users := sg.presence.localSet()
+	b, err := encodePeerMsg(&peerMsg{Kind: peerPresenceSet, Ver: ver, On: users, Ts: sg.cfg.Clock().UnixMilli()})
 	if err != nil {
-		n.log.Error("encode presence set", "err", err)
+		sg.log.Error("encode presence set", "err", err)
 		return nil
 	}
 	return b
@@ -104,62 +104,62 @@ func (h peerHandler) PeerUp(string) []byte {
 
 // PeerMessage applies a peer's presence, or fans its typing out here.
 func (h peerHandler) PeerMessage(from string, b []byte) {
-	n := h.n
+	sg := h.sg
 	m, err := decodePeerMsg(b)
 	if errors.Is(err, errPeerMsgVersion) {
-		n.log.Debug("skipping a peer message", "peer", from, "err", err) // a rolling upgrade
+		sg.log.Debug("skipping a peer message", "peer", from, "err", err) // a rolling upgrade
 		return
 	}
 	if err != nil {
-		n.log.Warn("bad peer message", "peer", from, "err", err)
+		sg.log.Warn("bad peer message", "peer", from, "err", err)
 		return
 	}
 	switch m.Kind {
 	case peerPresenceSet:
-		n.notifyChanges(n.presence.peerSet(from, m.Ver, m.On, m.Ts))
+		sg.notifyChanges(sg.presence.peerSet(from, m.Ver, m.On, m.Ts))
 	case peerPresenceDelta:
-		n.notifyChanges(n.presence.peerDelta(from, m.Ver, m.On, m.Off, m.Ts))
+		sg.notifyChanges(sg.presence.peerDelta(from, m.Ver, m.On, m.Off, m.Ts))
 	case peerTyping:
-		n.fanTyping(m.User, m.Conv, m.Typing)
+		sg.fanTyping(m.User, m.Conv, m.Typing)
 	default:
 		// A kind of a newer build: ignored.
 	}
 }
 
 // PeerDown starts the grace after which the peer's users go offline here.
-func (h peerHandler) PeerDown(id string) { h.n.presence.peerDown(id, h.n.cfg.Clock()) }
+func (h peerHandler) PeerDown(id string) { h.sg.presence.peerDown(id, h.sg.cfg.Clock()) }
 
 // notifyChanges tells the watchers on this node of cluster-wide
 // transitions.
-func (n *Node) notifyChanges(changes []presenceChange) {
+func (sg *signals) notifyChanges(changes []presenceChange) {
 	for _, c := range changes {
-		n.notifyPresence(c.user, c.online, c.lastSeen)
+		sg.notifyPresence(c.user, c.online, c.lastSeen)
 	}
 }
 
 // broadcastPresence sends the peers what changed in this node's online set
 // since the last call, as one delta. Called once per signal tick.
-func (n *Node) broadcastPresence(now int64) {
-	ver, on, off, ok := n.presence.takeChanges()
+func (sg *signals) broadcastPresence(now int64) {
+	ver, on, off, ok := sg.presence.takeChanges()
 	if !ok {
 		return
 	}
 	b, err := encodePeerMsg(&peerMsg{Kind: peerPresenceDelta, Ver: ver, On: on, Off: off, Ts: now})
 	if err != nil {
-		n.log.Error("encode presence delta", "err", err)
+		sg.log.Error("encode presence delta", "err", err)
 		return
 	}
-	n.raft.Broadcast(b)
+	sg.raft.Broadcast(b)
 }
 
 // broadcastTyping sends a typing start or stop decided here to the peers.
-func (n *Node) broadcastTyping(user, conv uint64, on bool) {
+func (sg *signals) broadcastTyping(user, conv uint64, on bool) {
 	b, err := encodePeerMsg(&peerMsg{Kind: peerTyping, Conv: conv, User: user, Typing: on})
 	if err != nil {
-		n.log.Error("encode typing", "err", err)
+		sg.log.Error("encode typing", "err", err)
 		return
 	}
-	n.raft.Broadcast(b)
+	sg.raft.Broadcast(b)
 }
 
 // writeWentOffline records when users went offline cluster-wide. Every node
@@ -168,12 +168,12 @@ func (n *Node) broadcastTyping(user, conv uint64, on bool) {
 // was connected (a user whose node died included), and proposes without a
 // forwarding hop. Across a leader change a value may be written twice
 // (harmless: the later write wins) or not at all (last_seen stays older).
-func (n *Node) writeWentOffline() {
-	off := n.presence.takeWentOffline()
-	if len(off) == 0 || !n.raft.IsLeader() {
+func (sg *signals) writeWentOffline() {
+	off := sg.presence.takeWentOffline()
+	if len(off) == 0 || !sg.raft.IsLeader() {
 		return
 	}
 	for u, ts := range off {
-		n.recordLastSeen(u, ts)
+		sg.recordLastSeen(u, ts)
 	}
 }

@@ -34,7 +34,7 @@ func (n *Node) AppliedIndexForTest() uint64 { return n.engine.AppliedIndex() }
 // OnlineOnPeerForTest reports whether peer told this node that user is
 // online there.
 func (n *Node) OnlineOnPeerForTest(peer string, user uint64) bool {
-	p := n.presence
+	p := n.signals.presence
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pp := p.peers[peer]
@@ -48,7 +48,7 @@ func (n *Node) OnlineOnPeerForTest(peer string, user uint64) bool {
 // PeerLostForTest reports whether this node lost the link from peer and
 // waits for the grace to drop its users.
 func (n *Node) PeerLostForTest(peer string) bool {
-	p := n.presence
+	p := n.signals.presence
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	pp := p.peers[peer]

@@ -189,7 +189,7 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 		ok.UserInfo = &wire.UserInfo{ID: u.ID, Username: u.Username, Deleted: u.Deleted}
 		if !u.HideLastSeen || u.ID == s.user {
 			// Never less than a presence frame from this node said.
-			ok.UserInfo.LastSeen = n.presence.seenAtLeast(u.ID, u.LastSeen)
+			ok.UserInfo.LastSeen = n.signals.presence.seenAtLeast(u.ID, u.LastSeen)
 		}
 		if u.ID == s.user { // one's own privacy settings, to no one else
 			ok.UserInfo.HideLastSeen, ok.UserInfo.GroupAdd = u.HideLastSeen, groupAddName(u.GroupAdd)
@@ -205,13 +205,13 @@ func (n *Node) read(s *session, req *wire.Request) *wire.Reply {
 			ok.Next = users[len(users)-1]
 		}
 	case wire.TypeTyping:
-		return n.handleTyping(s, req)
+		return n.signals.handleTyping(s, req)
 	case wire.TypePresenceSub:
-		return n.handlePresenceSub(s, req)
+		return n.signals.handlePresenceSub(s, req)
 	case wire.TypeReceipt:
-		return n.handleReceipt(s, req)
+		return n.signals.handleReceipt(s, req)
 	case wire.TypeReadGet:
-		return n.handleReadGet(s, req)
+		return n.signals.handleReadGet(s, req)
 	case wire.TypeDeviceList:
 		devs, more, code := n.engine.Devices(s.user, req.After, req.Limit)
 		if code != "" {

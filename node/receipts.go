@@ -70,36 +70,36 @@ func (b *receiptBuffer) take() map[*session][]engine.ReceiptItem {
 
 // handleReceipt validates a report and buffers it. The reply means
 // "accepted": the cursor is written within a signal tick.
-func (n *Node) handleReceipt(s *session, req *wire.Request) *wire.Reply {
-	info, _, code := n.engine.ConversationPageFor(s.user, req.Conv, 0, 0) // no member list: a check
+func (sg *signals) handleReceipt(s *session, req *wire.Request) *wire.Reply {
+	info, _, code := sg.engine.ConversationPageFor(s.user, req.Conv, 0, 0) // no member list: a check
 	if code != "" {
 		return wire.ErrorReply(req.ID, engineError(code, "receipt"))
 	}
 	if max(req.Delivered, req.Read) > info.LastSeq {
 		return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeInvalid, "seq beyond the conversation's last"))
 	}
-	n.receipts.add(s, engine.ReceiptItem{Conv: req.Conv, Delivered: req.Delivered, Read: req.Read})
+	sg.receipts.add(s, engine.ReceiptItem{Conv: req.Conv, Delivered: req.Delivered, Read: req.Read})
 	return &wire.Reply{Type: wire.TypeOK, ID: req.ID}
 }
 
 // flushReceipts proposes the buffered reports, one command per device (split
 // at the engine's item limit). Reports that cannot be proposed now (busy, no
 // leader) go back into the buffer for the next tick.
-func (n *Node) flushReceipts() {
-	for s, items := range n.receipts.take() {
+func (sg *signals) flushReceipts() {
+	for s, items := range sg.receipts.take() {
 		for chunk := range slices.Chunk(items, engine.MaxReceiptItems) {
 			cmd := &engine.Command{Op: engine.OpReceipts, User: s.user, Device: s.device, Items: chunk}
 			b, err := engine.EncodeCommand(cmd)
 			if err != nil {
-				n.log.Error("encode receipts", "err", err)
+				sg.log.Error("encode receipts", "err", err)
 				continue
 			}
 			retry := func() {
 				for _, it := range chunk {
-					n.receipts.add(s, it)
+					sg.receipts.add(s, it)
 				}
 			}
-			err = n.raft.Submit(b, func(_ any, _ uint64, err error) {
+			err = sg.raft.Submit(b, func(_ any, _ uint64, err error) {
 				if err != nil && proposeError(err).Code.Retryable() {
 					retry()
 				}
@@ -114,16 +114,16 @@ func (n *Node) flushReceipts() {
 // publishReceipt delivers a receipt event: to both members of a 1:1, to the
 // reader's own devices in a group (the engine sets the recipients). A group
 // receipt also marks the group for a throttled read_counts update.
-func (n *Node) publishReceipt(ev *engine.Event) {
+func (sg *signals) publishReceipt(ev *engine.Event) {
 	b, err := wire.Marshal(&wire.Receipt{
 		Type: wire.TypeReceiptEvent, Conv: ev.Conv, User: ev.From, Device: ev.Device,
 		Delivered: ev.Delivered, Read: ev.Read, Index: ev.Index,
 	})
 	if err == nil {
-		n.hub.deliver(ev.Recipients, netpoll.PrepareBinary(b))
+		sg.hub.deliver(ev.Recipients, netpoll.PrepareBinary(b))
 	}
 	if len(ev.Recipients) == 1 { // a group: only the reader was told
-		n.readCounts.mark(ev.Conv, ev.From)
+		sg.readCounts.mark(ev.Conv, ev.From)
 	}
 }
 
@@ -178,8 +178,8 @@ const readCountsWindow = 20
 
 // sendReadCounts tells the senders of a group's recent messages, on this
 // node, how many of the other members have received and read each.
-func (n *Node) sendReadCounts(conv, reader uint64) {
-	events, _, code := n.engine.History(reader, conv, 0, engine.Before, readCountsWindow, engine.Budget{})
+func (sg *signals) sendReadCounts(conv, reader uint64) {
+	events, _, code := sg.engine.History(reader, conv, 0, engine.Before, readCountsWindow, engine.Budget{})
 	if code != "" {
 		return
 	}
@@ -190,11 +190,11 @@ func (n *Node) sendReadCounts(conv, reader uint64) {
 		if ev.Kind != engine.EventMessage {
 			continue
 		}
-		read, delivered, members, ok := n.engine.ReadCount(conv, ev.Seq)
+		read, delivered, members, ok := sg.engine.ReadCount(conv, ev.Seq)
 		if !ok {
 			return
 		}
-		if n.engine.IsMember(conv, ev.From) { // the sender counts as a reader of their own message
+		if sg.engine.IsMember(conv, ev.From) { // the sender counts as a reader of their own message
 			read, delivered, members = read-1, delivered-1, members-1
 		}
 		rc.Items = append(rc.Items, wire.ReadCount{Seq: ev.Seq, From: ev.From, Read: read, Delivered: delivered, Members: members})
@@ -207,22 +207,22 @@ func (n *Node) sendReadCounts(conv, reader uint64) {
 	}
 	b, err := wire.Marshal(&rc)
 	if err == nil {
-		n.hub.deliver(senders, netpoll.PrepareBinary(b))
+		sg.hub.deliver(senders, netpoll.PrepareBinary(b))
 	}
 }
 
 // handleReadGet answers who has read a message of a conversation, paged by
 // user id, with the counts.
-func (n *Node) handleReadGet(s *session, req *wire.Request) *wire.Reply {
-	info, _, code := n.engine.ConversationPageFor(s.user, req.Conv, 0, 0) // no member list: a check
+func (sg *signals) handleReadGet(s *session, req *wire.Request) *wire.Reply {
+	info, _, code := sg.engine.ConversationPageFor(s.user, req.Conv, 0, 0) // no member list: a check
 	if code != "" {
 		return wire.ErrorReply(req.ID, engineError(code, "read.get"))
 	}
 	if req.Seq > info.LastSeq {
 		return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotFound, "no such seq"))
 	}
-	read, delivered, members, ok := n.engine.ReadCount(req.Conv, req.Seq)
-	page, ok2 := n.engine.Readers(req.Conv, req.Seq, req.After, req.Limit)
+	read, delivered, members, ok := sg.engine.ReadCount(req.Conv, req.Seq)
+	page, ok2 := sg.engine.Readers(req.Conv, req.Seq, req.After, req.Limit)
 	if !ok || !ok2 {
 		return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotFound, "no such conversation"))
 	}

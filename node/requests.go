@@ -61,7 +61,7 @@ func (n *Node) OnOpen(c *netpoll.Conn) {
 	s := c.Session().(*session)
 	s.conn = c
 	if n.hub.add(s) {
-		n.userOnline(s.user)
+		n.signals.userOnline(s.user)
 	}
 	hello, err := wire.Marshal(&wire.Hello{
 		Type: wire.TypeHello, Protocol: 1, User: s.user, Device: s.device, Node: n.cfg.NodeID,
@@ -86,9 +86,9 @@ func (n *Node) OnClose(c *netpoll.Conn, _ error) {
 	}
 	s.closed.Store(true)
 	if n.hub.remove(s) {
-		n.userLeft(s.user)
+		n.signals.userLeft(s.user)
 	}
-	n.presence.forget(s)
+	n.signals.presence.forget(s)
 }
 
 // OnMessage decodes one request and starts it. payload is only valid during
@@ -222,9 +222,9 @@ func (n *Node) OnMessage(c *netpoll.Conn, binary bool, payload []byte) {
 			break
 		}
 		if req.Type == wire.TypeTyping {
-			n.reply(s, n.handleTyping(s, req))
+			n.reply(s, n.signals.handleTyping(s, req))
 		} else {
-			n.reply(s, n.handleReceipt(s, req))
+			n.reply(s, n.signals.handleReceipt(s, req))
 		}
 	default:
 		n.query(s, req)
@@ -364,7 +364,7 @@ func (n *Node) deliver(events []engine.Event) {
 		ev := &events[i]
 		switch ev.Kind {
 		case engine.EventReceipt:
-			n.publishReceipt(ev)
+			n.signals.publishReceipt(ev)
 			continue
 		case engine.EventDeviceRevoked:
 			n.closeDevice(ev.From, ev.Device)

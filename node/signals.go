@@ -1,7 +1,11 @@
 package node
 
 import (
+	"log/slog"
 	"time"
+
+	"parley/engine"
+	"parley/raftlog"
 
 	"parley/netpoll"
 	"parley/wire"
@@ -30,20 +34,59 @@ func (n *Node) signalLoop() {
 }
 
 func (n *Node) sweepSignals(now time.Time) {
-	for _, k := range n.typing.expire(now) {
-		n.signalTyping(k.user, k.conv, false)
-	}
-	n.notifyChanges(n.presence.sweep(now))
-	n.broadcastPresence(now.UnixMilli())
-	n.writeWentOffline()
-	n.flushLastSeen(now)
-	n.flushReceipts()
-	for conv, reader := range n.readCounts.due(now) {
-		n.sendReadCounts(conv, reader)
-	}
+	n.signals.sweep(now)
 	n.expireSends(now)
 	n.expireMedia(now)
 	n.closeExpired()
+}
+
+// signals owns the node's ephemeral signals and what is throttled with
+// them: presence (who is online here and in the cluster, who watches
+// whom), typing, last_seen, receipts and read counts. The node composes
+// it: sessions tell it of connections, requests hand it typing, receipts
+// and presence.sub, the engine's events hand it receipts, the peer channel
+// hands it the other nodes' presence and typing (peers.go).
+type signals struct {
+	cfg     *Config
+	log     *slog.Logger
+	metrics *metrics
+	engine  *engine.Engine
+	hub     *hub
+	raft    *raftlog.Node // set once Raft is open; used only after
+
+	typing     *typingTracker
+	presence   *presenceTracker
+	lastSeen   *lastSeenThrottle
+	receipts   *receiptBuffer
+	readCounts *readCountThrottle
+}
+
+func newSignals(cfg *Config, log *slog.Logger, m *metrics, h *hub) *signals {
+	return &signals{
+		cfg: cfg, log: log, metrics: m, hub: h,
+		typing:     newTypingTracker(cfg.TypingThrottle, cfg.TypingTTL),
+		presence:   newPresenceTracker(cfg.PresenceGrace),
+		lastSeen:   newLastSeenThrottle(cfg.LastSeenEvery),
+		receipts:   newReceiptBuffer(),
+		readCounts: newReadCountThrottle(cfg.ReadCountsEvery),
+	}
+}
+
+// sweep expires typing indicators and presence grace periods, tells the
+// peers this node's presence changes, and writes what is due: last_seen,
+// receipts, read counts. The signal loop calls it once per tick.
+func (sg *signals) sweep(now time.Time) {
+	for _, k := range sg.typing.expire(now) {
+		sg.signalTyping(k.user, k.conv, false)
+	}
+	sg.notifyChanges(sg.presence.sweep(now))
+	sg.broadcastPresence(now.UnixMilli())
+	sg.writeWentOffline()
+	sg.flushLastSeen(now)
+	sg.flushReceipts()
+	for conv, reader := range sg.readCounts.due(now) {
+		sg.sendReadCounts(conv, reader)
+	}
 }
 
 // closeExpired ends the connections whose token has expired, so that a
@@ -66,23 +109,23 @@ const tokenSweepInterval = time.Second
 
 // userOnline runs when a user's first session on this node opened. The
 // peers hear of it at the next signal tick.
-func (n *Node) userOnline(user uint64) {
-	if n.presence.connected(user) {
-		n.notifyPresence(user, true, 0)
+func (sg *signals) userOnline(user uint64) {
+	if sg.presence.connected(user) {
+		sg.notifyPresence(user, true, 0)
 	}
 }
 
 // userLeft runs when a user's last session on this node closed.
-func (n *Node) userLeft(user uint64) { n.presence.disconnected(user, n.cfg.Clock()) }
+func (sg *signals) userLeft(user uint64) { sg.presence.disconnected(user, sg.cfg.Clock()) }
 
 // notifyPresence sends a presence frame to every watcher of user on this
 // node.
-func (n *Node) notifyPresence(user uint64, online bool, lastSeen int64) {
-	watchers := n.presence.watchersOf(user)
+func (sg *signals) notifyPresence(user uint64, online bool, lastSeen int64) {
+	watchers := sg.presence.watchersOf(user)
 	if len(watchers) == 0 {
 		return
 	}
-	if !online && n.lastSeenHidden(user) {
+	if !online && sg.lastSeenHidden(user) {
 		lastSeen = 0
 	}
 	b, err := wire.Marshal(&wire.Presence{Type: wire.TypePresenceEvent, User: user, Online: online, LastSeen: lastSeen})
@@ -96,21 +139,21 @@ func (n *Node) notifyPresence(user uint64, online bool, lastSeen int64) {
 }
 
 // handleTyping forwards a typing start or stop, throttled.
-func (n *Node) handleTyping(s *session, req *wire.Request) *wire.Reply {
-	if !n.engine.IsMember(req.Conv, s.user) {
-		if _, found := n.engine.Conversation(req.Conv); !found {
+func (sg *signals) handleTyping(s *session, req *wire.Request) *wire.Reply {
+	if !sg.engine.IsMember(req.Conv, s.user) {
+		if _, found := sg.engine.Conversation(req.Conv); !found {
 			return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotFound, "no such conversation"))
 		}
 		return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotMember, "not a member"))
 	}
 	var forward bool
 	if req.On {
-		forward = n.typing.start(s.user, req.Conv, n.cfg.Clock())
+		forward = sg.typing.start(s.user, req.Conv, sg.cfg.Clock())
 	} else {
-		forward = n.typing.stop(s.user, req.Conv)
+		forward = sg.typing.stop(s.user, req.Conv)
 	}
 	if forward {
-		n.signalTyping(s.user, req.Conv, req.On)
+		sg.signalTyping(s.user, req.Conv, req.On)
 	}
 	return &wire.Reply{Type: wire.TypeOK, ID: req.ID}
 }
@@ -118,9 +161,9 @@ func (n *Node) handleTyping(s *session, req *wire.Request) *wire.Reply {
 // signalTyping sends a typing start or stop this node decided to the
 // conversation's members here and to the peers, which fan it out to
 // theirs.
-func (n *Node) signalTyping(user, conv uint64, on bool) {
-	if n.fanTyping(user, conv, on) {
-		n.broadcastTyping(user, conv, on)
+func (sg *signals) signalTyping(user, conv uint64, on bool) {
+	if sg.fanTyping(user, conv, on) {
+		sg.broadcastTyping(user, conv, on)
 	}
 }
 
@@ -128,14 +171,14 @@ func (n *Node) signalTyping(user, conv uint64, on bool) {
 // this node. Groups over TypingMaxMembers get none: in a crowd the signal is
 // noise and its fan-out the largest cost. It reports whether the
 // conversation gets typing indicators at all.
-func (n *Node) fanTyping(user, conv uint64, on bool) bool {
-	info, ok := n.engine.Conversation(conv)
-	if !ok || len(info.Members) > n.cfg.TypingMaxMembers {
+func (sg *signals) fanTyping(user, conv uint64, on bool) bool {
+	info, ok := sg.engine.Conversation(conv)
+	if !ok || len(info.Members) > sg.cfg.TypingMaxMembers {
 		return false
 	}
 	ev := wire.Typing{Type: wire.TypeTypingEvent, Conv: conv, User: user, On: on}
 	if on {
-		ev.TTLms = n.cfg.TypingTTL.Milliseconds()
+		ev.TTLms = sg.cfg.TypingTTL.Milliseconds()
 	}
 	b, err := wire.Marshal(&ev)
 	if err != nil {
@@ -147,25 +190,25 @@ func (n *Node) fanTyping(user, conv uint64, on bool) bool {
 			others = append(others, m.User)
 		}
 	}
-	n.hub.deliver(others, netpoll.PrepareBinary(b))
+	sg.hub.deliver(others, netpoll.PrepareBinary(b))
 	return true
 }
 
 // handlePresenceSub replaces the session's watch list and answers with the
 // current cluster-wide state of each watched user.
-func (n *Node) handlePresenceSub(s *session, req *wire.Request) *wire.Reply {
+func (sg *signals) handlePresenceSub(s *session, req *wire.Request) *wire.Reply {
 	users := dedupe(req.Users)
 	for _, u := range users {
-		if _, found := n.engine.User(u); !found {
+		if _, found := sg.engine.User(u); !found {
 			return wire.ErrorReply(req.ID, wire.Errorf(wire.CodeNotFound, "no such user"))
 		}
 	}
-	n.presence.watch(s, users)
+	sg.presence.watch(s, users)
 	rep := &wire.Reply{Type: wire.TypeOK, ID: req.ID, Presence: make([]wire.Presence, len(users))}
 	for i, u := range users {
-		p := wire.Presence{User: u, Online: n.presence.isOnline(u)}
+		p := wire.Presence{User: u, Online: sg.presence.isOnline(u)}
 		if !p.Online {
-			p.LastSeen = n.visibleLastSeen(u)
+			p.LastSeen = sg.visibleLastSeen(u)
 		}
 		rep.Presence[i] = p
 	}
