@@ -147,6 +147,7 @@ interface Conn {
   lastFrameAt: number;
   readsInFlight: number;
   readQueue: (() => void)[];
+  openedAt: number;
 }
 
 const TYPING_RENEW_MS = 3000; // the server forwards one start per 3 s (§4.4)
@@ -359,10 +360,13 @@ export class Client extends Emitter<ClientEvents> {
       if (this.closed) return;
       if (outcome === "stop") return;
       if (outcome === "served") {
-        // It was up: try the next node at once, then back off from 0.
+        // It was up for a while: try the next node at once.
         failedThisRound = 0;
         continue;
       }
+      // "failed", or "flapped" (closed soon after its hello): a full round
+      // of these backs off, so a node that accepts and drops at once is
+      // not dialed in a tight loop.
       failedThisRound++;
     }
   }
@@ -386,7 +390,7 @@ export class Client extends Emitter<ClientEvents> {
    * handshake); "served": it was up and then closed; "stop": the token is
    * refused, do not retry.
    */
-  private connectOnce(url: string): Promise<"failed" | "served" | "stop"> {
+  private connectOnce(url: string): Promise<"failed" | "flapped" | "served" | "stop"> {
     return new Promise((resolve) => {
       const sep = url.includes("?") ? "&" : "?";
       let ws: WebSocketLike;
@@ -397,7 +401,7 @@ export class Client extends Emitter<ClientEvents> {
         return resolve("failed");
       }
       ws.binaryType = "arraybuffer";
-      const c: Conn = { ws, url, open: false, lastFrameAt: Date.now(), readsInFlight: 0, readQueue: [] };
+      const c: Conn = { ws, url, open: false, lastFrameAt: Date.now(), readsInFlight: 0, readQueue: [], openedAt: 0 };
       this.conn = c;
       let status = 0;
       let retryAfter = 0;
@@ -423,6 +427,7 @@ export class Client extends Emitter<ClientEvents> {
         if (f.t === "hello" && !c.open) {
           clearTimeout(helloTimer);
           c.open = true;
+          c.openedAt = Date.now();
           c.hello = f as unknown as Hello;
           this.helloInfo = c.hello;
           this.notBefore.delete(url);
@@ -461,13 +466,12 @@ export class Client extends Emitter<ClientEvents> {
         if (ev.code === 1008 || ev.code === 1013) {
           this.notBefore.set(url, Date.now() + jitterAtLeast(this.o.handshakeRetryMs, this.o.random));
         }
-        resolve("served");
+        resolve(Date.now() - c.openedAt < 5000 && ev.code !== 4000 ? "flapped" : "served");
       };
     });
   }
 
   private onHello(c: Conn): void {
-    this.attempt = 0;
     this.emit("hello", c.hello!);
     this.emit("state", { state: "connected", url: c.url, node: c.hello!.node });
     for (const w of this.waiters.splice(0)) w();
@@ -700,6 +704,7 @@ export class Client extends Emitter<ClientEvents> {
           if (this.conn !== c) return;
           await this.storeCursor(next);
           this.synced = true;
+          this.attempt = 0; // a connection that syncs is a working one
           this.emit("synced", { cursor: this.state.cursor, since });
           this.emit("state", { state: "synced", url: c.url, node: c.hello?.node });
           return;

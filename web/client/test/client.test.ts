@@ -318,3 +318,15 @@ test("a token refused for good: after a round of failed handshakes checkToken sa
   assert.equal(auth[0], "unauthorized");
   assert.equal(asked, 1);
 });
+
+test("a node that drops every connection right after its hello is not dialed in a tight loop", async () => {
+  const { net, nodes, c } = setup(["ws://a/v1/ws"], { reconnectBaseMs: 100, reconnectMaxMs: 1000 });
+  nodes[0]!.handlers.sync = (_r, s) => {
+    s.serverClose(1011, "internal error");
+    return null;
+  };
+  await c.start();
+  await new Promise((r) => setTimeout(r, 600));
+  c.close();
+  assert.ok(net.opened.length >= 2 && net.opened.length <= 6, `dialed ${net.opened.length} times in 600 ms`);
+});
