@@ -379,6 +379,9 @@ function newConv(info: ConvInfo): Conv {
 
 function addEvent(conv: Conv, ev: Event): void {
   if (conv.msgs.has(ev.seq)) return;
+  // Members read the whole history, from before they joined too: the
+  // first event seen here is not always the first of the conversation.
+  if (conv.msgs.size === 0 && ev.seq > 1) conv.moreBefore = true;
   const m: Msg = { seq: ev.seq, cmid: ev.cmid, from: ev.from, body: ev.body ?? "", ts: ev.ts, kind: ev.kind, ev, deleted: !!ev.deleted, att: ev.att as Attachment[] | undefined };
   conv.msgs.set(ev.seq, m);
   if (ev.kind === "deleted" && ev.target) {
@@ -397,7 +400,7 @@ function addEvent(conv: Conv, ev: Event): void {
     conv.info.last_seq = ev.seq;
     conv.info.last_idx = ev.idx;
   }
-  if (ev.from && !users.get(ev.from)?.username) void resolveUser(ev.from);
+  for (const u of [ev.from, ...(ev.users ?? [])]) if (u && !users.get(u)?.username) void resolveUser(u);
 }
 
 function onEvent(ev: Event): void {
@@ -418,7 +421,11 @@ function onEvent(ev: Event): void {
       if (ev.kind === "member_added") mem.add(u);
       else mem.delete(u);
     }
+    const listed = conv.info.members !== undefined && (conv.info.member_count ?? 0) <= (conv.info.members?.length ?? 0);
+    const delta = (ev.users ?? [ev.from]).length * (ev.kind === "member_added" ? 1 : -1);
     conv.info.members = [...mem];
+    // Large groups come without their member list (§4.3): count instead.
+    conv.info.member_count = listed ? mem.size : Math.max(0, (conv.info.member_count ?? 0) + delta);
     if ((ev.kind !== "member_added") && (ev.users ?? [ev.from]).includes(session!.user_id)) conv.gone = true;
   }
   if (fresh && ev.kind === "message" && ev.from !== session?.user_id) {
