@@ -407,8 +407,7 @@ func startCluster(t *testing.T) []*nodeproc.Node {
 func chromedpSendKeys(sel, text string) chromedp.Action[chromedp.Void] {
 	return chromedp.SendKeys(sel, text)
 }
-func chromedpClick(sel string) chromedp.Action[chromedp.Void] { return chromedp.Click(sel) }
-func chromedpReload() chromedp.Action[chromedp.Void]          { return chromedp.Reload() }
+func chromedpReload() chromedp.Action[chromedp.Void] { return chromedp.Reload() }
 
 // snapshot saves a screenshot of the tab into $PARLEY_SCREENSHOTS, when set
 // (to look at the app; nothing is checked).
