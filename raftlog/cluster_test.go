@@ -868,3 +868,47 @@ func BenchmarkClusterPropose(b *testing.B) {
 		})
 	}
 }
+
+// TestForwardedFailFastOnLeaderChange: commands a follower forwarded to a
+// leader that then neither proposes nor refuses them (paused) are failed
+// with ErrTimeout (outcome unknown) as soon as another leader is known,
+// not after SubmitTimeout (ten minutes here): their clients retry with
+// the new leader.
+func TestForwardedFailFastOnLeaderChange(t *testing.T) {
+	c := newCluster(t, 3, func(cfg *Config) { cfg.SubmitTimeout = 10 * time.Minute })
+	l := c.leader()
+	var f *testNode
+	for _, tn := range c.nodes {
+		if tn != l {
+			f = tn
+			break
+		}
+	}
+	l.n.swallowForwardedForTest.Store(true)
+	const count = 5
+	errs := make(chan error, count)
+	before := f.n.Stats().CommandsForwarded
+	for i := range count {
+		if err := f.n.Submit([]byte(fmt.Sprintf("paused-%d", i)), func(_ any, _ uint64, err error) { errs <- err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testwait.Eventually(t, "the commands forwarded to the paused leader", func() bool {
+		return f.n.Stats().CommandsForwarded >= before+count
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := l.n.TransferLeadership(ctx, ""); err != nil {
+		t.Fatalf("transfer leadership: %v", err)
+	}
+	for range count {
+		select {
+		case err := <-errs:
+			if !errors.Is(err, ErrTimeout) {
+				t.Fatalf("a command forwarded to the paused leader: %v, want ErrTimeout", err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("commands forwarded to a paused leader still wait after a new leader was elected")
+		}
+	}
+}

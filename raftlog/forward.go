@@ -20,8 +20,12 @@ import (
 // applies every entry, and the follower's own FSM adapter resolves its
 // command when it applies it (fsm.go). A command whose frame was written
 // but neither refused nor applied (the leader died, the link broke) has an
-// unknown outcome and times out (SubmitTimeout); it is never resent, so a
-// Submit puts its command in the log at most once.
+// unknown outcome; it is never resent, so a Submit puts its command in the
+// log at most once. It times out (SubmitTimeout), or sooner: once another
+// leader is known, the commands sent to the old one still unresolved fail
+// with ErrTimeout at once (failSentOnLeaderChange), so that a client
+// retries them (idempotently) with the new leader instead of waiting for
+// an old leader that may be paused or gone.
 //
 // The same connection carries the follower's index reports, from which the
 // leader knows every member's progress (Status, Promote).
@@ -176,12 +180,16 @@ func (n *Node) forwardTo(addr string, changed <-chan struct{}, held []fwdCommand
 
 	readerDone := make(chan error, 1)
 	go func() { readerDone <- n.readRefusals(conn) }()
+	var sent []uint64 // seqs written on this connection, not known resolved
 	defer func() {
 		conn.Close()
 		<-readerDone
+		if sent = n.waits.stillWaiting(sent); len(sent) > 0 {
+			go n.failSentOnLeaderChange(addr, sent)
+		}
 	}()
 	for i, c := range held {
-		if buf, batch, err = n.sendCommands(write, c, buf, batch); err != nil {
+		if buf, batch, err = n.sendCommands(write, c, buf, batch, &sent); err != nil {
 			for _, c := range held[i+1:] {
 				n.failSeq(c.seq, ErrNotLeader)
 			}
@@ -194,11 +202,12 @@ func (n *Node) forwardTo(addr string, changed <-chan struct{}, held []fwdCommand
 		select {
 		case c := <-n.fwdQueue:
 			var err error
-			buf, batch, err = n.sendCommands(write, c, buf, batch)
+			buf, batch, err = n.sendCommands(write, c, buf, batch, &sent)
 			if err != nil {
 				return buf, batch, err
 			}
 		case <-ticker.C:
+			sent = n.waits.stillWaiting(sent)
 			buf = appendReport(buf[:0], n.report())
 			if err := write(buf); err != nil {
 				return buf, batch, err
@@ -226,7 +235,7 @@ func (n *Node) forwardTo(addr string, changed <-chan struct{}, held []fwdCommand
 // whose write failed have an unknown outcome and are left to time out; a
 // command taken from the queue but not yet written fails with
 // ErrNotLeader.
-func (n *Node) sendCommands(write func([]byte) error, first fwdCommand, buf []byte, batch []fwdCommand) ([]byte, []fwdCommand, error) {
+func (n *Node) sendCommands(write func([]byte) error, first fwdCommand, buf []byte, batch []fwdCommand, sent *[]uint64) ([]byte, []fwdCommand, error) {
 	next, hasNext := first, true
 	for hasNext {
 		batch = append(batch[:0], next)
@@ -248,6 +257,9 @@ func (n *Node) sendCommands(write func([]byte) error, first fwdCommand, buf []by
 		}
 		buf = appendSubmit(buf[:0], batch)
 		err := write(buf)
+		for _, c := range batch { // written or cut: the outcome is the leader's now
+			*sent = append(*sent, c.seq)
+		}
 		clear(batch) // drop the commands
 		if cap(buf) > fwdWriteBufferKeep {
 			buf = nil
@@ -421,6 +433,9 @@ func (n *Node) acceptForwarded(s *fwdSession, payload []byte) error {
 	defer n.submitMu.RUnlock()
 	closed := n.closed
 	leader := n.raft.State() == raft.Leader
+	if n.swallowForwardedForTest.Load() {
+		return nil // a paused leader, for tests: neither proposed nor refused
+	}
 	return decodeSubmit(payload, func(seq uint64, cmd []byte) {
 		var code byte
 		switch {
@@ -455,5 +470,38 @@ func (n *Node) serveConn(kind byte, c net.Conn) {
 	default:
 		c.Close()
 		panic(fmt.Sprintf("raftlog: mux routed a connection of kind %d", kind))
+	}
+}
+
+// errLeaderChanged is the error of forwarded commands failed early by
+// failSentOnLeaderChange: their outcome is unknown.
+var errLeaderChanged = fmt.Errorf("%w: the leader changed after the command was forwarded to it; outcome unknown", ErrTimeout)
+
+// failSentOnLeaderChange fails the commands of seqs, forwarded to the
+// leader at old, that are still unresolved once another leader is known:
+// the old one may be paused or cut off, and a paused leader's commands
+// otherwise hold their clients for the whole SubmitTimeout although a new
+// leader was elected long before. Their outcome is unknown (the old
+// leader may have replicated them, and the new one commit them); the
+// client retries with the same idempotency key and learns it. It gives up
+// on its own after SubmitTimeout, when the waiters time out anyway.
+func (n *Node) failSentOnLeaderChange(old string, seqs []uint64) {
+	deadline := time.NewTimer(n.cfg.SubmitTimeout)
+	defer deadline.Stop()
+	for {
+		changed := n.leaderChanges()
+		if addr, _ := n.raft.LeaderWithID(); addr != "" && string(addr) != old {
+			for _, seq := range seqs {
+				n.failSeq(seq, errLeaderChanged)
+			}
+			return
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			return
+		case <-n.stop:
+			return
+		}
 	}
 }

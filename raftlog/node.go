@@ -123,6 +123,10 @@ type Node struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// swallowForwardedForTest makes this leader neither propose nor refuse
+	// forwarded commands, as a paused one would (tests only).
+	swallowForwardedForTest atomic.Bool
 }
 
 // Open starts the node: it opens the log store and snapshot store in

@@ -155,5 +155,18 @@ func (w *waitList) closeAll() []DoneFunc {
 	return dones
 }
 
+// stillWaiting keeps in seqs those whose outcome is not known yet.
+func (w *waitList) stillWaiting(seqs []uint64) []uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := seqs[:0]
+	for _, seq := range seqs {
+		if seq >= w.first && seq-w.first < uint64(len(w.items)) && w.items[seq-w.first].done != nil {
+			out = append(out, seq)
+		}
+	}
+	return out
+}
+
 // waiting is the number of commands whose outcome is not known yet.
 func (w *waitList) waiting() int { return int(w.pending.Load()) }
