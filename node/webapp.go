@@ -56,6 +56,18 @@ func (n *Node) webRoutes(mux *http.ServeMux) {
 		h.Set("X-Content-Type-Options", "nosniff")
 		http.ServeContent(w, r, name, started, bytes.NewReader(b))
 	})
+	// The service worker (Web Push notifications) keeps one URL at the
+	// root, so that it controls the page; browsers revalidate it.
+	if sw, err := fs.ReadFile(files, "sw.js"); err == nil {
+		mux.HandleFunc("GET /sw.js", func(w http.ResponseWriter, r *http.Request) {
+			h := w.Header()
+			h.Set("Content-Type", "text/javascript; charset=utf-8")
+			h.Set("Cache-Control", "no-cache")
+			h.Set("X-Content-Type-Options", "nosniff")
+			h.Set("Content-Security-Policy", "default-src 'none'")
+			http.ServeContent(w, r, "sw.js", started, bytes.NewReader(sw))
+		})
+	}
 	// A browser cannot read why a WebSocket handshake failed: a page whose
 	// handshakes keep failing asks here whether its token still holds
 	// (204) or was refused (401: log in again).

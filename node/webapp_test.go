@@ -58,6 +58,9 @@ func TestWebApp(t *testing.T) {
 			t.Errorf("GET %s: Cache-Control %q", a, cc)
 		}
 	}
+	if resp, body := webGet(t, n.HTTPURL()+"/sw.js"); resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") || resp.Header.Get("Cache-Control") != "no-cache" || len(body) == 0 {
+		t.Errorf("GET /sw.js: %d %q %q", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Cache-Control"))
+	}
 	if resp, _ := webGet(t, n.HTTPURL()+"/assets/nope.js"); resp.StatusCode != 404 {
 		t.Errorf("a missing asset: %d", resp.StatusCode)
 	}

@@ -34,6 +34,21 @@ for (const f of result.outputFiles) {
   writeFileSync(f.path, f.contents);
   names[f.path.endsWith(".css") ? "css" : "js"] = basename(f.path);
 }
+// The service worker keeps a fixed name (/sw.js): browsers look for
+// updates of a registration at its URL.
+const sw = await esbuild.build({
+  entryPoints: [join(here, "src", "sw.ts")],
+  bundle: true,
+  minify: true,
+  format: "iife",
+  target: ["es2020"],
+  write: false,
+  legalComments: "none",
+  charset: "utf8",
+  logLevel: "warning",
+});
+writeFileSync(join(out, "sw.js"), sw.outputFiles[0].contents);
+
 const html = readFileSync(join(here, "index.html"), "utf8").replace(/\{\{(js|css)\}\}/g, (_, k) => names[k]);
 writeFileSync(join(out, "index.html"), html);
 

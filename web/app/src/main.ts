@@ -6,6 +6,8 @@ import {
   uploadMedia,
   fetchConfig,
   checkToken,
+  subscribeWebPush,
+  unsubscribeWebPush,
   indexedDBStorage,
   login,
   register,
@@ -255,7 +257,8 @@ async function enter(s: Session): Promise<void> {
     document.body.dataset.everSynced = "1";
     if (firstSync) {
       firstSync = false;
-      void refreshList();
+      void refreshList().then(openFromHash);
+      void setupPush();
     }
     watchPresence();
   });
@@ -337,6 +340,7 @@ function setBanner(text: string, show = !!text): void {
 
 async function logout(revoke: boolean, msg = ""): Promise<void> {
   const c = client;
+  if (c && revoke && swReg) await unsubscribeWebPush(c, swReg).catch(() => {});
   client = null;
   if (c && revoke && session) await c.revokeDevice(session.device_id).catch(() => {});
   c?.close();
@@ -946,6 +950,50 @@ async function renderDevices(): Promise<void> {
   });
 }
 
+// ---- Web Push (§4.7): a service worker shows notifications while the
+// user has no connection; the button asks for permission ----
+
+let swReg: ServiceWorkerRegistration | null = null;
+
+async function setupPush(): Promise<void> {
+  const btn = $("push-btn");
+  const supported = "serviceWorker" in navigator && "PushManager" in window && "Notification" in window;
+  btn.hidden = !(supported && client?.hello?.vapid);
+  if (btn.hidden) return;
+  try {
+    swReg = await navigator.serviceWorker.register("/sw.js");
+    if (Notification.permission === "granted" && client) {
+      // After every login the device says again where its notifications go.
+      await subscribeWebPush(client, swReg);
+      btn.setAttribute("aria-pressed", "true");
+    }
+  } catch {
+    // no push service reachable: the app works without notifications
+  }
+}
+
+async function enablePush(): Promise<void> {
+  if (!client || !swReg) return;
+  const btn = $("push-btn");
+  if (btn.getAttribute("aria-pressed") === "true") {
+    await unsubscribeWebPush(client, swReg);
+    btn.setAttribute("aria-pressed", "false");
+    return;
+  }
+  if ((await Notification.requestPermission()) !== "granted") throw new Error("Notifications are blocked for this site in the browser's settings.");
+  await subscribeWebPush(client, swReg);
+  btn.setAttribute("aria-pressed", "true");
+}
+
+/** Opens the conversation a notification named (/#conv=ID). */
+function openFromHash(): void {
+  const m = /conv=(\d+)/.exec(location.hash);
+  if (m && convs.has(Number(m[1]))) {
+    openConv(Number(m[1]));
+    history.replaceState(null, "", "/");
+  }
+}
+
 function renderTyping(): void {
   const who = [...(typingNow.get(current ?? 0) ?? [])].map((u) => users.get(u)?.username ?? "someone");
   $("typing").textContent = who.length === 0 ? "" : who.length === 1 ? `${who[0]} is typing…` : `${who.join(", ")} are typing…`;
@@ -971,6 +1019,11 @@ async function userIdByName(name: string): Promise<number> {
 
 function bindApp(): void {
   $("logout-btn").addEventListener("click", () => void logout(true));
+  $("push-btn").addEventListener("click", () => void act(enablePush));
+  navigator.serviceWorker?.addEventListener("message", (e: MessageEvent) => {
+    const id = Number((e.data as { open?: number } | null)?.open);
+    if (id && convs.has(id)) openConv(id);
+  });
   $("back-btn").addEventListener("click", () => {
     showConv(null);
     renderList();
