@@ -440,6 +440,8 @@ func (t *txn) applyOne(raw []byte) *Result {
 		return t.audited(c, t.resetPassword(c))
 	case OpDeleteUser:
 		return t.audited(c, t.deleteUser(c))
+	case OpExpireMessages:
+		return t.expireMessages(c)
 	}
 	return failure(ErrCodeInvalid, "unknown operation "+c.Op.String())
 }

@@ -68,6 +68,12 @@ const (
 	OpResetPassword // User, PasswordHash: a new password; every device is revoked
 	OpDeleteUser    // User: delete the account (engine/useradmin.go)
 
+	// OpExpireMessages: Ts. Deletes the events older than Ts, oldest
+	// first in each conversation, a budget of events per command resuming
+	// where the previous one stopped (engine/retention.go). Submitted by
+	// the leader -> Result.Expired.
+	OpExpireMessages
+
 	opCount
 )
 
@@ -83,6 +89,7 @@ var opNames = [opCount]string{
 	OpMediaChunk:   "media_chunk", OpMediaCommit: "media_commit", OpMediaExpire: "media_expire",
 	OpDeleteMessage: "delete_message",
 	OpSuspend:       "suspend", OpResetPassword: "reset_password", OpDeleteUser: "delete_user",
+	OpExpireMessages: "expire_messages",
 }
 
 func (o Op) String() string {

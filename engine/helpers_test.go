@@ -134,8 +134,8 @@ func dumpIndex(e *Engine) string {
 	}
 	for _, id := range slices.Sorted(maps.Keys(ix.convs)) {
 		c := ix.convs[id]
-		fmt.Fprintf(&b, "conv %d %s %q created=%d peers=%v last=%d/%d members=%v admins=%v system=%v cursors@%d",
-			c.id, c.kind, c.name, c.createdAt, c.peers, c.lastSeq, c.lastIndex, c.members, c.admins, c.systemSeqs, c.cursorIndex)
+		fmt.Fprintf(&b, "conv %d %s %q created=%d peers=%v last=%d/%d first=%d members=%v admins=%v system=%v cursors@%d",
+			c.id, c.kind, c.name, c.createdAt, c.peers, c.lastSeq, c.lastIndex, c.firstSeq, c.members, c.admins, c.systemSeqs, c.cursorIndex)
 		if c.cursors != nil {
 			fmt.Fprintf(&b, " delivered=%v read=%v", c.cursors.delivered, c.cursors.read)
 		}

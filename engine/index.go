@@ -110,7 +110,9 @@ func (m *membership) unread() uint64 {
 	if m.gone || m.cursors.read >= m.conv.lastSeq {
 		return 0
 	}
-	return m.conv.messagesUpTo(m.conv.lastSeq) - m.conv.messagesUpTo(m.cursors.read)
+	// Messages retention deleted are not unread any more.
+	from := max(m.cursors.read, m.conv.firstSeq-min(m.conv.firstSeq, 1))
+	return m.conv.messagesUpTo(m.conv.lastSeq) - m.conv.messagesUpTo(from)
 }
 
 type convEntry struct {
@@ -121,6 +123,9 @@ type convEntry struct {
 	peers     [2]uint64 // direct conversations: the two users, ascending
 
 	lastSeq, lastIndex uint64
+	// firstSeq is the first seq retention kept (retention.go): events
+	// below it were deleted. 0 or 1: none was.
+	firstSeq uint64
 
 	// members and admins are sorted user IDs. They are never modified in
 	// place: a membership change builds new slices (copy on write), so a
@@ -166,7 +171,7 @@ func (c *convEntry) isAdmin(user uint64) bool { return contains(c.admins, user) 
 func (c *convEntry) info(maxMembers int) ConvInfo {
 	ci := ConvInfo{
 		ID: c.id, Kind: c.kind, Name: c.name, MemberCount: len(c.members),
-		LastSeq: c.lastSeq, LastIndex: c.lastIndex, CreatedAt: c.createdAt,
+		LastSeq: c.lastSeq, LastIndex: c.lastIndex, CreatedAt: c.createdAt, FirstSeq: max(c.firstSeq, 1),
 	}
 	if len(c.members) <= maxMembers {
 		ci.Members = make([]Member, len(c.members))
@@ -382,6 +387,16 @@ func loadIndex(db *pebble.DB) (*index, uint64, error) {
 	}
 	if err == nil {
 		err = loadPush(db, ix)
+	}
+	if err == nil {
+		err = scan(db, prefixFirst, func(k, v []byte) error {
+			c := ix.convs[u64At(k, 1)]
+			if len(k) != 9 || len(v) != 8 || c == nil {
+				return corrupt("first seq", k)
+			}
+			c.firstSeq = u64At(v, 0)
+			return nil
+		})
 	}
 	if err != nil {
 		return nil, 0, err

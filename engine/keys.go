@@ -36,6 +36,8 @@ import "encoding/binary"
 //	'n' + user + device                  -> the device's push target (push.go)
 //	'z' + conv + user                    -> until when user muted conv (unix ms, or -1: for good)
 //	'v' + log index + n                  -> an administrative action (useradmin.go): ts, op, user, device, flag, who
+//	'q' + conv                           -> the first seq retention kept (retention.go); absent: 1
+//	'm' 'q'                              -> the conversation where the last OpExpireMessages stopped
 //	'm' 'n'                              -> the notifier's progress: the log index handled up to
 //
 // Everything in an entry, including the applied index, is written in one
@@ -57,6 +59,7 @@ const (
 	prefixPush   byte = 'n'
 	prefixMute   byte = 'z'
 	prefixAudit  byte = 'v'
+	prefixFirst  byte = 'q'
 
 	metaFormat     byte = 'v'
 	metaApplied    byte = 'a'
@@ -69,6 +72,7 @@ const (
 	// metaPushProgress came after format 2 without a new format, as did
 	// push targets and mutes: their absence is a valid state.
 	metaPushProgress byte = 'n'
+	metaRetention    byte = 'q'
 
 	// storageFormat is the version of this layout and of the records.
 	// 2 added the 'r', 's' and 'w' keys; a format 1 database lacks the

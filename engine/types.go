@@ -198,6 +198,9 @@ type ConvInfo struct {
 	LastSeq     uint64
 	LastIndex   uint64
 	CreatedAt   int64
+	// FirstSeq is the first seq the conversation keeps: retention deleted
+	// the events below it (1: none).
+	FirstSeq uint64
 
 	// For the asking user (Conversations, ConversationFor and Sync fill
 	// these; Conversation, which has no asking user, leaves them zero):

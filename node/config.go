@@ -174,6 +174,11 @@ type Config struct {
 	// (beyond, the newest are dropped); a delivery that keeps failing is
 	// dropped PushMaxAge after its message (also the providers' TTL); the
 	// leader reports its progress every PushProgressEvery.
+	// MessageRetention: messages (and the other events) older than this
+	// are deleted, by the leader's sweep every ExpireSendsEvery through
+	// Raft (engine/retention.go). 0: kept for ever.
+	MessageRetention time.Duration
+
 	// OnNewerVersion is called when the replicated log holds what only a
 	// newer build can read (an entry format, a command version or an
 	// operation): nil logs one line saying so and exits with

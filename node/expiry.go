@@ -39,3 +39,28 @@ func (n *Node) expireSends(now time.Time) {
 		n.expireInflight.Store(false)
 	}
 }
+
+// expireMessages applies MessageRetention: on the leader, with the dedup
+// sweep's rhythm, an OpExpireMessages deleting the events older than
+// now - MessageRetention among the next engine.ExpireMessagesBudget. One
+// is in flight at a time; the signal loop alone calls it.
+func (n *Node) expireMessages(now time.Time) {
+	if n.cfg.MessageRetention <= 0 || now.Before(n.retentionNext) || !n.raft.IsLeader() || n.retentionInflight.Load() {
+		return
+	}
+	n.retentionNext = now.Add(n.cfg.ExpireSendsEvery)
+	cmd, err := engine.EncodeCommand(&engine.Command{Op: engine.OpExpireMessages, Ts: now.Add(-n.cfg.MessageRetention).UnixMilli()})
+	if err != nil {
+		n.log.Error("encode expire_messages", "err", err)
+		return
+	}
+	n.retentionInflight.Store(true)
+	if err := n.raft.Submit(cmd, func(result any, _ uint64, err error) {
+		n.retentionInflight.Store(false)
+		if res, _ := result.(*engine.Result); err == nil && res != nil && res.Expired > 0 {
+			n.log.Debug("retention", "events_deleted", res.Expired)
+		}
+	}); err != nil {
+		n.retentionInflight.Store(false)
+	}
+}

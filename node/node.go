@@ -60,7 +60,10 @@ type Node struct {
 	// time.
 	expireNext     time.Time
 	expireInflight atomic.Bool
-	media          mediaState // uploads' thumbnail slots, the media sweep (media.go)
+	// retentionNext, retentionInflight: the same for MessageRetention.
+	retentionNext     time.Time
+	retentionInflight atomic.Bool
+	media             mediaState // uploads' thumbnail slots, the media sweep (media.go)
 
 	queries chan func()   // reads waiting for a query worker
 	reads   readAdmission // expensive reads in flight per connection and user

@@ -301,6 +301,9 @@ func convInfo(c *engine.ConvInfo) wire.ConvInfo {
 	if c.Kind == engine.KindDirect {
 		ci.Kind = wire.ConvDirect
 	}
+	if c.FirstSeq > 1 {
+		ci.FirstSeq = c.FirstSeq
+	}
 	for _, m := range c.Members {
 		ci.Members = append(ci.Members, m.User)
 		if m.Admin {

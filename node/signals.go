@@ -36,6 +36,7 @@ func (n *Node) signalLoop() {
 func (n *Node) sweepSignals(now time.Time) {
 	n.signals.sweep(now)
 	n.expireSends(now)
+	n.expireMessages(now)
 	n.expireMedia(now)
 	n.closeExpired()
 }

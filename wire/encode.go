@@ -259,7 +259,7 @@ func appendConvInfo(b []byte, c *ConvInfo) []byte {
 	n := 6 // id, kind, members, last_seq, last_idx, created_at
 	n += count(c.Name != "") + count(len(c.Admins) != 0) + count(c.MemberCount != 0) + count(c.Delivered != 0) +
 		count(c.Read != 0) + count(c.Unread != 0) + count(c.PeerDelivered != 0) + count(c.PeerRead != 0) +
-		count(c.MutedUntil != 0)
+		count(c.MutedUntil != 0) + count(c.FirstSeq != 0)
 	b = appendMapLen(b, n)
 	b = appendU64(appendStr(b, "id"), c.ID)
 	b = appendStr(appendStr(b, "kind"), c.Kind)
@@ -293,6 +293,9 @@ func appendConvInfo(b []byte, c *ConvInfo) []byte {
 	}
 	if c.MutedUntil != 0 {
 		b = appendI64(appendStr(b, "muted_until"), c.MutedUntil)
+	}
+	if c.FirstSeq != 0 {
+		b = appendU64(appendStr(b, "first_seq"), c.FirstSeq)
 	}
 	return b
 }

@@ -316,6 +316,8 @@ type ConvInfo struct {
 	// MutedUntil: the asking user muted its notifications until then
 	// (unix ms; -1: until unmuted).
 	MutedUntil int64 `msgpack:"muted_until,omitempty"`
+	// FirstSeq: retention deleted the events below this seq (absent: none).
+	FirstSeq uint64 `msgpack:"first_seq,omitempty"`
 }
 
 // ConvSync is one changed conversation in a sync page.

@@ -64,7 +64,7 @@ func EventsLen(evs []Event) int {
 func ConvInfoLen(c *ConvInfo) int {
 	n := 6 + count(c.Name != "") + count(len(c.Admins) != 0) + count(c.MemberCount != 0) + count(c.Delivered != 0) +
 		count(c.Read != 0) + count(c.Unread != 0) + count(c.PeerDelivered != 0) + count(c.PeerRead != 0) +
-		count(c.MutedUntil != 0)
+		count(c.MutedUntil != 0) + count(c.FirstSeq != 0)
 	size := mapLenSize(n) + strSize("id") + 9 + strSize("kind") + strSize(c.Kind) +
 		strSize("members") + u64sSize(c.Members) +
 		strSize("last_seq") + 9 + strSize("last_idx") + 9 + strSize("created_at") + 9
@@ -82,7 +82,7 @@ func ConvInfoLen(c *ConvInfo) int {
 		set bool
 	}{
 		{"delivered", c.Delivered != 0}, {"read", c.Read != 0}, {"unread", c.Unread != 0},
-		{"peer_delivered", c.PeerDelivered != 0}, {"peer_read", c.PeerRead != 0}, {"muted_until", c.MutedUntil != 0},
+		{"peer_delivered", c.PeerDelivered != 0}, {"peer_read", c.PeerRead != 0}, {"muted_until", c.MutedUntil != 0}, {"first_seq", c.FirstSeq != 0},
 	} {
 		if f.set {
 			size += strSize(f.key) + 9

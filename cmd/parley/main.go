@@ -36,6 +36,7 @@ func main() {
 	flag.Uint64Var(&cfg.TrailingLogs, "trailing-logs", 0, "Raft log entries kept behind a snapshot for lagging followers (0: raftlog's default)")
 	flag.DurationVar(&cfg.TokenTTL, "token-ttl", cfg.TokenTTL, "lifetime of device tokens")
 	flag.DurationVar(&cfg.SendRetention, "send-retention", cfg.SendRetention, "how long a send's client_msg_id is remembered for retries (negative: for ever)")
+	flag.DurationVar(&cfg.MessageRetention, "retention", 0, "delete messages older than this, in every conversation (e.g. 2160h for 90 days; 0: keep them for ever)")
 	flag.UintVar(&argonTime, "argon2-time", uint(cfg.Argon2.Time), "argon2id passes for password hashing")
 	flag.UintVar(&argonMemory, "argon2-memory", uint(cfg.Argon2.MemoryKiB), "argon2id memory in KiB (lower only for load tests)")
 	flag.Float64Var(&cfg.RatePerSecond, "conn-rate", cfg.RatePerSecond, "requests per second allowed per connection")
