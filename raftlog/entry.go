@@ -33,6 +33,29 @@ const (
 	tagOriginLen     = 8
 )
 
+// rehearsalEntryVersion, set at build time with
+//
+//	-ldflags "-X parley/raftlog.rehearsalEntryVersion=3"
+//
+// makes a build that writes, and reads, entries of that version: format 2
+// under a later number. Two builds of one tree, one of them so made, are
+// an old and a new release whose entry formats differ, to rehearse a
+// rolling upgrade (faults/upgrade_test.go): the new one reads the old
+// entries, the old one stops at a new one. Empty in every real build.
+var rehearsalEntryVersion string
+
+// writeVersion is the version this build writes; readVersion the latest
+// it reads (both EntryVersion, unless rehearsalEntryVersion says more).
+var writeVersion, readVersion = func() (byte, byte) {
+	switch rehearsalEntryVersion {
+	case "":
+		return EntryVersion, EntryVersion
+	case "3":
+		return 3, 3
+	}
+	panic("raftlog: unknown rehearsalEntryVersion " + rehearsalEntryVersion)
+}()
+
 // Tag identifies a submitted command across the cluster: Origin is the
 // random identity a node draws each time it opens (never 0), Seq counts the
 // commands that incarnation submitted. Every node applies every entry; the
@@ -84,7 +107,7 @@ func AppendEntry(dst []byte, ts int64, cmds [][]byte, tags []Tag) []byte {
 }
 
 func appendEntryHeader(dst []byte, ts int64, count int) []byte {
-	dst = append(dst, EntryVersion)
+	dst = append(dst, writeVersion)
 	dst = binary.BigEndian.AppendUint64(dst, uint64(ts))
 	return binary.AppendUvarint(dst, uint64(count))
 }
@@ -109,13 +132,13 @@ func DecodeEntry(data []byte) (Entry, error) {
 		return Entry{}, fmt.Errorf("%w: %d bytes is shorter than the header", ErrCorruptEntry, len(data))
 	}
 	version := data[0]
-	if version > EntryVersion {
-		return Entry{}, fmt.Errorf("%w: %w: version %d, this build reads up to %d", ErrCorruptEntry, ErrNewerEntry, version, EntryVersion)
+	if version > readVersion {
+		return Entry{}, fmt.Errorf("%w: %w: version %d, this build reads up to %d", ErrCorruptEntry, ErrNewerEntry, version, readVersion)
 	}
-	if version != EntryVersion && version != entryVersion1 {
+	if version == 0 {
 		return Entry{}, fmt.Errorf("%w: unknown version %d", ErrCorruptEntry, version)
 	}
-	tagged := version == EntryVersion
+	tagged := version >= EntryVersion // 2, or a rehearsal's later number for the same format
 	ts := int64(binary.BigEndian.Uint64(data[1:]))
 	body := data[entryFixedHeader:]
 	count, n := readUvarint(body)

@@ -160,6 +160,27 @@ func (n *Node) Restart() error {
 	return nil
 }
 
+// RestartWith is Restart on another binary: an upgrade (or a downgrade)
+// of the node, on its data and addresses.
+func (n *Node) RestartWith(bin string) error {
+	n.opts.Bin = bin
+	return n.Restart()
+}
+
+// ExitCode is the exit status of the node's last life, -1 while it runs
+// (or if a signal ended it).
+func (n *Node) ExitCode() int {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	select {
+	case <-exited:
+		return cmd.ProcessState.ExitCode()
+	default:
+		return -1
+	}
+}
+
 var errExited = errors.New("the node exited before printing its addresses")
 
 func (n *Node) start(http, ws, raft string) error {
