@@ -442,6 +442,11 @@ func (t *txn) applyOne(raw []byte) *Result {
 		return t.audited(c, t.deleteUser(c))
 	case OpExpireMessages:
 		return t.expireMessages(c)
+	case OpAudit:
+		if c.Audit == "" || c.Name == "" || len(c.Name) > MaxAuditBytes {
+			return failure(ErrCodeInvalid, "audit needs who (Audit) and what (Name)")
+		}
+		return t.audited(c, t.ok(0, 0))
 	}
 	return failure(ErrCodeInvalid, "unknown operation "+c.Op.String())
 }

@@ -74,6 +74,11 @@ const (
 	// the leader -> Result.Expired.
 	OpExpireMessages
 
+	// OpAudit: Audit, Name. Writes an administrative action that is not a
+	// command of its own (a change of the cluster's membership, a backup)
+	// to the audit log: Name says what was done.
+	OpAudit
+
 	opCount
 )
 
@@ -90,6 +95,7 @@ var opNames = [opCount]string{
 	OpDeleteMessage: "delete_message",
 	OpSuspend:       "suspend", OpResetPassword: "reset_password", OpDeleteUser: "delete_user",
 	OpExpireMessages: "expire_messages",
+	OpAudit:          "audit",
 }
 
 func (o Op) String() string {

@@ -3,6 +3,7 @@ package engine
 import (
 	"encoding/binary"
 	"fmt"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 )
@@ -81,6 +82,10 @@ func (t *txn) audited(c *Command, r *Result) *Result {
 	}
 	v = append(v, flag)
 	v = append(v, c.Audit...)
+	if c.Op == OpAudit { // what was done, after who did it
+		v = append(v, 0)
+		v = append(v, c.Name...)
+	}
 	t.set(key2(prefixAudit, t.index, t.audits), v)
 	return r
 }
@@ -95,6 +100,7 @@ type AuditEntry struct {
 	Device uint64
 	Admin  bool   // OpSuspend: suspended (true) or unsuspended
 	Who    string // the command's Audit
+	What   string // OpAudit: what was done
 }
 
 // AuditLog returns up to limit audit entries after (index, n), oldest
@@ -123,10 +129,14 @@ func (e *Engine) AuditLog(index, n uint64, limit int) ([]AuditEntry, bool, error
 		if len(k) != 17 || len(v) < 26 {
 			return nil, false, corrupt("audit record", k)
 		}
-		out = append(out, AuditEntry{
+		a := AuditEntry{
 			Index: u64At(k, 1), N: u64At(k, 9), Ts: int64(u64At(v, 0)), Op: Op(v[8]),
 			User: u64At(v, 9), Device: u64At(v, 17), Admin: v[25] == 1, Who: string(v[26:]),
-		})
+		}
+		if a.Op == OpAudit {
+			a.Who, a.What, _ = strings.Cut(a.Who, "\x00")
+		}
+		out = append(out, a)
 	}
 	return out, false, it.Error()
 }

@@ -163,6 +163,13 @@ func (n *Node) handleAdminInit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	go func() { // once there is a leader to write it
+		waitCtx, cancel := context.WithTimeout(context.Background(), adminCallTimeout)
+		defer cancel()
+		if n.raft.WaitLeader(waitCtx) == nil {
+			n.auditCluster(r, fmt.Sprintf("cluster init %v", req.Servers))
+		}
+	}()
 }
 
 func (n *Node) handleAdminJoin(w http.ResponseWriter, r *http.Request) {
@@ -188,6 +195,7 @@ func (n *Node) handleAdminJoin(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, err)
 		return
 	}
+	n.auditCluster(r, fmt.Sprintf("cluster join %s %s nonvoter=%v", req.ID, req.Addr, req.Nonvoter))
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
 }
 
@@ -206,6 +214,7 @@ func (n *Node) handleAdminRemove(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, err)
 		return
 	}
+	n.auditCluster(r, "cluster remove "+req.ID)
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
 }
 
@@ -220,16 +229,18 @@ func (n *Node) handleAdminTransfer(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, err)
 		return
 	}
+	n.auditCluster(r, "cluster transfer-leader "+req.ID)
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
 }
 
 // handleAdminSnapshot snapshots this node (every node snapshots on its own;
 // there is nothing cluster-wide about it) and answers the snapshot's index.
-func (n *Node) handleAdminSnapshot(w http.ResponseWriter, _ *http.Request) {
+func (n *Node) handleAdminSnapshot(w http.ResponseWriter, r *http.Request) {
 	if err := n.raft.Snapshot(); err != nil {
 		writeAdminError(w, err)
 		return
 	}
+	n.auditCluster(r, "cluster snapshot on "+n.cfg.NodeID)
 	// Raft records the snapshot before Snapshot returns. An automatic one
 	// taken since can only be newer.
 	st := n.raft.Status()

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -101,6 +102,18 @@ func (n *Node) adminPropose(w http.ResponseWriter, r *http.Request, cmd *engine.
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true, "idx": res.Index})
 }
 
+// auditCluster writes a cluster action (init, join, remove, transfer,
+// snapshot, backup) to the audit log once it succeeded. It is not a
+// command of its own in the state, so it is written next to it; a
+// failure to write it (no leader just now) is logged.
+func (n *Node) auditCluster(r *http.Request, what string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), adminCallTimeout)
+	defer cancel()
+	if _, werr := n.propose(ctx, &engine.Command{Op: engine.OpAudit, Audit: auditOf(r), Name: what}); werr != nil {
+		n.log.Warn("audit log: could not record an admin action", "action", what, "err", werr.Message)
+	}
+}
+
 func (n *Node) handleAdminSuspend(on bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if u, ok := n.adminUser(w, r); ok {
@@ -177,7 +190,7 @@ func (n *Node) handleAdminAudit(w http.ResponseWriter, r *http.Request) {
 	out := wire.AuditPage{Entries: make([]wire.AuditEntry, 0, len(entries)), More: more}
 	for _, e := range entries {
 		out.Entries = append(out.Entries, wire.AuditEntry{Index: e.Index, N: e.N, Ts: e.Ts, Action: e.Op.String(),
-			User: e.User, Device: e.Device, Suspended: e.Op == engine.OpSuspend && e.Admin, Who: e.Who})
+			User: e.User, Device: e.Device, Suspended: e.Op == engine.OpSuspend && e.Admin, Who: e.Who, What: e.What})
 	}
 	if len(entries) > 0 {
 		last := entries[len(entries)-1]

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"errors"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"github.com/lxzan/gws"
 
 	"parley/client"
+	"parley/internal/testwait"
 	"parley/node"
 	"parley/wire"
 )
@@ -130,12 +132,29 @@ func TestAdminUsers(t *testing.T) {
 	if strings.Join(got, " ") != want {
 		t.Fatalf("audit %v, want %s", got, want)
 	}
+	// Cluster actions are audited too, with what was done.
+	if _, err := admin.Snapshot(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Backup(ctx, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	testwait.Eventually(t, "the snapshot and the backup in the audit log", func() bool {
+		p, err := admin.Audit(ctx, "", 0)
+		if err != nil || len(p.Entries) < 7 {
+			return false
+		}
+		snap, backup := p.Entries[5], p.Entries[6]
+		return snap.Action == "audit" && strings.HasPrefix(snap.What, "cluster snapshot on ") && strings.HasPrefix(snap.Who, "carol@") &&
+			backup.Action == "audit" && strings.HasPrefix(backup.What, "backup of ")
+	})
+
 	first, err := admin.Audit(ctx, "", 2)
 	if err != nil || len(first.Entries) != 2 || !first.More {
 		t.Fatalf("first page: %+v %v", first, err)
 	}
-	rest, err := admin.Audit(ctx, first.Next, 0)
-	if err != nil || len(rest.Entries) != 3 || rest.More || rest.Entries[0].Action != "reset_password" {
+	rest, err := admin.Audit(ctx, first.Next, 3)
+	if err != nil || len(rest.Entries) != 3 || !rest.More || rest.Entries[0].Action != "reset_password" {
 		t.Fatalf("next page: %+v %v", rest, err)
 	}
 }

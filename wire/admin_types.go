@@ -29,6 +29,7 @@ type AuditEntry struct {
 	Device    uint64 `json:"device,omitempty"`
 	Suspended bool   `json:"suspended,omitempty"` // suspend: true, unsuspend: false
 	Who       string `json:"who"`
+	What      string `json:"what,omitempty"` // cluster actions: what was done
 }
 
 // AuditPage is a page of the audit log, oldest first.

@@ -117,6 +117,9 @@ func auditCmd(g *globals) *cobra.Command {
 					if e.Action == "suspend" && !e.Suspended {
 						action = "unsuspend"
 					}
+					if e.What != "" {
+						action = e.What
+					}
 					fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d.%d\n", msTime(e.Ts), action, e.User, e.Device, e.Who, e.Index, e.N)
 				}
 				tw.Flush()
