@@ -273,13 +273,29 @@ func (n *Node) handleMediaUpload(w http.ResponseWriter, r *http.Request) {
 		up.abandon()
 	}
 	if uerr != nil {
-		// The body may be unread; closing is cheaper than draining it.
+		// The body may be unread. The answer goes first, then up to
+		// mediaDrainMax of the rest is read and dropped, so that a client
+		// still sending reads the answer (closing on unread bytes resets
+		// the connection, and the client would see only the reset); beyond
+		// that the connection closes.
+		rc := http.NewResponseController(w)
+		_ = rc.EnableFullDuplex()
 		w.Header().Set("Connection", "close")
 		uerr.write(w)
+		_ = rc.Flush()
+		_ = rc.SetReadDeadline(time.Now().Add(mediaDrainTime))
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, mediaDrainMax))
 		return
 	}
 	writeJSON(w, http.StatusCreated, res)
 }
+
+// After a refused upload, at most mediaDrainMax more bytes of its body
+// are read, for at most mediaDrainTime, before the connection closes.
+const (
+	mediaDrainMax  = 8 << 20
+	mediaDrainTime = 5 * time.Second
+)
 
 // mediaReply is the answer to an upload.
 type mediaReply struct {
