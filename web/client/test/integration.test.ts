@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import WebSocket from "ws";
+import { decode } from "@msgpack/msgpack";
 import { Client, login, register, ParleyError, memoryStorage, uploadMedia, downloadMedia, type Event, type WebSocketFactory } from "../src/index.js";
 import { until } from "./fake.js";
 
@@ -140,6 +141,31 @@ test("against a real node: register, login, chat, receipts, typing, presence, hi
   const bodies = bEvents.filter((e) => e.conv === dm.id && e.kind === "message" && !e.att).map((e) => e.body);
   assert.deepEqual(bodies, ["one", "two", "three", "while down"], "every message once, in order");
   assert.ok(b.cursor >= cursorBefore);
+
+  // A new device of bob's with 120 more groups to learn: its first sync
+  // takes more than one page (at most 100 conversations each), passing
+  // next and next_conv back; every conversation comes once.
+  for (let i = 0; i < 120; i++) await a.createGroup(`g${i}`, [rb.user_id]);
+  const lb2 = await login(node.http, "bob", "password-b", "second", { minIdx: a.minIdx });
+  const syncs: Record<string, unknown>[] = [];
+  class Spy extends (WebSocket as unknown as new (url: string) => WebSocket) {
+    override send(data: Uint8Array) {
+      const f = decode(data) as Record<string, unknown>;
+      if (f.t === "sync") syncs.push(f);
+      super.send(data);
+    }
+  }
+  const b2 = new Client({ urls: [node.ws], token: lb2.token, WebSocket: Spy as unknown as WebSocketFactory, minIdx: lb2.idx });
+  const seen = new Map<number, number>();
+  b2.on("conv", ({ info }) => seen.set(info.id, (seen.get(info.id) ?? 0) + 1));
+  await b2.start();
+  await until(() => b2.isSynced, 20000, "the new device synced");
+  assert.ok(syncs.length >= 2, `${syncs.length} sync pages`);
+  assert.ok(syncs.every((f) => f.since === 0), "every page with the same since");
+  assert.ok(syncs.slice(1).every((f) => Number(f.after) > 0), "later pages pass next back");
+  assert.equal(seen.size, 122, "both 1:1 and group and the 120 groups");
+  assert.ok([...seen.values()].every((n) => n === 1), "each conversation once");
+  b2.close();
 
   await b.revokeDevice(lb.device_id).catch(() => {});
   a.close();
