@@ -80,7 +80,9 @@ func TestRollingUpgrade(t *testing.T) {
 	}
 	t.Logf("move the leadership from %s to %s", lead.name, followers[0].name)
 	if err := c.admin(lead).TransferLeader(ctx, followers[0].name); err != nil {
-		t.Fatalf("transfer leadership: %v", err)
+		// The old leader may stop (below) before it answers: the
+		// transfer is judged by what follows.
+		t.Logf("transfer leadership: %v", err)
 	}
 	// The new leader writes the new format; the old build stops at it.
 	select {

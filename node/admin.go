@@ -195,8 +195,8 @@ func (n *Node) handleAdminJoin(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, err)
 		return
 	}
-	n.auditCluster(r, fmt.Sprintf("cluster join %s %s nonvoter=%v", req.ID, req.Addr, req.Nonvoter))
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	go n.auditCluster(r, fmt.Sprintf("cluster join %s %s nonvoter=%v", req.ID, req.Addr, req.Nonvoter))
 }
 
 func (n *Node) handleAdminRemove(w http.ResponseWriter, r *http.Request) {
@@ -214,8 +214,8 @@ func (n *Node) handleAdminRemove(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, err)
 		return
 	}
-	n.auditCluster(r, "cluster remove "+req.ID)
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	go n.auditCluster(r, "cluster remove "+req.ID)
 }
 
 func (n *Node) handleAdminTransfer(w http.ResponseWriter, r *http.Request) {
@@ -229,8 +229,8 @@ func (n *Node) handleAdminTransfer(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, err)
 		return
 	}
-	n.auditCluster(r, "cluster transfer-leader "+req.ID)
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	go n.auditCluster(r, "cluster transfer-leader "+req.ID)
 }
 
 // handleAdminSnapshot snapshots this node (every node snapshots on its own;
@@ -240,7 +240,7 @@ func (n *Node) handleAdminSnapshot(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, err)
 		return
 	}
-	n.auditCluster(r, "cluster snapshot on "+n.cfg.NodeID)
+	go n.auditCluster(r, "cluster snapshot on "+n.cfg.NodeID)
 	// Raft records the snapshot before Snapshot returns. An automatic one
 	// taken since can only be newer.
 	st := n.raft.Status()

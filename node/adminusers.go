@@ -103,9 +103,11 @@ func (n *Node) adminPropose(w http.ResponseWriter, r *http.Request, cmd *engine.
 }
 
 // auditCluster writes a cluster action (init, join, remove, transfer,
-// snapshot, backup) to the audit log once it succeeded. It is not a
-// command of its own in the state, so it is written next to it; a
-// failure to write it (no leader just now) is logged.
+// snapshot, backup) to the audit log once it succeeded and was answered
+// (callers run it on a goroutine of its own: the action's answer does not
+// wait for it). It is not a command of its own in the state, so it is
+// written next to it; a failure to write it (no leader just now) is
+// logged.
 func (n *Node) auditCluster(r *http.Request, what string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), adminCallTimeout)
 	defer cancel()
