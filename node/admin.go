@@ -163,11 +163,12 @@ func (n *Node) handleAdminInit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
+	who := auditOf(r)
 	go func() { // once there is a leader to write it
 		waitCtx, cancel := context.WithTimeout(context.Background(), adminCallTimeout)
 		defer cancel()
 		if n.raft.WaitLeader(waitCtx) == nil {
-			n.auditCluster(r, fmt.Sprintf("cluster init %v", req.Servers))
+			n.auditCluster(who, fmt.Sprintf("cluster init %v", req.Servers))
 		}
 	}()
 }
@@ -196,7 +197,7 @@ func (n *Node) handleAdminJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
-	go n.auditCluster(r, fmt.Sprintf("cluster join %s %s nonvoter=%v", req.ID, req.Addr, req.Nonvoter))
+	go n.auditCluster(auditOf(r), fmt.Sprintf("cluster join %s %s nonvoter=%v", req.ID, req.Addr, req.Nonvoter))
 }
 
 func (n *Node) handleAdminRemove(w http.ResponseWriter, r *http.Request) {
@@ -215,7 +216,7 @@ func (n *Node) handleAdminRemove(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
-	go n.auditCluster(r, "cluster remove "+req.ID)
+	go n.auditCluster(auditOf(r), "cluster remove "+req.ID)
 }
 
 func (n *Node) handleAdminTransfer(w http.ResponseWriter, r *http.Request) {
@@ -230,7 +231,7 @@ func (n *Node) handleAdminTransfer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
-	go n.auditCluster(r, "cluster transfer-leader "+req.ID)
+	go n.auditCluster(auditOf(r), "cluster transfer-leader "+req.ID)
 }
 
 // handleAdminSnapshot snapshots this node (every node snapshots on its own;
@@ -240,7 +241,7 @@ func (n *Node) handleAdminSnapshot(w http.ResponseWriter, r *http.Request) {
 		writeAdminError(w, err)
 		return
 	}
-	go n.auditCluster(r, "cluster snapshot on "+n.cfg.NodeID)
+	go n.auditCluster(auditOf(r), "cluster snapshot on "+n.cfg.NodeID)
 	// Raft records the snapshot before Snapshot returns. An automatic one
 	// taken since can only be newer.
 	st := n.raft.Status()

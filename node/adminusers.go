@@ -108,10 +108,10 @@ func (n *Node) adminPropose(w http.ResponseWriter, r *http.Request, cmd *engine.
 // wait for it). It is not a command of its own in the state, so it is
 // written next to it; a failure to write it (no leader just now) is
 // logged.
-func (n *Node) auditCluster(r *http.Request, what string) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), adminCallTimeout)
+func (n *Node) auditCluster(who, what string) {
+	ctx, cancel := context.WithTimeout(context.Background(), adminCallTimeout)
 	defer cancel()
-	if _, werr := n.propose(ctx, &engine.Command{Op: engine.OpAudit, Audit: auditOf(r), Name: what}); werr != nil {
+	if _, werr := n.propose(ctx, &engine.Command{Op: engine.OpAudit, Audit: who, Name: what}); werr != nil {
 		n.log.Warn("audit log: could not record an admin action", "action", what, "err", werr.Message)
 	}
 }

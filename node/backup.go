@@ -38,7 +38,7 @@ func (n *Node) handleAdminBackup(w http.ResponseWriter, r *http.Request) {
 		return // no trailer: the receiver refuses the backup
 	}
 	h.Set(HeaderBackupSHA256, hex.EncodeToString(sum.Sum(nil)))
-	go n.auditCluster(r, fmt.Sprintf("backup of %s at index %d", n.cfg.NodeID, snap.Index()))
+	go n.auditCluster(auditOf(r), fmt.Sprintf("backup of %s at index %d", n.cfg.NodeID, snap.Index()))
 }
 
 // Headers of GET /v1/admin/backup.
