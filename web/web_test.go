@@ -2,12 +2,14 @@ package web
 
 import (
 	"bytes"
+	"context"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"parley/internal/nodeproc"
 )
@@ -95,7 +97,12 @@ func TestClientLibrary(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, args := range [][]string{{"run", "check"}, {"test"}} {
-		cmd := exec.Command("npm", args...)
+		// Bounded: a hung run fails with its output instead of the
+		// package's timeout.
+		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, "npm", args...)
+		cmd.WaitDelay = 5 * time.Second
 		cmd.Env = append(os.Environ(), "PARLEY_BIN="+bin)
 		out, err := cmd.CombinedOutput()
 		if err != nil {

@@ -53,10 +53,14 @@ async function ready(http: string): Promise<void> {
   }
 }
 
-test("against a real node: register, login, chat, receipts, typing, presence, history, devices, a restart", { skip, timeout: 120000 }, async () => {
+test("against a real node: register, login, chat, receipts, typing, presence, history, devices, a restart", { skip, timeout: 300000 }, async () => {
   const dir = mkdtempSync(join(tmpdir(), "parley-ts-"));
   let node = await startNode(dir);
+  const clients: Client[] = [];
   after(() => {
+    // A failed assertion must not leave reconnect timers that keep the
+    // test process (and so the runner) alive.
+    for (const c of clients) c.close();
     node.p.kill("SIGKILL");
     rmSync(dir, { recursive: true, force: true });
   });
@@ -71,8 +75,11 @@ test("against a real node: register, login, chat, receipts, typing, presence, hi
   const la = await login(node.http, "alice", "password-a", "ts-test");
   const lb = await login(node.http, "bob", "password-b", "ts-test", { minIdx: la.idx });
 
-  const mk = (tok: string, minIdx: number) =>
-    new Client({ urls: [node.ws], token: tok, WebSocket: WebSocket as unknown as WebSocketFactory, storage: memoryStorage(), minIdx, reconnectBaseMs: 100, reconnectMaxMs: 1000 });
+  const mk = (tok: string, minIdx: number) => {
+    const c = new Client({ urls: [node.ws], token: tok, WebSocket: WebSocket as unknown as WebSocketFactory, storage: memoryStorage(), minIdx, reconnectBaseMs: 100, reconnectMaxMs: 1000 });
+    clients.push(c);
+    return c;
+  };
   const a = mk(la.token, la.idx);
   const b = mk(lb.token, lb.idx);
   const bEvents: Event[] = [];
@@ -156,10 +163,11 @@ test("against a real node: register, login, chat, receipts, typing, presence, hi
     }
   }
   const b2 = new Client({ urls: [node.ws], token: lb2.token, WebSocket: Spy as unknown as WebSocketFactory, minIdx: lb2.idx });
+  clients.push(b2);
   const seen = new Map<number, number>();
   b2.on("conv", ({ info }) => seen.set(info.id, (seen.get(info.id) ?? 0) + 1));
   await b2.start();
-  await until(() => b2.isSynced, 20000, "the new device synced");
+  await until(() => b2.isSynced, 60000, "the new device synced");
   assert.ok(syncs.length >= 2, `${syncs.length} sync pages`);
   assert.ok(syncs.every((f) => f.since === 0), "every page with the same since");
   assert.ok(syncs.slice(1).every((f) => Number(f.after) > 0), "later pages pass next back");
