@@ -201,7 +201,9 @@ func sanitize(s string) string {
 	}, s)
 }
 
-const stepTimeout = 45 * time.Second
+// stepTimeout bounds one step; generous, as a loaded machine may be slow
+// (never wrong).
+const stepTimeout = 90 * time.Second
 
 // do runs actions on the tab as one step.
 func (tb *tab) do(step string, actions ...chromedp.Action[chromedp.Void]) {
@@ -331,16 +333,34 @@ func (tb *tab) waitTick(text, state string) {
 func (tb *tab) offline(off bool) {
 	tb.b.t.Helper()
 	tb.do(fmt.Sprintf("network offline=%v", off), chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
-		if _, err := cdp.Call(ctx, t, network.Enable, network.EnableParams{}); err != nil {
-			return err
+		// Until the page sees it (navigator.onLine, and with it the
+		// online/offline event the client listens to): on a loaded machine
+		// one round of these calls was seen not to reach the page.
+		for {
+			if _, err := cdp.Call(ctx, t, network.Enable, network.EnableParams{}); err != nil {
+				return err
+			}
+			if _, err := cdp.Call(ctx, t, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
+				MatchedNetworkConditions: []*network.Conditions{{Offline: off, DownloadThroughput: -1, UploadThroughput: -1}},
+			}); err != nil {
+				return err
+			}
+			if _, err := cdp.Call(ctx, t, network.OverrideNetworkState, network.OverrideNetworkStateParams{Offline: off, DownloadThroughput: -1, UploadThroughput: -1}); err != nil {
+				return err
+			}
+			online, err := chromedp.Evaluate[bool]("navigator.onLine")(ctx, t)
+			if err != nil {
+				return err
+			}
+			if online == !off {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(500 * time.Millisecond):
+			}
 		}
-		if _, err := cdp.Call(ctx, t, network.EmulateNetworkConditionsByRule, network.EmulateNetworkConditionsByRuleParams{
-			MatchedNetworkConditions: []*network.Conditions{{Offline: off, DownloadThroughput: -1, UploadThroughput: -1}},
-		}); err != nil {
-			return err
-		}
-		_, err := cdp.Call(ctx, t, network.OverrideNetworkState, network.OverrideNetworkStateParams{Offline: off, DownloadThroughput: -1, UploadThroughput: -1})
-		return err
 	}))
 }
 
