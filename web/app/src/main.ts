@@ -181,9 +181,40 @@ function cacheKey(): string {
   return `app/${session!.user_id}/${session!.device_id}/convs`;
 }
 
+function stateKey(): string {
+  return `parley/${session!.user_id}/${session!.device_id}/state`;
+}
+
+// Every tab of this device writes the cache, then the client's position
+// (the client calls saveCache before it stores a cursor). Read in the other
+// order, position first, the cache covers at least what that position
+// says was shown; so the client must be given that very position, not one
+// another tab stores after the cache was read (it would skip messages the
+// cache lacks). pinnedState holds it until the client asks.
+let pinnedState: { key: string; value: string | undefined } | null = null;
+
+const clientStorage: Storage = {
+  get: (k) => {
+    if (pinnedState && pinnedState.key === k) {
+      const v = pinnedState.value;
+      pinnedState = null;
+      return Promise.resolve(v);
+    }
+    return storage.get(k);
+  },
+  set: (k, v) => storage.set(k, v),
+  delete: (k) => storage.delete(k),
+};
+
 async function loadCache(): Promise<void> {
+  pinnedState = { key: stateKey(), value: await storage.get(stateKey()) };
   const raw = await storage.get(cacheKey());
-  if (!raw) return;
+  if (!raw) {
+    // No cache: nothing was shown here, so the client starts from no
+    // position (a full sync), keeping its unsent messages.
+    pinnedState.value = withoutPosition(pinnedState.value);
+    return;
+  }
   try {
     const data = JSON.parse(raw) as { convs: { info: ConvInfo; events: Event[]; moreBefore: boolean }[]; users: [number, UserState][] };
     for (const c of data.convs) {
@@ -195,7 +226,21 @@ async function loadCache(): Promise<void> {
     for (const [id, u] of data.users) users.set(id, { username: u.username });
   } catch {
     // a broken cache: the sync from the cursor is not enough then, so start over
-    await storage.delete(`parley/${session!.user_id}/${session!.device_id}/state`);
+    pinnedState = null;
+    await storage.delete(stateKey());
+  }
+}
+
+/** The client's stored state without its position (cursor, last seqs). */
+function withoutPosition(v: string | undefined): string | undefined {
+  if (!v) return v;
+  try {
+    const st = JSON.parse(v) as Record<string, unknown>;
+    st.cursor = 0;
+    st.last = {};
+    return JSON.stringify(st);
+  } catch {
+    return undefined;
   }
 }
 
@@ -235,7 +280,7 @@ async function enter(s: Session): Promise<void> {
   const c = new Client({
     urls,
     token: s.token,
-    storage,
+    storage: clientStorage,
     minIdx: s.idx,
     beforeCursor: saveCache,
     checkToken: () => checkToken(location.origin, s.token),
