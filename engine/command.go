@@ -485,7 +485,9 @@ func decodeCommand(dec *msgpack.Decoder, r *bytes.Reader, c *Command) error {
 			c.GroupAdd = GroupAddPolicy(v)
 		case keyMedia:
 			c.Media = new(MediaArgs)
-			err = decodeMedia(dec, r, c.Media)
+			if err = decodeMedia(dec, r, c.Media); err == nil && c.Media.isZero() {
+				c.Media = nil // as the encoder, which writes no empty map, has it
+			}
 		case keyPushProvider:
 			c.PushProvider, err = dec.DecodeString()
 		case keyPushToken:
