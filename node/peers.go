@@ -74,15 +74,79 @@ func encodePeerMsg(m *peerMsg) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// decodePeerMsg reads what encodePeerMsg wrote, by hand: msgpack's
+// reflection would take a struct as an array too, and preallocate a list
+// of whatever length a message claims (the fuzzer made one claim 2^32
+// entries and the process ran out of memory). A list is refused unless
+// its declared length fits in the bytes left; unknown keys are skipped.
 func decodePeerMsg(b []byte) (*peerMsg, error) {
-	m := new(peerMsg)
-	if err := msgpack.Unmarshal(b, m); err != nil {
+	r := bytes.NewReader(b)
+	dec := msgpack.NewDecoder(r)
+	n, err := dec.DecodeMapLen()
+	if err != nil {
 		return nil, err
+	}
+	if n < 0 {
+		return nil, errors.New("peer message: nil map")
+	}
+	m := new(peerMsg)
+	for range n {
+		key, err := dec.DecodeString()
+		if err != nil {
+			return nil, err
+		}
+		switch key {
+		case "v":
+			m.V, err = dec.DecodeUint8()
+		case "k":
+			m.Kind, err = dec.DecodeUint8()
+		case "n":
+			m.Ver, err = dec.DecodeUint64()
+		case "on":
+			m.On, err = decodePeerList(dec, r)
+		case "off":
+			m.Off, err = decodePeerList(dec, r)
+		case "ts":
+			m.Ts, err = dec.DecodeInt64()
+		case "c":
+			m.Conv, err = dec.DecodeUint64()
+		case "u":
+			m.User, err = dec.DecodeUint64()
+		case "t":
+			m.Typing, err = dec.DecodeBool()
+		default:
+			err = dec.Skip()
+		}
+		if err != nil {
+			return nil, fmt.Errorf("peer message: %q: %w", key, err)
+		}
+	}
+	if r.Len() != 0 {
+		return nil, errors.New("peer message: trailing bytes")
 	}
 	if m.V != peerEnvelopeVersion {
 		return nil, fmt.Errorf("%w: %d", errPeerMsgVersion, m.V)
 	}
 	return m, nil
+}
+
+// decodePeerList reads a list of user ids whose length is bounded by the
+// bytes left (every element takes at least one).
+func decodePeerList(dec *msgpack.Decoder, r *bytes.Reader) ([]uint64, error) {
+	n, err := dec.DecodeArrayLen()
+	if err != nil || n <= 0 {
+		return nil, err
+	}
+	if n > r.Len() {
+		return nil, fmt.Errorf("a list of %d in %d bytes", n, r.Len())
+	}
+	out := make([]uint64, n)
+	for i := range out {
+		if out[i], err = dec.DecodeUint64(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 // peerHandler is the node's raftlog.PeerHandler. raftlog calls it from its
