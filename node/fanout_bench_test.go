@@ -32,23 +32,7 @@ func BenchmarkAckBehindBroadcast(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer e.Close()
-	idx := uint64(1)
-	apply := func(cmds ...*engine.Command) []any {
-		raw := make([][]byte, len(cmds))
-		for i, c := range cmds {
-			if raw[i], err = engine.EncodeCommand(c); err != nil {
-				b.Fatal(err)
-			}
-		}
-		res := e.Apply(idx, time.Now().UnixMilli(), raw)
-		idx++
-		for _, r := range res {
-			if r := r.(*engine.Result); r.Err != "" {
-				b.Fatalf("%s %s", r.Err, r.Message)
-			}
-		}
-		return res
-	}
+	apply := (&applier{tb: b, e: e, idx: 1}).apply
 	// Users 1..members+2, device u for user u; the group of users
 	// 1..members is conversation 1, the 1:1 of the last two conversation 2.
 	var cmds []*engine.Command

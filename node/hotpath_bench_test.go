@@ -218,6 +218,33 @@ func BenchmarkFanout(b *testing.B) {
 	env.reader = nil
 }
 
+// applier applies commands to an engine directly, one entry per call at
+// the next index, as raftlog's FSM would; a command that fails stops the
+// benchmark (setup only succeeds).
+type applier struct {
+	tb  testing.TB
+	e   *engine.Engine
+	idx uint64 // the next entry's index
+}
+
+func (a *applier) apply(cmds ...*engine.Command) []any {
+	raw := make([][]byte, len(cmds))
+	for i, c := range cmds {
+		var err error
+		if raw[i], err = engine.EncodeCommand(c); err != nil {
+			a.tb.Fatal(err)
+		}
+	}
+	res := a.e.Apply(a.idx, time.Now().UnixMilli(), raw)
+	a.idx++
+	for _, r := range res {
+		if r := r.(*engine.Result); r.Err != "" {
+			a.tb.Fatalf("setup: %s %s", r.Err, r.Message)
+		}
+	}
+	return res
+}
+
 // BenchmarkMessagePath is the CPU path of a 1:1 message, without Raft and
 // without the sender's socket: decode the client's request frame (as
 // OnMessage does), build and encode the command, Apply it (entries of
@@ -235,23 +262,8 @@ func BenchmarkMessagePath(b *testing.B) {
 	}
 	defer e.Close()
 
-	idx := uint64(1)
-	apply := func(cmds ...*engine.Command) []any {
-		raw := make([][]byte, len(cmds))
-		for i, c := range cmds {
-			if raw[i], err = engine.EncodeCommand(c); err != nil {
-				b.Fatal(err)
-			}
-		}
-		res := e.Apply(idx, time.Now().UnixMilli(), raw)
-		idx++
-		for _, r := range res {
-			if r := r.(*engine.Result); r.Err != "" {
-				b.Fatalf("setup: %s %s", r.Err, r.Message)
-			}
-		}
-		return res
-	}
+	ap := &applier{tb: b, e: e, idx: 1}
+	apply := ap.apply
 	// Users 1..2*pairs, device u for user u; pair p is users 2p+1, 2p+2 in conv p+1.
 	for u := 1; u <= 2*pairs; u++ {
 		apply(&engine.Command{Op: engine.OpRegister, Username: fmt.Sprintf("user%d", u), PasswordHash: []byte("x")})
@@ -282,7 +294,7 @@ func BenchmarkMessagePath(b *testing.B) {
 				p := i % pairs
 				frames[i], _ = wire.Marshal(&wire.Request{
 					Type: wire.TypeSend, ID: uint64(i + 1), Conv: uint64(p + 1),
-					ClientMsgID: fmt.Sprintf("%d-%d", idx, i), Body: body,
+					ClientMsgID: fmt.Sprintf("%d-%d", ap.idx, i), Body: body,
 				})
 			}
 			type pending struct {
@@ -322,8 +334,8 @@ func BenchmarkMessagePath(b *testing.B) {
 				}
 				// The FSM goroutine: Apply publishes the events, then the
 				// proposer's callbacks reply.
-				results := e.Apply(idx, time.Now().UnixMilli(), cmds)
-				idx++
+				results := e.Apply(ap.idx, time.Now().UnixMilli(), cmds)
+				ap.idx++
 				for j, r := range results {
 					res := r.(*engine.Result)
 					if res.Err != "" {

@@ -244,6 +244,18 @@ func snapshotText(r *wire.SnapshotResult) string {
 
 // run calls f against --node and prints its result.
 func (g *globals) run(cmd *cobra.Command, f func(context.Context, *client.Admin) (any, error)) error {
+	return g.print(cmd, f, func(out any) string {
+		if r, ok := out.(*wire.SnapshotResult); ok {
+			return snapshotText(r)
+		}
+		return fmt.Sprintf("%+v", out)
+	})
+}
+
+// print calls f against --node and prints its result: JSON with --json
+// ({"ok":true} for a call that returns nothing), else text renders it
+// ("ok" for nothing).
+func (g *globals) print(cmd *cobra.Command, f func(context.Context, *client.Admin) (any, error), text func(any) string) error {
 	a, err := g.admin(g.node)
 	if err != nil {
 		return err
@@ -261,11 +273,7 @@ func (g *globals) run(cmd *cobra.Command, f func(context.Context, *client.Admin)
 	case g.asJSON:
 		_, err = fmt.Fprintln(w, `{"ok":true}`)
 	case out != nil:
-		if r, ok := out.(*wire.SnapshotResult); ok {
-			_, err = fmt.Fprintln(w, snapshotText(r))
-		} else {
-			_, err = fmt.Fprintf(w, "%+v\n", out)
-		}
+		_, err = fmt.Fprintln(w, text(out))
 	default:
 		_, err = fmt.Fprintln(w, "ok")
 	}

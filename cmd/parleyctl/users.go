@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -133,26 +132,6 @@ func auditCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&after, "after", "", "page after this position (the previous page's next)")
 	c.Flags().IntVar(&limit, "limit", 100, "entries per page (at most 1000)")
 	return c
-}
-
-// print calls f against --node and prints its result as JSON or, for a
-// terminal, as text renders it.
-func (g *globals) print(cmd *cobra.Command, f func(context.Context, *client.Admin) (any, error), text func(any) string) error {
-	a, err := g.admin(g.node)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := g.ctx()
-	defer cancel()
-	out, err := f(ctx, a)
-	if err != nil {
-		return err
-	}
-	if g.asJSON {
-		return json.NewEncoder(cmd.OutOrStdout()).Encode(out)
-	}
-	_, err = fmt.Fprintln(cmd.OutOrStdout(), text(out))
-	return err
 }
 
 func msTime(ms int64) string {
