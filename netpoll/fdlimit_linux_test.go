@@ -97,8 +97,11 @@ func TestAcceptSurvivesDescriptorExhaustion(t *testing.T) {
 	say("hog")
 	next("hogged ")
 	for range 5 {
+		// The 503 comes at accept, before the request is read; a request
+		// written first may still be unread when the server closes, and
+		// then the kernel resets the connection before the client reads
+		// the answer (seen in CI). So the client only reads.
 		c := dialRaw(t, addr)
-		c.write([]byte(upgradeRequest("/v1/ws?token=good")))
 		_ = c.conn.SetReadDeadline(time.Now().Add(ioGuard))
 		resp, err := http.ReadResponse(c.r, nil)
 		if err != nil {
