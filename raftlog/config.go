@@ -31,6 +31,15 @@ type Config struct {
 	// multi-node cluster leave it false and are bootstrapped with
 	// Node.Bootstrap or added with Node.Join / Node.AddVoter.
 	Bootstrap bool
+	// Edge makes this node an edge (edge.go): a nonvoter for life, which
+	// receives and applies the log, serves its own clients and forwards
+	// their writes, and which the cluster never promotes. Recorded in the
+	// log store on the first Open with it, so that the node stays an edge
+	// when later opened without it. An edge cannot Bootstrap.
+	Edge bool
+	// Region is an operator's label for where the node runs ("eu-west"),
+	// shown in Status; it has no effect on replication.
+	Region string
 	// Cache is shared with the engine's state database; nil gives the log
 	// database a private cache.
 	Cache *pebble.Cache
@@ -204,6 +213,12 @@ func (c Config) Validate() error {
 	}
 	if c.Dir == "" {
 		bad("Dir is empty")
+	}
+	if c.Edge && c.Bootstrap {
+		bad("an edge cannot bootstrap a cluster: it never votes")
+	}
+	if len(c.Region) > maxRegionLen {
+		bad("Region is longer than %d bytes", maxRegionLen)
 	}
 	if host, _, err := net.SplitHostPort(c.BindAddr); err != nil {
 		bad("BindAddr %q: %v", c.BindAddr, err)

@@ -40,7 +40,10 @@
 // or an admin call. Membership (membership.go) is changed the safe way: a
 // new server is added as a nonvoter, promoted once the leader sees it
 // caught up (followers report their indexes over the forwarding link), and
-// any node takes membership calls, sending them to the leader.
+// any node takes membership calls, sending them to the leader. An edge
+// (edge.go) is a nonvoter for life: its role is recorded in its own log
+// store and told to every leader on its forwarding link, and the leader
+// never promotes it.
 //
 // Read index (readindex.go): ReadIndex returns an index that covers every
 // command committed before the call (the leader commits a barrier, then

@@ -28,7 +28,8 @@ import (
 // an old leader that may be paused or gone.
 //
 // The same connection carries the follower's index reports, from which the
-// leader knows every member's progress (Status, Promote).
+// leader knows every member's progress (Status, Promote), and, first, what
+// the follower is (an edge or not, its region: edge.go).
 
 var errLeaderMoved = errors.New("raftlog: the leader refused a command as not leader")
 
@@ -162,6 +163,7 @@ func (n *Node) forwardTo(addr string, changed <-chan struct{}, held []fwdCommand
 	if err == nil {
 		defer conn.Close()
 		buf = appendHello(buf[:0], helloFrame{version: linkVersion, origin: n.origin, id: n.cfg.ID})
+		buf = appendMember(buf, n.member())
 		buf = appendReport(buf, n.report())
 		_ = conn.SetWriteDeadline(time.Now().Add(n.cfg.TransportTimeout))
 		_, err = conn.Write(buf)
@@ -421,6 +423,13 @@ func (n *Node) serveForward(conn net.Conn) {
 				return
 			}
 			n.progress.record(s.peerID, rep, n.raft.CommitIndex())
+		case frameMember:
+			m, err := decodeMember(p)
+			if err != nil {
+				n.logger.Warn("closing a forwarding link", "peer", s.peerID, "error", err)
+				return
+			}
+			n.progress.recordMember(s.peerID, m)
 		}
 		// Other types: frames of a newer protocol, ignored.
 	}

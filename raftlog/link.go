@@ -27,6 +27,7 @@ import (
 //	submit:  count uvarint, count x (seq uvarint, length uvarint, command bytes)
 //	report:  applied index uvarint, last log index uvarint
 //	refuse:  count uvarint, count x (seq uvarint, code 1 byte)
+//	member:  flags uvarint, region (uvarint length + bytes), see edge.go
 const (
 	frameHello byte = iota + 1
 	frameSubmit
@@ -34,6 +35,7 @@ const (
 	frameRefuse
 	frameAdminRequest
 	frameAdminReply
+	frameMember
 
 	// linkVersion is the forward protocol version sent in hello; a leader
 	// closes a connection of another version.

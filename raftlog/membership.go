@@ -59,6 +59,9 @@ func (n *Node) Bootstrap(servers []Server) error {
 	if !self {
 		return fmt.Errorf("raftlog: bootstrap: this node %q is not among the servers", n.cfg.ID)
 	}
+	if n.edge {
+		return fmt.Errorf("raftlog: bootstrap: this node %q is an edge, which never votes: found the cluster on a voter and join the edge to it", n.cfg.ID)
+	}
 	err := n.raft.BootstrapCluster(conf).Error()
 	if errors.Is(err, raft.ErrCantBootstrap) {
 		f := n.raft.GetConfiguration()
@@ -94,8 +97,9 @@ func (n *Node) AddNonvoter(ctx context.Context, id, addr string) error {
 
 // Promote makes a nonvoter a voter once the leader sees its applied index
 // within CatchUpMaxLag of the commit index. It fails with ErrNotCaughtUp if
-// ctx ends first (the server stays a nonvoter), and with ErrUnknownServer
-// if id is not in the configuration. A voter is left as it is.
+// ctx ends first (the server stays a nonvoter), with ErrEdge if the server
+// said it is an edge (edge.go), and with ErrUnknownServer if id is not in
+// the configuration. A voter is left as it is.
 func (n *Node) Promote(ctx context.Context, id string) error {
 	return n.adminCall(ctx, adminRequest{Op: opPromote, ID: id})
 }
@@ -120,10 +124,15 @@ func (n *Node) TransferLeadership(ctx context.Context, id string) error {
 
 // Join asks the cluster that peerAddr (the internal address of any member)
 // belongs to to add this node as a voter, the safe way, and waits until it
-// is one. The node must have been opened with empty state and Bootstrap
-// false. Joining again when already a voter returns nil.
+// is one; an edge joins as an edge (AddEdge). The node must have been
+// opened with empty state and Bootstrap false. Joining again when already
+// a member returns nil.
 func (n *Node) Join(ctx context.Context, peerAddr string) error {
-	reply, err := n.onLeader(ctx, peerAddr, adminRequest{Op: opAddVoter, ID: n.cfg.ID, Addr: n.addr})
+	op := opAddVoter
+	if n.edge {
+		op = opAddEdge
+	}
+	reply, err := n.onLeader(ctx, peerAddr, adminRequest{Op: op, ID: n.cfg.ID, Addr: n.addr})
 	if err != nil {
 		return err
 	}
@@ -143,6 +152,7 @@ const (
 	opAddNonvoter = "add_nonvoter"
 	opPromote     = "promote"
 	opAddVoter    = "add_voter"
+	opAddEdge     = "add_edge"
 	opRemove      = "remove"
 	opTransfer    = "transfer"
 	opStatus      = "status"
@@ -157,6 +167,8 @@ const (
 	codeNotCaughtUp   = "not_caught_up"
 	codeTimeout       = "timeout"
 	codeClosed        = "closed"
+	codeEdge          = "edge"
+	codeNotEdge       = "not_edge"
 )
 
 type adminRequest struct {
@@ -191,6 +203,10 @@ func errFromReply(r adminReply) error {
 		base = ErrTimeout
 	case codeClosed:
 		base = ErrClosed
+	case codeEdge:
+		base = ErrEdge
+	case codeNotEdge:
+		base = ErrNotEdge
 	default:
 		return errors.New(r.Err)
 	}
@@ -216,6 +232,10 @@ func replyFromErr(err error) adminReply {
 		r.Code = codeTimeout
 	case errors.Is(err, ErrClosed):
 		r.Code = codeClosed
+	case errors.Is(err, ErrEdge):
+		r.Code = codeEdge
+	case errors.Is(err, ErrNotEdge):
+		r.Code = codeNotEdge
 	}
 	return r
 }
@@ -388,6 +408,8 @@ func (n *Node) serveAdminRequest(ctx context.Context, req adminRequest) adminRep
 		if err = n.addNonvoter(req.ID, req.Addr); err == nil {
 			err = n.promote(ctx, req.ID)
 		}
+	case opAddEdge:
+		err = n.addEdge(ctx, req.ID, req.Addr)
 	case opRemove:
 		err = n.removeServer(req.ID)
 	case opTransfer:
@@ -459,6 +481,10 @@ func (n *Node) promote(ctx context.Context, id string) error {
 			return ErrNotLeader
 		}
 		p, reported := n.progress.get(id)
+		if reported && p.edge {
+			return fmt.Errorf("%w: %q", ErrEdge, id)
+		}
+		reported = reported && !p.at.IsZero()
 		fresh := reported && time.Since(p.at) < 4*n.cfg.ReportInterval
 		if fresh && p.lag <= n.cfg.CatchUpMaxLag {
 			return mapRaftError(n.raft.AddVoter(s.ID, s.Address, 0, n.cfg.EnqueueTimeout).Error())
@@ -503,6 +529,14 @@ func (n *Node) transferLeadership(id string) error {
 	s, ok := findServer(conf, id)
 	if !ok {
 		return fmt.Errorf("%w: %q", ErrUnknownServer, id)
+	}
+	if s.Suffrage != raft.Voter {
+		// raft would send it TimeoutNow, and a nonvoter that gets one
+		// campaigns (raft.go timeoutNow) although no voter may elect it.
+		if p, _ := n.progress.get(id); p.edge {
+			return fmt.Errorf("%w: %q", ErrEdge, id)
+		}
+		return fmt.Errorf("raftlog: %q is not a voter", id)
 	}
 	return mapRaftError(n.raft.LeadershipTransferToServer(s.ID, s.Address).Error())
 }

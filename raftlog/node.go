@@ -81,6 +81,7 @@ type Node struct {
 	logger hclog.Logger
 	addr   string // this node's internal address, as peers dial it
 	origin uint64 // this incarnation's Tag.Origin: random, never 0
+	edge   bool   // an edge: Config.Edge, or recorded by an earlier Open (edge.go)
 
 	raft     *raft.Raft
 	logs     *LogStore
@@ -167,6 +168,13 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 		return nil, err
 	}
 	cleanup = append(cleanup, func() { _ = logs.Close() })
+	edge, err := loadEdge(logs, cfg.Edge)
+	if err != nil {
+		return nil, err
+	}
+	if edge && !cfg.Edge {
+		logger.Info("this node is an edge (recorded in its log store)")
+	}
 	cachedLogs, err := raft.NewLogCache(cfg.LogCacheEntries, logs)
 	if err != nil {
 		return nil, fmt.Errorf("raftlog: %w", err)
@@ -230,6 +238,9 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 	rc.BatchApplyCh = true
 	rc.NoSnapshotRestoreOnStart = latestSnap <= applied
 
+	if cfg.Bootstrap && edge {
+		return nil, errors.New("raftlog: this node is an edge (recorded in its log store), which cannot bootstrap a cluster")
+	}
 	if cfg.Bootstrap {
 		hasState, err := raft.HasExistingState(cachedLogs, logs, snaps)
 		if err != nil {
@@ -255,6 +266,7 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 		logger:        logger,
 		addr:          string(trans.LocalAddr()),
 		origin:        origin,
+		edge:          edge,
 		logs:          logs,
 		mux:           m,
 		waits:         newWaitList(cfg.SubmitTimeout),

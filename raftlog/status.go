@@ -29,6 +29,10 @@ type Status struct {
 	LastSnapshotIndex uint64
 	LastSnapshotTerm  uint64
 
+	// Edge and Region are this node's (edge.go).
+	Edge   bool
+	Region string
+
 	// Servers is the latest configuration this node knows, in configuration
 	// order. Their progress is known only in the leader's Status.
 	Servers []ServerStatus
@@ -40,6 +44,13 @@ type ServerStatus struct {
 	Addr     string
 	Suffrage string // voter, nonvoter, staging
 	Leader   bool
+	// Edge and Region, as the member told the leader on its forwarding
+	// link (edge.go): known on the leader's Status only, with HasMember,
+	// and for the leader itself. A nonvoter that is not an edge is a
+	// server waiting for promotion, or a read replica.
+	HasMember bool
+	Edge      bool
+	Region    string
 
 	// Progress as the leader sees it: its own indexes, and for the other
 	// members the latest report they sent over the internal link.
@@ -68,6 +79,8 @@ func (n *Node) Status() Status {
 		CommitIndex:  n.raft.CommitIndex(),
 		AppliedIndex: n.raft.AppliedIndex(),
 		LastIndex:    n.raft.LastIndex(),
+		Edge:         n.edge,
+		Region:       n.cfg.Region,
 	}
 	leaderAddr, leaderID := n.raft.LeaderWithID()
 	st.LeaderAddr, st.LeaderID = string(leaderAddr), string(leaderID)
@@ -94,11 +107,15 @@ func (n *Node) Status() Status {
 			ss.HasProgress = true
 			ss.AppliedIndex, ss.LastIndex = st.AppliedIndex, st.LastIndex
 			ss.Lag = sub0(st.CommitIndex, st.AppliedIndex)
+			ss.HasMember, ss.Edge, ss.Region = true, n.edge, n.cfg.Region
 		default:
 			if p, ok := n.progress.get(string(s.ID)); ok {
-				ss.HasProgress = true
+				ss.HasProgress = !p.at.IsZero()
 				ss.AppliedIndex, ss.LastIndex, ss.Lag = p.applied, p.last, p.lag
-				ss.ReportAge = now.Sub(p.at)
+				if ss.HasProgress {
+					ss.ReportAge = now.Sub(p.at)
+				}
+				ss.HasMember, ss.Edge, ss.Region = p.hasMember, p.edge, p.region
 			}
 		}
 		st.Servers = append(st.Servers, ss)
@@ -149,17 +166,34 @@ type progressTable struct {
 
 type peerProgress struct {
 	applied, last uint64
-	lag           uint64 // leader's commit index at arrival - applied
-	at            time.Time
+	lag           uint64    // leader's commit index at arrival - applied
+	at            time.Time // of the latest report; zero: none yet
+
+	// What the member said it is (memberFrame), once it did.
+	hasMember bool
+	edge      bool
+	region    string
 }
 
 func (t *progressTable) record(id string, r reportFrame, commit uint64) {
-	p := peerProgress{applied: r.applied, last: r.last, lag: sub0(commit, r.applied), at: time.Now()}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.m == nil {
 		t.m = make(map[string]peerProgress)
 	}
+	p := t.m[id]
+	p.applied, p.last, p.lag, p.at = r.applied, r.last, sub0(commit, r.applied), time.Now()
+	t.m[id] = p
+}
+
+func (t *progressTable) recordMember(id string, m memberFrame) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.m == nil {
+		t.m = make(map[string]peerProgress)
+	}
+	p := t.m[id]
+	p.hasMember, p.edge, p.region = true, m.edge, m.region
 	t.m[id] = p
 }
 
