@@ -52,24 +52,24 @@ func (a adminAuth) check(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(d[:], a.digest[:]) == 1
 }
 
-func (n *Node) adminRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/admin/status", n.adminOnly(n.handleAdminStatus))
-	mux.HandleFunc("POST /v1/admin/init", n.adminOnly(n.handleAdminInit))
-	mux.HandleFunc("POST /v1/admin/join", n.adminOnly(n.handleAdminJoin))
-	mux.HandleFunc("POST /v1/admin/remove", n.adminOnly(n.handleAdminRemove))
-	mux.HandleFunc("POST /v1/admin/transfer-leader", n.adminOnly(n.handleAdminTransfer))
-	mux.HandleFunc("POST /v1/admin/snapshot", n.adminOnly(n.handleAdminSnapshot))
-	mux.HandleFunc("GET /v1/admin/backup", n.adminOnly(n.handleAdminBackup))
+func (a *httpAPI) adminRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/admin/status", a.adminOnly(a.handleAdminStatus))
+	mux.HandleFunc("POST /v1/admin/init", a.adminOnly(a.handleAdminInit))
+	mux.HandleFunc("POST /v1/admin/join", a.adminOnly(a.handleAdminJoin))
+	mux.HandleFunc("POST /v1/admin/remove", a.adminOnly(a.handleAdminRemove))
+	mux.HandleFunc("POST /v1/admin/transfer-leader", a.adminOnly(a.handleAdminTransfer))
+	mux.HandleFunc("POST /v1/admin/snapshot", a.adminOnly(a.handleAdminSnapshot))
+	mux.HandleFunc("GET /v1/admin/backup", a.adminOnly(a.handleAdminBackup))
 	// Anything else under /v1/admin/ is refused the same way before it is
 	// found missing, so that probing does not map the API without a token.
-	mux.HandleFunc("/v1/admin/", n.adminOnly(func(w http.ResponseWriter, _ *http.Request) {
+	mux.HandleFunc("/v1/admin/", a.adminOnly(func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such admin endpoint")
 	}))
 }
 
-func (n *Node) adminOnly(h http.HandlerFunc) http.HandlerFunc {
+func (a *httpAPI) adminOnly(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if !n.admin.check(r) {
+		if !a.admin.check(r) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="parley-admin"`)
 			writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "missing or wrong admin token")
 			return
@@ -78,8 +78,8 @@ func (n *Node) adminOnly(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-func (n *Node) handleAdminStatus(w http.ResponseWriter, r *http.Request) {
-	local := n.raft.Status()
+func (a *httpAPI) handleAdminStatus(w http.ResponseWriter, r *http.Request) {
+	local := a.raft.Status()
 	st := wire.ClusterStatus{
 		Node:          local.ID,
 		State:         local.State,
@@ -98,7 +98,7 @@ func (n *Node) handleAdminStatus(w http.ResponseWriter, r *http.Request) {
 	servers := local.Servers
 	ctx, cancel := context.WithTimeout(r.Context(), adminStatusTimeout)
 	defer cancel()
-	if ls, err := n.raft.LeaderStatus(ctx); err == nil {
+	if ls, err := a.raft.LeaderStatus(ctx); err == nil {
 		servers = ls.Servers
 	} else {
 		st.Warning = "members' applied index and lag unknown: no answer from the leader (" + err.Error() + ")"
@@ -127,7 +127,7 @@ func suffrageName(s string) string {
 	return s
 }
 
-func (n *Node) handleAdminInit(w http.ResponseWriter, r *http.Request) {
+func (a *httpAPI) handleAdminInit(w http.ResponseWriter, r *http.Request) {
 	var req wire.ClusterInit
 	if !decodeBody(w, r, &req) {
 		return
@@ -143,10 +143,10 @@ func (n *Node) handleAdminInit(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 			return
 		}
-		if s.ID == n.cfg.NodeID {
-			if s.Addr != n.raft.Addr() {
+		if s.ID == a.cfg.NodeID {
+			if s.Addr != a.raft.Addr() {
 				writeError(w, http.StatusBadRequest, wire.CodeInvalid,
-					fmt.Sprintf("this node %q has Raft address %s, not %s", s.ID, n.raft.Addr(), s.Addr))
+					fmt.Sprintf("this node %q has Raft address %s, not %s", s.ID, a.raft.Addr(), s.Addr))
 				return
 			}
 			self = true
@@ -155,10 +155,10 @@ func (n *Node) handleAdminInit(w http.ResponseWriter, r *http.Request) {
 	}
 	if !self {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid,
-			fmt.Sprintf("this node %q is not among the servers: send init to one of them", n.cfg.NodeID))
+			fmt.Sprintf("this node %q is not among the servers: send init to one of them", a.cfg.NodeID))
 		return
 	}
-	if err := n.raft.Bootstrap(servers); err != nil {
+	if err := a.raft.Bootstrap(servers); err != nil {
 		writeAdminError(w, err)
 		return
 	}
@@ -167,13 +167,13 @@ func (n *Node) handleAdminInit(w http.ResponseWriter, r *http.Request) {
 	go func() { // once there is a leader to write it
 		waitCtx, cancel := context.WithTimeout(context.Background(), adminCallTimeout)
 		defer cancel()
-		if n.raft.WaitLeader(waitCtx) == nil {
-			n.auditCluster(who, fmt.Sprintf("cluster init %v", req.Servers))
+		if a.raft.WaitLeader(waitCtx) == nil {
+			a.auditCluster(who, fmt.Sprintf("cluster init %v", req.Servers))
 		}
 	}()
 }
 
-func (n *Node) handleAdminJoin(w http.ResponseWriter, r *http.Request) {
+func (a *httpAPI) handleAdminJoin(w http.ResponseWriter, r *http.Request) {
 	var req wire.ClusterJoin
 	if !decodeBody(w, r, &req) {
 		return
@@ -188,19 +188,19 @@ func (n *Node) handleAdminJoin(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	var err error
 	if req.Nonvoter {
-		err = n.raft.AddNonvoter(ctx, req.ID, req.Addr)
+		err = a.raft.AddNonvoter(ctx, req.ID, req.Addr)
 	} else {
-		err = n.raft.AddVoter(ctx, req.ID, req.Addr)
+		err = a.raft.AddVoter(ctx, req.ID, req.Addr)
 	}
 	if err != nil {
 		writeAdminError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
-	go n.auditCluster(auditOf(r), fmt.Sprintf("cluster join %s %s nonvoter=%v", req.ID, req.Addr, req.Nonvoter))
+	go a.auditCluster(auditOf(r), fmt.Sprintf("cluster join %s %s nonvoter=%v", req.ID, req.Addr, req.Nonvoter))
 }
 
-func (n *Node) handleAdminRemove(w http.ResponseWriter, r *http.Request) {
+func (a *httpAPI) handleAdminRemove(w http.ResponseWriter, r *http.Request) {
 	var req wire.ClusterRemove
 	if !decodeBody(w, r, &req) {
 		return
@@ -211,40 +211,40 @@ func (n *Node) handleAdminRemove(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), adminCallTimeout)
 	defer cancel()
-	if err := n.raft.RemoveServer(ctx, req.ID); err != nil {
+	if err := a.raft.RemoveServer(ctx, req.ID); err != nil {
 		writeAdminError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
-	go n.auditCluster(auditOf(r), "cluster remove "+req.ID)
+	go a.auditCluster(auditOf(r), "cluster remove "+req.ID)
 }
 
-func (n *Node) handleAdminTransfer(w http.ResponseWriter, r *http.Request) {
+func (a *httpAPI) handleAdminTransfer(w http.ResponseWriter, r *http.Request) {
 	var req wire.ClusterTransfer
 	if !decodeBody(w, r, &req) {
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), adminCallTimeout)
 	defer cancel()
-	if err := n.raft.TransferLeadership(ctx, req.ID); err != nil {
+	if err := a.raft.TransferLeadership(ctx, req.ID); err != nil {
 		writeAdminError(w, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
-	go n.auditCluster(auditOf(r), "cluster transfer-leader "+req.ID)
+	go a.auditCluster(auditOf(r), "cluster transfer-leader "+req.ID)
 }
 
 // handleAdminSnapshot snapshots this node (every node snapshots on its own;
 // there is nothing cluster-wide about it) and answers the snapshot's index.
-func (n *Node) handleAdminSnapshot(w http.ResponseWriter, r *http.Request) {
-	if err := n.raft.Snapshot(); err != nil {
+func (a *httpAPI) handleAdminSnapshot(w http.ResponseWriter, r *http.Request) {
+	if err := a.raft.Snapshot(); err != nil {
 		writeAdminError(w, err)
 		return
 	}
-	go n.auditCluster(auditOf(r), "cluster snapshot on "+n.cfg.NodeID)
+	go a.auditCluster(auditOf(r), "cluster snapshot on "+a.cfg.NodeID)
 	// Raft records the snapshot before Snapshot returns. An automatic one
 	// taken since can only be newer.
-	st := n.raft.Status()
+	st := a.raft.Status()
 	writeJSON(w, http.StatusOK, wire.SnapshotResult{Index: st.LastSnapshotIndex, Term: st.LastSnapshotTerm})
 }
 

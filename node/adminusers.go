@@ -20,29 +20,29 @@ import (
 // caller's address), which the engine writes to the replicated audit log
 // with the change itself.
 
-func (n *Node) adminUserRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/admin/users/{user}", n.adminOnly(n.handleAdminUser))
-	mux.HandleFunc("POST /v1/admin/users/{user}/suspend", n.adminOnly(n.handleAdminSuspend(true)))
-	mux.HandleFunc("POST /v1/admin/users/{user}/unsuspend", n.adminOnly(n.handleAdminSuspend(false)))
-	mux.HandleFunc("POST /v1/admin/users/{user}/password", n.adminOnly(n.handleAdminPassword))
-	mux.HandleFunc("POST /v1/admin/users/{user}/delete", n.adminOnly(func(w http.ResponseWriter, r *http.Request) {
-		if u, ok := n.adminUser(w, r); ok {
-			n.adminPropose(w, r, &engine.Command{Op: engine.OpDeleteUser, User: u.ID})
+func (a *httpAPI) adminUserRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /v1/admin/users/{user}", a.adminOnly(a.handleAdminUser))
+	mux.HandleFunc("POST /v1/admin/users/{user}/suspend", a.adminOnly(a.handleAdminSuspend(true)))
+	mux.HandleFunc("POST /v1/admin/users/{user}/unsuspend", a.adminOnly(a.handleAdminSuspend(false)))
+	mux.HandleFunc("POST /v1/admin/users/{user}/password", a.adminOnly(a.handleAdminPassword))
+	mux.HandleFunc("POST /v1/admin/users/{user}/delete", a.adminOnly(func(w http.ResponseWriter, r *http.Request) {
+		if u, ok := a.adminUser(w, r); ok {
+			a.adminPropose(w, r, &engine.Command{Op: engine.OpDeleteUser, User: u.ID})
 		}
 	}))
-	mux.HandleFunc("POST /v1/admin/users/{user}/devices/{device}/revoke", n.adminOnly(n.handleAdminRevoke))
-	mux.HandleFunc("GET /v1/admin/audit", n.adminOnly(n.handleAdminAudit))
+	mux.HandleFunc("POST /v1/admin/users/{user}/devices/{device}/revoke", a.adminOnly(a.handleAdminRevoke))
+	mux.HandleFunc("GET /v1/admin/audit", a.adminOnly(a.handleAdminAudit))
 }
 
 // adminUser finds the user a path names: a user id, or a username.
-func (n *Node) adminUser(w http.ResponseWriter, r *http.Request) (engine.User, bool) {
+func (a *httpAPI) adminUser(w http.ResponseWriter, r *http.Request) (engine.User, bool) {
 	who := r.PathValue("user")
 	var u engine.User
 	var ok bool
 	if id, err := strconv.ParseUint(who, 10, 64); err == nil {
-		u, ok = n.engine.User(id)
+		u, ok = a.engine.User(id)
 	} else {
-		u, ok = n.engine.UserByName(foldUsername(who))
+		u, ok = a.engine.UserByName(foldUsername(who))
 	}
 	if !ok {
 		writeError(w, http.StatusNotFound, wire.CodeNotFound, "no such user")
@@ -67,16 +67,16 @@ func auditOf(r *http.Request) string {
 	return actor + "@" + r.RemoteAddr
 }
 
-func (n *Node) handleAdminUser(w http.ResponseWriter, r *http.Request) {
-	u, ok := n.adminUser(w, r)
+func (a *httpAPI) handleAdminUser(w http.ResponseWriter, r *http.Request) {
+	u, ok := a.adminUser(w, r)
 	if !ok {
 		return
 	}
 	out := wire.AdminUser{ID: u.ID, Username: u.Username, CreatedAt: u.CreatedAt, LastSeen: u.LastSeen,
-		Suspended: n.engine.Suspended(u.ID), Deleted: u.Deleted}
+		Suspended: a.engine.Suspended(u.ID), Deleted: u.Deleted}
 	var after uint64
 	for {
-		devs, more, code := n.engine.Devices(u.ID, after, engine.MaxDevicesLimit)
+		devs, more, code := a.engine.Devices(u.ID, after, engine.MaxDevicesLimit)
 		if code != engine.ErrCodeNone {
 			writeWireError(w, engineError(code, "devices"))
 			return
@@ -92,9 +92,9 @@ func (n *Node) handleAdminUser(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (n *Node) adminPropose(w http.ResponseWriter, r *http.Request, cmd *engine.Command) {
+func (a *httpAPI) adminPropose(w http.ResponseWriter, r *http.Request, cmd *engine.Command) {
 	cmd.Audit = auditOf(r)
-	res, werr := n.propose(r.Context(), cmd)
+	res, werr := a.propose(r.Context(), cmd)
 	if werr != nil {
 		writeWireError(w, werr)
 		return
@@ -108,24 +108,24 @@ func (n *Node) adminPropose(w http.ResponseWriter, r *http.Request, cmd *engine.
 // wait for it). It is not a command of its own in the state, so it is
 // written next to it; a failure to write it (no leader just now) is
 // logged.
-func (n *Node) auditCluster(who, what string) {
+func (a *httpAPI) auditCluster(who, what string) {
 	ctx, cancel := context.WithTimeout(context.Background(), adminCallTimeout)
 	defer cancel()
-	if _, werr := n.propose(ctx, &engine.Command{Op: engine.OpAudit, Audit: who, Name: what}); werr != nil {
-		n.log.Warn("audit log: could not record an admin action", "action", what, "err", werr.Message)
+	if _, werr := a.propose(ctx, &engine.Command{Op: engine.OpAudit, Audit: who, Name: what}); werr != nil {
+		a.log.Warn("audit log: could not record an admin action", "action", what, "err", werr.Message)
 	}
 }
 
-func (n *Node) handleAdminSuspend(on bool) http.HandlerFunc {
+func (a *httpAPI) handleAdminSuspend(on bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if u, ok := n.adminUser(w, r); ok {
-			n.adminPropose(w, r, &engine.Command{Op: engine.OpSuspend, User: u.ID, Admin: on})
+		if u, ok := a.adminUser(w, r); ok {
+			a.adminPropose(w, r, &engine.Command{Op: engine.OpSuspend, User: u.ID, Admin: on})
 		}
 	}
 }
 
-func (n *Node) handleAdminPassword(w http.ResponseWriter, r *http.Request) {
-	u, ok := n.adminUser(w, r)
+func (a *httpAPI) handleAdminPassword(w http.ResponseWriter, r *http.Request) {
+	u, ok := a.adminUser(w, r)
 	if !ok {
 		return
 	}
@@ -140,16 +140,16 @@ func (n *Node) handleAdminPassword(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, "password must be 8 to 128 bytes")
 		return
 	}
-	hash, err := n.hasher.Hash(r.Context(), body.Password)
+	hash, err := a.hasher.Hash(r.Context(), body.Password)
 	if err != nil {
 		writeError(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later")
 		return
 	}
-	n.adminPropose(w, r, &engine.Command{Op: engine.OpResetPassword, User: u.ID, PasswordHash: []byte(hash)})
+	a.adminPropose(w, r, &engine.Command{Op: engine.OpResetPassword, User: u.ID, PasswordHash: []byte(hash)})
 }
 
-func (n *Node) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
-	u, ok := n.adminUser(w, r)
+func (a *httpAPI) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
+	u, ok := a.adminUser(w, r)
 	if !ok {
 		return
 	}
@@ -158,12 +158,12 @@ func (n *Node) handleAdminRevoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, "device must be a device id")
 		return
 	}
-	n.adminPropose(w, r, &engine.Command{Op: engine.OpRevokeDevice, User: u.ID, Device: dev})
+	a.adminPropose(w, r, &engine.Command{Op: engine.OpRevokeDevice, User: u.ID, Device: dev})
 }
 
 // handleAdminAudit pages the audit log: ?after=<index>.<n> (the previous
 // page's next) and ?limit (default 100, at most 1000).
-func (n *Node) handleAdminAudit(w http.ResponseWriter, r *http.Request) {
+func (a *httpAPI) handleAdminAudit(w http.ResponseWriter, r *http.Request) {
 	var index, pos uint64
 	if a := r.URL.Query().Get("after"); a != "" {
 		i, p, ok := strings.Cut(a, ".")
@@ -184,7 +184,7 @@ func (n *Node) handleAdminAudit(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = min(v, 1000)
 	}
-	entries, more, err := n.engine.AuditLog(index, pos, limit)
+	entries, more, err := a.engine.AuditLog(index, pos, limit)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, wire.CodeInternal, err.Error())
 		return

@@ -18,8 +18,8 @@ import (
 // tar). The applied index comes as a header and the stream's SHA-256 as a
 // trailer, so the receiver can tell a whole backup from a cut one.
 // parleyctl backup save wraps it in a backup file (package backup).
-func (n *Node) handleAdminBackup(w http.ResponseWriter, r *http.Request) {
-	snap, err := n.engine.Snapshot()
+func (a *httpAPI) handleAdminBackup(w http.ResponseWriter, r *http.Request) {
+	snap, err := a.engine.Snapshot()
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, wire.CodeInternal, err.Error())
 		return
@@ -30,15 +30,15 @@ func (n *Node) handleAdminBackup(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Type", "application/x-tar")
 	h.Set(HeaderAppliedIndex, strconv.FormatUint(snap.Index(), 10))
-	h.Set(HeaderNode, n.cfg.NodeID)
+	h.Set(HeaderNode, a.cfg.NodeID)
 	h.Set("Trailer", HeaderBackupSHA256)
 	sum := sha256.New()
 	if _, err := snap.WriteTo(io.MultiWriter(w, sum)); err != nil {
-		n.log.Error("backup: stream the snapshot", "err", err)
+		a.log.Error("backup: stream the snapshot", "err", err)
 		return // no trailer: the receiver refuses the backup
 	}
 	h.Set(HeaderBackupSHA256, hex.EncodeToString(sum.Sum(nil)))
-	go n.auditCluster(auditOf(r), fmt.Sprintf("backup of %s at index %d", n.cfg.NodeID, snap.Index()))
+	go a.auditCluster(auditOf(r), fmt.Sprintf("backup of %s at index %d", a.cfg.NodeID, snap.Index()))
 }
 
 // Headers of GET /v1/admin/backup.

@@ -121,7 +121,7 @@ func (n *Node) readAfter(s *session, id, minIdx uint64, start func(), abandon fu
 
 // httpMinIndex waits for the Parley-Min-Index of an HTTP request; it
 // answers 400 or 503 itself and returns false when the handler must stop.
-func (n *Node) httpMinIndex(ctx context.Context, w http.ResponseWriter, r *http.Request) bool {
+func (a *httpAPI) httpMinIndex(ctx context.Context, w http.ResponseWriter, r *http.Request) bool {
 	h := r.Header.Get(MinIndexHeader)
 	if h == "" {
 		return true
@@ -131,7 +131,7 @@ func (n *Node) httpMinIndex(ctx context.Context, w http.ResponseWriter, r *http.
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, MinIndexHeader+" must be an integer in 0..2^53-1")
 		return false
 	}
-	if !n.waitApplied(idx, ctx.Done()) {
+	if !a.waitApplied(idx, ctx.Done()) {
 		writeWireError(w, errBehind(idx))
 		return false
 	}
@@ -144,16 +144,16 @@ func (n *Node) httpMinIndex(ctx context.Context, w http.ResponseWriter, r *http.
 // waits until this node has applied it, then looks again. A cluster
 // without a leader, or a wait that gives up, answers from the local state
 // and says so (sure false): the caller must not give a final "no" then.
-func (n *Node) userByNameLinearizable(ctx context.Context, name string) (u engine.User, found, sure bool) {
-	if u, found = n.engine.UserByName(name); found {
+func (a *httpAPI) userByNameLinearizable(ctx context.Context, name string) (u engine.User, found, sure bool) {
+	if u, found = a.engine.UserByName(name); found {
 		return u, true, true
 	}
 	rctx, cancel := context.WithTimeout(ctx, minIndexWait)
 	defer cancel()
-	idx, err := n.raft.ReadIndex(rctx)
-	if err != nil || !n.waitApplied(idx, rctx.Done()) {
+	idx, err := a.raft.ReadIndex(rctx)
+	if err != nil || !a.waitApplied(idx, rctx.Done()) {
 		return u, false, false
 	}
-	u, found = n.engine.UserByName(name)
+	u, found = a.engine.UserByName(name)
 	return u, found, true
 }

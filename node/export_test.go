@@ -19,17 +19,17 @@ func (n *Node) IssueTokenForTest(user, device uint64) string {
 }
 
 // HTTPConnsForTest is the number of HTTP connections the server holds open.
-func (n *Node) HTTPConnsForTest() int64 { return n.httpConns.Load() }
+func (n *Node) HTTPConnsForTest() int64 { return n.httpAPI.conns.Load() }
 
 // SetAccountsProposeForTest makes hook stand in for the proposals of the
 // accounts API (register, login); hook is given the real propose. Nil
 // restores it.
 func (n *Node) SetAccountsProposeForTest(hook func(ctx context.Context, cmd *engine.Command, propose func(context.Context, *engine.Command) (*engine.Result, *wire.Error)) (*engine.Result, *wire.Error)) {
 	if hook == nil {
-		n.accountsPropose.Store(nil)
+		n.httpAPI.accountsPropose.Store(nil)
 		return
 	}
-	n.accountsPropose.Store(&hook)
+	n.httpAPI.accountsPropose.Store(&hook)
 }
 
 // StopWebSocketForTest stops the WebSocket server alone, as if its

@@ -5,17 +5,21 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"parley/engine"
+	"parley/netpoll"
+	"parley/raftlog"
 	"parley/wire"
 )
 
@@ -28,9 +32,45 @@ const (
 
 var usernameRE = regexp.MustCompile(`^[a-z0-9_.-]{3,32}$`)
 
-func (n *Node) httpHandler() http.Handler {
+// httpAPI is what the node serves on its HTTP listener: the accounts API
+// (register, login), /healthz and /readyz, the operator API under
+// /v1/admin/, media, the web app and /metrics. The node composes it and
+// keeps the WebSocket path. The API calls into the node only to write
+// (propose, the path WebSocket requests take) and to wait for an index to
+// be applied here (waitApplied); the password hasher, the auth throttle
+// and the admin token are its alone, and it shares the engine, Raft, the
+// token signer, the WebSocket server, the disk guard and the metrics with
+// the node.
+type httpAPI struct {
+	cfg     *Config
+	log     *slog.Logger
+	metrics *metrics
+	hasher  *passwordHasher
+	limits  *authThrottle
+	tokens  *tokenSigner
+	admin   adminAuth
+	engine  *engine.Engine
+	raft    *raftlog.Node
+	ws      *netpoll.Server // its health, and its address for the web app
+	storage *storageGuard
+
+	propose     proposeFunc                                 // Node.propose (requests.go)
+	waitApplied func(idx uint64, done <-chan struct{}) bool // Node.waitApplied (consistency.go)
+
+	uploads mediaUploads // what all uploads share (media.go)
+
+	conns atomic.Int64 // HTTP connections accepted and not closed
+	// refused counts HTTP connections refused for their address's cap.
+	refused atomic.Int64
+	// accountsPropose, set by tests only, stands in for propose on the
+	// accounts API (it is given the real one).
+	accountsPropose atomic.Pointer[func(context.Context, *engine.Command, proposeFunc) (*engine.Result, *wire.Error)]
+}
+
+// handler is the HTTP server's handler: every route, behind the body limit.
+func (a *httpAPI) handler() http.Handler {
 	mux := http.NewServeMux()
-	n.routes(mux)
+	a.routes(mux)
 	// Every request body is bounded, whatever the handler does with it:
 	// the ones that decode JSON get 413 beyond it, the others never read
 	// it (and the server then reads at most this much of it before it
@@ -38,41 +78,41 @@ func (n *Node) httpHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		limit := int64(maxHTTPBody)
 		if isMediaUpload(r) { // a file: bounded by its own limit (media.go)
-			limit = n.cfg.MediaMaxBytes
+			limit = a.cfg.MediaMaxBytes
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, limit)
 		mux.ServeHTTP(w, r)
 	})
 }
 
-// trackHTTPConn counts the HTTP connections open (http.Server.ConnState).
-func (n *Node) trackHTTPConn(_ net.Conn, state http.ConnState) {
+// trackConn counts the HTTP connections open (http.Server.ConnState).
+func (a *httpAPI) trackConn(_ net.Conn, state http.ConnState) {
 	switch state {
 	case http.StateNew:
-		n.httpConns.Add(1)
+		a.conns.Add(1)
 	case http.StateClosed, http.StateHijacked:
-		n.httpConns.Add(-1)
+		a.conns.Add(-1)
 	}
 }
 
 // workContext bounds a handler's work to three quarters of the write
 // timeout, so that its answer is written before the server gives up on the
 // connection.
-func (n *Node) workContext(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(r.Context(), n.cfg.HTTPWriteTimeout*3/4)
+func (a *httpAPI) workContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(r.Context(), a.cfg.HTTPWriteTimeout*3/4)
 }
 
-func (n *Node) routes(mux *http.ServeMux) {
-	mux.HandleFunc("POST /v1/register", n.handleRegister)
-	mux.HandleFunc("POST /v1/login", n.handleLogin)
-	mux.HandleFunc("GET /healthz", n.handleHealth)
-	mux.HandleFunc("GET /readyz", n.handleReady)
-	n.adminRoutes(mux)
-	n.adminUserRoutes(mux)
-	n.mediaRoutes(mux)
-	n.webRoutes(mux)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.metrics.reg, promhttp.HandlerOpts{}))
-	if n.cfg.Pprof {
+func (a *httpAPI) routes(mux *http.ServeMux) {
+	mux.HandleFunc("POST /v1/register", a.handleRegister)
+	mux.HandleFunc("POST /v1/login", a.handleLogin)
+	mux.HandleFunc("GET /healthz", a.handleHealth)
+	mux.HandleFunc("GET /readyz", a.handleReady)
+	a.adminRoutes(mux)
+	a.adminUserRoutes(mux)
+	a.mediaRoutes(mux)
+	a.webRoutes(mux)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(a.metrics.reg, promhttp.HandlerOpts{}))
+	if a.cfg.Pprof {
 		mux.HandleFunc("/debug/pprof/", pprof.Index)
 		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
@@ -161,14 +201,14 @@ const signingKeyWait = 3 * time.Second
 // known here (after waiting a little for it): the client retries, instead
 // of getting an account it cannot log in with yet or a token no node could
 // check.
-func (n *Node) needSigningKey(ctx context.Context, w http.ResponseWriter) bool {
-	if n.tokens.hasKey() {
+func (a *httpAPI) needSigningKey(ctx context.Context, w http.ResponseWriter) bool {
+	if a.tokens.hasKey() {
 		return true
 	}
 	t := time.NewTimer(signingKeyWait)
 	defer t.Stop()
 	select {
-	case <-n.tokens.ready:
+	case <-a.tokens.ready:
 		return true
 	case <-t.C:
 	case <-ctx.Done():
@@ -177,10 +217,10 @@ func (n *Node) needSigningKey(ctx context.Context, w http.ResponseWriter) bool {
 	return false
 }
 
-func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := n.workContext(r)
+func (a *httpAPI) handleRegister(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := a.workContext(r)
 	defer cancel()
-	if !n.needSigningKey(ctx, w) {
+	if !a.needSigningKey(ctx, w) {
 		return
 	}
 	var c credentials
@@ -191,38 +231,38 @@ func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 		return
 	}
-	if !n.httpMinIndex(ctx, w, r) {
+	if !a.httpMinIndex(ctx, w, r) {
 		return
 	}
-	regCharge := charge{n.limits.ipRegisters, n.limits.clientKey(r)}
-	if ok, wait := n.limits.take(regCharge); !ok {
-		n.metrics.authThrottled.WithLabelValues("register").Inc()
+	regCharge := charge{a.limits.ipRegisters, a.limits.clientKey(r)}
+	if ok, wait := a.limits.take(regCharge); !ok {
+		a.metrics.authThrottled.WithLabelValues("register").Inc()
 		writeRetry(w, http.StatusTooManyRequests, wire.CodeRateLimited, "too many registrations from this address", wait)
 		return
 	}
-	if _, taken := n.engine.UserByName(c.Username); taken {
-		n.limits.refund(regCharge) // no account is made: the password check is charged instead
-		n.registerAgain(ctx, w, r, &c)
+	if _, taken := a.engine.UserByName(c.Username); taken {
+		a.limits.refund(regCharge) // no account is made: the password check is charged instead
+		a.registerAgain(ctx, w, r, &c)
 		return
 	}
-	hash, err := n.hasher.Hash(ctx, c.Password)
+	hash, err := a.hasher.Hash(ctx, c.Password)
 	if err != nil {
-		n.limits.refund(regCharge)
+		a.limits.refund(regCharge)
 		writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later", time.Second)
 		return
 	}
-	res, werr := n.proposeAccounts(ctx, &engine.Command{Op: engine.OpRegister, Username: c.Username, PasswordHash: []byte(hash)})
+	res, werr := a.proposeAccounts(ctx, &engine.Command{Op: engine.OpRegister, Username: c.Username, PasswordHash: []byte(hash)})
 	switch {
 	case werr == nil:
 		writeJSON(w, http.StatusCreated, map[string]any{"user_id": res.User, "username": c.Username, "idx": res.Index})
 	case werr.Code == wire.CodeUsernameTaken:
 		// Taken since the check above, or known to the leader before
 		// this node: perhaps by this very client's earlier attempt.
-		n.limits.refund(regCharge)
-		n.registerAgain(ctx, w, r, &c)
+		a.limits.refund(regCharge)
+		a.registerAgain(ctx, w, r, &c)
 	case werr.Code == wire.CodeTimeout || werr.Code == wire.CodeUnavailable || werr.Code == wire.CodeBusy ||
 		werr.Code == wire.CodeStorageFull:
-		n.limits.refund(regCharge) // the client retries; that attempt counts
+		a.limits.refund(regCharge) // the client retries; that attempt counts
 		writeWireError(w, werr)
 	default:
 		writeWireError(w, werr)
@@ -236,13 +276,13 @@ func (n *Node) handleRegister(w http.ResponseWriter, r *http.Request) {
 // password it is 409 username_taken. Since that tells a right password
 // from a wrong one, the check is charged to the login throttle like a
 // login.
-func (n *Node) registerAgain(ctx context.Context, w http.ResponseWriter, r *http.Request, c *credentials) {
-	user, ok := n.authenticate(ctx, w, r, c, func() {
+func (a *httpAPI) registerAgain(ctx context.Context, w http.ResponseWriter, r *http.Request, c *credentials) {
+	user, ok := a.authenticate(ctx, w, r, c, func() {
 		writeError(w, http.StatusConflict, wire.CodeUsernameTaken, "username taken")
 	})
 	if ok {
 		// idx: this node's applied index, at or past the registration.
-		writeJSON(w, http.StatusCreated, map[string]any{"user_id": user.ID, "username": c.Username, "idx": n.engine.AppliedIndex()})
+		writeJSON(w, http.StatusCreated, map[string]any{"user_id": user.ID, "username": c.Username, "idx": a.engine.AppliedIndex()})
 	}
 }
 
@@ -251,11 +291,11 @@ func (n *Node) registerAgain(ctx context.Context, w http.ResponseWriter, r *http
 // (503, retryable) rather than internal: it may still commit, and the
 // client's retry must find out (a register retried with the same password
 // gets the account; see registerAgain).
-func (n *Node) proposeAccounts(ctx context.Context, cmd *engine.Command) (*engine.Result, *wire.Error) {
-	propose := n.propose
-	if hook := n.accountsPropose.Load(); hook != nil {
+func (a *httpAPI) proposeAccounts(ctx context.Context, cmd *engine.Command) (*engine.Result, *wire.Error) {
+	propose := a.propose
+	if hook := a.accountsPropose.Load(); hook != nil {
 		propose = func(ctx context.Context, cmd *engine.Command) (*engine.Result, *wire.Error) {
-			return (*hook)(ctx, cmd, n.propose)
+			return (*hook)(ctx, cmd, a.propose)
 		}
 	}
 	res, werr := propose(ctx, cmd)
@@ -271,10 +311,10 @@ func (n *Node) proposeAccounts(ctx context.Context, cmd *engine.Command) (*engin
 // proposeAccounts (export_test.go).
 type proposeFunc = func(context.Context, *engine.Command) (*engine.Result, *wire.Error)
 
-func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := n.workContext(r)
+func (a *httpAPI) handleLogin(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := a.workContext(r)
 	defer cancel()
-	if !n.needSigningKey(ctx, w) {
+	if !a.needSigningKey(ctx, w) {
 		return
 	}
 	var c credentials
@@ -285,31 +325,31 @@ func (n *Node) handleLogin(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, msg)
 		return
 	}
-	if !n.httpMinIndex(ctx, w, r) {
+	if !a.httpMinIndex(ctx, w, r) {
 		return
 	}
-	user, ok := n.authenticate(ctx, w, r, &c, func() {
+	user, ok := a.authenticate(ctx, w, r, &c, func() {
 		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "unknown user or wrong password")
 	})
 	if !ok {
 		return
 	}
-	if n.engine.Suspended(user.ID) { // told only to whoever knows the password
+	if a.engine.Suspended(user.ID) { // told only to whoever knows the password
 		writeError(w, http.StatusForbidden, wire.CodeForbidden, "account suspended")
 		return
 	}
 	// The new device may push out the user's oldest (MaxDevices), and
 	// devices whose token has expired go (their only token was made at
 	// their login; an hour of margin covers clock skew between nodes).
-	res, werr := n.proposeAccounts(ctx, &engine.Command{
-		Op: engine.OpAddDevice, User: user.ID, DeviceName: c.Device, MaxDevices: uint64(n.cfg.MaxDevices),
-		Ts: n.tokens.now().Add(-n.cfg.TokenTTL - deviceExpiryMargin).UnixMilli(),
+	res, werr := a.proposeAccounts(ctx, &engine.Command{
+		Op: engine.OpAddDevice, User: user.ID, DeviceName: c.Device, MaxDevices: uint64(a.cfg.MaxDevices),
+		Ts: a.tokens.now().Add(-a.cfg.TokenTTL - deviceExpiryMargin).UnixMilli(),
 	})
 	if werr != nil {
 		writeWireError(w, werr)
 		return
 	}
-	token, exp, err := n.tokens.Issue(user.ID, res.Device)
+	token, exp, err := a.tokens.Issue(user.ID, res.Device)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, wire.CodeInternal, "cannot sign token")
 		return
@@ -330,10 +370,10 @@ const deviceExpiryMargin = time.Hour
 // learns nothing). It answers the client itself (429, 503, or wrong for
 // an unknown user or a wrong password) and returns false unless the
 // password is right.
-func (n *Node) authenticate(ctx context.Context, w http.ResponseWriter, r *http.Request, c *credentials, wrong func()) (engine.User, bool) {
-	charges := n.limits.loginCharges(c.Username, n.limits.clientKey(r))
-	if ok, wait := n.limits.take(charges...); !ok {
-		n.metrics.authThrottled.WithLabelValues("login").Inc()
+func (a *httpAPI) authenticate(ctx context.Context, w http.ResponseWriter, r *http.Request, c *credentials, wrong func()) (engine.User, bool) {
+	charges := a.limits.loginCharges(c.Username, a.limits.clientKey(r))
+	if ok, wait := a.limits.take(charges...); !ok {
+		a.metrics.authThrottled.WithLabelValues("login").Inc()
 		writeRetry(w, http.StatusTooManyRequests, wire.CodeRateLimited,
 			"too many failed logins for this username or from this address", wait)
 		return engine.User{}, false
@@ -341,19 +381,19 @@ func (n *Node) authenticate(ctx context.Context, w http.ResponseWriter, r *http.
 	// A user this replica does not know yet may have registered through
 	// another node a moment ago: the leader's read index settles it, so
 	// that a 401 is final (consistency.go).
-	user, found, sure := n.userByNameLinearizable(ctx, c.Username)
+	user, found, sure := a.userByNameLinearizable(ctx, c.Username)
 	if !sure {
-		n.limits.refund(charges...) // not an attempt: nothing was checked
+		a.limits.refund(charges...) // not an attempt: nothing was checked
 		writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "cannot reach the leader to look the user up; retry", time.Second)
 		return engine.User{}, false
 	}
-	hash := n.hasher.dummy // an unknown user costs a real user's verification
+	hash := a.hasher.dummy // an unknown user costs a real user's verification
 	if found {
 		hash = string(user.PasswordHash)
 	}
-	ok, err := n.hasher.Verify(ctx, hash, c.Password)
+	ok, err := a.hasher.Verify(ctx, hash, c.Password)
 	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
-		n.limits.refund(charges...) // not an attempt: the password was not checked
+		a.limits.refund(charges...) // not an attempt: the password was not checked
 		writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "busy hashing, retry later", time.Second)
 		return engine.User{}, false
 	}
@@ -361,7 +401,7 @@ func (n *Node) authenticate(ctx context.Context, w http.ResponseWriter, r *http.
 		wrong()
 		return engine.User{}, false
 	}
-	n.limits.refund(charges...)
+	a.limits.refund(charges...)
 	return user, true
 }
 
@@ -369,14 +409,14 @@ func (n *Node) authenticate(ctx context.Context, w http.ResponseWriter, r *http.
 // cluster's state (a node waiting for init is healthy, just not ready).
 // A dead WebSocket listener fails it too, with 503: only a
 // restart brings that back.
-func (n *Node) handleHealth(w http.ResponseWriter, _ *http.Request) {
+func (a *httpAPI) handleHealth(w http.ResponseWriter, _ *http.Request) {
 	status, code := "ok", http.StatusOK
-	if err := n.ws.Alive(); err != nil {
+	if err := a.ws.Alive(); err != nil {
 		status, code = "websocket listener dead: "+err.Error(), http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, map[string]any{
-		"status": status, "node": n.cfg.NodeID, "leader": n.raft.IsLeader(),
-		"applied_index": n.engine.AppliedIndex(),
+		"status": status, "node": a.cfg.NodeID, "leader": a.raft.IsLeader(),
+		"applied_index": a.engine.AppliedIndex(),
 	})
 }
 
@@ -387,24 +427,24 @@ func (n *Node) handleHealth(w http.ResponseWriter, _ *http.Request) {
 // refused, reads still served); else 503 saying what is missing. A full
 // disk fails readiness so that a load balancer moves new clients to nodes
 // that take writes; the node keeps serving the clients it has.
-func (n *Node) handleReady(w http.ResponseWriter, r *http.Request) {
-	leader := n.raft.LeaderID()
-	wsErr := n.wsReady(r.Context())
+func (a *httpAPI) handleReady(w http.ResponseWriter, r *http.Request) {
+	leader := a.raft.LeaderID()
+	wsErr := a.wsReady(r.Context())
 	status, code := "ready", http.StatusOK
 	switch {
 	case wsErr != nil:
 		status, code = "websocket: "+wsErr.Error(), http.StatusServiceUnavailable
 	case leader == "":
 		status, code = "no leader", http.StatusServiceUnavailable
-	case !n.tokens.hasKey():
+	case !a.tokens.hasKey():
 		status, code = "no signing key yet", http.StatusServiceUnavailable
-	case n.storage.isFull():
+	case a.storage.isFull():
 		status, code = string(wire.CodeStorageFull), http.StatusServiceUnavailable
 	}
 	writeJSON(w, code, map[string]any{
-		"status": status, "node": n.cfg.NodeID, "leader_id": leader, "leader": n.raft.IsLeader(),
-		"signing_key": n.tokens.hasKey(), "applied_index": n.engine.AppliedIndex(),
-		"storage_full": n.storage.isFull(), "storage_free_bytes": n.storage.free.Load(),
+		"status": status, "node": a.cfg.NodeID, "leader_id": leader, "leader": a.raft.IsLeader(),
+		"signing_key": a.tokens.hasKey(), "applied_index": a.engine.AppliedIndex(),
+		"storage_full": a.storage.isFull(), "storage_free_bytes": a.storage.free.Load(),
 	})
 }
 

@@ -66,21 +66,24 @@ const (
 	mediaChunksInFlight = 8
 )
 
-// mediaState is the node's media bookkeeping.
-type mediaState struct {
+// mediaUploads is what all uploads share: it bounds the memory and CPU
+// their thumbnails take (the HTTP API holds it).
+type mediaUploads struct {
 	thumbs     chan struct{} // thumbnail slots
 	imageBytes atomic.Int64  // bytes of images kept for thumbnails, all uploads (mediaImageBudget)
-
-	// The leader's sweep of expired media (expireMedia); expireNext is
-	// owned by the signal loop.
-	expireNext     time.Time
-	expireInflight atomic.Bool
 }
 
-func (n *Node) mediaRoutes(mux *http.ServeMux) {
-	n.media.thumbs = make(chan struct{}, mediaThumbSlots)
-	mux.HandleFunc("POST /v1/media", n.handleMediaUpload)
-	mux.HandleFunc("GET /v1/media/{id}", n.handleMediaGet)
+// mediaSweep is the leader's sweep of expired media (expireMedia), held by
+// the node; next is owned by the signal loop.
+type mediaSweep struct {
+	next     time.Time
+	inflight atomic.Bool
+}
+
+func (a *httpAPI) mediaRoutes(mux *http.ServeMux) {
+	a.uploads.thumbs = make(chan struct{}, mediaThumbSlots)
+	mux.HandleFunc("POST /v1/media", a.handleMediaUpload)
+	mux.HandleFunc("GET /v1/media/{id}", a.handleMediaGet)
 }
 
 // isMediaUpload reports whether r is an upload, whose body is bounded by
@@ -91,8 +94,8 @@ func isMediaUpload(r *http.Request) bool {
 
 // bearer authenticates an HTTP request by its device token, as the
 // WebSocket handshake does; it answers 401 or 503 itself.
-func (n *Node) bearer(w http.ResponseWriter, r *http.Request) (user, device uint64, ok bool) {
-	if !n.tokens.hasKey() {
+func (a *httpAPI) bearer(w http.ResponseWriter, r *http.Request) (user, device uint64, ok bool) {
+	if !a.tokens.hasKey() {
 		writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, errNoSigningKey.Error(), time.Second)
 		return 0, 0, false
 	}
@@ -101,12 +104,12 @@ func (n *Node) bearer(w http.ResponseWriter, r *http.Request) (user, device uint
 		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "authorization must be a Bearer device token")
 		return 0, 0, false
 	}
-	user, device, _, err := n.tokens.verify(strings.TrimSpace(tok))
+	user, device, _, err := a.tokens.verify(strings.TrimSpace(tok))
 	if err != nil {
 		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "invalid or expired token")
 		return 0, 0, false
 	}
-	switch n.engine.DeviceStatus(user, device) {
+	switch a.engine.DeviceStatus(user, device) {
 	case engine.DeviceIsRevoked:
 		writeError(w, http.StatusUnauthorized, wire.CodeUnauthorized, "unknown or revoked device")
 		return 0, 0, false
@@ -207,7 +210,7 @@ func tooLargeUpload(limit int64) *uploadError {
 
 // upload is one upload in progress.
 type upload struct {
-	n      *Node
+	api    *httpAPI
 	ctx    context.Context
 	user   uint64
 	id     uint64 // the upload id, random
@@ -219,7 +222,7 @@ type upload struct {
 	kind     media.Kind
 	img      []byte // an image's bytes, while under mediaThumbSourceMax; nil otherwise
 	imgOver  bool   // the image outgrew mediaThumbSourceMax or the node's budget
-	reserved int64  // of mediaState.imageBytes, for img
+	reserved int64  // of mediaUploads.imageBytes, for img
 	probed   *media.Image
 	chunker  *media.Chunker
 
@@ -239,32 +242,32 @@ func newUploadID() uint64 {
 	}
 }
 
-func (n *Node) handleMediaUpload(w http.ResponseWriter, r *http.Request) {
-	user, _, ok := n.bearer(w, r)
+func (a *httpAPI) handleMediaUpload(w http.ResponseWriter, r *http.Request) {
+	user, _, ok := a.bearer(w, r)
 	if !ok {
 		return
 	}
-	limit := n.cfg.MediaMaxBytes
+	limit := a.cfg.MediaMaxBytes
 	if r.ContentLength > limit {
 		w.Header().Set("Connection", "close")
 		tooLargeUpload(limit).write(w)
 		return
 	}
-	if n.storage.isFull() {
+	if a.storage.isFull() {
 		writeWireError(w, wire.Errorf(wire.CodeStorageFull, "the disk of this node is nearly full; retry later"))
 		return
 	}
 	var quota uint64
-	if n.cfg.MediaQuotaBytes > 0 {
-		quota = uint64(n.cfg.MediaQuotaBytes)
-		if used := n.engine.MediaUsage(user); r.ContentLength > 0 && used+uint64(r.ContentLength) > quota {
+	if a.cfg.MediaQuotaBytes > 0 {
+		quota = uint64(a.cfg.MediaQuotaBytes)
+		if used := a.engine.MediaUsage(user); r.ContentLength > 0 && used+uint64(r.ContentLength) > quota {
 			w.Header().Set("Connection", "close")
 			writeError(w, http.StatusRequestEntityTooLarge, wire.CodeQuotaExceeded,
 				fmt.Sprintf("storage quota of %d bytes: %d used", quota, used))
 			return
 		}
 	}
-	up := &upload{n: n, ctx: r.Context(), user: user, id: newUploadID(), quota: quota,
+	up := &upload{api: a, ctx: r.Context(), user: user, id: newUploadID(), quota: quota,
 		window: make(chan struct{}, mediaChunksInFlight)}
 	res, uerr := up.run(&progressReader{r: r.Body, d: newDeadlines(w, false)}, limit, sanitizeFileName(r.URL.Query().Get("name")))
 	up.pending.Wait() // a failed upload may have chunks in flight
@@ -365,12 +368,12 @@ func (up *upload) run(body io.Reader, limit int64, name string) (*mediaReply, *u
 	if up.probed != nil {
 		cmd.Media.Width, cmd.Media.Height = uint64(up.probed.Width), uint64(up.probed.Height)
 	}
-	res, werr := up.n.propose(up.ctx, cmd)
+	res, werr := up.api.propose(up.ctx, cmd)
 	if werr != nil {
 		return nil, uploadWireError(werr)
 	}
 	// A duplicate keeps the stored object's description.
-	info, ok := up.n.engine.Media(sum)
+	info, ok := up.api.engine.Media(sum)
 	if !ok { // collected already: cannot happen within the grace period
 		return nil, &uploadError{status: http.StatusServiceUnavailable, code: wire.CodeUnavailable, msg: "stored file vanished; retry", retry: time.Second}
 	}
@@ -441,8 +444,8 @@ func (up *upload) keep(n int) bool {
 	if extra <= 0 {
 		return true
 	}
-	if up.n.media.imageBytes.Add(extra) > mediaImageBudget {
-		up.n.media.imageBytes.Add(-extra)
+	if up.api.uploads.imageBytes.Add(extra) > mediaImageBudget {
+		up.api.uploads.imageBytes.Add(-extra)
 		return false
 	}
 	up.reserved += extra
@@ -451,7 +454,7 @@ func (up *upload) keep(n int) bool {
 
 // release gives the image buffer's reservation back.
 func (up *upload) release() {
-	up.n.media.imageBytes.Add(-up.reserved)
+	up.api.uploads.imageBytes.Add(-up.reserved)
 	up.reserved = 0
 	up.img = nil
 }
@@ -530,7 +533,7 @@ func (up *upload) emit(index int, chunk []byte) error {
 	}
 	up.chunks++ // proposed, whatever comes of it (a timeout may still commit)
 	up.pending.Add(1)
-	err = up.n.raft.Submit(b, func(result any, _ uint64, err error) {
+	err = up.api.raft.Submit(b, func(result any, _ uint64, err error) {
 		defer up.pending.Done()
 		defer func() { <-up.window }()
 		if err != nil {
@@ -581,9 +584,9 @@ func (up *upload) flush() *uploadError {
 func (up *upload) abandon() {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if _, werr := up.n.propose(ctx, &engine.Command{Op: engine.OpMediaExpire, User: up.user,
+	if _, werr := up.api.propose(ctx, &engine.Command{Op: engine.OpMediaExpire, User: up.user,
 		Media: &engine.MediaArgs{Upload: up.id}}); werr != nil {
-		up.n.log.Debug("abandoning an upload", "err", werr)
+		up.api.log.Debug("abandoning an upload", "err", werr)
 	}
 }
 
@@ -591,12 +594,12 @@ func (up *upload) abandon() {
 // engine.MaxThumbBytes (a smaller side is tried once); none on failure.
 func (up *upload) thumbnail() ([]byte, string) {
 	select {
-	case up.n.media.thumbs <- struct{}{}:
-		defer func() { <-up.n.media.thumbs }()
+	case up.api.uploads.thumbs <- struct{}{}:
+		defer func() { <-up.api.uploads.thumbs }()
 	case <-up.ctx.Done():
 		return nil, ""
 	}
-	for _, side := range []int{up.n.cfg.MediaThumbSide, up.n.cfg.MediaThumbSide / 2} {
+	for _, side := range []int{up.api.cfg.MediaThumbSide, up.api.cfg.MediaThumbSide / 2} {
 		b, img, err := media.Thumbnail(up.img, side)
 		if err != nil {
 			return nil, ""
@@ -628,8 +631,8 @@ func sanitizeFileName(s string) string {
 	return strings.Trim(b.String(), " .")
 }
 
-func (n *Node) handleMediaGet(w http.ResponseWriter, r *http.Request) {
-	user, _, ok := n.bearer(w, r)
+func (a *httpAPI) handleMediaGet(w http.ResponseWriter, r *http.Request) {
+	user, _, ok := a.bearer(w, r)
 	if !ok {
 		return
 	}
@@ -638,27 +641,27 @@ func (n *Node) handleMediaGet(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, wire.CodeInvalid, "malformed media id")
 		return
 	}
-	ctx, cancel := n.workContext(r)
+	ctx, cancel := a.workContext(r)
 	defer cancel()
-	if !n.httpMinIndex(ctx, w, r) {
+	if !a.httpMinIndex(ctx, w, r) {
 		return
 	}
 	id := [engine.MediaIDLen]byte(mid)
-	info, found := n.engine.Media(id)
-	allowed := found && n.engine.MediaAllowed(user, id)
+	info, found := a.engine.Media(id)
+	allowed := found && a.engine.MediaAllowed(user, id)
 	if !allowed && r.Header.Get(MinIndexHeader) == "" {
 		// Uploaded or sent through another node a moment ago? The
 		// leader's read index settles it, as for a login.
 		rctx, cancel := context.WithTimeout(ctx, minIndexWait)
-		idx, err := n.raft.ReadIndex(rctx)
-		if err != nil || !n.waitApplied(idx, rctx.Done()) {
+		idx, err := a.raft.ReadIndex(rctx)
+		if err != nil || !a.waitApplied(idx, rctx.Done()) {
 			cancel()
 			writeRetry(w, http.StatusServiceUnavailable, wire.CodeUnavailable, "cannot reach the leader to look the file up; retry", time.Second)
 			return
 		}
 		cancel()
-		info, found = n.engine.Media(id)
-		allowed = found && n.engine.MediaAllowed(user, id)
+		info, found = a.engine.Media(id)
+		allowed = found && a.engine.MediaAllowed(user, id)
 	}
 	if !allowed {
 		// The same answer whether the file exists or not.
@@ -671,7 +674,7 @@ func (n *Node) handleMediaGet(w http.ResponseWriter, r *http.Request) {
 	h.Set("Vary", "Authorization")
 	text := mid.String()
 	if r.URL.Query().Get("thumb") == "1" {
-		thumb, ok := n.engine.MediaThumb(id)
+		thumb, ok := a.engine.MediaThumb(id)
 		if !ok || info.ThumbMime == "" {
 			writeError(w, http.StatusNotFound, wire.CodeNotFound, "no thumbnail")
 			return
@@ -691,7 +694,7 @@ func (n *Node) handleMediaGet(w http.ResponseWriter, r *http.Request) {
 	dl := newDeadlines(w, true)
 	rd := media.NewChunkReader(int64(info.Size), engine.MediaChunkSize, func(i int) ([]byte, error) {
 		dl.touch()
-		return n.engine.MediaChunk(&info, i)
+		return a.engine.MediaChunk(&info, i)
 	})
 	http.ServeContent(w, r, "", time.UnixMilli(info.CreatedAt), rd)
 }
@@ -719,19 +722,19 @@ func contentDisposition(mimeType, name string) string {
 // time; the engine sweeps them all in such steps). One at a time; runs
 // on the signal loop, like expireSends.
 func (n *Node) expireMedia(now time.Time) {
-	m := &n.media
-	if n.cfg.MediaExpireEvery == 0 || now.Before(m.expireNext) || !n.raft.IsLeader() || m.expireInflight.Load() {
+	m := &n.mediaSweep
+	if n.cfg.MediaExpireEvery == 0 || now.Before(m.next) || !n.raft.IsLeader() || m.inflight.Load() {
 		return
 	}
-	m.expireNext = now.Add(n.cfg.MediaExpireEvery)
+	m.next = now.Add(n.cfg.MediaExpireEvery)
 	cmd, err := engine.EncodeCommand(&engine.Command{Op: engine.OpMediaExpire, Ts: now.Add(-n.cfg.MediaGrace).UnixMilli()})
 	if err != nil {
 		n.log.Error("encode media_expire", "err", err)
 		return
 	}
-	m.expireInflight.Store(true)
+	m.inflight.Store(true)
 	err = n.raft.Submit(cmd, func(result any, _ uint64, err error) {
-		m.expireInflight.Store(false)
+		m.inflight.Store(false)
 		if err != nil {
 			n.log.Debug("media_expire", "err", err)
 			return
@@ -741,7 +744,7 @@ func (n *Node) expireMedia(now time.Time) {
 		}
 	})
 	if err != nil {
-		m.expireInflight.Store(false)
+		m.inflight.Store(false)
 	}
 }
 

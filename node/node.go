@@ -24,7 +24,6 @@ import (
 	"parley/engine"
 	"parley/netpoll"
 	"parley/raftlog"
-	"parley/wire"
 )
 
 // Node is one running Parley server.
@@ -32,24 +31,16 @@ type Node struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
-	hasher  *passwordHasher
-	limits  *authThrottle
 	tokens  *tokenSigner
-	admin   adminAuth
 	engine  *engine.Engine
 	raft    *raftlog.Node
 	ws      *netpoll.Server
 	hub     *hub
 	storage *storageGuard // free space of DataDir's disk (storage.go)
 
-	httpLn    net.Listener // as bound; served through a netutil.LimitListener
-	httpSrv   *http.Server
-	httpConns atomic.Int64 // HTTP connections accepted and not closed
-	// httpRefused counts HTTP connections refused for their address's cap.
-	httpRefused atomic.Int64
-	// accountsPropose, set by tests only, stands in for propose on the
-	// accounts API (it is given the real one).
-	accountsPropose atomic.Pointer[func(context.Context, *engine.Command, proposeFunc) (*engine.Result, *wire.Error)]
+	httpLn  net.Listener // as bound; served through a netutil.LimitListener
+	httpSrv *http.Server
+	httpAPI *httpAPI // the handlers httpSrv serves (http.go)
 
 	signals  *signals  // presence, typing, last_seen, receipts (signals.go)
 	notifier *notifier // nil: no push provider configured (notify.go)
@@ -63,7 +54,7 @@ type Node struct {
 	// retentionNext, retentionInflight: the same for MessageRetention.
 	retentionNext     time.Time
 	retentionInflight atomic.Bool
-	media             mediaState // uploads' thumbnail slots, the media sweep (media.go)
+	mediaSweep        mediaSweep // the leader's sweep of expired media (media.go)
 
 	queries chan func()   // reads waiting for a query worker
 	reads   readAdmission // expensive reads in flight per connection and user
@@ -121,10 +112,7 @@ func Open(cfg Config) (_ *Node, err error) {
 		cfg:     cfg,
 		log:     cfg.Logger,
 		metrics: newMetrics(),
-		hasher:  newPasswordHasher(cfg.Argon2, cfg.HashConcurrency),
-		limits:  newAuthThrottle(cfg.AuthLimits, cfg.Clock),
 		tokens:  newTokenSigner(cfg.TokenTTL, cfg.Clock),
-		admin:   newAdminAuth(adminToken),
 		hub:     newHub(),
 		queries: make(chan func(), cfg.QueryQueue),
 		stop:    make(chan struct{}),
@@ -220,20 +208,36 @@ func Open(cfg Config) (_ *Node, err error) {
 	if n.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("http listener: %w", err)
 	}
+	n.httpAPI = &httpAPI{
+		cfg:     &n.cfg,
+		log:     n.log,
+		metrics: n.metrics,
+		hasher:  newPasswordHasher(cfg.Argon2, cfg.HashConcurrency),
+		limits:  newAuthThrottle(cfg.AuthLimits, cfg.Clock),
+		tokens:  n.tokens,
+		admin:   newAdminAuth(adminToken),
+		engine:  n.engine,
+		raft:    n.raft,
+		ws:      n.ws,
+		storage: n.storage,
+
+		propose:     n.propose,
+		waitApplied: n.waitApplied,
+	}
 	// Every connection is bounded in time (a slow or silent client cannot
 	// hold one) and their number is bounded (a flood waits in the listen
 	// backlog instead of taking the descriptors the WebSocket port needs).
 	// ReadHeaderTimeout is left zero: the headers share ReadTimeout.
 	n.httpSrv = &http.Server{
-		Handler:      n.httpHandler(),
+		Handler:      n.httpAPI.handler(),
 		ReadTimeout:  cfg.HTTPReadTimeout,
 		WriteTimeout: cfg.HTTPWriteTimeout,
 		IdleTimeout:  cfg.HTTPIdleTimeout,
-		ConnState:    n.trackHTTPConn,
+		ConnState:    n.httpAPI.trackConn,
 	}
 	var perAddr net.Listener = n.httpLn
 	if cfg.HTTPMaxConnsPerIP > 0 {
-		perAddr = newAddrCapListener(n.httpLn, cfg.HTTPMaxConnsPerIP, cfg.AuthLimits.TrustedProxies, func() { n.httpRefused.Add(1) })
+		perAddr = newAddrCapListener(n.httpLn, cfg.HTTPMaxConnsPerIP, cfg.AuthLimits.TrustedProxies, func() { n.httpAPI.refused.Add(1) })
 	}
 	// The per-address cap is checked first, so a refused connection never
 	// waits for one of the HTTPMaxConns slots.

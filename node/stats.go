@@ -83,8 +83,8 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	values := map[string]float64{
 		"parley_connections":               float64(ws.OpenConnections),
-		"parley_http_connections":          float64(c.n.httpConns.Load()),
-		"parley_http_refused_total":        float64(c.n.httpRefused.Load()),
+		"parley_http_connections":          float64(c.n.httpAPI.conns.Load()),
+		"parley_http_refused_total":        float64(c.n.httpAPI.refused.Load()),
 		"parley_handshakes_accepted_total": float64(ws.HandshakesAccepted),
 		"parley_handshakes_refused_total":  float64(ws.HandshakesRefused),
 		"parley_idle_timeouts_total":       float64(ws.IdleTimeouts),

@@ -19,7 +19,7 @@ import (
 // (names carry a hash of their content, so they are cached for good), and
 // GET /v1/config, which tells the page where the WebSocket is (another
 // port, or a path of the page's own origin behind a reverse proxy).
-func (n *Node) webRoutes(mux *http.ServeMux) {
+func (a *httpAPI) webRoutes(mux *http.ServeMux) {
 	files := web.Dist()
 	index, err := fs.ReadFile(files, "index.html")
 	if err != nil {
@@ -28,7 +28,7 @@ func (n *Node) webRoutes(mux *http.ServeMux) {
 	started := time.Now()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", n.webCSP(r))
+		h.Set("Content-Security-Policy", a.webCSP(r))
 		h.Set("Cache-Control", "no-cache")
 		h.Set("Content-Type", "text/html; charset=utf-8")
 		h.Set("X-Content-Type-Options", "nosniff")
@@ -73,13 +73,13 @@ func (n *Node) webRoutes(mux *http.ServeMux) {
 	// (204) or was refused (401: log in again).
 	mux.HandleFunc("GET /v1/token", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
-		if _, _, ok := n.bearer(w, r); ok {
+		if _, _, ok := a.bearer(w, r); ok {
 			w.WriteHeader(http.StatusNoContent)
 		}
 	})
 	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
-		writeJSON(w, http.StatusOK, map[string]any{"ws_urls": n.webWSURLs(r)})
+		writeJSON(w, http.StatusOK, map[string]any{"ws_urls": a.webWSURLs(r)})
 	})
 }
 
@@ -87,13 +87,13 @@ func (n *Node) webRoutes(mux *http.ServeMux) {
 // (a list, or "@file" naming a file with one URL per line, read at each
 // request so that a deployment can change it without a restart), else this
 // node's WebSocket port on the host the page was loaded from.
-func (n *Node) webWSURLs(r *http.Request) []string {
+func (a *httpAPI) webWSURLs(r *http.Request) []string {
 	var urls []string
-	for _, s := range n.cfg.WebWSURLs {
+	for _, s := range a.cfg.WebWSURLs {
 		if file, ok := strings.CutPrefix(s, "@"); ok {
 			b, err := os.ReadFile(file)
 			if err != nil {
-				n.log.Warn("web: cannot read the WebSocket URLs file", "file", file, "err", err)
+				a.log.Warn("web: cannot read the WebSocket URLs file", "file", file, "err", err)
 				continue
 			}
 			for _, line := range strings.Split(string(b), "\n") {
@@ -108,23 +108,23 @@ func (n *Node) webWSURLs(r *http.Request) []string {
 	if len(urls) > 0 {
 		return urls
 	}
-	_, port, _ := net.SplitHostPort(n.ws.Addr())
+	_, port, _ := net.SplitHostPort(a.ws.Addr())
 	host := pageHost(r)
 	if h, _, err := net.SplitHostPort(host); err == nil {
 		host = h
 	}
 	if host == "" {
-		host, _, _ = net.SplitHostPort(n.ws.Addr())
+		host, _, _ = net.SplitHostPort(a.ws.Addr())
 	}
-	return []string{"ws://" + net.JoinHostPort(strings.Trim(host, "[]"), port) + n.cfg.WSPath}
+	return []string{"ws://" + net.JoinHostPort(strings.Trim(host, "[]"), port) + a.cfg.WSPath}
 }
 
 // webCSP is the page's Content-Security-Policy: its own scripts and
 // styles only, no inline code, no framing, and connections to its own
 // origin and the WebSocket URLs of /v1/config.
-func (n *Node) webCSP(r *http.Request) string {
+func (a *httpAPI) webCSP(r *http.Request) string {
 	connect := []string{"'self'"}
-	for _, s := range n.webWSURLs(r) {
+	for _, s := range a.webWSURLs(r) {
 		u, err := url.Parse(s)
 		if err != nil {
 			continue

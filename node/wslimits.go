@@ -100,8 +100,8 @@ const wsReadyTimeout = 2 * time.Second
 // wsReady is the WebSocket server's readiness: netpoll.Server.Ready, which
 // fails while accepts fail (out of descriptors and the like), when an
 // event loop does not answer, and when the listener is dead.
-func (n *Node) wsReady(ctx context.Context) error {
+func (a *httpAPI) wsReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, wsReadyTimeout)
 	defer cancel()
-	return n.ws.Ready(ctx)
+	return a.ws.Ready(ctx)
 }
