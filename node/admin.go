@@ -91,6 +91,8 @@ func (a *httpAPI) handleAdminStatus(w http.ResponseWriter, r *http.Request) {
 		LastIndex:     local.LastIndex,
 		SnapshotIndex: local.LastSnapshotIndex,
 		SnapshotTerm:  local.LastSnapshotTerm,
+		Edge:          local.Edge,
+		Region:        local.Region,
 	}
 	// Members' progress is known only to the leader: ask it (locally when
 	// this node leads). Without an answer, list this node's configuration
@@ -109,6 +111,7 @@ func (a *httpAPI) handleAdminStatus(w http.ResponseWriter, r *http.Request) {
 		if s.HasProgress {
 			m.Applied, m.Lag = int64(s.AppliedIndex), int64(s.Lag)
 		}
+		m.Edge, m.Region = s.Edge, s.Region
 		st.Members = append(st.Members, m)
 	}
 	writeJSON(w, http.StatusOK, st)
@@ -187,9 +190,15 @@ func (a *httpAPI) handleAdminJoin(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), adminJoinTimeout)
 	defer cancel()
 	var err error
-	if req.Nonvoter {
+	switch {
+	case req.Edge && req.Nonvoter:
+		writeError(w, http.StatusBadRequest, wire.CodeInvalid, "edge and nonvoter: an edge is a non-voter already")
+		return
+	case req.Edge:
+		err = a.raft.AddEdge(ctx, req.ID, req.Addr)
+	case req.Nonvoter:
 		err = a.raft.AddNonvoter(ctx, req.ID, req.Addr)
-	} else {
+	default:
 		err = a.raft.AddVoter(ctx, req.ID, req.Addr)
 	}
 	if err != nil {
@@ -197,7 +206,7 @@ func (a *httpAPI) handleAdminJoin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"ok": true})
-	go a.auditCluster(auditOf(r), fmt.Sprintf("cluster join %s %s nonvoter=%v", req.ID, req.Addr, req.Nonvoter))
+	go a.auditCluster(auditOf(r), fmt.Sprintf("cluster join %s %s nonvoter=%v edge=%v", req.ID, req.Addr, req.Nonvoter, req.Edge))
 }
 
 func (a *httpAPI) handleAdminRemove(w http.ResponseWriter, r *http.Request) {
@@ -277,6 +286,10 @@ func writeAdminError(w http.ResponseWriter, err error) {
 		status, code = http.StatusConflict, wire.CodeAlreadyBootstrapped
 	case errors.Is(err, raftlog.ErrNothingToSnapshot):
 		status, code = http.StatusConflict, wire.CodeNothingToSnapshot
+	case errors.Is(err, raftlog.ErrEdge):
+		status, code = http.StatusConflict, wire.CodeEdgeNode
+	case errors.Is(err, raftlog.ErrNotEdge):
+		status, code = http.StatusConflict, wire.CodeNotEdge
 	}
 	writeError(w, status, code, err.Error())
 }

@@ -33,6 +33,18 @@ type Config struct {
 	// admin API's init (sent to one of them) or join (sent to a member).
 	Bootstrap bool
 
+	// Edge makes this node an edge (raftlog/edge.go): a non-voter for
+	// life that holds client connections, delivers to them from its own
+	// replica, serves reads from it and forwards writes to the leader; it
+	// never votes, so it neither slows commits nor changes the quorum. It
+	// waits, with empty data, for the admin API's join with "edge" sent to
+	// a member (Bootstrap is ignored). The role is recorded with the Raft
+	// log, so the node stays an edge when restarted without it.
+	Edge bool
+	// Region labels where the node runs ("eu-west"), shown by the admin
+	// API's status. It changes nothing in replication.
+	Region string
+
 	// JWTKey, when set, signs and checks device tokens on this node instead
 	// of the cluster's replicated key (then every node needs the same one).
 	// When empty, the node uses the key in the replicated state, proposing
@@ -270,6 +282,9 @@ func (c Config) withDefaults() Config {
 	}
 	set(&c.NodeID, d.NodeID)
 	set(&c.DataDir, d.DataDir)
+	if c.Edge {
+		c.Bootstrap = false // an edge never founds a cluster
+	}
 	set(&c.HTTPAddr, d.HTTPAddr)
 	set(&c.WSAddr, d.WSAddr)
 	set(&c.WSPath, d.WSPath)

@@ -154,6 +154,8 @@ func Open(cfg Config) (_ *Node, err error) {
 		BindAddr:      cfg.RaftAddr,
 		AdvertiseAddr: cfg.RaftAdvertise,
 		Bootstrap:     cfg.Bootstrap,
+		Edge:          cfg.Edge,
+		Region:        cfg.Region,
 		Cache:         cache,
 		Peers:         peerHandler{n.signals}, // presence and typing across the cluster (peers.go)
 		ClusterKey:    clusterKey,

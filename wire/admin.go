@@ -17,6 +17,8 @@ type ClusterStatus struct {
 	LastIndex     uint64          `json:"last_index"`
 	SnapshotIndex uint64          `json:"snapshot_index"` // latest snapshot, 0 if none
 	SnapshotTerm  uint64          `json:"snapshot_term"`
+	Edge          bool            `json:"edge,omitempty"`   // the answering node is an edge
+	Region        string          `json:"region,omitempty"` // the answering node's region
 	Members       []ClusterMember `json:"members"`
 	// Warning, when set, says what the answer lacks: members' progress when
 	// the leader did not answer (their Applied and Lag are then -1).
@@ -31,6 +33,11 @@ type ClusterMember struct {
 	Suffrage string `json:"suffrage"` // Voter, Nonvoter, Staging
 	Applied  int64  `json:"applied"`
 	Lag      int64  `json:"lag"` // leader's commit index minus the member's applied index
+	// Edge: the member is an edge node (a Nonvoter for life, which never
+	// votes). Edge and Region are as the member told the leader; only the
+	// leader knows them.
+	Edge   bool   `json:"edge,omitempty"`
+	Region string `json:"region,omitempty"`
 }
 
 // ClusterServer names a server in init and join requests.
@@ -45,10 +52,13 @@ type ClusterInit struct {
 }
 
 // ClusterJoin (POST /v1/admin/join, sent to any member) adds a server: as a
-// non-voter first, promoted to voter once it has caught up.
+// non-voter first, promoted to voter once it has caught up. With Edge, the
+// server must have been started as an edge (parley -edge): it is added as
+// a non-voter for good, and the answer comes once it told the leader so.
 type ClusterJoin struct {
 	ClusterServer
 	Nonvoter bool `json:"nonvoter,omitempty"` // stay a non-voter
+	Edge     bool `json:"edge,omitempty"`     // an edge node
 }
 
 // ClusterRemove (POST /v1/admin/remove) removes a server.

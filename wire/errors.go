@@ -39,6 +39,8 @@ const (
 	CodeNotCaughtUp         Code = "not_caught_up"        // a joining server did not catch up in time; it stays a non-voter, join again later
 	CodeAlreadyBootstrapped Code = "already_bootstrapped" // init on a node that already belongs to another cluster configuration
 	CodeNothingToSnapshot   Code = "nothing_to_snapshot"  // nothing was applied since the latest snapshot
+	CodeEdgeNode            Code = "edge_node"            // the server is an edge node, which never votes: not promoted, not a leadership target
+	CodeNotEdge             Code = "not_edge"             // join with edge: the server was not started as an edge (parley -edge); it was added as a non-voter
 )
 
 // Retryable reports whether a request that failed with c may be sent again

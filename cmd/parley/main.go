@@ -25,6 +25,9 @@ func main() {
 	flag.StringVar(&cfg.WSAddr, "ws", cfg.WSAddr, "WebSocket address")
 	flag.StringVar(&cfg.RaftAddr, "raft", cfg.RaftAddr, "Raft transport address to bind")
 	flag.StringVar(&cfg.RaftAdvertise, "advertise", "", "Raft address peers dial, when the -raft address is not dialable (default: the -raft address)")
+	flag.BoolVar(&cfg.Edge, "edge", false,
+		"run as an edge node: a non-voter for good that holds client connections and forwards writes; with empty data it waits for 'parleyctl cluster join --edge' (-bootstrap is ignored). Kept with the data")
+	flag.StringVar(&cfg.Region, "region", "", "a label for where this node runs (e.g. eu-west), shown by 'parleyctl cluster status'")
 	flag.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap,
 		"found a one-node cluster if the data directory is empty; false: wait for 'parleyctl cluster init' or 'join'")
 	adminTokenFile := flag.String("admin-token-file", "",

@@ -127,17 +127,27 @@ func statusCmd(g *globals) *cobra.Command {
 }
 
 func printStatus(w io.Writer, st *wire.ClusterStatus) {
-	fmt.Fprintf(w, "node %s: %s, term %d, leader %s (%s)\n", st.Node, st.State, st.Term, orDash(st.Leader), orDash(st.LeaderAddr))
+	role := ""
+	if st.Edge {
+		role = " edge"
+	}
+	if st.Region != "" {
+		role += " in " + st.Region
+	}
+	fmt.Fprintf(w, "node %s%s: %s, term %d, leader %s (%s)\n", st.Node, role, st.State, st.Term, orDash(st.Leader), orDash(st.LeaderAddr))
 	fmt.Fprintf(w, "  commit %d, applied %d, last %d, snapshot %d (term %d)\n",
 		st.CommitIndex, st.AppliedIndex, st.LastIndex, st.SnapshotIndex, st.SnapshotTerm)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "  ID\tADDRESS\tROLE\tAPPLIED\tLAG")
+	fmt.Fprintln(tw, "  ID\tADDRESS\tROLE\tREGION\tAPPLIED\tLAG")
 	for _, m := range st.Members {
 		role := m.Suffrage
+		if m.Edge {
+			role = "Edge"
+		}
 		if m.ID == st.Leader {
 			role += " (leader)"
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\n", m.ID, m.Addr, role, unknownIfNeg(m.Applied), unknownIfNeg(m.Lag))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", m.ID, m.Addr, role, orDash(m.Region), unknownIfNeg(m.Applied), unknownIfNeg(m.Lag))
 	}
 	tw.Flush()
 	if st.Warning != "" {
@@ -186,18 +196,22 @@ func initCmd(g *globals) *cobra.Command {
 func joinCmd(g *globals) *cobra.Command {
 	var j wire.ClusterJoin
 	c := &cobra.Command{
-		Use:   "join --id ID --addr RAFT_ADDR",
-		Short: "Add a server: as a non-voter, promoted once caught up (send to any member)",
+		Use:   "join --id ID --addr RAFT_ADDR [--edge | --nonvoter]",
+		Short: "Add a server: as a non-voter, promoted once caught up; or an edge node, never promoted (send to any member)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if j.ID == "" || j.Addr == "" {
 				return errors.New("--id and --addr are required")
+			}
+			if j.Edge && j.Nonvoter {
+				return errors.New("--edge and --nonvoter: an edge is a non-voter already; give one of them")
 			}
 			return g.run(cmd, func(ctx context.Context, a *client.Admin) (any, error) { return nil, a.Join(ctx, j) })
 		},
 	}
 	c.Flags().StringVar(&j.ID, "id", "", "the new server's id")
 	c.Flags().StringVar(&j.Addr, "addr", "", "the new server's Raft address")
-	c.Flags().BoolVar(&j.Nonvoter, "nonvoter", false, "keep it a non-voter")
+	c.Flags().BoolVar(&j.Nonvoter, "nonvoter", false, "keep it a non-voter (for now: a later join without it promotes it)")
+	c.Flags().BoolVar(&j.Edge, "edge", false, "add an edge node (started with parley -edge): a non-voter for good, which serves clients and never votes")
 	return c
 }
 

@@ -7,10 +7,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
+	"parley/internal/testwait"
 	"parley/node"
 )
 
@@ -94,5 +96,71 @@ func TestAgainstNode(t *testing.T) {
 	_, err = ctl(t, "cluster", "status", "--node", n.HTTPURL(), "--token", "wrong-token-wrong-token")
 	if err == nil || !strings.Contains(err.Error(), "unauthorized (HTTP 401)") {
 		t.Fatalf("wrong token: %v", err)
+	}
+}
+
+// TestEdgeJoinStatusRemove: join --edge adds a node started as an edge,
+// status shows it as an edge with its region and lag, a plain join of it
+// is refused (it never votes), and remove takes it out.
+func TestEdgeJoinStatusRemove(t *testing.T) {
+	key := []byte("parleyctl-test-cluster-key-0123456789")
+	open := func(id string, edge bool, region string) *node.Node {
+		t.Helper()
+		n, err := node.Open(node.Config{
+			NodeID: id, DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", WSAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
+			Bootstrap: !edge, Edge: edge, Region: region, ClusterKey: key, AdminToken: "parleyctl-edge-test-token",
+			Argon2: node.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		return n
+	}
+	voter := open("v1", false, "core")
+	edge := open("e1", true, "eu")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := voter.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	common := []string{"--node", voter.HTTPURL(), "--token", "parleyctl-edge-test-token"}
+
+	if _, err := ctl(t, append([]string{"cluster", "join", "--edge", "--nonvoter", "--id", "e1", "--addr", edge.RaftAddr()}, common...)...); err == nil {
+		t.Fatal("join with --edge and --nonvoter was taken")
+	}
+	out, err := ctl(t, append([]string{"cluster", "join", "--edge", "--id", "e1", "--addr", edge.RaftAddr()}, common...)...)
+	if err != nil || strings.TrimSpace(out) != "ok" {
+		t.Fatalf("join --edge: %v\n%s", err, out)
+	}
+	if err := edge.WaitLeader(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Status, asked on the edge itself, comes from the leader.
+	var status string
+	testwait.Eventually(t, "the edge in the status", func() bool {
+		status, err = ctl(t, "cluster", "status", "--node", edge.HTTPURL(), "--token", "parleyctl-edge-test-token")
+		return err == nil && regexp.MustCompile(`e1\s+\S+\s+Edge\s+eu\s+\d+\s+0\n`).MatchString(status) &&
+			regexp.MustCompile(`v1\s+\S+\s+Voter \(leader\)\s+core\s`).MatchString(status) &&
+			strings.Contains(status, "node e1 edge in eu: Follower")
+	})
+	out, err = ctl(t, append([]string{"cluster", "status", "--json"}, common...)...)
+	if err != nil || !strings.Contains(out, `"edge":true`) || !strings.Contains(out, `"region":"eu"`) {
+		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	// A plain join would promote it: refused.
+	_, err = ctl(t, append([]string{"cluster", "join", "--id", "e1", "--addr", edge.RaftAddr()}, common...)...)
+	if err == nil || !strings.Contains(err.Error(), "edge_node") {
+		t.Fatalf("plain join of an edge: %v", err)
+	}
+	if _, err := ctl(t, append([]string{"cluster", "transfer-leader", "e1"}, common...)...); err == nil || !strings.Contains(err.Error(), "edge_node") {
+		t.Fatalf("transfer to an edge: %v", err)
+	}
+	if out, err := ctl(t, append([]string{"cluster", "remove", "e1"}, common...)...); err != nil {
+		t.Fatalf("remove: %v\n%s", err, out)
+	}
+	out, err = ctl(t, append([]string{"cluster", "status"}, common...)...)
+	if err != nil || strings.Contains(out, "e1") {
+		t.Fatalf("status after remove: %v\n%s", err, out)
 	}
 }
