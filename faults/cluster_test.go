@@ -79,6 +79,10 @@ func httpStatus(addr, path string) int {
 type cluster struct {
 	nodes []*daemon
 	token string
+
+	// What startCluster gave the voters, for the edges (edge_test.go).
+	root, tokenFile, keyFile string
+	extra                    []string
 }
 
 // startCluster starts three parleyBin processes on ports the kernel chose,
@@ -87,7 +91,7 @@ type cluster struct {
 func startCluster(t testing.TB, extra ...string) *cluster {
 	t.Helper()
 	root := t.TempDir()
-	c := &cluster{token: "faults-admin-token-0123456789abcdef"}
+	c := &cluster{token: "faults-admin-token-0123456789abcdef", root: root, extra: extra}
 	tokenFile := filepath.Join(root, "admin.token")
 	if err := os.WriteFile(tokenFile, []byte(c.token+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -96,6 +100,7 @@ func startCluster(t testing.TB, extra ...string) *cluster {
 	if err := os.WriteFile(keyFile, []byte("faults-cluster-key-0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	c.tokenFile, c.keyFile = tokenFile, keyFile
 	for i := range 3 {
 		name := fmt.Sprintf("n%d", i+1)
 		proxy := newLinkProxy(t)
