@@ -114,3 +114,14 @@ func TestSendParams(t *testing.T) {
 		}
 	}
 }
+
+func BenchmarkStampBody(b *testing.B) {
+	padding := strings.Repeat("x", 100)
+	stamp := time.Unix(1_700_000_000, 123456789)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, ok := parseStamp(stampBody(stamp, padding)); !ok {
+			b.Fatal("no stamp")
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"os/exec"
+	"strconv"
 	"time"
 )
 
@@ -44,6 +45,12 @@ type Options struct {
 	// WorkerCommand makes the command of a worker process; nil re-executes
 	// this binary with WorkerArg.
 	WorkerCommand func() (*exec.Cmd, error)
+
+	// CPUProfile, when set, makes every worker write a CPU profile of its
+	// Run (the load and the drain) in pprof format: worker 0 to CPUProfile,
+	// worker i to CPUProfile.i. The coordinator is not profiled: its CPU
+	// is not the harness CPU the report shows either.
+	CPUProfile string
 
 	// Progress shows the phases; nil shows nothing.
 	Progress Progress
@@ -188,7 +195,7 @@ func (c *coordinator) run(ctx context.Context, sc Scenario) (*Report, error) {
 	start := time.Now().Add(200 * time.Millisecond)
 	until := start.Add(c.opts.Duration)
 	for _, h := range c.workers {
-		if err := h.send(command{Op: opRun, Start: start, Until: until}); err != nil {
+		if err := h.send(command{Op: opRun, Start: start, Until: until, CPUProfile: workerProfile(c.opts.CPUProfile, h.id)}); err != nil {
 			return nil, err
 		}
 	}
@@ -284,6 +291,15 @@ func (c *coordinator) showRun(start time.Time) func(int) {
 		}
 		c.progress.Set(max(now.Sub(start).Milliseconds(), 0), detail)
 	}
+}
+
+// workerProfile is the CPU profile file of worker id (see
+// Options.CPUProfile); "" for none.
+func workerProfile(base string, id int) string {
+	if base == "" || id == 0 {
+		return base
+	}
+	return base + "." + strconv.Itoa(id)
 }
 
 func (c *coordinator) startWorkers(n int) error {

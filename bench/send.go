@@ -26,29 +26,56 @@ const (
 	drainPoll         = 10 * time.Millisecond
 )
 
-// schedule runs send on window lanes until until and returns the number of
-// scheduled sends never issued. With interval 0 (flat out) it keeps every
-// lane busy and passes the zero time ("now"). Otherwise send i is due at
-// first + i*interval and is passed that intended time even when it goes
-// out late because every lane was busy; sends still waiting for a lane when
-// until comes are missed. schedule returns once every lane has finished.
+// schedule runs send on up to window lanes until until and returns the
+// number of scheduled sends never issued. With interval 0 (flat out) it
+// keeps every lane busy and passes the zero time ("now"). Otherwise send i
+// is due at first + i*interval and is passed that intended time even when
+// it goes out late because every lane was busy; sends still waiting for a
+// lane when until comes are missed. schedule returns once every lane has
+// finished.
+//
+// A lane is a goroutine, started when a send finds every lane busy and the
+// window not full, and kept for the sends after it: a sender at a modest
+// rate has a lane or two, not window of them (64,000 idle goroutines for
+// 1,000 senders would cost the harness more in stack growth and garbage
+// collection than its sends).
 func schedule(ctx context.Context, first, until time.Time, interval time.Duration, window int, send func(intended time.Time)) (missed int64) {
 	jobs := make(chan time.Time)
 	var lanes sync.WaitGroup
-	for range window {
+	started := 0
+	defer lanes.Wait()
+	defer close(jobs)
+	// issue hands t to an idle lane, or to a new one while the window has
+	// room; false when every lane of the window is busy.
+	issue := func(t time.Time) bool {
+		select {
+		case jobs <- t:
+			return true
+		default:
+		}
+		if started == window {
+			return false
+		}
+		started++
 		lanes.Go(func() {
+			send(t)
 			for t := range jobs {
 				send(t)
 			}
 		})
+		return true
 	}
-	defer lanes.Wait()
-	defer close(jobs)
 
 	stop := time.NewTimer(time.Until(until))
 	defer stop.Stop()
 	if interval == 0 {
 		for {
+			if issue(time.Time{}) {
+				if ctx.Err() != nil || !time.Now().Before(until) {
+					return 0
+				}
+				continue
+			}
 			select {
 			case jobs <- time.Time{}:
 			case <-stop.C:
@@ -74,10 +101,8 @@ func schedule(ctx context.Context, first, until time.Time, interval time.Duratio
 				return 0
 			}
 		}
-		select {
-		case jobs <- t: // a lane is free: the send goes out, late or not
+		if issue(t) { // a lane is free: the send goes out, late or not
 			continue
-		default:
 		}
 		select {
 		case jobs <- t:
@@ -189,8 +214,14 @@ func runActivities[U actor](ctx context.Context, start, until time.Time, acts *s
 // stampBody is the send stamp (Unix nanoseconds), a space, and filler up
 // to len(padding) bytes (see parseStamp).
 func stampBody(stamp time.Time, padding string) string {
-	s := strconv.FormatInt(stamp.UnixNano(), 10) + " "
-	return s + padding[:max(len(padding)-len(s), 0)]
+	var b strings.Builder
+	b.Grow(max(len(padding), 21))
+	var num [20]byte
+	s := strconv.AppendInt(num[:0], stamp.UnixNano(), 10)
+	b.Write(s)
+	b.WriteByte(' ')
+	b.WriteString(padding[:max(len(padding)-len(s)-1, 0)])
+	return b.String()
 }
 
 func parseStamp(body string) (time.Time, bool) {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime/pprof"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -59,6 +60,9 @@ type command struct {
 	Shard    json.RawMessage `json:"shard,omitempty"`
 	Start    time.Time       `json:"start,omitzero"`
 	Until    time.Time       `json:"until,omitzero"`
+	// CPUProfile is where the worker writes a CPU profile of its Run;
+	// "" for none.
+	CPUProfile string `json:"cpu_profile,omitempty"`
 }
 
 // event is one line on a worker's stdout.
@@ -194,12 +198,21 @@ func serveWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		finish()
 		return fail(err)
 	}
-	cpu0 := processCPU()
-	if err := ld.Run(ctx, c.Start, c.Until, live); err != nil {
+	stopProfile, err := startCPUProfile(c.CPUProfile)
+	if err != nil {
 		finish()
 		return fail(err)
 	}
+	cpu0 := processCPU()
+	err = ld.Run(ctx, c.Start, c.Until, live)
 	runCPU := processCPU() - cpu0
+	if perr := stopProfile(); err == nil && perr != nil {
+		err = fmt.Errorf("bench worker: cpu profile: %w", perr)
+	}
+	if err != nil {
+		finish()
+		return fail(err)
+	}
 	if err := send(event{Ev: evLoaded}); err != nil {
 		finish()
 		return err
@@ -213,6 +226,27 @@ func serveWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 	lc := live.snapshot()
 	_ = send(event{Ev: evProgress, Live: &lc})
 	return send(event{Ev: evResult, Result: res})
+}
+
+// startCPUProfile starts a CPU profile into file ("" does nothing) and
+// returns the function that stops it and closes the file. A process has
+// one CPU profiler: in-process workers cannot all profile at once.
+func startCPUProfile(file string) (stop func() error, err error) {
+	if file == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, fmt.Errorf("bench worker: cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("bench worker: cpu profile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 // workerHandle is the coordinator's end of one worker.

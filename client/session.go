@@ -159,7 +159,7 @@ func (s *session) roundTrip(ctx context.Context, r *wire.Request) (*wire.Reply, 
 	if m := s.c.seen.Load(); m > r.MinIndex {
 		r.MinIndex = m // read what this client has seen, on any node
 	}
-	b, err := wire.Marshal(r)
+	b, err := marshalRequest(r)
 	if err != nil {
 		return nil, fmt.Errorf("client: encode %s: %w", r.Type, err)
 	}
@@ -297,7 +297,7 @@ func (s *session) handle(b []byte) error {
 	switch typ {
 	case wire.TypeOK, wire.TypeError:
 		rep := new(wire.Reply)
-		if err := wire.Unmarshal(b, rep); err != nil {
+		if err := decodeReply(b, rep); err != nil {
 			return err
 		}
 		s.c.observeReply(rep) // before the waiter sees it: its next request carries it
@@ -314,7 +314,7 @@ func (s *session) handle(b []byte) error {
 		// Otherwise its request timed out and the waiter is gone.
 	case wire.TypeEvent:
 		var ev wire.Event
-		if err := wire.Unmarshal(b, &ev); err != nil {
+		if err := decodeEvent(b, &ev); err != nil {
 			return err
 		}
 		s.c.observe(ev.Index)

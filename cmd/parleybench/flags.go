@@ -108,6 +108,7 @@ func harnessFlags(fs *flag.FlagSet, inv *invocation, duration string) (httpURLs,
 	fs.DurationVar(&inv.opts.Settle, "settle", 0, "pause before each server sample (default 2s)")
 	fs.IntVar(&inv.opts.ConnsPerWorker, "conns-per-worker", 0, "connections per worker process (default 5000)")
 	fs.IntVar(&inv.opts.AccountParallel, "account-parallel", 0, "account requests in flight (default 64)")
+	fs.StringVar(&inv.opts.CPUProfile, "cpuprofile", "", "write a CPU profile of each worker's load to this file (worker i > 0: FILE.i)")
 	return httpURLs, wsURLs
 }
 
