@@ -60,6 +60,10 @@ type mux struct {
 	done      chan struct{} // closed by Close
 	wg        sync.WaitGroup
 
+	// wrapForTest, set by benchmarks only, wraps every connection this
+	// mux dials or accepts (a simulated WAN link: edge_bench_test.go).
+	wrapForTest atomic.Pointer[func(net.Conn) net.Conn]
+
 	authFailures atomic.Uint64 // failed handshakes, both directions (Stats)
 	lastAuthWarn atomic.Int64  // unix nanos of the last warning logged for one
 
@@ -122,6 +126,9 @@ func (m *mux) acceptLoop() {
 			}
 		}
 		delay = 0
+		if w := m.wrapForTest.Load(); w != nil {
+			c = (*w)(c)
+		}
 		tc := m.track(c)
 		if tc == nil {
 			continue
@@ -185,6 +192,9 @@ func (m *mux) dial(addr string, kind byte, timeout time.Duration) (net.Conn, err
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, err
+	}
+	if w := m.wrapForTest.Load(); w != nil {
+		c = (*w)(c)
 	}
 	// Tracked from here, so that Close and isolate cut a handshake too.
 	tc := m.track(c)
