@@ -13,6 +13,11 @@
 # in $DATA_DIR/cluster.key, both created on first start. Extra node flags go in
 # PARLEY_FLAGS, e.g. PARLEY_FLAGS="-argon2-time 1 -argon2-memory 64" for a
 # load test that creates thousands of accounts.
+#
+# EDGES=N adds N edge nodes e1..eN (parley -edge -region $EDGE_REGION,
+# joined with 'parleyctl cluster join --edge'; docs/OPERATIONS.md, "Edge
+# nodes and regions") on the ports after n3's: e1 on 7200, 7201, 7202, e2
+# on 7210... PORT_BASE (7170) moves every port.
 set -euo pipefail
 
 GO=${GO:-go}
@@ -21,11 +26,15 @@ BIN_DIR=${BIN_DIR:-./bin}
 WAIT_SECONDS=${WAIT_SECONDS:-30}
 TOKEN_FILE="$DATA_DIR/admin.token"
 KEY_FILE="$DATA_DIR/cluster.key"
+EDGES=${EDGES:-0}
+PORT_BASE=${PORT_BASE:-7170}
 IDS=(n1 n2 n3)
+for ((j = 1; j <= EDGES; j++)); do IDS+=("e$j"); done
 
-http_port() { echo $((7170 + 10 * ($1 - 1))); }
-ws_port() { echo $((7171 + 10 * ($1 - 1))); }
-raft_port() { echo $((7172 + 10 * ($1 - 1))); }
+# Ports of the i-th node of IDS (1-based): voters first, then edges.
+http_port() { echo $((PORT_BASE + 10 * ($1 - 1))); }
+ws_port() { echo $((PORT_BASE + 1 + 10 * ($1 - 1))); }
+raft_port() { echo $((PORT_BASE + 2 + 10 * ($1 - 1))); }
 http_url() { echo "http://127.0.0.1:$(http_port "$1")"; }
 
 # http_ok URL: true when URL answers 2xx within two seconds.
@@ -59,7 +68,7 @@ ctl() { "$BIN_DIR/parleyctl" --token-file "$TOKEN_FILE" "$@"; }
 
 all_nodes() {
 	local list="" i
-	for i in 1 2 3; do list+="${list:+,}$(http_url $i)"; done
+	for ((i = 1; i <= ${#IDS[@]}; i++)); do list+="${list:+,}$(http_url $i)"; done
 	echo "$list"
 }
 
@@ -77,21 +86,23 @@ start() {
 		echo "cluster: new cluster key in $KEY_FILE"
 	fi
 
-	local i id
-	for i in 1 2 3; do
+	local i id role
+	for ((i = 1; i <= ${#IDS[@]}; i++)); do
 		id=${IDS[i - 1]}
 		if running "$id"; then
 			echo "cluster: $id already running (pid $(cat "$DATA_DIR/$id.pid"))"
 			continue
 		fi
+		role=()
+		if ((i > 3)); then role=(-edge -region "${EDGE_REGION:-edge}"); fi
 		nohup "$BIN_DIR/parley" -id "$id" -data "$DATA_DIR/$id" \
 			-http "127.0.0.1:$(http_port $i)" -ws "127.0.0.1:$(ws_port $i)" -raft "127.0.0.1:$(raft_port $i)" \
-			-bootstrap=false -admin-token-file "$TOKEN_FILE" -cluster-key-file "$KEY_FILE" ${PARLEY_FLAGS:-} \
+			-bootstrap=false ${role[@]+"${role[@]}"} -admin-token-file "$TOKEN_FILE" -cluster-key-file "$KEY_FILE" ${PARLEY_FLAGS:-} \
 			>>"$DATA_DIR/$id.log" 2>&1 </dev/null &
 		echo $! >"$DATA_DIR/$id.pid"
 		echo "cluster: started $id (pid $!), HTTP $(http_url $i), log $DATA_DIR/$id.log"
 	done
-	for i in 1 2 3; do
+	for ((i = 1; i <= ${#IDS[@]}; i++)); do
 		wait_for "${IDS[i - 1]} up" "$(http_url $i)/healthz" || {
 			echo "cluster: see $DATA_DIR/${IDS[i - 1]}.log; stop with: make cluster-stop" >&2
 			exit 1
@@ -111,22 +122,28 @@ start() {
 		echo "cluster: init failed: $out" >&2
 		exit 1
 	fi
-	for i in 1 2 3; do
+	# Edges join through n1 (again: harmless).
+	for ((i = 4; i <= ${#IDS[@]}; i++)); do
+		ctl --node "$(http_url 1)" --timeout 120s cluster join --edge --id "${IDS[i - 1]}" --addr "127.0.0.1:$(raft_port $i)" >/dev/null
+		echo "cluster: ${IDS[i - 1]} joined as an edge"
+	done
+	for ((i = 1; i <= ${#IDS[@]}; i++)); do
 		wait_for "${IDS[i - 1]} ready" "$(http_url $i)/readyz" || exit 1
 	done
 	ctl cluster status --nodes "$(all_nodes)"
 	cat <<EOF
 
-cluster: ready. WebSocket ws://127.0.0.1:7171/v1/ws (n1), :7181 (n2), :7191 (n3)
+cluster: ready. WebSocket ws://127.0.0.1:$(ws_port 1)/v1/ws (n1), :$(ws_port 2) (n2), :$(ws_port 3) (n3)
   parleyctl: $BIN_DIR/parleyctl --node $(http_url 1) --token-file $TOKEN_FILE cluster status
   stop:      make cluster-stop
 EOF
 }
 
 stop() {
-	local id pid deadline
-	for id in "${IDS[@]}"; do
-		[[ -f $DATA_DIR/$id.pid ]] || continue
+	local id pid deadline pidfile
+	for pidfile in "$DATA_DIR"/*.pid; do # voters and edges, whatever EDGES says now
+		[[ -f $pidfile ]] || continue
+		id=$(basename "$pidfile" .pid)
 		pid=$(cat "$DATA_DIR/$id.pid")
 		if kill -0 "$pid" 2>/dev/null; then
 			kill -TERM "$pid"
