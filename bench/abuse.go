@@ -615,7 +615,7 @@ func (l *abuseLoad) sendOne(ctx context.Context, s *canarySide, intended time.Ti
 	seg.sent.Add(1)
 	l.sent.Add(1)
 	l.live.Sent.Add(1)
-	rep, code, err := sendRetrying(ctx, s.c, &req, func(code string) {
+	rep, code, err := sendRetrying(ctx, s.c, &req, nil, func(code string) {
 		seg.counters.add("canary retried "+code, 1)
 		l.tally.retry(code)
 	})

@@ -159,8 +159,10 @@ func (d *Direct) NewLoad(raw json.RawMessage) (Load, error) {
 // Goroutines: Connect sets pairs up from a bounded group; each pair then has
 // a receiver goroutine (reads the receiver's Events, records deliveries) and
 // a drain goroutine for the sender's own Events. Run starts, per pair, a
-// scheduler (sendSchedule.run) and Window lanes that send;
-// they all end before Run drains and returns. Counters are atomics;
+// scheduler (sendSchedule.runAsync) that starts each send with Client.Go
+// and returns: the sender's connection reader records the ack (a send that
+// failed retries on a goroutine of its own). The schedulers end once their
+// sends have, before Run drains and returns. Counters are atomics;
 // histograms are recorders; start, end, dropped and undelivered are written
 // by Run and read by Finish, on the worker's goroutine.
 type directLoad struct {
@@ -294,7 +296,9 @@ func (l *directLoad) Run(ctx context.Context, start, until time.Time, _ *Live) e
 	var senders sync.WaitGroup
 	for _, p := range l.pairs {
 		senders.Go(func() {
-			l.missed.Add(l.sched.run(ctx, p.idx, start, until, func(intended time.Time) { l.sendOne(ctx, p, intended) }))
+			l.missed.Add(l.sched.runAsync(ctx, p.idx, start, until, func(intended time.Time, done func()) {
+				l.startSend(ctx, p, intended, done)
+			}))
 		})
 	}
 	senders.Wait()
@@ -334,15 +338,17 @@ func (l *directLoad) drained() bool {
 	return true
 }
 
-// sendOne posts one message stamped with its intended send time (or now,
-// flat out) and retries it, with the same cmid, on retryable errors until
-// directSendTimeout.
-func (l *directLoad) sendOne(ctx context.Context, p *pairState, intended time.Time) {
+// startSend posts one message stamped with its intended send time (or
+// now, flat out) with Client.Go and returns; done is called once the
+// message is acked or has failed. A failed first attempt goes to
+// sendRetrying on a goroutine of its own, which retries it, with the same
+// cmid, on retryable errors until directSendTimeout.
+func (l *directLoad) startSend(ctx context.Context, p *pairState, intended time.Time, done func()) {
 	stamp := intended
 	if stamp.IsZero() {
 		stamp = time.Now()
 	}
-	req := wire.Request{
+	req := &wire.Request{
 		Type:        wire.TypeSend,
 		Conv:        p.conv,
 		ClientMsgID: "m" + strconv.FormatUint(p.nextMsg.Add(1), 10), // unique per device
@@ -351,11 +357,26 @@ func (l *directLoad) sendOne(ctx context.Context, p *pairState, intended time.Ti
 	l.sent.Add(1)
 	l.live.Sent.Add(1)
 
-	rep, code, err := sendRetrying(ctx, p.snd, &req, l.tally.retry)
-	if err != nil {
-		l.tally.fail(code, fmt.Errorf("send: %w", err))
-		return
-	}
+	p.snd.Go(req, func(rep *wire.Reply, err error) {
+		if err == nil { // on the sender's reader: record and return
+			l.recordAck(p, stamp, rep)
+			done()
+			return
+		}
+		go func() {
+			defer done()
+			rep, code, err := sendRetrying(ctx, p.snd, req, err, l.tally.retry)
+			if err != nil {
+				l.tally.fail(code, fmt.Errorf("send: %w", err))
+				return
+			}
+			l.recordAck(p, stamp, rep)
+		}()
+	})
+}
+
+// recordAck records the ack of a message stamped stamp.
+func (l *directLoad) recordAck(p *pairState, stamp time.Time, rep *wire.Reply) {
 	l.ack.record(p.idx, time.Since(stamp))
 	if rep.Duplicate {
 		l.duplicates.Add(1)

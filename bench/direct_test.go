@@ -125,3 +125,60 @@ func BenchmarkStampBody(b *testing.B) {
 		}
 	}
 }
+
+// scheduleAsync keeps the schedule and the window as schedule does, with
+// sends that end on other goroutines, and returns once they all have.
+func TestScheduleAsync(t *testing.T) {
+	const interval = 20 * time.Millisecond
+	first := time.Now().Add(5 * time.Millisecond)
+	until := first.Add(time.Second) // 50 sends due
+	var mu sync.Mutex
+	var got []time.Time
+	var inFlight, most, ended atomic.Int64
+	missed := scheduleAsync(t.Context(), first, until, interval, 3, func(intended time.Time, done func()) {
+		mu.Lock()
+		got = append(got, intended)
+		mu.Unlock()
+		n := inFlight.Add(1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		go func() {
+			time.Sleep(30 * time.Millisecond) // longer than the interval: sends overlap
+			inFlight.Add(-1)
+			ended.Add(1)
+			done()
+		}()
+	})
+	if int64(len(got))+missed != 50 || len(got) == 0 {
+		t.Fatalf("%d sent + %d missed, want 50", len(got), missed)
+	}
+	if ended.Load() != int64(len(got)) {
+		t.Fatalf("returned with %d of %d sends ended", ended.Load(), len(got))
+	}
+	if most.Load() > 3 {
+		t.Fatalf("%d sends in flight, window 3", most.Load())
+	}
+	slices.SortFunc(got, func(a, b time.Time) int { return a.Compare(b) })
+	for i, at := range got {
+		if want := first.Add(time.Duration(i) * interval); !at.Equal(want) {
+			t.Fatalf("send %d intended at %v, want the schedule's %v", i, at.Sub(first), want.Sub(first))
+		}
+	}
+}
+
+func TestScheduleAsyncStall(t *testing.T) {
+	const interval = 50 * time.Millisecond
+	first := time.Now()
+	until := first.Add(time.Second)
+	var sends atomic.Int64
+	missed := scheduleAsync(t.Context(), first, until, interval, 1, func(_ time.Time, done func()) {
+		sends.Add(1)
+		go func() {
+			time.Sleep(time.Until(until.Add(time.Second))) // the only slot stalls past the end
+			done()
+		}()
+	})
+	if sends.Load() != 1 || missed != 19 {
+		t.Fatalf("%d sent, %d missed; want 1 and 19", sends.Load(), missed)
+	}
+}

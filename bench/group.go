@@ -508,7 +508,7 @@ func (l *groupLoad) sendOne(ctx context.Context, s *groupSender, intended time.T
 	}
 	l.sent.Add(1)
 	l.live.Sent.Add(1)
-	rep, code, err := sendRetrying(ctx, s.c, &req, l.tally.retry)
+	rep, code, err := sendRetrying(ctx, s.c, &req, nil, l.tally.retry)
 	if err != nil {
 		l.tally.fail(code, fmt.Errorf("send: %w", err))
 		return

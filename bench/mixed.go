@@ -696,7 +696,7 @@ func (l *mixedLoad) send(ctx context.Context, u *mixedUser, c *client.Client, cv
 	}
 	l.sent.Add(1)
 	l.live.Sent.Add(1)
-	rep, code, err := sendRetrying(ctx, c, &req, l.tally.retry)
+	rep, code, err := sendRetrying(ctx, c, &req, nil, l.tally.retry)
 	if err != nil {
 		if ctx.Err() == nil {
 			l.tally.fail(code, fmt.Errorf("send: %w", err))

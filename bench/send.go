@@ -27,12 +27,8 @@ const (
 )
 
 // schedule runs send on up to window lanes until until and returns the
-// number of scheduled sends never issued. With interval 0 (flat out) it
-// keeps every lane busy and passes the zero time ("now"). Otherwise send i
-// is due at first + i*interval and is passed that intended time even when
-// it goes out late because every lane was busy; sends still waiting for a
-// lane when until comes are missed. schedule returns once every lane has
-// finished.
+// number of scheduled sends never issued (see pace). It returns once every
+// lane has finished.
 //
 // A lane is a goroutine, started when a send finds every lane busy and the
 // window not full, and kept for the sends after it: a sender at a modest
@@ -40,49 +36,88 @@ const (
 // 1,000 senders would cost the harness more in stack growth and garbage
 // collection than its sends).
 func schedule(ctx context.Context, first, until time.Time, interval time.Duration, window int, send func(intended time.Time)) (missed int64) {
+	slots := make(chan struct{}, window)
 	jobs := make(chan time.Time)
 	var lanes sync.WaitGroup
 	started := 0
 	defer lanes.Wait()
 	defer close(jobs)
-	// issue hands t to an idle lane, or to a new one while the window has
-	// room; false when every lane of the window is busy.
-	issue := func(t time.Time) bool {
+	lane := func(t time.Time) {
+		for ok := true; ok; t, ok = <-jobs {
+			send(t)
+			<-slots
+		}
+	}
+	return pace(ctx, first, until, interval, slots, func(t time.Time) {
 		select {
-		case jobs <- t:
-			return true
+		case jobs <- t: // an idle lane
+			return
 		default:
 		}
-		if started == window {
+		if started < window {
+			started++
+			lanes.Go(func() { lane(t) })
+			return
+		}
+		jobs <- t // the lane that released the slot is about to take it
+	})
+}
+
+// scheduleAsync is schedule for sends that do not block: start begins a
+// send (one due at intended) and returns; whoever ends the send calls done,
+// once. At most window sends are in flight. It returns once every send has
+// ended.
+func scheduleAsync(ctx context.Context, first, until time.Time, interval time.Duration, window int,
+	start func(intended time.Time, done func())) (missed int64) {
+	slots := make(chan struct{}, window)
+	var inFlight sync.WaitGroup
+	done := func() {
+		<-slots
+		inFlight.Done()
+	}
+	defer inFlight.Wait()
+	return pace(ctx, first, until, interval, slots, func(t time.Time) {
+		inFlight.Add(1)
+		start(t, done)
+	})
+}
+
+// pace issues the sends of a schedule until until and returns the number
+// of scheduled sends never issued. Each send holds one of the slots (their
+// number is the window) from when pace issues it (start) until whoever ends
+// it frees the slot (<-slots). With interval 0 (flat out) it keeps every
+// slot busy and passes the zero time ("now"). Otherwise send i is due at
+// first + i*interval and is passed that intended time even when it goes
+// out late because every slot was busy; sends still waiting for a slot
+// when until comes are missed.
+func pace(ctx context.Context, first, until time.Time, interval time.Duration, slots chan struct{}, start func(intended time.Time)) (missed int64) {
+	take := func() bool {
+		select {
+		case slots <- struct{}{}:
+			return true
+		default:
 			return false
 		}
-		started++
-		lanes.Go(func() {
-			send(t)
-			for t := range jobs {
-				send(t)
-			}
-		})
-		return true
 	}
-
 	stop := time.NewTimer(time.Until(until))
 	defer stop.Stop()
 	if interval == 0 {
 		for {
-			if issue(time.Time{}) {
+			if take() {
 				if ctx.Err() != nil || !time.Now().Before(until) {
+					<-slots
 					return 0
 				}
-				continue
+			} else {
+				select {
+				case slots <- struct{}{}:
+				case <-stop.C:
+					return 0
+				case <-ctx.Done():
+					return 0
+				}
 			}
-			select {
-			case jobs <- time.Time{}:
-			case <-stop.C:
-				return 0
-			case <-ctx.Done():
-				return 0
-			}
+			start(time.Time{})
 		}
 	}
 
@@ -101,18 +136,18 @@ func schedule(ctx context.Context, first, until time.Time, interval time.Duratio
 				return 0
 			}
 		}
-		if issue(t) { // a lane is free: the send goes out, late or not
-			continue
+		if !take() {
+			select {
+			case slots <- struct{}{}:
+			case <-stop.C:
+				// The load ended with every slot busy: the sends scheduled
+				// from t on were never issued.
+				return int64((until.Sub(t) + interval - 1) / interval)
+			case <-ctx.Done():
+				return 0
+			}
 		}
-		select {
-		case jobs <- t:
-		case <-stop.C:
-			// The load ended with every lane busy: the sends scheduled from
-			// t on were never issued.
-			return int64((until.Sub(t) + interval - 1) / interval)
-		case <-ctx.Done():
-			return 0
-		}
+		start(t) // the send goes out, late or not
 	}
 }
 
@@ -239,17 +274,19 @@ func parseStamp(body string) (time.Time, bool) {
 // sendRetrying sends req on c and retries it, with the same cmid, on
 // retryable errors until directSendTimeout, with equal jitter (so that
 // rate-limited senders do not retry in lockstep); retried gets the code
-// of each error it retries. When it gives up it returns the code to count
-// the failure under and why: the last error, or "retrying CODE: " and the
-// end of its time.
-func sendRetrying(ctx context.Context, c *client.Client, req *wire.Request, retried func(code string)) (rep *wire.Reply, code string, err error) {
+// of each error it retries. failed, when not nil, is the error of an
+// attempt already made (Client.Go): sendRetrying starts by retrying it.
+// When it gives up it returns the code to count the failure under and why:
+// the last error, or "retrying CODE: " and the end of its time.
+func sendRetrying(ctx context.Context, c *client.Client, req *wire.Request, failed error, retried func(code string)) (rep *wire.Reply, code string, err error) {
 	sctx, cancel := context.WithTimeout(ctx, directSendTimeout)
 	defer cancel()
 	delay := sendRetryMin
-	for {
-		rep, err = c.Request(sctx, req)
+	for err = failed; ; err = nil {
 		if err == nil {
-			return rep, "", nil
+			if rep, err = c.Request(sctx, req); err == nil {
+				return rep, "", nil
+			}
 		}
 		code = errorCode(err)
 		if !client.Retryable(err) || sctx.Err() != nil {
@@ -360,8 +397,18 @@ func newSendSchedule(total int, rate float64, window int) sendSchedule {
 // run runs sender idx from start to until and returns the sends it missed
 // (see schedule); send gets each send's intended time (zero flat out).
 func (s sendSchedule) run(ctx context.Context, idx int, start, until time.Time, send func(intended time.Time)) (missed int64) {
-	offset := time.Duration(float64(s.interval) * float64(idx) / float64(s.total))
-	return schedule(ctx, start.Add(offset), until, s.interval, s.window, send)
+	return schedule(ctx, s.first(idx, start), until, s.interval, s.window, send)
+}
+
+// runAsync is run for sends that do not block (see scheduleAsync).
+func (s sendSchedule) runAsync(ctx context.Context, idx int, start, until time.Time, send func(intended time.Time, done func())) (missed int64) {
+	return scheduleAsync(ctx, s.first(idx, start), until, s.interval, s.window, send)
+}
+
+// first is when sender idx sends first: the senders are staggered over
+// one interval.
+func (s sendSchedule) first(idx int, start time.Time) time.Time {
+	return start.Add(time.Duration(float64(s.interval) * float64(idx) / float64(s.total)))
 }
 
 // reportSendFailures adds the failures every message load shares: sends

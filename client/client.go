@@ -242,6 +242,44 @@ func (c *Client) Request(ctx context.Context, req *wire.Request) (*wire.Reply, e
 	return nil, err
 }
 
+// Go sends req as Request does, without waiting: done gets the reply, or
+// the error Request would return, exactly once. Go is for callers that
+// keep many requests in flight on a client (a load generator) and would
+// otherwise need a goroutine for each. The request is bounded by
+// RequestTimeout; while the client reconnects, Go waits for the
+// connection on a goroutine of its own, as Request would.
+//
+// done runs on one of the client's goroutines (the connection's reader, a
+// timer), or on the caller's before Go returns when req is invalid or
+// cannot be sent. It must return promptly and must not call the client:
+// replies and events wait for it.
+func (c *Client) Go(req *wire.Request, done func(*wire.Reply, error)) {
+	r := *req
+	if e := r.Validate(); e != nil {
+		done(nil, e)
+		return
+	}
+	if c.ctx.Err() != nil {
+		done(nil, context.Cause(c.ctx))
+		return
+	}
+	if s := c.current(); s != nil && !s.isDone() {
+		s.start(&r, done)
+		return
+	}
+	go func() { done(c.Request(context.Background(), &r)) }()
+}
+
+// lost is the error of a request whose connection was lost (err
+// ErrDisconnected) or that timed out (ErrRequestTimeout): once the client
+// has ended, why it ended instead, as Request returns.
+func (c *Client) lost(err error) error {
+	if c.ctx.Err() != nil {
+		return context.Cause(c.ctx)
+	}
+	return err
+}
+
 // Events returns the channel of conversation events: every event of every
 // conversation of the user, each (conv, seq) once, in seq order per
 // conversation, without gaps across reconnects. A conversation's first event

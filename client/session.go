@@ -51,8 +51,18 @@ type session struct {
 	synced atomic.Bool
 
 	mu      sync.Mutex // guards pending and closed
-	pending map[uint64]chan *wire.Reply
+	pending map[uint64]waiter
 	closed  bool
+}
+
+// waiter is what waits for the reply to one request: Request's goroutine
+// on ch, or Go's done. Whoever removes it from pending (the reader with the
+// reply, the timer, a failed write, fail) completes it, so it completes
+// once.
+type waiter struct {
+	ch    chan *wire.Reply         // Request: buffered, the reader never blocks on it
+	done  func(*wire.Reply, error) // Go
+	timer *time.Timer              // Go: RequestTimeout
 }
 
 // connect opens a session to URL number idx: TCP, optional TLS, the
@@ -105,7 +115,7 @@ func (c *Client) connect(ctx context.Context, idx int) (*session, error) {
 		urlIdx:  idx,
 		helloCh: make(chan struct{}),
 		done:    make(chan struct{}),
-		pending: make(map[uint64]chan *wire.Reply),
+		pending: make(map[uint64]waiter),
 	}
 	header := http.Header{}
 	header.Set("Authorization", "Bearer "+c.cfg.Token)
@@ -155,16 +165,9 @@ func (c *Client) connect(ctx context.Context, idx int) (*session, error) {
 // reply. An "error" reply becomes a *wire.Error; a connection lost before
 // the reply is ErrDisconnected; ctx ending returns ctx.Err().
 func (s *session) roundTrip(ctx context.Context, r *wire.Request) (*wire.Reply, error) {
-	r.ID = s.c.nextID.Add(1)
-	if m := s.c.seen.Load(); m > r.MinIndex {
-		r.MinIndex = m // read what this client has seen, on any node
-	}
-	b, err := marshalRequest(r)
+	b, err := s.encode(r)
 	if err != nil {
-		return nil, fmt.Errorf("client: encode %s: %w", r.Type, err)
-	}
-	if len(b) > wire.MaxFrameBytes {
-		return nil, wire.Errorf(wire.CodeTooLarge, "client: request frame over limit")
+		return nil, err
 	}
 	ch := make(chan *wire.Reply, 1) // buffered: the reader never blocks on a waiter that gave up
 	s.mu.Lock()
@@ -172,7 +175,7 @@ func (s *session) roundTrip(ctx context.Context, r *wire.Request) (*wire.Reply, 
 		s.mu.Unlock()
 		return nil, ErrDisconnected
 	}
-	s.pending[r.ID] = ch
+	s.pending[r.ID] = waiter{ch: ch}
 	s.mu.Unlock()
 
 	if err := s.write(gws.OpcodeBinary, b); err != nil {
@@ -195,6 +198,61 @@ func (s *session) roundTrip(ctx context.Context, r *wire.Request) (*wire.Reply, 
 		s.forget(r.ID)
 		return nil, ctx.Err()
 	}
+}
+
+// encode gives r a fresh id and the client's min_idx, and encodes it.
+func (s *session) encode(r *wire.Request) ([]byte, error) {
+	r.ID = s.c.nextID.Add(1)
+	if m := s.c.seen.Load(); m > r.MinIndex {
+		r.MinIndex = m // read what this client has seen, on any node
+	}
+	b, err := marshalRequest(r)
+	if err != nil {
+		return nil, fmt.Errorf("client: encode %s: %w", r.Type, err)
+	}
+	if len(b) > wire.MaxFrameBytes {
+		return nil, wire.Errorf(wire.CodeTooLarge, "client: request frame over limit")
+	}
+	return b, nil
+}
+
+// start sends r with a fresh id on this session and returns; done gets the
+// reply or the error (as Request returns them) from the reader, the
+// request's timer, or this goroutine when the request cannot go out.
+func (s *session) start(r *wire.Request, done func(*wire.Reply, error)) {
+	b, err := s.encode(r)
+	if err != nil {
+		done(nil, err)
+		return
+	}
+	id := r.ID
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		done(nil, s.c.lost(ErrDisconnected))
+		return
+	}
+	s.pending[id] = waiter{done: done, timer: time.AfterFunc(s.c.cfg.RequestTimeout, func() {
+		if _, ok := s.take(id); ok {
+			done(nil, s.c.lost(ErrRequestTimeout))
+		}
+	})}
+	s.mu.Unlock()
+	if err := s.write(gws.OpcodeBinary, b); err != nil {
+		if w, ok := s.take(id); ok { // fail may have taken it first
+			w.timer.Stop()
+			done(nil, s.c.lost(ErrDisconnected))
+		}
+	}
+}
+
+// take removes and returns the waiter of request id, if it is still there.
+func (s *session) take(id uint64) (waiter, bool) {
+	s.mu.Lock()
+	w, ok := s.pending[id]
+	delete(s.pending, id)
+	s.mu.Unlock()
+	return w, ok
 }
 
 func replyResult(rep *wire.Reply) (*wire.Reply, error) {
@@ -241,9 +299,16 @@ func (s *session) fail(err error) {
 	}
 	s.closed = true
 	s.err = err
+	pending := s.pending
 	s.pending = nil
 	s.mu.Unlock()
 	close(s.done)
+	for _, w := range pending { // Request's waiters see done
+		if w.done != nil {
+			w.timer.Stop()
+			w.done(nil, s.c.lost(ErrDisconnected))
+		}
+	}
 }
 
 func (s *session) isDone() bool {
@@ -301,13 +366,13 @@ func (s *session) handle(b []byte) error {
 			return err
 		}
 		s.c.observeReply(rep) // before the waiter sees it: its next request carries it
-		s.mu.Lock()
-		ch := s.pending[rep.ID]
-		delete(s.pending, rep.ID)
-		s.mu.Unlock()
+		w, ok := s.take(rep.ID)
 		switch {
-		case ch != nil:
-			ch <- rep
+		case ok && w.done != nil:
+			w.timer.Stop()
+			w.done(replyResult(rep))
+		case ok:
+			w.ch <- rep
 		case rep.Type == wire.TypeError && rep.ID == 0:
 			s.c.log.Warn("parley client: server error without a request id", "url", s.url, "code", rep.Code, "msg", rep.Message)
 		}
