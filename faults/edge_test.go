@@ -2,6 +2,7 @@ package faults
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -64,7 +65,9 @@ func (a *clientAdmin) join(ctx context.Context, j wire.ClusterJoin) error {
 //  1. kill -9 an edge: its clients resume on another node, and their sends
 //     are acknowledged while it is down;
 //  2. restart it: it catches up;
-//  3. wipe the other edge: it catches up by snapshot when it restarts.
+//  3. wipe the other edge: it catches up by snapshot when it restarts;
+//  4. cut an edge off: reads and presence go on there, writes are refused
+//     (unavailable), and it catches up once healed.
 //
 // At the end the checker reads every replica, edges included: nothing
 // acknowledged lost or stored twice, every replica identical, every client
@@ -180,6 +183,55 @@ func TestEdgeFaults(t *testing.T) {
 	}, testwait.Limit(60*time.Second))
 	c.converged(t, 60*time.Second)
 	tr.waitProgress(t, "traffic after the rejoin", 60, e1Idx, e2Idx, 0, 1, 2)
+
+	// 4. cut e1's region off: the leader can no longer reach it (its
+	// inbound links are cut; a real WAN cut also stops what it sends,
+	// which raftlog's BenchmarkEdgeWAN/cut_off covers). Its clients still
+	// read and see presence from the edge; their writes are refused,
+	// "unavailable" once the edge knows it has no leader; it catches up
+	// when the link returns.
+	reader := pinned(t, e1, users[0].token)
+	local := pinned(t, e1, users[1].token)
+	t.Logf("fault 4: cut the edge e1 off")
+	e1.proxy.setCut(true)
+	tr.waitProgress(t, "acks elsewhere while e1 is cut off", 60, e2Idx, 0, 1, 2)
+	if evs := readHistory(t, reader, group.ID); len(evs) == 0 {
+		t.Fatal("history on the cut-off edge: empty")
+	}
+	testwait.Eventually(t, "presence on the cut-off edge", func() bool {
+		ps, err := local.WatchPresence(ctxFor(t, 10*time.Second), []uint64{users[0].id})
+		return err == nil && len(ps) == 1 && ps[0].Online
+	})
+	var codes []wire.Code
+	testwait.Eventually(t, "an unavailable error from the cut-off edge", func() bool {
+		rctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		defer cancel()
+		cmid := fmt.Sprintf("cut-%d", len(codes))
+		_, err := reader.Request(rctx, &wire.Request{Type: wire.TypeSend, Conv: group.ID, ClientMsgID: cmid, Body: "cut " + cmid})
+		if errors.Is(err, context.DeadlineExceeded) && rctx.Err() != nil {
+			return false // no answer in time: not an ack either; ask again
+		}
+		var we *wire.Error
+		if !errors.As(err, &we) {
+			t.Fatalf("write on the cut-off edge: want a refusal, got %v", err)
+		}
+		if we.Code != wire.CodeUnavailable && we.Code != wire.CodeTimeout {
+			t.Fatalf("write on the cut-off edge: code %s (%v), want unavailable or timeout", we.Code, err)
+		}
+		codes = append(codes, we.Code)
+		return we.Code == wire.CodeUnavailable
+	})
+	t.Logf("cut-off writes answered %v", codes)
+	e1.proxy.setCut(false)
+	cmid := fmt.Sprintf("cut-%d", len(codes)-1)
+	rep, err := reader.SendWithID(ctxFor(t, 60*time.Second), group.ID, cmid, "cut "+cmid)
+	if err != nil {
+		t.Fatalf("write on the edge after healing: %v", err)
+	}
+	tr.mu.Lock()
+	tr.acks = append(tr.acks, Ack{Conv: group.ID, Seq: rep.Seq, CMID: cmid, Body: "cut " + cmid})
+	tr.mu.Unlock()
+	c.converged(t, 60*time.Second)
 
 	stopTraffic()
 	c.converged(t, 60*time.Second)
