@@ -26,7 +26,8 @@ func watchCandidacy(n *Node, count *atomic.Int64) {
 // nonvoter (by itself, and added from a voter), catches up by snapshot,
 // takes writes, shows in the leader's Status with its region and lag, and
 // is never promoted: not by Promote, AddVoter or a transfer, not after a
-// restart without the edge flag, not after a leader change. It never
+// restart without the edge flag, not after a leader change. Cut off, it
+// refuses writes and catches up once healed. It never
 // becomes a candidate, and the quorum stays the voters': with two of the
 // three voters down, nothing commits, even with both edges up.
 func TestClusterEdges(t *testing.T) {
@@ -151,6 +152,23 @@ func TestClusterEdges(t *testing.T) {
 	refused("promote e2 under the new leader", e1.n.Promote(ctx, "e2"))
 	requireServers(t, e1.n, all)
 	pos := m.barrier(c, c.nodes[0], c.nodes[1], c.nodes[2], e1, e2)
+	m.check(pos, c.nodes[0], c.nodes[1], c.nodes[2], e1, e2)
+
+	// An edge cut off (its region's link down, both ways) refuses writes
+	// at once: its forwarder cannot reach the leader. The core goes on,
+	// and the edge catches up when the link returns.
+	e2.n.mux.isolate(true)
+	for i := range 3 {
+		if err := m.propose(e2, m.name("cut-off")); !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrTimeout) {
+			t.Fatalf("write %d on a cut-off edge: %v, want ErrNotLeader or ErrTimeout", i, err)
+		}
+	}
+	for range 20 {
+		m.proposeUntilOK(c.nodes[0], "while-cut")
+	}
+	e2.n.mux.isolate(false)
+	m.proposeUntilOK(e2, "healed")
+	pos = m.barrier(c, c.nodes[0], c.nodes[1], c.nodes[2], e1, e2)
 	m.check(pos, c.nodes[0], c.nodes[1], c.nodes[2], e1, e2)
 
 	// The quorum is the voters': with two of three down nothing commits,
