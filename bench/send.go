@@ -293,7 +293,11 @@ func sendRetrying(ctx context.Context, c *client.Client, req *wire.Request, fail
 			return nil, code, err
 		}
 		retried(code)
-		if !sleepCtx(sctx, delay/2+rand.N(delay/2+1)) {
+		wait := delay/2 + rand.N(delay/2+1)
+		if ask := client.RetryAfter(err); ask > wait { // busy's retry_ms
+			wait = ask + rand.N(ask/2+1)
+		}
+		if !sleepCtx(sctx, wait) {
 			return nil, errorCode(sctx.Err()), fmt.Errorf("retrying %s: %w", code, sctx.Err())
 		}
 		delay = min(2*delay, sendRetryMax)

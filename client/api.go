@@ -39,7 +39,7 @@ func (c *Client) SendWithID(ctx context.Context, conv uint64, cmid, body string)
 			return rep, err
 		}
 		c.log.Debug("parley client: retrying send", "cmid", cmid, "attempt", attempt, "err", err)
-		if !sleep(ctx, backoff(attempt, c.cfg.ReconnectMin, c.cfg.ReconnectMax)) {
+		if !sleep(ctx, retryDelay(err, attempt, c.cfg.ReconnectMin, c.cfg.ReconnectMax)) {
 			return nil, fmt.Errorf("client: send %s not confirmed: %w (last error: %w)", cmid, ctx.Err(), err)
 		}
 	}
@@ -174,7 +174,7 @@ func (c *Client) read(ctx context.Context, req *wire.Request) (*wire.Reply, erro
 		if !isBackoff(err) {
 			return rep, err
 		}
-		if !sleep(ctx, backoff(attempt, c.cfg.ReconnectMin, c.cfg.ReconnectMax)) {
+		if !sleep(ctx, retryDelay(err, attempt, c.cfg.ReconnectMin, c.cfg.ReconnectMax)) {
 			return nil, fmt.Errorf("client: %s: %w (last error: %w)", req.Type, ctx.Err(), err)
 		}
 	}

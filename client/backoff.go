@@ -2,8 +2,11 @@ package client
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"time"
+
+	"parley/wire"
 )
 
 // backoff returns the delay before retry number attempt (0-based): an
@@ -17,6 +20,28 @@ func backoff(attempt int, lo, hi time.Duration) time.Duration {
 	}
 	half := d / 2
 	return half + rand.N(d-half+1)
+}
+
+// retryDelay is the wait before retry number attempt after err: the
+// backoff, or longer when the server asked for a delay (busy's retry_ms),
+// then that delay with up to half of it again as jitter, so that the
+// clients it refused together do not come back together.
+func retryDelay(err error, attempt int, lo, hi time.Duration) time.Duration {
+	d := backoff(attempt, lo, hi)
+	if ask := RetryAfter(err); ask > d {
+		d = ask + rand.N(ask/2+1)
+	}
+	return d
+}
+
+// RetryAfter is the delay the server asked for before a retry (busy's
+// retry_ms), or 0.
+func RetryAfter(err error) time.Duration {
+	var we *wire.Error
+	if errors.As(err, &we) && we.RetryMS > 0 {
+		return time.Duration(we.RetryMS) * time.Millisecond
+	}
+	return 0
 }
 
 // sleep waits for d or until ctx ends; it reports whether the full wait

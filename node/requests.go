@@ -307,7 +307,10 @@ func (n *Node) submitConv(s *session, id uint64, cmd *engine.Command) {
 func proposeError(err error) *wire.Error {
 	switch {
 	case errors.Is(err, raftlog.ErrBusy):
-		return wire.Errorf(wire.CodeBusy, "write queue full")
+		// Refused before the log: retry after the admission interval, by
+		// which the leader has measured its queue again.
+		return &wire.Error{Code: wire.CodeBusy, Message: "the write queue is full or too slow; retry after retry_ms",
+			RetryMS: raftlog.DefaultAdmissionInterval.Milliseconds()}
 	case errors.Is(err, raftlog.ErrNotLeader), errors.Is(err, raftlog.ErrClosed):
 		return wire.Errorf(wire.CodeUnavailable, "no leader")
 	case errors.Is(err, raftlog.ErrTimeout):

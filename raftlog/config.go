@@ -55,6 +55,12 @@ type Config struct {
 	// QueueLength bounds the commands waiting for the proposer; Submit
 	// returns ErrBusy beyond it. Default 65536.
 	QueueLength int
+	// Admission (admission.go): once commands have waited for the proposer
+	// longer than AdmissionTarget throughout an AdmissionInterval, Submit
+	// refuses with ErrBusy those that would wait longer than about
+	// AdmissionTarget, however short the queue. Defaults 20ms and 100ms.
+	AdmissionTarget   time.Duration
+	AdmissionInterval time.Duration
 	// EnqueueTimeout bounds how long the proposer waits for raft to accept an
 	// entry. Default 10s.
 	EnqueueTimeout time.Duration
@@ -143,6 +149,8 @@ const (
 	DefaultMaxBatchBytes      = 1 << 20
 	DefaultMaxInflightEntries = 64
 	DefaultQueueLength        = 65536
+	DefaultAdmissionTarget    = 20 * time.Millisecond
+	DefaultAdmissionInterval  = 100 * time.Millisecond
 	DefaultEnqueueTimeout     = 10 * time.Second
 	DefaultSubmitTimeout      = 5 * time.Second
 	DefaultReportInterval     = 250 * time.Millisecond
@@ -173,6 +181,8 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.MaxBatchBytes, DefaultMaxBatchBytes)
 	setDefault(&c.MaxInflightEntries, DefaultMaxInflightEntries)
 	setDefault(&c.QueueLength, DefaultQueueLength)
+	setDefault(&c.AdmissionTarget, DefaultAdmissionTarget)
+	setDefault(&c.AdmissionInterval, DefaultAdmissionInterval)
 	setDefault(&c.EnqueueTimeout, DefaultEnqueueTimeout)
 	setDefault(&c.SubmitTimeout, DefaultSubmitTimeout)
 	setDefault(&c.ReportInterval, DefaultReportInterval)
@@ -241,6 +251,9 @@ func (c Config) Validate() error {
 	positive("MaxBatchBytes", c.MaxBatchBytes)
 	positive("MaxInflightEntries", c.MaxInflightEntries)
 	positive("QueueLength", c.QueueLength)
+	if c.AdmissionTarget <= 0 || c.AdmissionInterval <= 0 {
+		bad("AdmissionTarget %v and AdmissionInterval %v must be positive", c.AdmissionTarget, c.AdmissionInterval)
+	}
 	positive("SnapshotRetain", c.SnapshotRetain)
 	positive("LogCacheEntries", c.LogCacheEntries)
 	positive("TransportMaxPool", c.TransportMaxPool)

@@ -457,12 +457,16 @@ func (n *Node) acceptForwarded(s *fwdSession, payload []byte) error {
 		case len(cmd) > n.cfg.MaxBatchBytes:
 			code = refuseTooLarge
 		default:
+			code = refuseBusy
+			now := n.now()
+			if !n.admit.admits(len(n.queue), now) {
+				break
+			}
 			select {
-			case n.queue <- request{cmd: cmd, tag: Tag{Origin: s.origin, Seq: seq}, from: s}:
+			case n.queue <- request{cmd: cmd, tag: Tag{Origin: s.origin, Seq: seq}, from: s, enqueued: now}:
 				n.stats.commandsReceived.Add(1)
 				return
 			default:
-				code = refuseBusy
 			}
 		}
 		s.refuse(seq, code)

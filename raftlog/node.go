@@ -26,9 +26,11 @@ var (
 	// to the log. The cluster is unavailable for writes from this node right
 	// now; retry later.
 	ErrNotLeader = errors.New("raftlog: no leader available")
-	// ErrBusy: the proposal queue is full, here or on the leader
-	// (backpressure). The command was not appended.
-	ErrBusy = errors.New("raftlog: proposal queue full")
+	// ErrBusy: the proposal queue is full, or its commands would wait
+	// longer than about Config.AdmissionTarget (admission.go), here or on
+	// the leader (backpressure). The command was not appended; retry after
+	// about Config.AdmissionInterval.
+	ErrBusy = errors.New("raftlog: proposal queue full or too slow")
 	// ErrClosed: the node is closed or closing.
 	ErrClosed = errors.New("raftlog: node closed")
 	// ErrTimeout: the outcome is unknown. The command was not confirmed
@@ -100,6 +102,8 @@ type Node struct {
 	closed   bool
 
 	queue    chan request      // Submit and forward sessions -> proposer, bounded (QueueLength)
+	admit    *admission        // and bounded in time (admission.go)
+	epoch    time.Time         // the clock of admission: n.now()
 	fwdQueue chan fwdCommand   // Submit on a follower -> forwarder, bounded (QueueLength)
 	slots    chan struct{}     // entries in flight, a counting semaphore (MaxInflightEntries)
 	pending  chan pendingEntry // proposer -> waiter, in log order; closed by the proposer
@@ -239,7 +243,9 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 	rc.NoSnapshotRestoreOnStart = latestSnap <= applied
 
 	if cfg.Bootstrap && edge {
-		return nil, errors.New("raftlog: this node is an edge (recorded in its log store), which cannot bootstrap a cluster")
+		// Opened without Config.Edge: the role recorded wins.
+		logger.Warn("this node is an edge (recorded in its log store): Bootstrap ignored")
+		cfg.Bootstrap = false
 	}
 	if cfg.Bootstrap {
 		hasState, err := raft.HasExistingState(cachedLogs, logs, snaps)
@@ -271,6 +277,7 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 		mux:           m,
 		waits:         newWaitList(cfg.SubmitTimeout),
 		queue:         make(chan request, cfg.QueueLength),
+		epoch:         time.Now(),
 		fwdQueue:      make(chan fwdCommand, cfg.QueueLength),
 		slots:         make(chan struct{}, cfg.MaxInflightEntries),
 		pending:       make(chan pendingEntry, cfg.MaxInflightEntries),
@@ -282,6 +289,7 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 		observerDone:  make(chan struct{}),
 		leaderChanged: make(chan struct{}),
 	}
+	n.admit = newAdmission(cfg.AdmissionTarget, cfg.AdmissionInterval, cfg.QueueLength, 0)
 	n.SetStorage(cfg.Storage) // before raft starts: it may append at once
 	n.life, n.endLife = context.WithCancel(context.Background())
 	n.fsm = newFSMAdapter(sm, applied, origin, n.waits, &n.stats)

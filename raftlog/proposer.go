@@ -13,9 +13,10 @@ import (
 // (from is nil) or forwarded by a follower (from is its session, which
 // hears about refusals).
 type request struct {
-	cmd  []byte
-	tag  Tag
-	from *fwdSession
+	cmd      []byte
+	tag      Tag
+	from     *fwdSession
+	enqueued time.Duration // on the node's clock (n.now), for admission
 }
 
 // pendingEntry is an entry handed to raft, waiting for the waiter, or (with
@@ -84,10 +85,13 @@ func (n *Node) Submit(cmd []byte, done DoneFunc) error {
 		return ErrClosed
 	}
 	if leader {
-		select {
-		case n.queue <- request{cmd: cmd, tag: Tag{Origin: n.origin, Seq: seq}}:
-			return nil
-		default:
+		now := n.now()
+		if n.admit.admits(len(n.queue), now) {
+			select {
+			case n.queue <- request{cmd: cmd, tag: Tag{Origin: n.origin, Seq: seq}, enqueued: now}:
+				return nil
+			default:
+			}
 		}
 	} else {
 		select {
@@ -117,7 +121,7 @@ func (n *Node) enqueueLocal(c fwdCommand) error {
 		return ErrNotLeader
 	}
 	select {
-	case n.queue <- request{cmd: c.cmd, tag: Tag{Origin: n.origin, Seq: c.seq}}:
+	case n.queue <- request{cmd: c.cmd, tag: Tag{Origin: n.origin, Seq: c.seq}, enqueued: n.now()}:
 		return nil
 	default:
 		n.stats.commandsRejected.Add(1)
@@ -189,10 +193,15 @@ func (n *Node) runProposer() {
 		if !hasCarry {
 			select {
 			case first = <-n.queue:
-			case <-n.stop:
-				<-n.slots
-				n.failQueued(request{}, false)
-				return
+			default:
+				n.admit.idle(n.now()) // no queue stands
+				select {
+				case first = <-n.queue:
+				case <-n.stop:
+					<-n.slots
+					n.failQueued(request{}, false)
+					return
+				}
 			}
 		}
 		hasCarry = false
@@ -211,6 +220,10 @@ func (n *Node) runProposer() {
 			default:
 				break fill
 			}
+		}
+		now := n.now()
+		for i := range batch {
+			n.admit.taken(batch[i].enqueued, now)
 		}
 		n.propose(batch)
 		clear(batch) // drop references to the commands and callbacks

@@ -334,7 +334,7 @@ func Unmarshal(b []byte, v any) error {
 
 // ErrorReply builds the reply for a failed request.
 func ErrorReply(id uint64, e *Error) *Reply {
-	return &Reply{Type: TypeError, ID: id, Code: e.Code, Message: e.Message}
+	return &Reply{Type: TypeError, ID: id, Code: e.Code, Message: e.Message, RetryMS: e.RetryMS}
 }
 
 // PeekType returns the "t" of a server frame without decoding the rest, so a

@@ -82,7 +82,7 @@ func EventSize(e *Event) int {
 // AppendReply appends r as a msgpack map.
 func AppendReply(b []byte, r *Reply) []byte {
 	n := 2 // t, id
-	n += count(r.Code != "") + count(r.Message != "") + count(r.ClientMsgID != "") + count(r.Conv != 0) +
+	n += count(r.Code != "") + count(r.Message != "") + count(r.RetryMS != 0) + count(r.ClientMsgID != "") + count(r.Conv != 0) +
 		count(r.Seq != 0) + count(r.Ts != 0) + count(r.Index != 0) + count(r.Duplicate) +
 		count(r.Info != nil) + count(len(r.Convs) != 0) + count(r.UserInfo != nil) + count(len(r.Events) != 0) +
 		count(r.More) + count(len(r.Changes) != 0) + count(r.Next != 0) + count(r.NextConv != 0) + count(len(r.Presence) != 0) +
@@ -96,6 +96,9 @@ func AppendReply(b []byte, r *Reply) []byte {
 	}
 	if r.Message != "" {
 		b = appendStr(appendStr(b, "msg"), r.Message)
+	}
+	if r.RetryMS != 0 {
+		b = appendI64(appendStr(b, "retry_ms"), r.RetryMS)
 	}
 	if r.ClientMsgID != "" {
 		b = appendStr(appendStr(b, "cmid"), r.ClientMsgID)

@@ -57,6 +57,9 @@ func (c Code) Retryable() bool {
 type Error struct {
 	Code    Code
 	Message string
+	// RetryMS: for busy, the wait the server asks for before a retry
+	// (Reply.RetryMS); 0 when it names none.
+	RetryMS int64
 }
 
 func (e *Error) Error() string {

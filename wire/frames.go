@@ -175,6 +175,8 @@ type Reply struct {
 	ID      uint64 `msgpack:"id"`
 	Code    Code   `msgpack:"code,omitempty"`
 	Message string `msgpack:"msg,omitempty"`
+	// RetryMS: on busy, how long to wait before retrying (plus jitter).
+	RetryMS int64 `msgpack:"retry_ms,omitempty"`
 
 	// send
 	ClientMsgID string `msgpack:"cmid,omitempty"`

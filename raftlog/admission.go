@@ -1,0 +1,114 @@
+package raftlog
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// admission keeps the proposer's queue short in time, not only in length.
+//
+// A queue bounded by length alone (QueueLength, 65,536 commands) holds
+// seconds of work once commands arrive faster than the log commits them:
+// every command then waits behind that backlog, most outlive SubmitTimeout
+// and are answered "timeout" after the node spent the work of queueing them
+// (accepted, then abandoned), and clients retry into the same backlog, so
+// the useful rate collapses. admission refuses at once (ErrBusy) what would
+// wait too long, so what the node takes it commits within about Target, and
+// a refused client retries later instead of waiting.
+//
+// It follows CoDel (Nichols and Jacobson, "Controlling Queue Delay"): a
+// burst that drains quickly is good queueing and passes, a standing queue is
+// not. The proposer measures each command's sojourn, from Submit to the
+// moment it takes the command into an entry. When the smallest sojourn over
+// an Interval stays above Target, the queue has stood for the whole
+// interval, and Submit admits only as many queued commands as the proposer
+// took in Target at the rate it drained them in that interval (at least
+// minAdmitted): the queue shrinks to about Target of work without emptying,
+// so the log keeps full batches and the throughput holds. An interval whose
+// smallest sojourn is under Target lifts the limit again.
+//
+// The proposer alone calls taken and idle; Submit calls admits from any
+// goroutine. Times are durations on the node's monotonic clock.
+type admission struct {
+	target   time.Duration
+	interval time.Duration
+	maxQueue int // QueueLength: the limit when no queue stands
+
+	// Owned by the proposer.
+	windowStart time.Duration
+	minSojourn  time.Duration // smallest sojourn in the window; -1: none yet
+	drained     int           // commands taken in the window
+
+	limit atomic.Int64 // queued commands Submit admits
+	// lastTaken is when the proposer last took a command. A proposer that
+	// takes nothing for stallIntervals intervals while commands wait (raft
+	// stalled on its disk, a paused leader) makes Submit refuse as well:
+	// the queue would only grow stale behind it. Several intervals, so that
+	// a proposer merely starved of CPU for a moment refuses nothing.
+	lastTaken atomic.Int64
+}
+
+// minAdmitted is the smallest limit: a few entries' worth of commands, so
+// that a node whose drain rate was measured low (a stall) still takes some
+// work and measures again.
+const minAdmitted = 64
+
+// stallIntervals: see lastTaken.
+const stallIntervals = 10
+
+func newAdmission(target, interval time.Duration, maxQueue int, now time.Duration) *admission {
+	a := &admission{target: target, interval: interval, maxQueue: maxQueue, windowStart: now, minSojourn: -1}
+	a.limit.Store(int64(maxQueue))
+	a.lastTaken.Store(int64(now))
+	return a
+}
+
+// admits reports whether Submit may queue one more command behind queued
+// others at now.
+func (a *admission) admits(queued int, now time.Duration) bool {
+	if queued == 0 {
+		return true
+	}
+	if queued >= int(a.limit.Load()) {
+		return false
+	}
+	// Commands wait; has the proposer taken any lately?
+	return now-time.Duration(a.lastTaken.Load()) < stallIntervals*a.interval
+}
+
+// taken records that the proposer took a command queued at enqueued into
+// an entry at now.
+func (a *admission) taken(enqueued, now time.Duration) {
+	a.lastTaken.Store(int64(now))
+	sojourn := now - enqueued
+	if a.minSojourn < 0 || sojourn < a.minSojourn {
+		a.minSojourn = sojourn
+	}
+	a.drained++
+	if elapsed := now - a.windowStart; elapsed >= a.interval {
+		a.endWindow(elapsed)
+		a.windowStart = now
+	}
+}
+
+// idle records that the proposer found the queue empty at now: no queue
+// stands, whatever the window measured so far.
+func (a *admission) idle(now time.Duration) {
+	a.limit.Store(int64(a.maxQueue))
+	a.windowStart, a.minSojourn, a.drained = now, -1, 0
+	a.lastTaken.Store(int64(now))
+}
+
+func (a *admission) endWindow(elapsed time.Duration) {
+	limit := a.maxQueue
+	if a.minSojourn > a.target {
+		// Commands the proposer drains in target at this window's rate.
+		limit = int(int64(a.drained) * int64(a.target) / int64(elapsed))
+		limit = min(max(limit, minAdmitted), a.maxQueue)
+	}
+	a.limit.Store(int64(limit))
+	a.minSojourn, a.drained = -1, 0
+}
+
+// now is the node's monotonic clock for admission.
+func (n *Node) now() time.Duration { return time.Since(n.epoch) }

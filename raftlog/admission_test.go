@@ -1,0 +1,163 @@
+package raftlog
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"parley/internal/testwait"
+)
+
+const ms = time.Millisecond
+
+// drain feeds a: n commands taken at an even pace over [from, to), each
+// having waited sojourn.
+func drain(a *admission, n int, from, to, sojourn time.Duration) {
+	for i := range n {
+		now := from + (to-from)*time.Duration(i+1)/time.Duration(n)
+		a.taken(now-sojourn, now)
+	}
+}
+
+func TestAdmissionPassesBursts(t *testing.T) {
+	a := newAdmission(20*ms, 100*ms, 65536, 0)
+	if !a.admits(60000, 0) {
+		t.Fatal("a fresh node refuses a burst below QueueLength")
+	}
+	// A burst that waited up to 80 ms, but the queue emptied within the
+	// window (one command went through at once): not a standing queue.
+	a.taken(0, 1*ms)
+	drain(a, 1000, 1*ms, 101*ms, 80*ms)
+	if !a.admits(60000, 101*ms) {
+		t.Fatalf("limit %d after a window whose smallest sojourn was under the target", a.limit.Load())
+	}
+	if a.admits(65536, 101*ms) {
+		t.Fatal("admitted beyond QueueLength")
+	}
+}
+
+func TestAdmissionCutsAStandingQueue(t *testing.T) {
+	a := newAdmission(20*ms, 100*ms, 65536, 0)
+	// 10,000 commands/s for a whole window, each having waited 500 ms: the
+	// queue stands. Admitted: what drains in 20 ms at that rate.
+	drain(a, 1000, 0, 100*ms, 500*ms)
+	if got := a.limit.Load(); got != 200 {
+		t.Fatalf("limit %d, want 200 (10,000/s × 20 ms)", got)
+	}
+	if !a.admits(199, 100*ms) || a.admits(200, 100*ms) {
+		t.Fatal("limit not applied at 199/200 queued")
+	}
+	if !a.admits(0, 100*ms) {
+		t.Fatal("an empty queue refuses")
+	}
+	// The next window's commands waited less than the target: lifted.
+	drain(a, 1000, 100*ms, 200*ms, 5*ms)
+	if !a.admits(60000, 200*ms) {
+		t.Fatalf("limit %d after the queue shrank", a.limit.Load())
+	}
+}
+
+func TestAdmissionFloorAndIdle(t *testing.T) {
+	a := newAdmission(20*ms, 100*ms, 65536, 0)
+	// A trickle that waited long: the rate says 0, the floor keeps some
+	// work flowing so the next window measures again.
+	drain(a, 2, 0, 100*ms, time.Second)
+	if got := a.limit.Load(); got != minAdmitted {
+		t.Fatalf("limit %d, want the floor %d", got, minAdmitted)
+	}
+	a.idle(150 * ms)
+	if got := a.limit.Load(); got != 65536 {
+		t.Fatalf("limit %d after the proposer found the queue empty", got)
+	}
+	// A window that began before idle does not carry over.
+	drain(a, 1000, 150*ms, 240*ms, time.Second)
+	if got := a.limit.Load(); got != 65536 {
+		t.Fatalf("limit %d: a window shorter than the interval ended", got)
+	}
+}
+
+func TestAdmissionRefusesBehindAStalledProposer(t *testing.T) {
+	a := newAdmission(20*ms, 100*ms, 65536, 0)
+	a.taken(0, 10*ms)
+	if !a.admits(5, 1009*ms) {
+		t.Fatal("refused before ten intervals without progress")
+	}
+	if a.admits(5, 1010*ms) {
+		t.Fatal("admitted behind a proposer that took nothing for ten intervals")
+	}
+	if !a.admits(0, time.Hour) {
+		t.Fatal("an empty queue refuses")
+	}
+	a.taken(1000*ms, 1011*ms)
+	if !a.admits(5, 1011*ms) {
+		t.Fatal("still refusing after the proposer took a command")
+	}
+}
+
+// TestAdmissionEndToEnd: a leader whose state machine stalls refuses new
+// commands with ErrBusy while its queue is far below QueueLength, and
+// every command it took commits once the state machine goes on: nothing
+// taken is abandoned (no ErrTimeout).
+func TestAdmissionEndToEnd(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.MaxInflightEntries = 1
+	cfg.AdmissionInterval = 50 * ms
+	cfg.SubmitTimeout = time.Hour // a command taken and not committed would hang the test, not time out
+	sm := newMemSM()
+	sm.gate = make(chan struct{})
+	sm.entered = make(chan uint64, 1024)
+	n := openLeader(t, cfg, sm)
+	defer n.Close()
+	var release sync.Once
+	open := func() { release.Do(func() { close(sm.gate) }) }
+	defer open() // before Close, on failure too
+
+	var (
+		mu       sync.Mutex
+		accepted int
+		outcomes = make(chan error, 100000)
+	)
+	done := func(_ any, _ uint64, err error) { outcomes <- err }
+	submit := func() error {
+		err := n.Submit([]byte("x"), done)
+		if err == nil {
+			mu.Lock()
+			accepted++
+			mu.Unlock()
+		}
+		return err
+	}
+	if err := submit(); err != nil {
+		t.Fatal(err)
+	}
+	<-sm.entered // holds the only slot: the proposer stalls
+	var refused error
+	testwait.Eventually(t, "Submit refuses behind the stalled state machine", func() bool {
+		refused = submit()
+		return refused != nil
+	})
+	if !errors.Is(refused, ErrBusy) {
+		t.Fatalf("refused with %v, want ErrBusy", refused)
+	}
+	if q := n.Stats().QueueLength; q >= DefaultQueueLength || q == 0 {
+		t.Fatalf("queue %d when refusing (QueueLength %d)", q, DefaultQueueLength)
+	}
+	open()
+	mu.Lock()
+	want := accepted
+	mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range want {
+		select {
+		case err := <-outcomes:
+			if err != nil {
+				t.Fatalf("outcome %d of %d taken commands: %v", i+1, want, err)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%d of %d taken commands have no outcome", want-i, want)
+		}
+	}
+}
