@@ -131,10 +131,13 @@ func TestClusterEdges(t *testing.T) {
 	refused("add e2 as a voter", e1.n.AddVoter(ctx, "e2", e2.addr))
 	refused("transfer to e1", c.nodes[1].n.TransferLeadership(ctx, "e1"))
 
-	// Restarted without the flag, e1 is still an edge.
+	// Restarted without the flag (and with Bootstrap), e1 is still an edge.
 	e1.n.Close()
 	e1.n = nil
-	c.start(e1, compact)
+	c.start(e1, func(cfg *Config) {
+		compact(cfg)
+		cfg.Bootstrap = true
+	})
 	watchCandidacy(e1.n, &candidacies)
 	if !e1.n.IsEdge() {
 		t.Fatal("e1 restarted without the flag is no longer an edge")
