@@ -157,8 +157,8 @@ func (d *Direct) NewLoad(raw json.RawMessage) (Load, error) {
 // directLoad is a worker's share of Direct.
 //
 // Goroutines: Connect sets pairs up from a bounded group; each pair then has
-// a receiver goroutine (reads the receiver's Events, records deliveries) and
-// a drain goroutine for the sender's own Events. Run starts, per pair, a
+// a receiver goroutine (reads the receiver's Events, records deliveries);
+// the sender is a NoEvents client. Run starts, per pair, a
 // scheduler (sendSchedule.runAsync) that starts each send with Client.Go
 // and returns: the sender's connection reader records the ack (a send that
 // failed retries on a goroutine of its own). The schedulers end once their
@@ -181,7 +181,7 @@ type directLoad struct {
 	missed       atomic.Int64
 	badBodies    atomic.Int64
 
-	readers sync.WaitGroup // receiver and sender-drain goroutines
+	readers sync.WaitGroup // receiver goroutines
 
 	start, end           time.Time
 	dropped, undelivered int64
@@ -248,14 +248,14 @@ func (l *directLoad) connectPair(ctx context.Context, p *pairState) error {
 		return fmt.Errorf("bench: dial receiver %s: %w", p.Receiver.Name, err)
 	}
 	l.live.Conns.Add(1)
-	if p.snd, err = client.Dial(ctx, l.clientConfig(p.Sender.Token, p.idx)); err != nil {
+	// The sender's own messages, echoed to it, are not measured: it drops
+	// them unread.
+	scfg := l.clientConfig(p.Sender.Token, p.idx)
+	scfg.NoEvents = true
+	if p.snd, err = client.Dial(ctx, scfg); err != nil {
 		return fmt.Errorf("bench: dial sender %s: %w", p.Sender.Name, err)
 	}
 	l.live.Conns.Add(1)
-	l.readers.Go(func() {
-		for range p.snd.Events() { // its own messages, echoed: not measured
-		}
-	})
 	info, err := p.snd.OpenDirect(ctx, p.Receiver.User)
 	if err != nil {
 		return fmt.Errorf("bench: open direct %s → %s: %w", p.Sender.Name, p.Receiver.Name, err)

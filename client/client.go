@@ -76,7 +76,11 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 	}
 	c.setSession(s)
 	c.log.Info("parley client: connected", "url", s.url, "node", s.hello.Node)
-	c.inbox.requestResync()
+	if cfg.NoEvents {
+		c.finishInit(nil)
+	} else {
+		c.inbox.requestResync()
+	}
 	c.wg.Add(2)
 	go c.supervise(s)
 	go c.dispatch()
@@ -133,7 +137,9 @@ func (c *Client) supervise(s *session) {
 			return
 		}
 		c.log.Info("parley client: reconnected", "url", s.url, "node", s.hello.Node)
-		c.inbox.requestResync()
+		if !c.cfg.NoEvents {
+			c.inbox.requestResync()
+		}
 	}
 }
 

@@ -44,6 +44,11 @@ type Config struct {
 	// EventBuffer is the capacity of the Events channel, and of the queue of
 	// live events waiting for the dispatcher. Default 4096.
 	EventBuffer int
+	// NoEvents makes a client that only makes requests (a load generator's
+	// sender): it does not sync, and drops the conversation events the
+	// server pushes, so Events() stays empty until Close and State().Synced
+	// false. Signals, replies and MinIndex work as usual.
+	NoEvents bool
 
 	// NetDial opens the TCP connection to a node (host:port), e.g. through a
 	// proxy or with socket options set; nil uses a plain net.Dialer.

@@ -42,4 +42,6 @@
 // Requests are made from the caller's goroutine: it registers a waiter,
 // writes the frame (writes are serialised per connection, each under a write
 // deadline) and waits for the reply, the connection's end or its context.
+// Client.Go makes a request without waiting: the reader hands the reply to
+// a callback.
 package client

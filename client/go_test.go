@@ -123,3 +123,34 @@ func TestGoWaitsForReconnection(t *testing.T) {
 		t.Fatalf("ping while reconnecting: %v", o.err)
 	}
 }
+
+// A NoEvents client neither syncs nor queues events, and still follows
+// the index it sees.
+func TestNoEvents(t *testing.T) {
+	cl := newCluster(t, 1)
+	alice, tok := cl.addUser("alice")
+	bob, _ := cl.addUser("bob")
+	g := cl.group(bob, "g", alice)
+	cl.post(bob, g, "before dial")
+	cfg := testConfig(tok, cl.nodes[0].url)
+	cfg.NoEvents = true
+	c := dial(t, cfg)
+	ev := cl.post(bob, g, "live")
+	testwait.Eventually(t, "the live event to be seen", func() bool { return c.MinIndex() >= ev.Index })
+	if o := <-goAsync(t, c, &wire.Request{Type: wire.TypeSend, Conv: g, ClientMsgID: "n1", Body: "x"}); o.err != nil {
+		t.Fatal(o.err)
+	}
+	c.inbox.mu.Lock()
+	queued := len(c.inbox.queue)
+	c.inbox.mu.Unlock()
+	if n := len(c.Events()); n != 0 || queued != 0 {
+		t.Fatalf("%d events delivered, %d queued", n, queued)
+	}
+	if syncs := cl.get(func(cl *testCluster) int { return cl.syncCalls }); syncs != 0 || c.State().Synced {
+		t.Fatalf("%d syncs, state %+v", syncs, c.State())
+	}
+	_ = c.Close()
+	if _, open := <-c.Events(); open {
+		t.Fatal("Events not closed by Close")
+	}
+}

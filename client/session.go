@@ -257,7 +257,7 @@ func (s *session) take(id uint64) (waiter, bool) {
 
 func replyResult(rep *wire.Reply) (*wire.Reply, error) {
 	if rep.Type == wire.TypeError {
-		return nil, &wire.Error{Code: rep.Code, Message: rep.Message}
+		return nil, &wire.Error{Code: rep.Code, Message: rep.Message, RetryMS: rep.RetryMS}
 	}
 	return rep, nil
 }
@@ -383,7 +383,9 @@ func (s *session) handle(b []byte) error {
 			return err
 		}
 		s.c.observe(ev.Index)
-		s.c.inbox.push(s, &ev)
+		if !s.c.cfg.NoEvents {
+			s.c.inbox.push(s, &ev)
+		}
 	case wire.TypeTypingEvent, wire.TypePresenceEvent, wire.TypeReceiptEvent, wire.TypeReadCountsEvent:
 		var sig Signal
 		var v any
