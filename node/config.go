@@ -44,6 +44,15 @@ type Config struct {
 	// Region labels where the node runs ("eu-west"), shown by the admin
 	// API's status. It changes nothing in replication.
 	Region string
+	// RaftCommitTimeout: how soon an idle leader tells its followers
+	// that an entry committed when no other entry follows it (raft's
+	// CommitTimeout; followers, edges included, apply and deliver an entry
+	// only once they know). 0: 50 ms. RaftRPCsInFlight: the leader's
+	// AppendEntries in flight per follower (0: raft's 2); raise it for
+	// edges in far regions. Both matter on the voters, which lead
+	// (docs/OPERATIONS.md, "Edge nodes and regions").
+	RaftCommitTimeout time.Duration
+	RaftRPCsInFlight  int
 
 	// JWTKey, when set, signs and checks device tokens on this node instead
 	// of the cluster's replicated key (then every node needs the same one).

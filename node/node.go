@@ -164,6 +164,8 @@ func Open(cfg Config) (_ *Node, err error) {
 		OnNewerEntry:      onNewer,
 		SnapshotThreshold: cfg.SnapshotThreshold,
 		TrailingLogs:      cfg.TrailingLogs,
+		CommitTimeout:     cfg.RaftCommitTimeout,
+		MaxRPCsInFlight:   cfg.RaftRPCsInFlight,
 	}, stateMachine{n.engine, &n.applied}); err != nil {
 		return nil, fmt.Errorf("open raft: %w", err)
 	}

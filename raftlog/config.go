@@ -107,7 +107,15 @@ type Config struct {
 	// (each up to about MaxBatchBytes). Default 128.
 	LogCacheEntries int
 
-	TransportMaxPool int           // pooled connections per peer, default 3
+	TransportMaxPool int // pooled connections per peer, default 3
+	// MaxRPCsInFlight bounds the AppendEntries requests the leader has in
+	// flight to one follower (hashicorp/raft's pipelining). 0: raft's
+	// default, 2, best on a LAN. A follower far away (an edge in another
+	// region) gets entries only as fast as 2 per round trip, and its
+	// commit notices queue behind them: there, 16 or more delivers each
+	// entry one one-way delay after it commits (docs/BENCHMARKS.md, "Edge
+	// nodes"). It applies to every follower of this leader.
+	MaxRPCsInFlight  int
 	TransportTimeout time.Duration // default 10s, also bounds a dialer's handshake
 
 	// ClusterKey, shared by every node of the cluster, authenticates each
@@ -257,6 +265,9 @@ func (c Config) Validate() error {
 	positive("SnapshotRetain", c.SnapshotRetain)
 	positive("LogCacheEntries", c.LogCacheEntries)
 	positive("TransportMaxPool", c.TransportMaxPool)
+	if c.MaxRPCsInFlight < 0 || c.MaxRPCsInFlight > 1024 {
+		bad("MaxRPCsInFlight %d: want 0 (raft's default) to 1024", c.MaxRPCsInFlight)
+	}
 	positive("PeerQueueLength", c.PeerQueueLength)
 	if n := len(c.ClusterKey); n > 0 && n < MinClusterKeyLen {
 		bad("ClusterKey of %d bytes is below %d", n, MinClusterKeyLen)

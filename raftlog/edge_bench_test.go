@@ -142,10 +142,24 @@ func reportLatency(b *testing.B, ds []time.Duration) {
 // the throughput. The leader's cost per edge is one more replication
 // stream: the same entries sent once more, from its log cache.
 func BenchmarkEdgeCommit(b *testing.B) {
+	type run struct{ edges, submitters, inFlight int }
+	var runs []run
 	for _, edges := range []int{0, 1, 2} {
 		for _, submitters := range []int{1, 64} {
-			b.Run(fmt.Sprintf("edges=%d/submitters=%d", edges, submitters), func(b *testing.B) {
-				c := newBenchCluster(b, edges, nil)
+			runs = append(runs, run{edges, submitters, 0})
+		}
+	}
+	// The setting for far edges, on a LAN: does it cost the voters?
+	runs = append(runs, run{2, 1, 16}, run{2, 64, 16})
+	for _, r := range runs {
+		edges, submitters := r.edges, r.submitters
+		name := fmt.Sprintf("edges=%d/submitters=%d", edges, submitters)
+		if r.inFlight != 0 {
+			name += fmt.Sprintf("/rpcs_in_flight=%d", r.inFlight)
+		}
+		{
+			b.Run(name, func(b *testing.B) {
+				c := newBenchCluster(b, edges, nil, func(cfg *Config) { cfg.MaxRPCsInFlight = r.inFlight })
 				term := c.leader.Stats().Term
 				cmd := make([]byte, 200)
 				var left atomic.Int64
@@ -254,16 +268,23 @@ func delayPump(src, dst net.Conn, oneWay time.Duration) {
 //
 // each with raft's CommitTimeout at its default (50 ms: an idle follower
 // learns that an entry committed from the next append, or after 50-100
-// ms) and at 5 ms; and
+// ms) and at 5 ms, and with MaxRPCsInFlight at raft's default (2: to a
+// follower 100 ms away, two requests per round trip, and an entry waits
+// behind the commit notices in flight) and at 16; and
 //   - cut_off: the edge's link is cut while the leader takes writes; the
 //     time until a write on the edge is refused (it fails fast: no leader
 //     reachable), and after healing the time until the edge applied
 //     everything committed meanwhile (-cut-writes entries).
 func BenchmarkEdgeWAN(b *testing.B) {
 	const oneWay = 50 * time.Millisecond
-	for _, ct := range []time.Duration{DefaultCommitTimeout, 5 * time.Millisecond} {
-		b.Run(fmt.Sprintf("commit_timeout=%v", ct), func(b *testing.B) {
-			benchWANLatency(b, oneWay, func(cfg *Config) { cfg.CommitTimeout = ct })
+	for _, tc := range []struct {
+		commitTimeout time.Duration
+		inFlight      int
+	}{{DefaultCommitTimeout, 2}, {5 * time.Millisecond, 2}, {5 * time.Millisecond, 16}} {
+		b.Run(fmt.Sprintf("commit_timeout=%v,rpcs_in_flight=%d", tc.commitTimeout, tc.inFlight), func(b *testing.B) {
+			benchWANLatency(b, oneWay, func(cfg *Config) {
+				cfg.CommitTimeout, cfg.MaxRPCsInFlight = tc.commitTimeout, tc.inFlight
+			})
 		})
 	}
 	b.Run("cut_off", func(b *testing.B) {

@@ -201,8 +201,10 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  newRaftStream(m),
 		MaxPool: cfg.TransportMaxPool,
-		Timeout: cfg.TransportTimeout,
-		Logger:  logger.Named("transport"),
+
+		MaxRPCsInFlight: cfg.MaxRPCsInFlight,
+		Timeout:         cfg.TransportTimeout,
+		Logger:          logger.Named("transport"),
 	})
 	cleanup = append(cleanup, func() { _ = trans.Close() })
 
