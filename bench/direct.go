@@ -158,11 +158,12 @@ func (d *Direct) NewLoad(raw json.RawMessage) (Load, error) {
 //
 // Goroutines: Connect sets pairs up from a bounded group; each pair then has
 // a receiver goroutine (reads the receiver's Events, records deliveries);
-// the sender is a NoEvents client. Run starts, per pair, a
-// scheduler (sendSchedule.runAsync) that starts each send with Client.Go
-// and returns: the sender's connection reader records the ack (a send that
-// failed retries on a goroutine of its own). The schedulers end once their
-// sends have, before Run drains and returns. Counters are atomics;
+// the sender is a NoEvents client. At a fixed rate Run's
+// goroutine runs every pair's schedule (runClock); flat out it starts a
+// scheduler per pair (sendSchedule.runAsync). Either starts each send with
+// Client.Go and returns: the sender's connection reader records the ack (a
+// send that failed retries on a goroutine of its own). The schedules end
+// once their sends have, before Run drains and returns. Counters are atomics;
 // histograms are recorders; start, end, dropped and undelivered are written
 // by Run and read by Finish, on the worker's goroutine.
 type directLoad struct {
@@ -293,15 +294,26 @@ func (l *directLoad) Run(ctx context.Context, start, until time.Time, _ *Live) e
 			p.slowRcv.sock.pause()
 		}
 	}
-	var senders sync.WaitGroup
-	for _, p := range l.pairs {
-		senders.Go(func() {
-			l.missed.Add(l.sched.runAsync(ctx, p.idx, start, until, func(intended time.Time, done func()) {
-				l.startSend(ctx, p, intended, done)
-			}))
-		})
+	if l.sched.interval > 0 {
+		// One clock for every pair's schedule.
+		firsts := make([]time.Time, len(l.pairs))
+		for i, p := range l.pairs {
+			firsts[i] = l.sched.first(p.idx, start)
+		}
+		l.missed.Add(runClock(ctx, firsts, until, l.sched.interval, l.sched.window, func(k int, intended time.Time, done func()) {
+			l.startSend(ctx, l.pairs[k], intended, done)
+		}))
+	} else {
+		var senders sync.WaitGroup
+		for _, p := range l.pairs {
+			senders.Go(func() {
+				l.missed.Add(l.sched.runAsync(ctx, p.idx, start, until, func(intended time.Time, done func()) {
+					l.startSend(ctx, p, intended, done)
+				}))
+			})
+		}
+		senders.Wait()
 	}
-	senders.Wait()
 	l.end = time.Now() // the last ack (or give-up) of this worker
 	if ctx.Err() != nil {
 		return ctx.Err()

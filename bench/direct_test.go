@@ -182,3 +182,73 @@ func TestScheduleAsyncStall(t *testing.T) {
 		t.Fatalf("%d sent, %d missed; want 1 and 19", sends.Load(), missed)
 	}
 }
+
+// runClock keeps every sender's schedule (intended times, the window) as
+// pace does, from one goroutine, and returns once every send has ended.
+func TestClockSchedules(t *testing.T) {
+	const interval, senders, window = 40 * time.Millisecond, 5, 2
+	start := time.Now().Add(5 * time.Millisecond)
+	until := start.Add(time.Second) // 25 sends due per sender
+	firsts := make([]time.Time, senders)
+	for k := range firsts {
+		firsts[k] = start.Add(interval * time.Duration(k) / senders)
+	}
+	var mu sync.Mutex
+	got := make([][]time.Time, senders)
+	inFlight := make([]int, senders)
+	var ended atomic.Int64
+	missed := runClock(t.Context(), firsts, until, interval, window, func(k int, intended time.Time, done func()) {
+		mu.Lock()
+		got[k] = append(got[k], intended)
+		inFlight[k]++
+		if inFlight[k] > window {
+			t.Errorf("sender %d: %d sends in flight", k, inFlight[k])
+		}
+		mu.Unlock()
+		go func() {
+			if k == 0 {
+				time.Sleep(3 * interval / 2) // sender 0 falls behind: its sends queue, then catch up
+			}
+			mu.Lock()
+			inFlight[k]--
+			mu.Unlock()
+			ended.Add(1)
+			done()
+		}()
+	})
+	total := int64(0)
+	for k := range got {
+		total += int64(len(got[k]))
+		for i, at := range got[k] {
+			if want := firsts[k].Add(time.Duration(i) * interval); !at.Equal(want) {
+				t.Fatalf("sender %d send %d intended at %v, want %v", k, i, at.Sub(start), want.Sub(start))
+			}
+		}
+	}
+	if total+missed != senders*25 || ended.Load() != total {
+		t.Fatalf("%d sent + %d missed, want %d; %d ended", total, missed, senders*25, ended.Load())
+	}
+}
+
+// A sender whose only slot stalls past the end misses the rest of its
+// schedule; the others do not.
+func TestClockStall(t *testing.T) {
+	const interval = 50 * time.Millisecond
+	start := time.Now()
+	until := start.Add(time.Second)
+	firsts := []time.Time{start, start.Add(interval / 2)}
+	var sends [2]atomic.Int64
+	missed := runClock(t.Context(), firsts, until, interval, 1, func(k int, _ time.Time, done func()) {
+		if sends[k].Add(1) == 1 && k == 0 {
+			go func() {
+				time.Sleep(time.Until(until.Add(time.Second)))
+				done()
+			}()
+			return
+		}
+		done()
+	})
+	if sends[0].Load() != 1 || sends[1].Load()+missed != 20+19 || sends[1].Load() == 0 {
+		t.Fatalf("sent %d and %d, %d missed; want 1 and 20 - the late, 19 + the late", sends[0].Load(), sends[1].Load(), missed)
+	}
+}

@@ -82,6 +82,166 @@ func scheduleAsync(ctx context.Context, first, until time.Time, interval time.Du
 	})
 }
 
+// clock runs the fixed-rate schedules of many senders (sendSchedule.run
+// for each, sharing one interval) from one goroutine and one timer, for
+// sends that do not block: a worker's thousand senders at ten sends a
+// second each would otherwise wake a thousand scheduler goroutines ten
+// thousand times a second. The schedules keep pace's rules: sender k's
+// send i is due at firsts[k] + i*interval and carries that intended time
+// however late it goes out; at most window sends of a sender are in
+// flight, the others wait in order; sends still waiting when until comes
+// are missed.
+//
+// run's goroutine issues the sends; a send that ends (done, on any
+// goroutine) frees its slot, and when its sender has sends waiting it
+// wakes run to issue them, since done may run on a connection's reader,
+// which must not write.
+type clock struct {
+	interval time.Duration
+	window   int
+	start    func(k int, intended time.Time, done func())
+
+	senders  []clockSender
+	inFlight sync.WaitGroup
+	wake     chan struct{} // capacity 1: senders waiting in kicked
+
+	mu     sync.Mutex // guards kicked
+	kicked []int      // senders with a free slot and sends waiting
+}
+
+type clockSender struct {
+	first time.Time
+	done  func() // the done of this sender's sends
+
+	mu       sync.Mutex // guards the fields below
+	due      int64      // sends due so far
+	issued   int64      // sends started, the first issued of the due ones
+	inFlight int
+	ended    bool // the load is over: nothing more is issued
+}
+
+// runClock runs the schedules of senders starting at firsts (sorted, all
+// within one interval of firsts[0]) until until and returns the sends they
+// missed, once every send has ended. start begins sender k's send and
+// returns; done must then be called once.
+func runClock(ctx context.Context, firsts []time.Time, until time.Time, interval time.Duration, window int,
+	start func(k int, intended time.Time, done func())) (missed int64) {
+	c := &clock{interval: interval, window: window, start: start,
+		senders: make([]clockSender, len(firsts)), wake: make(chan struct{}, 1)}
+	for k := range c.senders {
+		s := &c.senders[k]
+		s.first = firsts[k]
+		s.done = func() { c.finished(k) }
+	}
+	defer c.inFlight.Wait()
+	return c.run(ctx, until)
+}
+
+func (c *clock) run(ctx context.Context, until time.Time) (missed int64) {
+	t := time.NewTimer(time.Hour)
+	defer t.Stop()
+	// Sends are due in the order (round, sender): firsts are sorted and
+	// within one interval.
+	round, k := int64(0), 0
+	for {
+		due := until
+		if k < len(c.senders) {
+			due = c.senders[k].first.Add(time.Duration(round) * c.interval)
+			if !due.Before(until) {
+				k, due = len(c.senders), until // every schedule is over: wait for until
+			}
+		}
+		if d := time.Until(due); d > 0 {
+			t.Reset(d)
+			select {
+			case <-t.C:
+			case <-c.wake:
+				t.Stop()
+				c.issueKicked()
+				continue
+			case <-ctx.Done():
+				c.end()
+				return 0
+			}
+		}
+		if k == len(c.senders) { // until has come
+			return c.end()
+		}
+		s := &c.senders[k]
+		s.mu.Lock()
+		s.due++
+		s.mu.Unlock()
+		c.issue(k)
+		if k++; k == len(c.senders) && c.senders[0].first.Add(time.Duration(round+1)*c.interval).Before(until) {
+			round, k = round+1, 0
+		}
+	}
+}
+
+// issue starts the waiting sends of sender k while it has free slots.
+func (c *clock) issue(k int) {
+	s := &c.senders[k]
+	for {
+		s.mu.Lock()
+		if s.ended || s.issued == s.due || s.inFlight == c.window {
+			s.mu.Unlock()
+			return
+		}
+		intended := s.first.Add(time.Duration(s.issued) * c.interval)
+		s.issued++
+		s.inFlight++
+		c.inFlight.Add(1)
+		s.mu.Unlock()
+		c.start(k, intended, s.done)
+	}
+}
+
+// finished frees a slot of sender k; if sends wait for it, run is woken.
+func (c *clock) finished(k int) {
+	s := &c.senders[k]
+	s.mu.Lock()
+	s.inFlight--
+	waiting := !s.ended && s.issued < s.due
+	s.mu.Unlock()
+	if waiting {
+		c.mu.Lock()
+		c.kicked = append(c.kicked, k)
+		c.mu.Unlock()
+		select {
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	c.inFlight.Done()
+}
+
+func (c *clock) issueKicked() {
+	c.mu.Lock()
+	kicked := c.kicked
+	c.kicked = nil
+	c.mu.Unlock()
+	for _, k := range kicked {
+		c.issue(k)
+	}
+}
+
+// end stops every schedule and returns the sends due but never issued,
+// and those due later that the sender, stalled, would not have reached
+// either (pace counts them the same way): all its unissued sends.
+func (c *clock) end() (missed int64) {
+	c.issueKicked()
+	for k := range c.senders {
+		s := &c.senders[k]
+		s.mu.Lock()
+		s.ended = true
+		if s.issued < s.due {
+			missed += s.due - s.issued
+		}
+		s.mu.Unlock()
+	}
+	return missed
+}
+
 // pace issues the sends of a schedule until until and returns the number
 // of scheduled sends never issued. Each send holds one of the slots (their
 // number is the window) from when pace issues it (start) until whoever ends
