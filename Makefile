@@ -65,9 +65,15 @@ cluster-stop:
 # runs a few short scenarios against one fresh node on loopback (about 4
 # minutes) and writes the results into docs/BENCHMARKS.md (between the
 # "make bench" markers) and the charts into docs/bench/. See scripts/bench.sh.
-.PHONY: bench
+# Then a short rate sweep of the 1:1 path (about 2 minutes; the full one is
+# make sweep, scripts/sweep.sh).
+.PHONY: bench sweep
 bench:
 	GO=$(GO) ./scripts/bench.sh
+	GO=$(GO) NODES=1 PAIRS=1000 RATES="5000 20000 80000" STEP=4s MARK=sweep-short ./scripts/sweep.sh
+
+sweep:
+	GO=$(GO) ./scripts/sweep.sh
 
 # The web app's bundle (web/dist, committed, embedded into the node):
 # installs the pinned npm packages, type-checks, and builds with esbuild.

@@ -32,6 +32,9 @@ func run() int {
 	if len(os.Args) > 1 && os.Args[1] == "table" {
 		return table(os.Args[2:], os.Stdout, os.Stderr)
 	}
+	if len(os.Args) > 1 && os.Args[1] == "sweep" {
+		return sweep(os.Args[2:], os.Stdout, os.Stderr)
+	}
 	inv, err := parseArgs(os.Args[1:], os.Stderr)
 	if err != nil {
 		return 2
@@ -124,6 +127,70 @@ func table(args []string, out, errOut io.Writer) int {
 }
 
 // lastLine returns the last non-blank line of a file, or "".
+// sweep reads the reports of a rate sweep (direct at fixed rates, one JSON
+// report per step; scripts/sweep.sh runs one) and writes a table per
+// series and, with -chart, delivered msg/s and p99 against the offered
+// rate.
+func sweep(args []string, out, errOut io.Writer) int {
+	fs := flag.NewFlagSet("parleybench sweep", flag.ContinueOnError)
+	fs.SetOutput(errOut)
+	chart := fs.String("chart", "", "write the SVG chart to this file")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: parleybench sweep [-chart FILE] SERIES=REPORT.json...  (one argument per step; steps of a series share its name)")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fs.Usage()
+		return 2
+	}
+	var names []string
+	var points []bench.SweepPoint
+	for _, arg := range fs.Args() {
+		i := strings.LastIndex(arg, "=")
+		if i <= 0 || i == len(arg)-1 {
+			fmt.Fprintf(errOut, "parleybench sweep: %q is not SERIES=REPORT.json\n", arg)
+			return 2
+		}
+		name, path := arg[:i], arg[i+1:]
+		var rep bench.Report
+		b, err := os.ReadFile(path)
+		if err == nil {
+			err = json.Unmarshal(b, &rep)
+		}
+		var p bench.SweepPoint
+		if err == nil {
+			p, err = bench.SweepPointOf(&rep)
+		}
+		if err != nil {
+			fmt.Fprintf(errOut, "parleybench sweep: %s: %v\n", path, err)
+			return 1
+		}
+		names, points = append(names, name), append(points, p)
+	}
+	series := bench.SweepSeriesOf(names, points)
+	if err := bench.WriteSweepMarkdown(out, series); err != nil {
+		fmt.Fprintln(errOut, "parleybench sweep:", err)
+		return 1
+	}
+	if *chart != "" {
+		f, err := os.Create(*chart)
+		if err == nil {
+			err = bench.WriteSweepChart(f, series)
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(errOut, "parleybench sweep: chart:", err)
+			return 1
+		}
+	}
+	return 0
+}
+
 func lastLine(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
