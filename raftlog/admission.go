@@ -40,7 +40,8 @@ type admission struct {
 	drained     int           // commands taken in the window
 
 	limit atomic.Int64 // queued commands Submit admits
-	// lastTaken is when the proposer last took a command. A proposer that
+	// lastTaken is when the proposer last took a command, or -1 while it
+	// waits on an empty queue. A proposer that
 	// takes nothing for stallIntervals intervals while commands wait (raft
 	// stalled on its disk, a paused leader) makes Submit refuse as well:
 	// the queue would only grow stale behind it. Several intervals, so that
@@ -72,8 +73,10 @@ func (a *admission) admits(queued int, now time.Duration) bool {
 	if queued >= int(a.limit.Load()) {
 		return false
 	}
-	// Commands wait; has the proposer taken any lately?
-	return now-time.Duration(a.lastTaken.Load()) < stallIntervals*a.interval
+	// Commands wait; has the proposer taken any lately? (Negative: it is
+	// waiting for work, and takes these at once.)
+	last := a.lastTaken.Load()
+	return last < 0 || now-time.Duration(last) < stallIntervals*a.interval
 }
 
 // taken records that the proposer took a command queued at enqueued into
@@ -91,12 +94,13 @@ func (a *admission) taken(enqueued, now time.Duration) {
 	}
 }
 
-// idle records that the proposer found the queue empty at now: no queue
-// stands, whatever the window measured so far.
+// idle records that the proposer found the queue empty at now and waits
+// for work: no queue stands, whatever the window measured so far, and
+// however long it waits, it is not stalled.
 func (a *admission) idle(now time.Duration) {
 	a.limit.Store(int64(a.maxQueue))
 	a.windowStart, a.minSojourn, a.drained = now, -1, 0
-	a.lastTaken.Store(int64(now))
+	a.lastTaken.Store(-1)
 }
 
 func (a *admission) endWindow(elapsed time.Duration) {

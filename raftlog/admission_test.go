@@ -71,6 +71,11 @@ func TestAdmissionFloorAndIdle(t *testing.T) {
 	if got := a.limit.Load(); got != 65536 {
 		t.Fatalf("limit %d after the proposer found the queue empty", got)
 	}
+	// However long it then waits for work, the first commands of the next
+	// burst queue behind one another: not a stall.
+	if !a.admits(3, time.Hour) {
+		t.Fatal("a burst after a quiet hour refused as if the proposer stalled")
+	}
 	// A window that began before idle does not carry over.
 	drain(a, 1000, 150*ms, 240*ms, time.Second)
 	if got := a.limit.Load(); got != 65536 {
