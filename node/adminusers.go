@@ -2,8 +2,7 @@ package node
 
 import (
 	"context"
-	"encoding/json"
-	"io"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -132,12 +131,11 @@ func (a *httpAPI) handleAdminPassword(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Password string `json:"password"`
 	}
-	if err := json.NewDecoder(io.LimitReader(r.Body, 4096)).Decode(&body); err != nil {
-		writeError(w, http.StatusBadRequest, wire.CodeInvalid, "want {\"password\": \"...\"}")
+	if !decodeBody(w, r, &body) {
 		return
 	}
 	if len(body.Password) < minPasswordBytes || len(body.Password) > maxPasswordBytes {
-		writeError(w, http.StatusBadRequest, wire.CodeInvalid, "password must be 8 to 128 bytes")
+		writeError(w, http.StatusBadRequest, wire.CodeInvalid, fmt.Sprintf("password must be %d to %d bytes", minPasswordBytes, maxPasswordBytes))
 		return
 	}
 	hash, err := a.hasher.Hash(r.Context(), body.Password)
