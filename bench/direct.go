@@ -156,9 +156,9 @@ func (d *Direct) NewLoad(raw json.RawMessage) (Load, error) {
 
 // directLoad is a worker's share of Direct.
 //
-// Goroutines: Connect sets pairs up from a bounded group; each pair then has
-// a receiver goroutine (reads the receiver's Events, records deliveries);
-// the sender is a NoEvents client. At a fixed rate Run's
+// Goroutines: Connect sets pairs up from a bounded group. The receivers'
+// dispatchers record deliveries (receive, as Config.OnEvent); the senders
+// are NoEvents clients. At a fixed rate Run's
 // goroutine runs every pair's schedule (runClock); flat out it starts a
 // scheduler per pair (sendSchedule.runAsync). Either starts each send with
 // Client.Go and returns: the sender's connection reader records the ack (a
@@ -181,8 +181,6 @@ type directLoad struct {
 	delivered    atomic.Int64
 	missed       atomic.Int64
 	badBodies    atomic.Int64
-
-	readers sync.WaitGroup // receiver goroutines
 
 	start, end           time.Time
 	dropped, undelivered int64
@@ -242,8 +240,10 @@ func (l *directLoad) connectPair(ctx context.Context, p *pairState) error {
 			URL: l.shard.WS[p.idx%len(l.shard.WS)], Token: p.Receiver.Token,
 			Timeout: bareDialTimeout, SocketReadBuffer: slowSocketBuffer,
 		})
-	} else if p.rcv, err = client.Dial(ctx, l.receiverConfig(p.Receiver.Token, p.idx)); err == nil {
-		l.readers.Go(func() { l.receive(p) })
+	} else {
+		cfg := l.receiverConfig(p.Receiver.Token, p.idx)
+		cfg.OnEvent = func(ev wire.Event) { l.receive(p, &ev) }
+		p.rcv, err = client.Dial(ctx, cfg)
 	}
 	if err != nil {
 		return fmt.Errorf("bench: dial receiver %s: %w", p.Receiver.Name, err)
@@ -265,23 +265,22 @@ func (l *directLoad) connectPair(ctx context.Context, p *pairState) error {
 	return nil
 }
 
-// receive is a pair's receiver goroutine: it counts and times the sender's
-// messages until the client closes. The SDK delivers each (conv, seq) once.
-func (l *directLoad) receive(p *pairState) {
-	for ev := range p.rcv.Events() {
-		if ev.Kind != wire.KindMessage || ev.From != p.Sender.User {
-			continue
-		}
-		now := time.Now()
-		if sent, ok := parseStamp(ev.Body); ok {
-			l.deliver.record(p.idx, now.Sub(sent))
-		} else {
-			l.badBodies.Add(1)
-		}
-		p.received.Add(1)
-		l.delivered.Add(1)
-		l.live.Delivered.Add(1)
+// receive counts and times an event of a pair's receiver, if it is one of
+// the sender's messages. The SDK delivers each (conv, seq) once, here on
+// the receiver's dispatcher goroutine (Config.OnEvent).
+func (l *directLoad) receive(p *pairState, ev *wire.Event) {
+	if ev.Kind != wire.KindMessage || ev.From != p.Sender.User {
+		return
 	}
+	now := time.Now()
+	if sent, ok := parseStamp(ev.Body); ok {
+		l.deliver.record(p.idx, now.Sub(sent))
+	} else {
+		l.badBodies.Add(1)
+	}
+	p.received.Add(1)
+	l.delivered.Add(1)
+	l.live.Delivered.Add(1)
 }
 
 func (l *directLoad) Run(ctx context.Context, start, until time.Time, _ *Live) error {
@@ -415,8 +414,7 @@ func (l *directLoad) Finish(ctx context.Context) *Result {
 	for _, p := range l.pairs {
 		clients = append(clients, p.snd, p.rcv)
 	}
-	res.Conns += closeClients(clients)
-	l.readers.Wait() // each ends when its client's Events closes
+	res.Conns += closeClients(clients) // no receive after Close
 
 	res.Sent, res.Acked = l.sent.Load(), l.acked.Load()
 	res.Duplicates, res.Delivered = l.duplicates.Load(), l.delivered.Load()

@@ -9,6 +9,8 @@ import (
 	"net"
 	"net/url"
 	"time"
+
+	"parley/wire"
 )
 
 // Config configures a Client. Only URLs and Token are required; every other
@@ -49,6 +51,13 @@ type Config struct {
 	// server pushes, so Events() stays empty until Close and State().Synced
 	// false. Signals, replies and MinIndex work as usual.
 	NoEvents bool
+	// OnEvent, when set, receives the conversation events in place of
+	// Events(), which stays empty until Close: the same events, each
+	// (conv, seq) once and in order, handed over by the client's dispatcher
+	// goroutine without a channel between (a load generator's receivers).
+	// While it runs, no other event is delivered: it must return promptly
+	// and must not call the client. No call is made after Close returns.
+	OnEvent func(wire.Event)
 
 	// NetDial opens the TCP connection to a node (host:port), e.g. through a
 	// proxy or with socket options set; nil uses a plain net.Dialer.

@@ -305,9 +305,14 @@ func (c *Client) fillGap(s *session, conv, target uint64) error {
 	}
 }
 
-// deliver sends ev on Events() and records it. It blocks while the channel
-// is full (the app is behind), but not past Close.
+// deliver sends ev on Events() (or hands it to OnEvent) and records it. It
+// blocks while the channel is full (the app is behind), but not past Close.
 func (c *Client) deliver(ev *wire.Event) error {
+	if c.cfg.OnEvent != nil {
+		c.cfg.OnEvent(*ev)
+		c.delivered[ev.Conv] = ev.Seq
+		return nil
+	}
 	select {
 	case c.events <- *ev:
 	default:

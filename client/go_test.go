@@ -154,3 +154,43 @@ func TestNoEvents(t *testing.T) {
 		t.Fatal("Events not closed by Close")
 	}
 }
+
+// OnEvent gets what Events() would: the backlog, live events, gaps filled,
+// each once and in order; Events() stays empty.
+func TestOnEvent(t *testing.T) {
+	cl := newCluster(t, 1)
+	alice, tok := cl.addUser("alice")
+	bob, _ := cl.addUser("bob")
+	g := cl.group(bob, "g", alice)
+	cl.post(bob, g, "before dial")
+	var mu sync.Mutex
+	var got []wire.Event
+	cfg := testConfig(tok, cl.nodes[0].url)
+	cfg.OnEvent = func(ev wire.Event) {
+		mu.Lock()
+		got = append(got, ev)
+		mu.Unlock()
+	}
+	c := dial(t, cfg)
+	cl.set(func(cl *testCluster) { cl.dupPush = true })
+	cl.post(bob, g, "live, pushed twice")
+	cl.set(func(cl *testCluster) {
+		cl.dupPush = false
+		cl.skipPush = func(*wire.Event) bool { return true }
+	})
+	cl.post(bob, g, "not pushed: a gap")
+	cl.set(func(cl *testCluster) { cl.skipPush = nil })
+	cl.post(bob, g, "after the gap")
+	testwait.Eventually(t, "five events", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) >= 5
+	})
+	_ = c.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	expectSeqs(t, got, g, 1, 5)
+	if n := len(c.Events()); n != 0 {
+		t.Fatalf("%d events on Events() too", n)
+	}
+}

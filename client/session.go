@@ -43,8 +43,10 @@ type session struct {
 
 	// wmu serialises writes so each runs under its own write deadline. (gws
 	// serialises frames itself, but with a shared deadline every new writer
-	// would extend the deadline of a write stuck on a dead peer.)
-	wmu sync.Mutex
+	// would extend the deadline of a write stuck on a dead peer.) It guards
+	// wdeadline, the write deadline last set.
+	wmu       sync.Mutex
+	wdeadline time.Time
 
 	// synced is set by the dispatcher once a sync from the cursor finished
 	// on this session: the app has every event up to the cursor.
@@ -268,13 +270,19 @@ func (s *session) forget(id uint64) {
 	s.mu.Unlock()
 }
 
-// write sends one WebSocket message under a write deadline of
-// RequestTimeout, so a peer that stopped reading cannot hold a writer (or the
-// reader answering a ping) for longer than that.
+// write sends one WebSocket message under a write deadline of at most
+// RequestTimeout, and at least three quarters of it, so a peer that stopped
+// reading cannot hold a writer (or the reader answering a ping) for longer
+// than that. The deadline is moved only when less than three quarters are
+// left: setting it costs about as much as the write itself.
 func (s *session) write(op gws.Opcode, b []byte) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	_ = s.conn.SetWriteDeadline(time.Now().Add(s.c.cfg.RequestTimeout))
+	now := time.Now()
+	if timeout := s.c.cfg.RequestTimeout; s.wdeadline.Sub(now) < timeout-timeout/4 {
+		s.wdeadline = now.Add(timeout)
+		_ = s.conn.SetWriteDeadline(s.wdeadline)
+	}
 	return s.conn.WriteMessage(op, b)
 }
 
@@ -285,7 +293,8 @@ func (s *session) close() { s.shutdown(1000, "") }
 func (s *session) shutdown(code uint16, reason string) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	_ = s.conn.SetWriteDeadline(time.Now().Add(time.Second))
+	s.wdeadline = time.Now().Add(time.Second)
+	_ = s.conn.SetWriteDeadline(s.wdeadline)
 	_ = s.conn.WriteClose(code, []byte(reason))
 }
 
