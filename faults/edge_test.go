@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	"parley/client"
 	"parley/internal/nodeproc"
 	"parley/internal/testwait"
 	"parley/wire"
@@ -299,4 +301,67 @@ func checkHistory(t *testing.T, c *cluster, users []*user, tr *traffic) {
 	}
 	t.Logf("checked %d acknowledged sends over %d conversations on %d replicas: %d violations",
 		len(rec.Acks), len(convMember), len(rec.Replicas), len(violations))
+}
+
+// BenchmarkEdgeFailover measures, on three voter processes and two edges
+// (fsync on), the time from kill -9 of an edge to the first write
+// acknowledged to a client that was connected to it: the client lists the
+// edge first, then the other edge and the voters (as a region's clients
+// would), reconnects by itself (backoff up to 300 ms) and resumes by sync;
+// it sends a probe every 10 ms from the moment of the kill (each attempt
+// bounded to 250 ms). Each iteration restarts the edge afterwards.
+//
+//	go test -run '^$' -bench EdgeFailover -benchtime 5x ./faults
+func BenchmarkEdgeFailover(b *testing.B) {
+	c := startCluster(b)
+	e1 := c.addEdge(b, "e1", "eu")
+	e2 := c.addEdge(b, "e2", "eu")
+	u := c.newUser(b, "prober", indexOf(c.nodes, e1))
+	peer := c.newUser(b, "peer01", 0)
+	dm, err := u.cl.OpenDirect(ctxFor(b, 30*time.Second), peer.id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	urls := []string{e1.WS, e2.WS, c.nodes[0].WS, c.nodes[1].WS, c.nodes[2].WS}
+	var samples []time.Duration
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		c.converged(b, 60*time.Second)
+		cl, err := client.Dial(ctxFor(b, 30*time.Second), client.Config{URLs: urls, Token: u.token, ReconnectMax: 300 * time.Millisecond, RequestTimeout: 3 * time.Second})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := cl.SendWithID(ctxFor(b, 30*time.Second), dm.ID, fmt.Sprintf("before-%d", i), "before"); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+
+		t0 := time.Now()
+		e1.Kill9()
+		for attempt := 0; ; attempt++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 250*time.Millisecond)
+			cmid := fmt.Sprintf("edge-failover-%d-%d", i, attempt)
+			_, err := cl.Request(ctx, &wire.Request{Type: wire.TypeSend, Conv: dm.ID, ClientMsgID: cmid, Body: cmid})
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Since(t0) > time.Minute {
+				b.Fatalf("no ack within a minute of killing e1: %v", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		samples = append(samples, time.Since(t0))
+
+		b.StopTimer()
+		cl.Close()
+		e1.restart(b)
+		b.StartTimer()
+	}
+	b.StopTimer()
+	slices.Sort(samples)
+	b.ReportMetric(float64(samples[len(samples)/2].Milliseconds()), "p50-ms")
+	b.ReportMetric(float64(samples[len(samples)-1].Milliseconds()), "max-ms")
+	b.Logf("edge failover times: %v", samples)
 }
