@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -98,6 +99,16 @@ func TestEdgeFaults(t *testing.T) {
 		}
 		return edges == 2
 	})
+
+	// A user registered through a voter logs in on an edge at once: the
+	// edge, not knowing the name yet, asks the leader for a read index and
+	// waits for its replica to get there.
+	if code, err := postJSON(c.nodes[0].HTTPAddr, "/v1/register", map[string]string{"username": "fresh", "password": "pw-fresh"}, nil); err != nil || code != http.StatusCreated {
+		t.Fatalf("register on n1: HTTP %d %v", code, err)
+	}
+	if code, err := postJSON(e2.HTTPAddr, "/v1/login", map[string]string{"username": "fresh", "password": "pw-fresh", "device": "d"}, nil); err != nil || code != http.StatusOK {
+		t.Fatalf("login on e2 right after the registration on n1: HTTP %d %v", code, err)
+	}
 
 	// Eight users: two homed on each edge, one on each voter, plus one more
 	// on e1. Clients list every node, their home first.

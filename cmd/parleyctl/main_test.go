@@ -104,11 +104,11 @@ func TestAgainstNode(t *testing.T) {
 // is refused (it never votes), and remove takes it out.
 func TestEdgeJoinStatusRemove(t *testing.T) {
 	key := []byte("parleyctl-test-cluster-key-0123456789")
-	open := func(id string, edge bool, region string) *node.Node {
+	open := func(id string, edge, bootstrap bool, region string) *node.Node {
 		t.Helper()
 		n, err := node.Open(node.Config{
 			NodeID: id, DataDir: t.TempDir(), HTTPAddr: "127.0.0.1:0", WSAddr: "127.0.0.1:0", RaftAddr: "127.0.0.1:0",
-			Bootstrap: !edge, Edge: edge, Region: region, ClusterKey: key, AdminToken: "parleyctl-edge-test-token",
+			Bootstrap: bootstrap, Edge: edge, Region: region, ClusterKey: key, AdminToken: "parleyctl-edge-test-token",
 			Argon2: node.Argon2Params{Time: 1, MemoryKiB: 64, Threads: 1},
 		})
 		if err != nil {
@@ -117,8 +117,9 @@ func TestEdgeJoinStatusRemove(t *testing.T) {
 		t.Cleanup(func() { n.Close() })
 		return n
 	}
-	voter := open("v1", false, "core")
-	edge := open("e1", true, "eu")
+	voter := open("v1", false, true, "core")
+	edge := open("e1", true, false, "eu")
+	plain := open("p1", false, false, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := voter.WaitLeader(ctx); err != nil {
@@ -147,6 +148,15 @@ func TestEdgeJoinStatusRemove(t *testing.T) {
 	out, err = ctl(t, append([]string{"cluster", "status", "--json"}, common...)...)
 	if err != nil || !strings.Contains(out, `"edge":true`) || !strings.Contains(out, `"region":"eu"`) {
 		t.Fatalf("status --json: %v\n%s", err, out)
+	}
+	// A server not started as an edge is refused as one; it was added as a
+	// non-voter, and is removed again.
+	_, err = ctl(t, append([]string{"cluster", "join", "--edge", "--id", "p1", "--addr", plain.RaftAddr()}, common...)...)
+	if err == nil || !strings.Contains(err.Error(), "not_edge") {
+		t.Fatalf("join --edge of a plain server: %v", err)
+	}
+	if _, err := ctl(t, append([]string{"cluster", "remove", "p1"}, common...)...); err != nil {
+		t.Fatalf("remove p1: %v", err)
 	}
 	// A plain join would promote it: refused.
 	_, err = ctl(t, append([]string{"cluster", "join", "--id", "e1", "--addr", edge.RaftAddr()}, common...)...)
