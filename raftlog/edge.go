@@ -128,21 +128,20 @@ func (n *Node) addEdge(ctx context.Context, id, addr string) error {
 //	flags uvarint (bit 0: edge), region (uvarint length + bytes)
 //
 // A leader of an older build ignores the frame: it takes the node for a
-// plain nonvoter.
+// plain nonvoter. Flags this build does not know are kept and ignored,
+// so a newer node's frame still reads.
 type memberFrame struct {
-	edge   bool
+	flags  uint64
 	region string
 }
 
 const memberFlagEdge = 1
 
+func (m memberFrame) edge() bool { return m.flags&memberFlagEdge != 0 }
+
 func appendMember(dst []byte, m memberFrame) []byte {
 	dst, start := beginFrame(dst, frameMember)
-	var flags uint64
-	if m.edge {
-		flags |= memberFlagEdge
-	}
-	dst = binary.AppendUvarint(dst, flags)
+	dst = binary.AppendUvarint(dst, m.flags)
 	dst = binary.AppendUvarint(dst, uint64(len(m.region)))
 	dst = append(dst, m.region...)
 	return finishFrame(dst, start)
@@ -159,11 +158,15 @@ func decodeMember(p []byte) (memberFrame, error) {
 	if n <= 0 || l != uint64(len(p)-n) || l > maxRegionLen {
 		return m, fmt.Errorf("%w: member region", errCorruptFrame)
 	}
-	m.edge = flags&memberFlagEdge != 0
+	m.flags = flags
 	m.region = string(p[n:])
 	return m, nil
 }
 
 func (n *Node) member() memberFrame {
-	return memberFrame{edge: n.edge, region: n.cfg.Region}
+	m := memberFrame{region: n.cfg.Region}
+	if n.edge {
+		m.flags |= memberFlagEdge
+	}
+	return m
 }

@@ -1,6 +1,7 @@
 package raftlog
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"sync/atomic"
@@ -209,7 +210,7 @@ func TestClusterEdges(t *testing.T) {
 }
 
 func TestMemberFrame(t *testing.T) {
-	for _, m := range []memberFrame{{}, {edge: true}, {edge: true, region: "eu-west"}, {region: "us"}} {
+	for _, m := range []memberFrame{{}, {flags: memberFlagEdge}, {flags: memberFlagEdge, region: "eu-west"}, {region: "us"}, {flags: 6}} {
 		buf := appendMember(nil, m)
 		got, err := decodeMember(buf[frameHeader:])
 		if err != nil || got != m {
@@ -221,4 +222,21 @@ func TestMemberFrame(t *testing.T) {
 			t.Fatalf("decoded %v", p)
 		}
 	}
+}
+
+// FuzzDecodeMember: the member frame a follower sends its leader; a valid
+// one re-encodes to the same bytes, anything else is refused without a
+// panic.
+func FuzzDecodeMember(f *testing.F) {
+	f.Add(appendMember(nil, memberFrame{flags: memberFlagEdge, region: "eu-west"})[frameHeader:])
+	f.Add([]byte{0x80})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		m, err := decodeMember(p)
+		if err != nil {
+			return
+		}
+		if re := appendMember(nil, m)[frameHeader:]; !bytes.Equal(re, p) {
+			t.Fatalf("re-encoding differs:\n in  %x\n out %x", p, re)
+		}
+	})
 }

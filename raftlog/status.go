@@ -193,7 +193,7 @@ func (t *progressTable) recordMember(id string, m memberFrame) {
 		t.m = make(map[string]peerProgress)
 	}
 	p := t.m[id]
-	p.hasMember, p.edge, p.region = true, m.edge, m.region
+	p.hasMember, p.edge, p.region = true, m.edge(), m.region
 	t.m[id] = p
 }
 
