@@ -54,10 +54,16 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
+	events := cfg.EventBuffer
+	if cfg.NoEvents || cfg.OnEvent != nil {
+		// Nothing is sent on Events(): a buffer would only be memory for
+		// the garbage collector to scan (EventBuffer events each).
+		events = 0
+	}
 	c := &Client{
 		cfg:         cfg,
 		log:         cfg.Logger,
-		events:      make(chan wire.Event, cfg.EventBuffer),
+		events:      make(chan wire.Event, events),
 		signals:     make(chan Signal, cfg.EventBuffer),
 		sessChanged: make(chan struct{}),
 		initDone:    make(chan struct{}),

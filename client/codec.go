@@ -203,6 +203,20 @@ func fastEvent(b []byte, ev *wire.Event) bool {
 	return true
 }
 
+// firstType returns the frame type if the frame is a map whose first key
+// is "t" with a string value; false otherwise. Other "t" keys may follow
+// (PeekType takes the last).
+func firstType(b []byte) (string, bool) {
+	r := mpr{b: b}
+	if n, ok := r.mapLen(); !ok || n == 0 {
+		return "", false
+	}
+	if key, ok := r.str(); !ok || string(key) != "t" || r.nilNext() {
+		return "", false
+	}
+	return r.typ()
+}
+
 // mpr reads the few msgpack forms the fast decoders accept. Each method
 // returns false, consuming an unknown amount, at anything else.
 type mpr struct {

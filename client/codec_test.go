@@ -230,3 +230,37 @@ func BenchmarkEncodeSend(b *testing.B) {
 		}
 	})
 }
+
+// firstType reads the first key only; handle trusts it only when the fast
+// decoder, which reads every "t", ends with the same type (PeekType takes
+// the last).
+func TestFirstType(t *testing.T) {
+	for _, c := range []struct {
+		frame []byte
+		typ   string
+		ok    bool
+	}{
+		{wire.AppendReply(nil, &wire.Reply{Type: wire.TypeOK, ID: 1}), wire.TypeOK, true},
+		{wire.AppendEvent(nil, &wire.Event{Type: wire.TypeEvent, Conv: 1}), wire.TypeEvent, true},
+		{wire.AppendEvent(nil, &wire.Event{Conv: 1}), "", false}, // no "t": conv first
+		{[]byte{0x82, 0xa1, 't', 0xa2, 'o', 'k', 0xa1, 't', 0xa2, 'e', 'v'}, wire.TypeOK, true},
+		{[]byte{0x81, 0xa1, 't', 0xc0}, "", false},
+		{[]byte{0x80}, "", false},
+		{[]byte{0x91}, "", false},
+	} {
+		typ, ok := firstType(c.frame)
+		if typ != c.typ || ok != c.ok {
+			t.Errorf("frame %x: %q %v, want %q %v", c.frame, typ, ok, c.typ, c.ok)
+		}
+	}
+	// Two "t": the fast decoder ends with the last, so handle does not
+	// take the first.
+	var rep wire.Reply
+	b := []byte{0x82, 0xa1, 't', 0xa2, 'o', 'k', 0xa1, 't', 0xa2, 'e', 'v'}
+	if fastReply(b, &rep) && rep.Type == wire.TypeOK {
+		t.Fatal("the first t taken")
+	}
+	if typ, err := wire.PeekType(b); err != nil || typ != wire.TypeEvent {
+		t.Fatalf("PeekType %q %v", typ, err)
+	}
+}

@@ -364,6 +364,22 @@ func (s *session) OnMessage(_ *gws.Conn, msg *gws.Message) {
 
 // handle routes one server frame.
 func (s *session) handle(b []byte) error {
+	// An ack or a message event, as the server writes them ("t" first),
+	// skips PeekType's walk over the frame: the fast decoder reads every
+	// key, and its type stands if it is the first "t" as well as the last.
+	switch typ, _ := firstType(b); typ {
+	case wire.TypeOK, wire.TypeError:
+		if rep := new(wire.Reply); fastReply(b, rep) && rep.Type == typ {
+			s.onReply(rep)
+			return nil
+		}
+	case wire.TypeEvent:
+		var ev wire.Event
+		if fastEvent(b, &ev) && ev.Type == typ {
+			s.onEvent(&ev)
+			return nil
+		}
+	}
 	typ, err := wire.PeekType(b)
 	if err != nil {
 		return err
@@ -374,27 +390,13 @@ func (s *session) handle(b []byte) error {
 		if err := decodeReply(b, rep); err != nil {
 			return err
 		}
-		s.c.observeReply(rep) // before the waiter sees it: its next request carries it
-		w, ok := s.take(rep.ID)
-		switch {
-		case ok && w.done != nil:
-			w.timer.Stop()
-			w.done(replyResult(rep))
-		case ok:
-			w.ch <- rep
-		case rep.Type == wire.TypeError && rep.ID == 0:
-			s.c.log.Warn("parley client: server error without a request id", "url", s.url, "code", rep.Code, "msg", rep.Message)
-		}
-		// Otherwise its request timed out and the waiter is gone.
+		s.onReply(rep)
 	case wire.TypeEvent:
 		var ev wire.Event
 		if err := decodeEvent(b, &ev); err != nil {
 			return err
 		}
-		s.c.observe(ev.Index)
-		if !s.c.cfg.NoEvents {
-			s.c.inbox.push(s, &ev)
-		}
+		s.onEvent(&ev)
 	case wire.TypeTypingEvent, wire.TypePresenceEvent, wire.TypeReceiptEvent, wire.TypeReadCountsEvent:
 		var sig Signal
 		var v any
@@ -438,6 +440,30 @@ func (s *session) handle(b []byte) error {
 		s.c.log.Debug("parley client: ignoring unknown frame", "url", s.url, "t", typ)
 	}
 	return nil
+}
+
+// onReply hands a reply to its waiter.
+func (s *session) onReply(rep *wire.Reply) {
+	s.c.observeReply(rep) // before the waiter sees it: its next request carries it
+	w, ok := s.take(rep.ID)
+	switch {
+	case ok && w.done != nil:
+		w.timer.Stop()
+		w.done(replyResult(rep))
+	case ok:
+		w.ch <- rep
+	case rep.Type == wire.TypeError && rep.ID == 0:
+		s.c.log.Warn("parley client: server error without a request id", "url", s.url, "code", rep.Code, "msg", rep.Message)
+	}
+	// Otherwise its request timed out and the waiter is gone.
+}
+
+// onEvent queues a live event for the dispatcher.
+func (s *session) onEvent(ev *wire.Event) {
+	s.c.observe(ev.Index)
+	if !s.c.cfg.NoEvents {
+		s.c.inbox.push(s, ev)
+	}
 }
 
 // touch pushes the read deadline forward after traffic, at most once per
