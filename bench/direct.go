@@ -359,16 +359,13 @@ func (l *directLoad) startSend(ctx context.Context, p *pairState, intended time.
 	if stamp.IsZero() {
 		stamp = time.Now()
 	}
-	req := &wire.Request{
-		Type:        wire.TypeSend,
-		Conv:        p.conv,
-		ClientMsgID: "m" + strconv.FormatUint(p.nextMsg.Add(1), 10), // unique per device
-		Body:        stampBody(stamp, l.padding),
-	}
+	cmid := "m" + strconv.FormatUint(p.nextMsg.Add(1), 10) // unique per device
+	body := stampBody(stamp, l.padding)
+	req := wire.Request{Type: wire.TypeSend, Conv: p.conv, ClientMsgID: cmid, Body: body}
 	l.sent.Add(1)
 	l.live.Sent.Add(1)
 
-	p.snd.Go(req, func(rep *wire.Reply, err error) {
+	p.snd.Go(&req, func(rep *wire.Reply, err error) {
 		if err == nil { // on the sender's reader: record and return
 			l.recordAck(p, stamp, rep)
 			done()
@@ -376,7 +373,8 @@ func (l *directLoad) startSend(ctx context.Context, p *pairState, intended time.
 		}
 		go func() {
 			defer done()
-			rep, code, err := sendRetrying(ctx, p.snd, req, err, l.tally.retry)
+			req := wire.Request{Type: wire.TypeSend, Conv: p.conv, ClientMsgID: cmid, Body: body} // the same send
+			rep, code, err := sendRetrying(ctx, p.snd, &req, err, l.tally.retry)
 			if err != nil {
 				l.tally.fail(code, fmt.Errorf("send: %w", err))
 				return

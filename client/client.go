@@ -279,7 +279,8 @@ func (c *Client) Go(req *wire.Request, done func(*wire.Reply, error)) {
 		s.start(&r, done)
 		return
 	}
-	go func() { done(c.Request(context.Background(), &r)) }()
+	waiting := r // on the heap only when waiting: r stays on the stack
+	go func() { done(c.Request(context.Background(), &waiting)) }()
 }
 
 // lost is the error of a request whose connection was lost (err

@@ -80,7 +80,8 @@ func marshalRequest(r *wire.Request) ([]byte, error) {
 	if b, ok := appendRequest(make([]byte, 0, size), r); ok {
 		return b, nil
 	}
-	return wire.Marshal(r)
+	rr := *r // allocated here only: r stays on its caller's stack
+	return wire.Marshal(&rr)
 }
 
 // decodeReply decodes a reply frame into rep, trying the hand-written
@@ -151,7 +152,12 @@ func fastReply(b []byte, rep *wire.Reply) bool {
 
 // fastEvent decodes an event without users or attachments; false for
 // anything else (ev is then partly written).
-func fastEvent(b []byte, ev *wire.Event) bool {
+func fastEvent(b []byte, ev *wire.Event) bool { return scanEvent(b, ev, true) }
+
+// scanEvent is fastEvent; without strings, it checks the frame as fastEvent
+// does but leaves out ClientMsgID, Body and Name, which would be copied
+// (a NoEvents client only wants the index).
+func scanEvent(b []byte, ev *wire.Event, strings bool) bool {
 	r := mpr{b: b}
 	n, ok := r.mapLen()
 	if !ok {
@@ -180,13 +186,13 @@ func fastEvent(b []byte, ev *wire.Event) bool {
 		case "dev":
 			ev.Device, ok = r.uint()
 		case "cmid":
-			ev.ClientMsgID, ok = r.string()
+			ev.ClientMsgID, ok = r.stringIf(strings)
 		case "body":
-			ev.Body, ok = r.string()
+			ev.Body, ok = r.stringIf(strings)
 		case "reply_to":
 			ev.ReplyTo, ok = r.uint()
 		case "name":
-			ev.Name, ok = r.string()
+			ev.Name, ok = r.stringIf(strings)
 		case "admin":
 			ev.Admin, ok = r.bool()
 		case "target":
@@ -313,6 +319,18 @@ func (r *mpr) string() (string, bool) {
 	}
 	s, ok := r.str()
 	return string(s), ok
+}
+
+// stringIf reads a string or nil, and copies it only if keep.
+func (r *mpr) stringIf(keep bool) (string, bool) {
+	if keep {
+		return r.string()
+	}
+	if r.nilNext() {
+		return "", true
+	}
+	_, ok := r.str()
+	return "", ok
 }
 
 // typ reads a frame type, without allocating for the usual ones.

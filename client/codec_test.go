@@ -84,6 +84,7 @@ func TestFastDecodersAgree(t *testing.T) {
 			t.Fatalf("event frame %x not decoded by hand", b[:min(len(b), 64)])
 		}
 		checkDecoded(t, b, new(wire.Event), decodeEvent)
+		checkScanned(t, b)
 
 		// Any other field leaves the frame to msgpack, with the same result.
 		rep = wire.Reply{}
@@ -163,6 +164,7 @@ func FuzzFastDecoders(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkDecoded(t, b, new(wire.Reply), decodeReply)
 		checkDecoded(t, b, new(wire.Event), decodeEvent)
+		checkScanned(t, b)
 	})
 }
 
@@ -262,5 +264,17 @@ func TestFirstType(t *testing.T) {
 	}
 	if typ, err := wire.PeekType(b); err != nil || typ != wire.TypeEvent {
 		t.Fatalf("PeekType %q %v", typ, err)
+	}
+}
+
+// checkScanned fails unless scanEvent without strings accepts b exactly
+// when fastEvent does, with the same fields but the strings it leaves out.
+func checkScanned(t *testing.T, b []byte) {
+	t.Helper()
+	var full, scanned wire.Event
+	okFull, okScanned := fastEvent(b, &full), scanEvent(b, &scanned, false)
+	full.ClientMsgID, full.Body, full.Name = "", "", ""
+	if okFull != okScanned || (okFull && !reflect.DeepEqual(full, scanned)) {
+		t.Fatalf("frame %x: scanned %v %+v, decoded %v %+v", b[:min(len(b), 200)], okScanned, scanned, okFull, full)
 	}
 }

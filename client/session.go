@@ -375,7 +375,7 @@ func (s *session) handle(b []byte) error {
 		}
 	case wire.TypeEvent:
 		var ev wire.Event
-		if fastEvent(b, &ev) && ev.Type == typ {
+		if scanEvent(b, &ev, !s.c.cfg.NoEvents) && ev.Type == typ {
 			s.onEvent(&ev)
 			return nil
 		}
