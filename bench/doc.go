@@ -32,7 +32,9 @@
 // re-executes its own binary with WorkerArg and speaks JSON lines with it
 // over stdin and stdout (see worker.go). A main that calls Run must hand
 // control to WorkerMain when started with WorkerArg. Workers can also run
-// as goroutines (Options.InProcess), over the same protocol.
+// as goroutines (Options.InProcess), over the same protocol. The harness's
+// own cost is reported as the workers' CPU during the load; with
+// Options.CPUProfile each worker also writes a CPU profile of its load.
 //
 // # Goroutines
 //

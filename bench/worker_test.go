@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -313,5 +314,23 @@ func TestWorkerStopsAtEndOfInput(t *testing.T) {
 	}
 	if fakeFinishes.Load() != before+1 {
 		t.Fatal("the load was not finished")
+	}
+}
+
+// Each worker process writes a CPU profile of its load: worker 0 to the
+// file named, worker i to FILE.i.
+func TestRunWritesWorkerProfiles(t *testing.T) {
+	opts := fakeOptions(t, false)
+	opts.CPUProfile = filepath.Join(t.TempDir(), "cpu.pprof")
+	if _, err := Run(context.Background(), &fakeScenario{Shards: 2}, opts); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{opts.CPUProfile, opts.CPUProfile + ".1"} {
+		if st, err := os.Stat(name); err != nil || st.Size() == 0 {
+			t.Errorf("profile %s: %v", name, err)
+		}
+	}
+	if _, err := os.Stat(opts.CPUProfile + ".2"); err == nil {
+		t.Error("a profile for a third worker")
 	}
 }
