@@ -307,10 +307,16 @@ func (n *Node) submitConv(s *session, id uint64, cmd *engine.Command) {
 func proposeError(err error) *wire.Error {
 	switch {
 	case errors.Is(err, raftlog.ErrBusy):
-		// Refused before the log: retry after the admission interval, by
-		// which the leader has measured its queue again.
+		// Refused before the log. The leader's own refusals say how long
+		// to wait (longer the more it refuses); forwarded ones wait an
+		// admission interval, by which the leader has measured its queue
+		// again.
+		retry := raftlog.DefaultAdmissionInterval
+		if be := (*raftlog.BusyError)(nil); errors.As(err, &be) {
+			retry = be.RetryAfter
+		}
 		return &wire.Error{Code: wire.CodeBusy, Message: "the write queue is full or too slow; retry after retry_ms",
-			RetryMS: raftlog.DefaultAdmissionInterval.Milliseconds()}
+			RetryMS: retry.Milliseconds()}
 	case errors.Is(err, raftlog.ErrNotLeader), errors.Is(err, raftlog.ErrClosed):
 		return wire.Errorf(wire.CodeUnavailable, "no leader")
 	case errors.Is(err, raftlog.ErrTimeout):

@@ -40,6 +40,14 @@ type admission struct {
 	drained     int           // commands taken in the window
 
 	limit atomic.Int64 // queued commands Submit admits
+	// refused counts the commands refused in the window; retry is the
+	// wait a refused caller is asked for: an interval, times how many
+	// commands were refused for each one taken in the last window (at
+	// most maxRetryFactor), so that the retries of an overload ten times
+	// the capacity come back ten times slower rather than take the node's
+	// time refusing them.
+	refused atomic.Int64
+	retry   atomic.Int64
 	// lastTaken is when the proposer last took a command, or -1 while it
 	// waits on an empty queue. A proposer that
 	// takes nothing for stallIntervals intervals while commands wait (raft
@@ -57,10 +65,14 @@ const minAdmitted = 64
 // stallIntervals: see lastTaken.
 const stallIntervals = 10
 
+// maxRetryFactor bounds retry: 20 intervals (2 s by default).
+const maxRetryFactor = 20
+
 func newAdmission(target, interval time.Duration, maxQueue int, now time.Duration) *admission {
 	a := &admission{target: target, interval: interval, maxQueue: maxQueue, windowStart: now, minSojourn: -1}
 	a.limit.Store(int64(maxQueue))
 	a.lastTaken.Store(int64(now))
+	a.retry.Store(int64(interval))
 	return a
 }
 
@@ -101,6 +113,8 @@ func (a *admission) idle(now time.Duration) {
 	a.limit.Store(int64(a.maxQueue))
 	a.windowStart, a.minSojourn, a.drained = now, -1, 0
 	a.lastTaken.Store(-1)
+	a.refused.Store(0)
+	a.retry.Store(int64(a.interval))
 }
 
 func (a *admission) endWindow(elapsed time.Duration) {
@@ -111,8 +125,20 @@ func (a *admission) endWindow(elapsed time.Duration) {
 		limit = min(max(limit, minAdmitted), a.maxQueue)
 	}
 	a.limit.Store(int64(limit))
+	factor := 1 + a.refused.Swap(0)/int64(max(a.drained, 1))
+	a.retry.Store(int64(a.interval) * min(factor, maxRetryFactor))
 	a.minSojourn, a.drained = -1, 0
 }
+
+// retryAfter is the wait a caller refused now is asked for.
+func (a *admission) retryAfter() time.Duration { return time.Duration(a.retry.Load()) }
+
+// BusyError is ErrBusy from the leader's own Submit, with the wait it asks
+// for before a retry (admission: longer the more it refuses).
+type BusyError struct{ RetryAfter time.Duration }
+
+func (e *BusyError) Error() string        { return ErrBusy.Error() }
+func (e *BusyError) Is(target error) bool { return target == ErrBusy }
 
 // now is the node's monotonic clock for admission.
 func (n *Node) now() time.Duration { return time.Since(n.epoch) }

@@ -144,8 +144,9 @@ func TestAdmissionEndToEnd(t *testing.T) {
 		refused = submit()
 		return refused != nil
 	})
-	if !errors.Is(refused, ErrBusy) {
-		t.Fatalf("refused with %v, want ErrBusy", refused)
+	var be *BusyError
+	if !errors.Is(refused, ErrBusy) || !errors.As(refused, &be) || be.RetryAfter < cfg.AdmissionInterval {
+		t.Fatalf("refused with %#v, want a BusyError asking for at least an interval", refused)
 	}
 	if q := n.Stats().QueueLength; q >= DefaultQueueLength || q == 0 {
 		t.Fatalf("queue %d when refusing (QueueLength %d)", q, DefaultQueueLength)
@@ -204,4 +205,28 @@ func TestInflightCommandsBound(t *testing.T) {
 		}
 	}
 	requireEachOnce(t, sm, want)
+}
+
+// TestAdmissionRetryHint: the wait asked of a refused caller grows with
+// the refusals per command taken in the last window, up to 20 intervals,
+// and falls back to one interval once the queue empties.
+func TestAdmissionRetryHint(t *testing.T) {
+	a := newAdmission(20*ms, 100*ms, 65536, 0)
+	if got := a.retryAfter(); got != 100*ms {
+		t.Fatalf("first hint %v", got)
+	}
+	a.refused.Add(3000) // three refused for each of the 1,000 taken
+	drain(a, 1000, 0, 100*ms, 500*ms)
+	if got := a.retryAfter(); got != 400*ms {
+		t.Fatalf("hint %v after 3 refusals a command, want 400ms", got)
+	}
+	a.refused.Add(1_000_000)
+	drain(a, 1000, 100*ms, 200*ms, 500*ms)
+	if got := a.retryAfter(); got != 2*time.Second {
+		t.Fatalf("hint %v, want the cap of 2s", got)
+	}
+	a.idle(300 * ms)
+	if got := a.retryAfter(); got != 100*ms {
+		t.Fatalf("hint %v after the queue emptied", got)
+	}
 }

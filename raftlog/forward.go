@@ -460,6 +460,7 @@ func (n *Node) acceptForwarded(s *fwdSession, payload []byte) error {
 			code = refuseBusy
 			now := n.now()
 			if !n.admit.admits(len(n.queue), now) {
+				n.admit.refused.Add(1)
 				break
 			}
 			select {

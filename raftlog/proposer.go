@@ -105,6 +105,10 @@ func (n *Node) Submit(cmd []byte, done DoneFunc) error {
 		// The sweeper expired it in between and has called done.
 		return nil
 	}
+	if leader {
+		n.admit.refused.Add(1)
+		return &BusyError{RetryAfter: n.admit.retryAfter()}
+	}
 	return ErrBusy
 }
 
