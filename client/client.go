@@ -257,12 +257,13 @@ func (c *Client) Request(ctx context.Context, req *wire.Request) (*wire.Reply, e
 // Go sends req as Request does, without waiting: done gets the reply, or
 // the error Request would return, exactly once. Go is for callers that
 // keep many requests in flight on a client (a load generator) and would
-// otherwise need a goroutine for each. The request is bounded by
-// RequestTimeout; while the client reconnects, Go waits for the
-// connection on a goroutine of its own, as Request would.
+// otherwise need a goroutine for each. The request times out after
+// RequestTimeout (at most an eighth later: one timer per connection sweeps
+// them); while the client reconnects, Go waits for the connection on a
+// goroutine of its own, as Request would.
 //
-// done runs on one of the client's goroutines (the connection's reader, a
-// timer), or on the caller's before Go returns when req is invalid or
+// done runs on one of the client's goroutines (the connection's reader,
+// the sweep), or on the caller's before Go returns when req is invalid or
 // cannot be sent. It must return promptly and must not call the client:
 // replies and events wait for it.
 func (c *Client) Go(req *wire.Request, done func(*wire.Reply, error)) {

@@ -52,20 +52,28 @@ type session struct {
 	// on this session: the app has every event up to the cursor.
 	synced atomic.Bool
 
-	mu      sync.Mutex // guards pending and closed
+	mu      sync.Mutex // guards pending, closed and sweeping
 	pending map[uint64]waiter
 	closed  bool
+	// sweeping: sweep is armed, because Go's requests are pending. One
+	// timer per session times them out, rather than one per request.
+	sweeping bool
+	sweep    *time.Timer
 }
 
 // waiter is what waits for the reply to one request: Request's goroutine
 // on ch, or Go's done. Whoever removes it from pending (the reader with the
-// reply, the timer, a failed write, fail) completes it, so it completes
+// reply, the sweep, a failed write, fail) completes it, so it completes
 // once.
 type waiter struct {
-	ch    chan *wire.Reply         // Request: buffered, the reader never blocks on it
-	done  func(*wire.Reply, error) // Go
-	timer *time.Timer              // Go: RequestTimeout
+	ch       chan *wire.Reply         // Request: buffered, the reader never blocks on it
+	done     func(*wire.Reply, error) // Go
+	deadline time.Time                // Go: when the sweep times it out
 }
+
+// sweepPeriod is how often the sweep looks for Go's requests past their
+// deadline: a request times out between RequestTimeout and 9/8 of it.
+func (s *session) sweepPeriod() time.Duration { return max(s.c.cfg.RequestTimeout/8, time.Millisecond) }
 
 // connect opens a session to URL number idx: TCP, optional TLS, the
 // WebSocket handshake with the bearer token, then the server's hello, all
@@ -220,7 +228,7 @@ func (s *session) encode(r *wire.Request) ([]byte, error) {
 
 // start sends r with a fresh id on this session and returns; done gets the
 // reply or the error (as Request returns them) from the reader, the
-// request's timer, or this goroutine when the request cannot go out.
+// session's sweep, or this goroutine when the request cannot go out.
 func (s *session) start(r *wire.Request, done func(*wire.Reply, error)) {
 	b, err := s.encode(r)
 	if err != nil {
@@ -234,17 +242,48 @@ func (s *session) start(r *wire.Request, done func(*wire.Reply, error)) {
 		done(nil, s.c.lost(ErrDisconnected))
 		return
 	}
-	s.pending[id] = waiter{done: done, timer: time.AfterFunc(s.c.cfg.RequestTimeout, func() {
-		if _, ok := s.take(id); ok {
-			done(nil, s.c.lost(ErrRequestTimeout))
+	s.pending[id] = waiter{done: done, deadline: time.Now().Add(s.c.cfg.RequestTimeout)}
+	if !s.sweeping {
+		s.sweeping = true
+		if s.sweep == nil {
+			s.sweep = time.AfterFunc(s.sweepPeriod(), s.sweepExpired)
+		} else {
+			s.sweep.Reset(s.sweepPeriod())
 		}
-	})}
+	}
 	s.mu.Unlock()
 	if err := s.write(gws.OpcodeBinary, b); err != nil {
-		if w, ok := s.take(id); ok { // fail may have taken it first
-			w.timer.Stop()
+		if _, ok := s.take(id); ok { // fail may have taken it first
 			done(nil, s.c.lost(ErrDisconnected))
 		}
+	}
+}
+
+// sweepExpired runs on the sweep timer: it times out Go's requests past
+// their deadline, and comes back while others are pending.
+func (s *session) sweepExpired() {
+	now := time.Now()
+	var expired []waiter
+	s.mu.Lock()
+	left := false
+	for id, w := range s.pending {
+		if w.done == nil {
+			continue
+		}
+		if now.Before(w.deadline) {
+			left = true
+			continue
+		}
+		expired = append(expired, w)
+		delete(s.pending, id)
+	}
+	s.sweeping = left && !s.closed
+	if s.sweeping {
+		s.sweep.Reset(s.sweepPeriod())
+	}
+	s.mu.Unlock()
+	for _, w := range expired {
+		w.done(nil, s.c.lost(ErrRequestTimeout))
 	}
 }
 
@@ -310,11 +349,14 @@ func (s *session) fail(err error) {
 	s.err = err
 	pending := s.pending
 	s.pending = nil
+	if s.sweeping {
+		s.sweep.Stop()
+		s.sweeping = false
+	}
 	s.mu.Unlock()
 	close(s.done)
 	for _, w := range pending { // Request's waiters see done
 		if w.done != nil {
-			w.timer.Stop()
 			w.done(nil, s.c.lost(ErrDisconnected))
 		}
 	}
@@ -448,7 +490,6 @@ func (s *session) onReply(rep *wire.Reply) {
 	w, ok := s.take(rep.ID)
 	switch {
 	case ok && w.done != nil:
-		w.timer.Stop()
 		w.done(replyResult(rep))
 	case ok:
 		w.ch <- rep
