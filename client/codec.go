@@ -128,6 +128,8 @@ func fastReply(b []byte, rep *wire.Reply) bool {
 			rep.Code = wire.Code(s)
 		case "msg":
 			rep.Message, ok = r.string()
+		case "retry_ms":
+			rep.RetryMS, ok = r.int()
 		case "cmid":
 			rep.ClientMsgID, ok = r.string()
 		case "conv":

@@ -69,7 +69,7 @@ func TestFastDecodersAgree(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
 	for range 2000 {
 		var rep wire.Reply
-		fillScalars(rng, &rep, "Type", "ID", "Code", "Message", "ClientMsgID", "Conv", "Seq", "Ts", "Index", "Duplicate")
+		fillScalars(rng, &rep, "Type", "ID", "Code", "Message", "RetryMS", "ClientMsgID", "Conv", "Seq", "Ts", "Index", "Duplicate")
 		b := wire.AppendReply(nil, &rep)
 		if !fastReply(b, new(wire.Reply)) {
 			t.Fatalf("reply frame %x not decoded by hand", b[:min(len(b), 64)])
