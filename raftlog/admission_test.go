@@ -3,7 +3,6 @@ package raftlog
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -167,44 +166,6 @@ func TestAdmissionEndToEnd(t *testing.T) {
 			t.Fatalf("%d of %d taken commands have no outcome", want-i, want)
 		}
 	}
-}
-
-// TestInflightCommandsBound: no more than MaxInflightCommands commands are
-// handed to raft at once; the rest wait in the queue (where admission sees
-// them) and all commit once the state machine goes on.
-func TestInflightCommandsBound(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.MaxInflightCommands = 3
-	sm := newMemSM()
-	sm.gate = make(chan struct{})
-	sm.entered = make(chan uint64, 1024)
-	n := openLeader(t, cfg, sm)
-	defer n.Close()
-	var release sync.Once
-	open := func() { release.Do(func() { close(sm.gate) }) }
-	defer open()
-
-	outcomes := make(chan error, 10)
-	var want []string
-	for i := range 10 {
-		want = append(want, fmt.Sprint("c", i))
-		if err := n.Submit([]byte(want[i]), func(_ any, _ uint64, err error) { outcomes <- err }); err != nil {
-			t.Fatal(err)
-		}
-	}
-	<-sm.entered // the first entry is in Apply, the proposer holds what it may
-	testwait.Eventually(t, "the proposer stops at MaxInflightCommands", func() bool {
-		return len(n.cmdSlots) == 3 && n.Stats().QueueLength == 10-3-1 // and one the proposer holds
-	}, testwait.Detail(func() string {
-		return fmt.Sprintf("in flight %d, queued %d", len(n.cmdSlots), n.Stats().QueueLength)
-	}))
-	open()
-	for range 10 {
-		if err := <-outcomes; err != nil {
-			t.Fatal(err)
-		}
-	}
-	requireEachOnce(t, sm, want)
 }
 
 // TestAdmissionRetryHint: the wait asked of a refused caller grows with

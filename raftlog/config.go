@@ -52,14 +52,6 @@ type Config struct {
 	// MaxInflightEntries bounds the entries handed to raft and not yet
 	// applied (pipelining). Default 64.
 	MaxInflightEntries int
-	// MaxInflightCommands bounds the commands in those entries. Raft
-	// queues what it is handed without measuring it: 64 entries of up to
-	// 1,024 commands held seconds of work once writes came faster than the
-	// disk took them. Bounded, the backlog stands in the proposer's queue,
-	// where admission (AdmissionTarget) keeps it short. It caps the write
-	// rate at MaxInflightCommands per commit latency: 2,048 at 20 ms is
-	// 100k commands/s. Default 2048.
-	MaxInflightCommands int
 	// QueueLength bounds the commands waiting for the proposer; Submit
 	// returns ErrBusy beyond it. Default 65536.
 	QueueLength int
@@ -161,37 +153,36 @@ type Config struct {
 
 // Defaults.
 const (
-	DefaultMaxBatchCommands    = 1024
-	DefaultMaxBatchBytes       = 1 << 20
-	DefaultMaxInflightEntries  = 64
-	DefaultMaxInflightCommands = 2048
-	DefaultQueueLength         = 65536
-	DefaultAdmissionTarget     = 20 * time.Millisecond
-	DefaultAdmissionInterval   = 100 * time.Millisecond
-	DefaultEnqueueTimeout      = 10 * time.Second
-	DefaultSubmitTimeout       = 5 * time.Second
-	DefaultReportInterval      = 250 * time.Millisecond
-	DefaultCatchUpMaxLag       = 1024
-	DefaultSnapshotThreshold   = 8192
-	DefaultTrailingLogs        = 4096
-	DefaultSnapshotInterval    = 2 * time.Minute
-	DefaultSnapshotRetain      = 2
-	DefaultHeartbeatTimeout    = time.Second
-	DefaultElectionTimeout     = time.Second
-	DefaultLeaderLeaseTimeout  = 500 * time.Millisecond
+	DefaultMaxBatchCommands   = 1024
+	DefaultMaxBatchBytes      = 1 << 20
+	DefaultMaxInflightEntries = 64
+	DefaultQueueLength        = 65536
+	DefaultAdmissionTarget    = 20 * time.Millisecond
+	DefaultAdmissionInterval  = 100 * time.Millisecond
+	DefaultEnqueueTimeout     = 10 * time.Second
+	DefaultSubmitTimeout      = 5 * time.Second
+	DefaultReportInterval     = 250 * time.Millisecond
+	DefaultCatchUpMaxLag      = 1024
+	DefaultSnapshotThreshold  = 8192
+	DefaultTrailingLogs       = 4096
+	DefaultSnapshotInterval   = 2 * time.Minute
+	DefaultSnapshotRetain     = 2
+	DefaultHeartbeatTimeout   = time.Second
+	DefaultElectionTimeout    = time.Second
+	DefaultLeaderLeaseTimeout = 500 * time.Millisecond
 	// A follower applies an entry, and acks its own client's command, only
 	// once it learns that the entry committed: from the next append, or,
 	// when none follows, after CommitTimeout. With raft's 50 ms a client on
 	// a follower of a quiet cluster waited 80 ms a send (docs/BENCHMARKS.md,
 	// "Edge nodes"); 5 ms costs an empty append per follower every 5-10 ms
 	// while idle, about 1% of a core each.
-	DefaultCommitTimeout       = 5 * time.Millisecond
-	DefaultMaxAppendEntries    = 64
-	DefaultLogCacheEntries     = 128
-	DefaultTransportMaxPool    = 3
-	DefaultTransportTimeout    = 10 * time.Second
-	DefaultPeerQueueLength     = 4096
-	DefaultLogLevel            = "warn"
+	DefaultCommitTimeout    = 5 * time.Millisecond
+	DefaultMaxAppendEntries = 64
+	DefaultLogCacheEntries  = 128
+	DefaultTransportMaxPool = 3
+	DefaultTransportTimeout = 10 * time.Second
+	DefaultPeerQueueLength  = 4096
+	DefaultLogLevel         = "warn"
 
 	// maxBatchBytesLimit keeps one entry well inside what raft replicates
 	// comfortably in one RPC.
@@ -203,7 +194,6 @@ func (c Config) WithDefaults() Config {
 	setDefault(&c.MaxBatchCommands, DefaultMaxBatchCommands)
 	setDefault(&c.MaxBatchBytes, DefaultMaxBatchBytes)
 	setDefault(&c.MaxInflightEntries, DefaultMaxInflightEntries)
-	setDefault(&c.MaxInflightCommands, DefaultMaxInflightCommands)
 	setDefault(&c.QueueLength, DefaultQueueLength)
 	setDefault(&c.AdmissionTarget, DefaultAdmissionTarget)
 	setDefault(&c.AdmissionInterval, DefaultAdmissionInterval)
@@ -274,7 +264,6 @@ func (c Config) Validate() error {
 	positive("MaxBatchCommands", c.MaxBatchCommands)
 	positive("MaxBatchBytes", c.MaxBatchBytes)
 	positive("MaxInflightEntries", c.MaxInflightEntries)
-	positive("MaxInflightCommands", c.MaxInflightCommands)
 	positive("QueueLength", c.QueueLength)
 	if c.AdmissionTarget <= 0 || c.AdmissionInterval <= 0 {
 		bad("AdmissionTarget %v and AdmissionInterval %v must be positive", c.AdmissionTarget, c.AdmissionInterval)

@@ -106,7 +106,6 @@ type Node struct {
 	epoch    time.Time         // the clock of admission: n.now()
 	fwdQueue chan fwdCommand   // Submit on a follower -> forwarder, bounded (QueueLength)
 	slots    chan struct{}     // entries in flight, a counting semaphore (MaxInflightEntries)
-	cmdSlots chan struct{}     // commands in those entries, one token each (MaxInflightCommands)
 	pending  chan pendingEntry // proposer -> waiter, in log order; closed by the proposer
 	stop     chan struct{}     // closed by Close: every goroutine of the node stops
 	life     context.Context   // canceled by Close; bounds admin calls served here
@@ -283,7 +282,6 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 		epoch:         time.Now(),
 		fwdQueue:      make(chan fwdCommand, cfg.QueueLength),
 		slots:         make(chan struct{}, cfg.MaxInflightEntries),
-		cmdSlots:      make(chan struct{}, cfg.MaxInflightCommands),
 		pending:       make(chan pendingEntry, cfg.MaxInflightEntries),
 		stop:          stop,
 		waiterDone:    make(chan struct{}),

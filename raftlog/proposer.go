@@ -209,16 +209,6 @@ func (n *Node) runProposer() {
 			}
 		}
 		hasCarry = false
-		// A command token for first: wait while MaxInflightCommands are
-		// in flight, so that the backlog stands in the queue, where
-		// admission measures it, rather than inside raft.
-		select {
-		case n.cmdSlots <- struct{}{}:
-		case <-n.stop:
-			<-n.slots
-			n.failQueued(first, true)
-			return
-		}
 		batch = append(batch[:0], first)
 		size := len(first.cmd)
 	fill:
@@ -226,12 +216,6 @@ func (n *Node) runProposer() {
 			select {
 			case req := <-n.queue:
 				if size+len(req.cmd) > n.cfg.MaxBatchBytes {
-					carry, hasCarry = req, true
-					break fill
-				}
-				select {
-				case n.cmdSlots <- struct{}{}:
-				default: // MaxInflightCommands in flight: the entry ends here
 					carry, hasCarry = req, true
 					break fill
 				}
@@ -314,9 +298,6 @@ func (n *Node) runWaiter() {
 		err := p.future.Error()
 		n.stats.entriesResolved.Add(1)
 		<-n.slots
-		for range p.reqs {
-			<-n.cmdSlots
-		}
 		if err == nil {
 			n.stats.commitTime.observe(time.Since(p.start))
 			n.stats.entriesCommitted.Add(1)
