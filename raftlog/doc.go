@@ -6,7 +6,9 @@
 // The path of a command submitted on any node:
 //
 //	Submit (any goroutine, never blocks): a seq and a waiting callback
-//	  -> on the leader: the proposer's bounded queue
+//	  -> on the leader: the proposer's queue, bounded in length and, once a
+//	     queue stands, in time (admission.go: ErrBusy at once for what
+//	     would wait longer than AdmissionTarget)
 //	  -> on a follower: the forwarder's queue -> one connection to the
 //	     leader, many commands per write (forward.go) -> the leader's
 //	     proposer queue; the leader answers refusals only
