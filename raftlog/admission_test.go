@@ -191,3 +191,82 @@ func TestAdmissionRetryHint(t *testing.T) {
 		t.Fatalf("hint %v after the queue emptied", got)
 	}
 }
+
+// TestOwnAdmissionOnAFollower: a follower whose apply falls behind (its
+// state machine lets one entry through every 100 ms) refuses new commands
+// of its own with ErrBusy once they have stood over SubmitTimeout/5,
+// instead of taking them to let them time out; every command it took
+// commits.
+func TestOwnAdmissionOnAFollower(t *testing.T) {
+	tweak := func(cfg *Config) {
+		cfg.SubmitTimeout = 10 * time.Second // own target: 2 s
+		cfg.AdmissionInterval = 50 * time.Millisecond
+	}
+	c := newCluster(t, 3, tweak)
+	leader := c.leader()
+	f := c.nodes[0]
+	if f == leader {
+		f = c.nodes[1]
+	}
+	// Gate the follower's state machine: set while it is down, so that
+	// Apply reads it after Open.
+	f.n.Close()
+	f.n = nil
+	gate, entered := make(chan struct{}), make(chan uint64, 1)
+	f.sm.gate, f.sm.entered = gate, entered
+	paced, free := make(chan struct{}), make(chan struct{})
+	done := make(chan struct{})
+	t.Cleanup(func() { close(done) })
+	go func() { // one entry every 100 ms until paced closes, then all
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-entered:
+			case <-paced:
+				close(free)
+				for {
+					select {
+					case <-entered:
+					case gate <- struct{}{}:
+					case <-done:
+						return
+					}
+				}
+			}
+			select {
+			case <-tick.C:
+			case <-paced:
+			}
+			gate <- struct{}{}
+		}
+	}()
+	c.start(f, tweak)
+	waitLeader(t, f.n)
+
+	var (
+		accepted int
+		refused  error
+		outcomes = make(chan error, 1<<20)
+	)
+	testwait.Eventually(t, "the follower refuses its own commands", func() bool {
+		for range 20 {
+			if refused = f.n.Submit([]byte("x"), func(_ any, _ uint64, err error) { outcomes <- err }); refused != nil {
+				return true
+			}
+			accepted++
+		}
+		return false
+	})
+	var be *BusyError
+	if !errors.As(refused, &be) {
+		t.Fatalf("refused with %v, want a BusyError", refused)
+	}
+	close(paced)
+	<-free
+	for i := range accepted {
+		if err := <-outcomes; err != nil {
+			t.Fatalf("outcome %d of %d taken commands: %v", i+1, accepted, err)
+		}
+	}
+}

@@ -72,6 +72,7 @@ type fsmAdapter struct {
 
 	scratch []resolved // reused per entry
 	onNewer func(index uint64, err error)
+	own     *admission // this node's commands, Submit to apply (ownAdmission); fed here only
 
 	// lastIndex is the index of the last command entry handed to sm
 	// (initially sm.AppliedIndex() as seen by Open).
@@ -130,6 +131,15 @@ func (a *fsmAdapter) resolve(index uint64, tags []Tag, results []any) {
 		errSkipped = fmt.Errorf("raftlog: state machine skipped new entry %d (applied index ahead of the log)", index)
 	}
 	a.scratch = a.waits.takeApplied(a.scratch[:0], a.origin, tags, results, errSkipped)
+	if a.own != nil && len(a.scratch) > 0 {
+		now := a.waits.now()
+		for _, r := range a.scratch {
+			a.own.taken(r.enqueued, now)
+		}
+		if a.waits.pending.Load() == 0 {
+			a.own.idle(now)
+		}
+	}
 	for _, r := range a.scratch {
 		if r.err != nil {
 			a.stats.commandsFailed.Add(1)

@@ -296,6 +296,7 @@ func Open(cfg Config, sm StateMachine) (_ *Node, err error) {
 	n.life, n.endLife = context.WithCancel(context.Background())
 	n.fsm = newFSMAdapter(sm, applied, origin, n.waits, &n.stats)
 	n.fsm.onNewer = cfg.OnNewerEntry
+	n.fsm.own = ownAdmission(cfg)
 	r, err := raft.NewRaft(rc, n.fsm, cachedLogs, logs, snaps, trans)
 	if err != nil {
 		n.endLife()

@@ -93,7 +93,7 @@ func (n *Node) Submit(cmd []byte, done DoneFunc) error {
 			default:
 			}
 		}
-	} else {
+	} else if n.fsm.own.admits(int(n.waits.pending.Load())-1, n.waits.now()) { // -1: this one
 		select {
 		case n.fwdQueue <- fwdCommand{seq: seq, cmd: cmd}:
 			return nil
@@ -105,11 +105,12 @@ func (n *Node) Submit(cmd []byte, done DoneFunc) error {
 		// The sweeper expired it in between and has called done.
 		return nil
 	}
-	if leader {
-		n.admit.refused.Add(1)
-		return &BusyError{RetryAfter: n.admit.retryAfter()}
+	a := n.admit
+	if !leader {
+		a = n.fsm.own
 	}
-	return ErrBusy
+	a.refused.Add(1)
+	return &BusyError{RetryAfter: a.retryAfter()}
 }
 
 // enqueueLocal hands a command of this node to the local proposer, for a

@@ -87,10 +87,14 @@ func (w *waitList) takeLocked(seq uint64) DoneFunc {
 
 // resolved is a callback with the result it is to be called with.
 type resolved struct {
-	done   DoneFunc
-	result any
-	err    error
+	done     DoneFunc
+	result   any
+	err      error
+	enqueued time.Duration // when it was submitted, on the list's clock (now)
 }
+
+// now is the list's clock: submit times and deadlines are on it.
+func (w *waitList) now() time.Duration { return time.Since(w.epoch) }
 
 // takeApplied appends to dst the callbacks of the commands of one applied
 // entry that carry origin, paired with their results (nil results: the
@@ -102,14 +106,18 @@ func (w *waitList) takeApplied(dst []resolved, origin uint64, tags []Tag, result
 		if tag.Origin != origin {
 			continue
 		}
+		var enqueued time.Duration
+		if tag.Seq >= w.first && tag.Seq-w.first < uint64(len(w.items)) {
+			enqueued = w.items[tag.Seq-w.first].deadline - w.timeout
+		}
 		done := w.takeLocked(tag.Seq)
 		if done == nil {
 			continue
 		}
 		if results == nil {
-			dst = append(dst, resolved{done: done, err: errSkipped})
+			dst = append(dst, resolved{done: done, err: errSkipped, enqueued: enqueued})
 		} else {
-			dst = append(dst, resolved{done: done, result: results[i]})
+			dst = append(dst, resolved{done: done, result: results[i], enqueued: enqueued})
 		}
 	}
 	return dst
