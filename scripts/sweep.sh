@@ -88,7 +88,7 @@ args=()
 commands=()
 for nodes in $NODES; do
 	for pairs in $PAIRS; do
-		if ((nodes == 1)); then series="one node, $pairs pairs"; else series="$nodes nodes, $pairs pairs"; fi
+		if ((nodes == 1)); then series="1 node, $pairs pairs"; else series="$nodes nodes, $pairs pairs"; fi
 		for rate in $RATES; do
 			if ((nodes == 1)); then start_one; else start_three; fi
 			out="$work/n$nodes-p$pairs-r$rate.json"
