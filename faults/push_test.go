@@ -101,6 +101,7 @@ func TestPushSurvivesLeaderLoss(t *testing.T) {
 		token string
 	}
 	var devices []device
+	var connected []*client.Client
 	users := map[string]uint64{}
 	for _, who := range []struct {
 		name string
@@ -128,9 +129,21 @@ func TestPushSurvivesLeaderLoss(t *testing.T) {
 			if err := cl.SetPush(ctx, client.PushTarget{Provider: "webhook", Token: sink.srv.URL + d.path}); err != nil {
 				t.Fatalf("push.set %s: %v", d.path, err)
 			}
-			cl.Close()
+			connected = append(connected, cl)
 			devices = append(devices, d)
 		}
+	}
+	// Seen online on alice's node first: presence crosses nodes over the
+	// peer links, and an "offline" read before they carried bob's and
+	// carol's connections is no proof (it once let the messages go while
+	// the leader, hearing of those connections a moment later, took bob
+	// and carol for online, so it rightly sent nothing).
+	testwait.Eventually(t, "bob and carol online on alice's node", func() bool {
+		rep, err := alice.cl.Request(ctx, &wire.Request{Type: wire.TypePresenceSub, Users: []uint64{users["bob"], users["carol"]}})
+		return err == nil && len(rep.Presence) == 2 && rep.Presence[0].Online && rep.Presence[1].Online
+	}, testwait.Limit(time.Minute))
+	for _, cl := range connected {
+		cl.Close()
 	}
 	testwait.Eventually(t, "bob and carol offline", func() bool {
 		rep, err := alice.cl.Request(ctx, &wire.Request{Type: wire.TypePresenceSub, Users: []uint64{users["bob"], users["carol"]}})
