@@ -47,7 +47,7 @@ type Config struct {
 	// RaftCommitTimeout: how soon an idle leader tells its followers
 	// that an entry committed when no other entry follows it (raft's
 	// CommitTimeout; followers, edges included, apply and deliver an entry
-	// only once they know). 0: 50 ms. RaftRPCsInFlight: the leader's
+	// only once they know). 0: 5 ms. RaftRPCsInFlight: the leader's
 	// AppendEntries in flight per follower (0: raft's 2); raise it for
 	// edges in far regions. Both matter on the voters, which lead
 	// (docs/OPERATIONS.md, "Edge nodes and regions").

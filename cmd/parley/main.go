@@ -29,7 +29,7 @@ func main() {
 		"run as an edge node: a non-voter for good that holds client connections and forwards writes; with empty data it waits for 'parleyctl cluster join --edge' (-bootstrap is ignored). Kept with the data")
 	flag.StringVar(&cfg.Region, "region", "", "a label for where this node runs (e.g. eu-west), shown by 'parleyctl cluster status'")
 	flag.DurationVar(&cfg.RaftCommitTimeout, "raft-commit-timeout", 0,
-		"how soon an idle leader tells followers and edges that an entry committed (0: 50ms); lower it (5ms) for edges: they deliver an entry only once they know")
+		"how soon an idle leader tells followers and edges that an entry committed (0: 5ms); they ack and deliver an entry only once they know")
 	flag.IntVar(&cfg.RaftRPCsInFlight, "raft-rpcs-in-flight", 0,
 		"AppendEntries the leader keeps in flight per follower (0: 2, best on a LAN); 16 or more for edges in far regions")
 	flag.BoolVar(&cfg.Bootstrap, "bootstrap", cfg.Bootstrap,
