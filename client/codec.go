@@ -1,7 +1,6 @@
 package client
 
 import (
-	"encoding/binary"
 	"math"
 
 	"parley/wire"
@@ -18,66 +17,14 @@ import (
 // msgpack type, a malformed frame. The caller then decodes the frame with
 // wire.Unmarshal, so the result, and the error for a bad frame, are those of
 // msgpack/v5. The encoder writes the bytes msgpack/v5 writes for a Request
-// without Users or Att (the tests compare them byte for byte), and is not
-// used for one with them.
+// without Users or Att is wire.AppendRequest.
 
-// appendRequest appends r as msgpack/v5 encodes it; ok false when r has
-// Users or Att, which it does not encode.
-func appendRequest(b []byte, r *wire.Request) (_ []byte, ok bool) {
-	if len(r.Users) != 0 || len(r.Att) != 0 {
-		return b, false
-	}
-	n := 2 // t, id
-	n += count(r.Conv != 0) + count(r.ClientMsgID != "") + count(r.Body != "") + count(r.ReplyTo != 0) +
-		count(r.User != 0) + count(r.Name != "") + count(r.Admin) + count(r.Seq != 0) + count(r.Dir != "") +
-		count(r.Limit != 0) + count(r.Since != 0) + count(r.After != 0) + count(r.AfterConv != 0) + count(r.On) +
-		count(r.Delivered != 0) + count(r.Read != 0) + count(r.Hide) + count(r.GroupAdd != "") + count(r.Device != 0) +
-		count(r.MinIndex != 0) + count(r.Provider != "") + count(r.Token != "") + count(r.Endpoint != "") +
-		count(r.P256dh != "") + count(r.Auth != "") + count(r.Preview) + count(r.DND) + count(r.Until != 0)
-	b = appendMapLen(b, n)
-	b = appendStr(appendStr(b, "t"), r.Type)
-	b = appendU64(appendStr(b, "id"), r.ID)
-	b = optU64(b, "conv", r.Conv)
-	b = optStr(b, "cmid", r.ClientMsgID)
-	b = optStr(b, "body", r.Body)
-	b = optU64(b, "reply_to", r.ReplyTo)
-	b = optU64(b, "user", r.User)
-	b = optStr(b, "name", r.Name)
-	b = optBool(b, "admin", r.Admin)
-	b = optU64(b, "seq", r.Seq)
-	b = optStr(b, "dir", r.Dir)
-	if r.Limit != 0 {
-		b = appendInt(appendStr(b, "limit"), int64(r.Limit))
-	}
-	b = optU64(b, "since", r.Since)
-	b = optU64(b, "after", r.After)
-	b = optU64(b, "after_conv", r.AfterConv)
-	b = optBool(b, "on", r.On)
-	b = optU64(b, "delivered", r.Delivered)
-	b = optU64(b, "read", r.Read)
-	b = optBool(b, "hide_last_seen", r.Hide)
-	b = optStr(b, "group_add", r.GroupAdd)
-	b = optU64(b, "dev", r.Device)
-	b = optU64(b, "min_idx", r.MinIndex)
-	b = optStr(b, "provider", r.Provider)
-	b = optStr(b, "token", r.Token)
-	b = optStr(b, "endpoint", r.Endpoint)
-	b = optStr(b, "p256dh", r.P256dh)
-	b = optStr(b, "auth", r.Auth)
-	b = optBool(b, "preview", r.Preview)
-	b = optBool(b, "dnd", r.DND)
-	if r.Until != 0 {
-		b = appendI64(appendStr(b, "until"), r.Until)
-	}
-	return b, true
-}
-
-// marshalRequest encodes r: by hand when appendRequest can, otherwise with
+// marshalRequest encodes r: by hand when wire.AppendRequest can, otherwise with
 // wire.Marshal.
 func marshalRequest(r *wire.Request) ([]byte, error) {
 	size := 96 + len(r.Type) + len(r.ClientMsgID) + len(r.Body) + len(r.Name) + len(r.Dir) + len(r.GroupAdd) +
 		len(r.Provider) + len(r.Token) + len(r.Endpoint) + len(r.P256dh) + len(r.Auth)
-	if b, ok := appendRequest(make([]byte, 0, size), r); ok {
+	if b, ok := wire.AppendRequest(make([]byte, 0, size), r); ok {
 		return b, nil
 	}
 	rr := *r // allocated here only: r stays on its caller's stack
@@ -425,94 +372,4 @@ func (r *mpr) bool() (bool, bool) {
 		return false, true
 	}
 	return false, false
-}
-
-// The encoding helpers, as msgpack/v5 writes: strings in the shortest form,
-// uint64 and int64 at full width, int in the fewest bytes.
-
-func count(nonZero bool) int {
-	if nonZero {
-		return 1
-	}
-	return 0
-}
-
-func appendMapLen(b []byte, n int) []byte {
-	switch {
-	case n < 16:
-		return append(b, 0x80|byte(n))
-	case n <= 0xffff:
-		return append(b, 0xde, byte(n>>8), byte(n))
-	}
-	return binary.BigEndian.AppendUint32(append(b, 0xdf), uint32(n))
-}
-
-func appendStr(b []byte, s string) []byte {
-	switch n := len(s); {
-	case n < 32:
-		b = append(b, 0xa0|byte(n))
-	case n < 256:
-		b = append(b, 0xd9, byte(n))
-	case n <= 0xffff:
-		b = append(b, 0xda, byte(n>>8), byte(n))
-	default:
-		b = binary.BigEndian.AppendUint32(append(b, 0xdb), uint32(n))
-	}
-	return append(b, s...)
-}
-
-func appendU64(b []byte, v uint64) []byte {
-	return binary.BigEndian.AppendUint64(append(b, 0xcf), v)
-}
-
-func appendI64(b []byte, v int64) []byte {
-	return binary.BigEndian.AppendUint64(append(b, 0xd3), uint64(v))
-}
-
-func appendInt(b []byte, v int64) []byte {
-	if v >= 0 {
-		switch u := uint64(v); {
-		case u <= 0x7f:
-			return append(b, byte(u))
-		case u <= 0xff:
-			return append(b, 0xcc, byte(u))
-		case u <= 0xffff:
-			return append(b, 0xcd, byte(u>>8), byte(u))
-		case u <= 0xffffffff:
-			return binary.BigEndian.AppendUint32(append(b, 0xce), uint32(u))
-		}
-		return appendU64(b, uint64(v))
-	}
-	switch {
-	case v >= -32:
-		return append(b, byte(v))
-	case v >= math.MinInt8:
-		return append(b, 0xd0, byte(v))
-	case v >= math.MinInt16:
-		return append(b, 0xd1, byte(v>>8), byte(v))
-	case v >= math.MinInt32:
-		return binary.BigEndian.AppendUint32(append(b, 0xd2), uint32(v))
-	}
-	return appendI64(b, v)
-}
-
-func optU64(b []byte, key string, v uint64) []byte {
-	if v == 0 {
-		return b
-	}
-	return appendU64(appendStr(b, key), v)
-}
-
-func optStr(b []byte, key, v string) []byte {
-	if v == "" {
-		return b
-	}
-	return appendStr(appendStr(b, key), v)
-}
-
-func optBool(b []byte, key string, v bool) []byte {
-	if !v {
-		return b
-	}
-	return append(appendStr(b, key), 0xc3)
 }

@@ -45,14 +45,14 @@ func TestAppendRequestIsMsgpack(t *testing.T) {
 	for range 2000 {
 		var r wire.Request
 		fillScalars(rng, &r)
-		got, ok := appendRequest(nil, &r)
+		got, ok := wire.AppendRequest(nil, &r)
 		want, err := msgpack.Marshal(&r)
 		if !ok || err != nil || !bytes.Equal(got, want) {
 			t.Fatalf("request:\n got %x (%v)\nwant %x (%v)", got[:min(len(got), 200)], ok, want[:min(len(want), 200)], err)
 		}
 	}
 	for _, r := range []wire.Request{{Users: []uint64{1}}, {Att: []wire.Attachment{{ID: "m"}}}} {
-		if _, ok := appendRequest(nil, &r); ok {
+		if _, ok := wire.AppendRequest(nil, &r); ok {
 			t.Errorf("encoded %+v by hand", r)
 		}
 		got, err := marshalRequest(&r)
