@@ -311,6 +311,23 @@ type traffic struct {
 	wg     sync.WaitGroup
 }
 
+// startTraffic starts every user's send loop; stop (safe to call twice)
+// ends them and waits.
+func startTraffic(t testing.TB, users []*user) (tr *traffic, stop func()) {
+	tr = &traffic{byHome: make(map[int]int), stop: make(chan struct{})}
+	for _, u := range users {
+		tr.wg.Add(1)
+		go tr.run(t, u)
+	}
+	var once sync.Once
+	return tr, func() {
+		once.Do(func() {
+			close(tr.stop)
+			tr.wg.Wait()
+		})
+	}
+}
+
 func (tr *traffic) acked(home int) int {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
@@ -403,19 +420,7 @@ func TestClusterFaults(t *testing.T) {
 		users[p[1]].convs = append(users[p[1]].convs, dm.ID)
 	}
 
-	tr := &traffic{byHome: make(map[int]int), stop: make(chan struct{})}
-	for _, u := range users {
-		tr.wg.Add(1)
-		go tr.run(t, u)
-	}
-	stopped := false
-	stopTraffic := func() {
-		if !stopped {
-			stopped = true
-			close(tr.stop)
-			tr.wg.Wait()
-		}
-	}
+	tr, stopTraffic := startTraffic(t, users)
 	defer stopTraffic()
 	tr.waitProgress(t, "warm-up traffic", 100, 0, 1, 2)
 

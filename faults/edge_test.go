@@ -147,19 +147,7 @@ func TestEdgeFaults(t *testing.T) {
 		return err == nil && len(ps) == 1 && ps[0].Online
 	})
 
-	tr := &traffic{byHome: make(map[int]int), stop: make(chan struct{})}
-	for _, u := range users {
-		tr.wg.Add(1)
-		go tr.run(t, u)
-	}
-	stopped := false
-	stopTraffic := func() {
-		if !stopped {
-			stopped = true
-			close(tr.stop)
-			tr.wg.Wait()
-		}
-	}
+	tr, stopTraffic := startTraffic(t, users)
 	defer stopTraffic()
 	tr.waitProgress(t, "warm-up traffic from the edges' clients", 60, e1Idx, e2Idx)
 	tr.waitProgress(t, "warm-up traffic from the voters' clients", 30, 0, 1, 2)

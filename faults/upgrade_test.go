@@ -44,19 +44,7 @@ func TestRollingUpgrade(t *testing.T) {
 	users[0].convs = []uint64{dm.ID, group.ID}
 	users[1].convs = []uint64{dm.ID, group.ID}
 	users[2].convs = []uint64{group.ID}
-	tr := &traffic{byHome: make(map[int]int), stop: make(chan struct{})}
-	for _, u := range users {
-		tr.wg.Add(1)
-		go tr.run(t, u)
-	}
-	stopped := false
-	stopTraffic := func() {
-		if !stopped {
-			stopped = true
-			close(tr.stop)
-			tr.wg.Wait()
-		}
-	}
+	tr, stopTraffic := startTraffic(t, users)
 	defer stopTraffic()
 	tr.waitProgress(t, "traffic on the old build", 30, 0, 1, 2)
 
