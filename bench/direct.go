@@ -174,6 +174,7 @@ type directLoad struct {
 	pairs   []*pairState
 	live    *Live
 
+	retries      *retrier // failed first attempts, from Run
 	ack, deliver *recorder
 	tally        tally
 	sent, acked  atomic.Int64
@@ -288,6 +289,8 @@ func (l *directLoad) Run(ctx context.Context, start, until time.Time, _ *Live) e
 		return ctx.Err()
 	}
 	l.start = start
+	l.retries = newRetrier(ctx)
+	defer l.retries.stop() // after every send has finished (runClock, senders.Wait)
 	for _, p := range l.pairs {
 		if p.slow {
 			p.slowRcv.sock.pause()
@@ -300,14 +303,14 @@ func (l *directLoad) Run(ctx context.Context, start, until time.Time, _ *Live) e
 			firsts[i] = l.sched.first(p.idx, start)
 		}
 		l.missed.Add(runClock(ctx, firsts, until, l.sched.interval, l.sched.window, func(k int, intended time.Time, done func()) {
-			l.startSend(ctx, l.pairs[k], intended, done)
+			l.startSend(l.pairs[k], intended, done)
 		}))
 	} else {
 		var senders sync.WaitGroup
 		for _, p := range l.pairs {
 			senders.Go(func() {
 				l.missed.Add(l.sched.runAsync(ctx, p.idx, start, until, func(intended time.Time, done func()) {
-					l.startSend(ctx, p, intended, done)
+					l.startSend(p, intended, done)
 				}))
 			})
 		}
@@ -351,10 +354,10 @@ func (l *directLoad) drained() bool {
 
 // startSend posts one message stamped with its intended send time (or
 // now, flat out) with Client.Go and returns; done is called once the
-// message is acked or has failed. A failed first attempt goes to
-// sendRetrying on a goroutine of its own, which retries it, with the same
-// cmid, on retryable errors until directSendTimeout.
-func (l *directLoad) startSend(ctx context.Context, p *pairState, intended time.Time, done func()) {
+// message is acked or has failed. A failed first attempt goes to the
+// retrier, which retries it, with the same cmid, on retryable errors until
+// directSendTimeout.
+func (l *directLoad) startSend(p *pairState, intended time.Time, done func()) {
 	stamp := intended
 	if stamp.IsZero() {
 		stamp = time.Now()
@@ -371,16 +374,14 @@ func (l *directLoad) startSend(ctx context.Context, p *pairState, intended time.
 			done()
 			return
 		}
-		go func() {
+		l.retries.retry(p.snd, &req, err, l.tally.retry, func(rep *wire.Reply, code string, err error) {
 			defer done()
-			req := wire.Request{Type: wire.TypeSend, Conv: p.conv, ClientMsgID: cmid, Body: body} // the same send
-			rep, code, err := sendRetrying(ctx, p.snd, &req, err, l.tally.retry)
 			if err != nil {
 				l.tally.fail(code, fmt.Errorf("send: %w", err))
 				return
 			}
 			l.recordAck(p, stamp, rep)
-		}()
+		})
 	})
 }
 
