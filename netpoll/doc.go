@@ -21,6 +21,9 @@
 //     its loop's dirty list; the first sender after a flush wakes the loop
 //     with one task that writes every dirty connection, so a broadcast to
 //     thousands of connections costs one wakeup per loop, not one per frame.
+//     Server.Hold defers those wakeups for a moment, so that frames queued
+//     by several goroutines (an ack and an event for the same connection)
+//     leave in one write.
 //
 // # Memory per connection
 //

@@ -83,6 +83,7 @@ type Server struct {
 
 	queueOverflows atomic.Int64 // counted by senders, so not per loop
 	stopping       atomic.Bool  // refuse new sockets
+	holds          atomic.Int64 // Hold calls not yet Released
 
 	// Caps (limits.go): slots held, taken and given back on the loops.
 	pending, conns atomic.Int64
@@ -357,7 +358,9 @@ type loop struct {
 	// always after the connection's own mu.
 	mu          sync.Mutex
 	dirty       []*Conn // connections with queued frames or a close request
-	flushQueued bool    // a flush task is queued on the loop
+	flushQueued bool    // a flush task is queued on the loop, or held (wakeHeld)
+
+	wakeHeld atomic.Bool // a wake waits for the server's last Release
 
 	_ [64]byte
 
@@ -382,12 +385,56 @@ func (l *loop) addDirty(c *Conn) (wake bool) {
 	return wake
 }
 
-// wake queues a flush task on the loop (an eventfd write); call it with no
+// wake queues a flush task on the loop (an eventfd write), or, while the
+// server is held (Hold), leaves that to the last Release; call it with no
 // lock held.
+//
+// wake and Release each write their side (wakeHeld, holds) before reading
+// the other's, and Go's atomics are sequentially consistent, so at least
+// one of them sees both and the Swap lets exactly one queue the task.
 func (l *loop) wake() {
+	l.wakeHeld.Store(true)
+	if l.srv.holds.Load() > 0 {
+		return
+	}
+	if l.wakeHeld.Swap(false) {
+		l.execute()
+	}
+}
+
+// execute queues the flush task.
+func (l *loop) execute() {
 	if err := l.el.Execute(context.Background(), l.flushTask); err != nil {
 		// Only after the engine stopped, when every socket is closed.
 		l.srv.cfg.Logger.Debug("netpoll: flush not scheduled", "err", err)
+	}
+}
+
+// Hold defers the loop wake-ups that Send and Close would make until the
+// matching Release, so that frames queued for one connection by several
+// goroutines within a short span leave in one write. Holds nest and may be
+// released on another goroutine than the one that took them; every Hold
+// needs one Release, soon: while any hold is taken no loop is woken to
+// write (a loop that runs for another reason, a read or its ticker, does
+// not flush either). The last Release wakes every loop a Send asked for.
+func (s *Server) Hold() { s.holds.Add(1) }
+
+// Release ends one Hold; see Hold.
+func (s *Server) Release() {
+	n := s.holds.Add(-1)
+	if n > 0 {
+		return
+	}
+	if n < 0 {
+		panic("netpoll: Release without Hold")
+	}
+	s.mu.Lock()
+	loops := s.loops
+	s.mu.Unlock()
+	for _, l := range loops {
+		if l.wakeHeld.Swap(false) {
+			l.execute()
+		}
 	}
 }
 

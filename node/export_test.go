@@ -5,8 +5,12 @@ import (
 	"sync"
 
 	"parley/engine"
+	"parley/netpoll"
 	"parley/wire"
 )
+
+// WSStatsForTest returns the WebSocket server's counters.
+func (n *Node) WSStatsForTest() netpoll.Stats { return n.ws.Stats() }
 
 // IssueTokenForTest signs a device token with the node's key, for devices
 // the tests make up.

@@ -2,8 +2,10 @@ package node
 
 import (
 	"sync"
+	"sync/atomic"
 
 	"parley/engine"
+	"parley/netpoll"
 )
 
 // fanout is the stage between Apply and the sockets. The engine publishes
@@ -21,27 +23,45 @@ import (
 // bounded: when it is full (the stage is behind by fanoutQueue entries)
 // Publish waits, so a flood slows Apply instead of growing memory.
 type fanout struct {
-	ch   chan []engine.Event
-	done sync.WaitGroup
+	ch     chan fanoutEntry
+	queued atomic.Int64 // entries published and not yet delivered
+	done   sync.WaitGroup
+}
+
+// fanoutEntry is one applied entry's events; held, if not nil, is the
+// WebSocket server to Release once they are queued (writehold.go).
+type fanoutEntry struct {
+	events []engine.Event
+	held   *netpoll.Server
 }
 
 // fanoutQueue is how many applied entries may wait for delivery.
 const fanoutQueue = 4096
 
 func startFanout(deliver func([]engine.Event)) *fanout {
-	f := &fanout{ch: make(chan []engine.Event, fanoutQueue)}
+	f := &fanout{ch: make(chan fanoutEntry, fanoutQueue)}
 	f.done.Add(1)
 	go func() {
 		defer f.done.Done()
-		for events := range f.ch {
-			deliver(events)
+		for e := range f.ch {
+			deliver(e.events)
+			if e.held != nil {
+				e.held.Release()
+			}
+			f.queued.Add(-1)
 		}
 	}()
 	return f
 }
 
 // publish queues an entry's events for delivery.
-func (f *fanout) publish(events []engine.Event) { f.ch <- events }
+func (f *fanout) publish(events []engine.Event, held *netpoll.Server) {
+	f.queued.Add(1)
+	f.ch <- fanoutEntry{events, held}
+}
+
+// idle reports whether every published entry has been delivered.
+func (f *fanout) idle() bool { return f.queued.Load() == 0 }
 
 // stop delivers what is queued and ends the stage. Nothing may publish
 // after it (Raft is closed first).

@@ -42,9 +42,10 @@ type Node struct {
 	httpSrv *http.Server
 	httpAPI *httpAPI // the handlers httpSrv serves (http.go)
 
-	signals  *signals  // presence, typing, last_seen, receipts (signals.go)
-	notifier *notifier // nil: no push provider configured (notify.go)
-	fanout   *fanout   // delivers applied events off the apply goroutine (fanout.go)
+	signals   *signals  // presence, typing, last_seen, receipts (signals.go)
+	notifier  *notifier // nil: no push provider configured (notify.go)
+	fanout    *fanout   // delivers applied events off the apply goroutine (fanout.go)
+	writeHold writeHold // an entry's replies and events in one write (writehold.go)
 
 	// expireNext is when the leader next sweeps old dedup records
 	// (expiry.go); owned by the signal loop. expireInflight: one sweep at a
@@ -166,7 +167,7 @@ func Open(cfg Config) (_ *Node, err error) {
 		TrailingLogs:      cfg.TrailingLogs,
 		CommitTimeout:     cfg.RaftCommitTimeout,
 		MaxRPCsInFlight:   cfg.RaftRPCsInFlight,
-	}, stateMachine{n.engine, &n.applied}); err != nil {
+	}, stateMachine{n.engine, &n.applied, &n.writeHold}); err != nil {
 		return nil, fmt.Errorf("open raft: %w", err)
 	}
 	n.signals.raft = n.raft
@@ -206,6 +207,7 @@ func Open(cfg Config) (_ *Node, err error) {
 	}, wsHandler{n}); err != nil {
 		return nil, err
 	}
+	n.writeHold.ws.Store(n.ws)
 	if err = n.ws.Start(); err != nil {
 		return nil, fmt.Errorf("websocket listener: %w", err)
 	}
@@ -323,7 +325,11 @@ func (n *Node) Close() error {
 type stateMachine struct {
 	*engine.Engine
 	applied *appliedWatch
+	hold    *writeHold
 }
+
+// EntryDone ends the apply goroutine's write hold of the entry, if any.
+func (s stateMachine) EntryDone(uint64) { s.hold.entryDone() }
 
 func (s stateMachine) Apply(index uint64, ts int64, cmds [][]byte) []any {
 	res := s.Engine.Apply(index, ts, cmds)

@@ -362,7 +362,9 @@ func (n *Node) closeDevice(user, device uint64) {
 // Publish is the engine's Publisher: it runs on the apply goroutine after an
 // entry's state is written, and hands the events to the fan-out stage
 // (fanout.go), which delivers them after Apply has moved on.
-func (n *Node) Publish(events []engine.Event) { n.fanout.publish(events) }
+func (n *Node) Publish(events []engine.Event) {
+	n.fanout.publish(events, n.writeHold.published(events, n.fanout.idle()))
+}
 
 // deliver runs on the fan-out stage for each applied entry, in log order.
 // Each event is encoded once and the same frame goes to every online

@@ -43,6 +43,15 @@ type StateMachine interface {
 	Restore(r io.Reader) error
 }
 
+// EntryDoneNotifier is implemented by a StateMachine that wants to know
+// when an entry is fully handled: EntryDone is called on the apply
+// goroutine after Apply of each command entry and after the callbacks of
+// this node's commands in it (the node holds its socket writes from Apply
+// to then, so that a command's reply and its events leave together).
+type EntryDoneNotifier interface {
+	EntryDone(index uint64)
+}
+
 // Snapshot is a point-in-time view of a StateMachine.
 //
 // WriteTo has the io.WriterTo signature (go vet insists on it for a method
@@ -70,7 +79,8 @@ type fsmAdapter struct {
 	waits  *waitList // this node's callers
 	stats  *nodeStats
 
-	scratch []resolved // reused per entry
+	scratch []resolved        // reused per entry
+	done    EntryDoneNotifier // sm, if it is one
 	onNewer func(index uint64, err error)
 	own     *admission // this node's commands, Submit to apply (ownAdmission); fed here only
 
@@ -84,6 +94,7 @@ var _ raft.FSM = (*fsmAdapter)(nil)
 
 func newFSMAdapter(sm StateMachine, applied, origin uint64, waits *waitList, stats *nodeStats) *fsmAdapter {
 	a := &fsmAdapter{sm: sm, origin: origin, waits: waits, stats: stats}
+	a.done, _ = sm.(EntryDoneNotifier)
 	a.lastIndex.Store(applied)
 	return a
 }
@@ -114,6 +125,9 @@ func (a *fsmAdapter) Apply(l *raft.Log) any {
 	}
 	if e.Tags != nil {
 		a.resolve(l.Index, e.Tags, results)
+	}
+	if a.done != nil {
+		a.done.EntryDone(l.Index)
 	}
 	if results == nil {
 		return nil
