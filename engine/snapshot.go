@@ -160,12 +160,12 @@ func (e *Engine) Restore(r io.Reader) error {
 	if err := swapDirs(e.dir, staging, old); err != nil {
 		// The current state is back in place (or, at worst, in old, where
 		// Open finds it): reopen it so the engine stays usable.
-		if db, rerr := openDB(e.dir, e.cache, false, nil); rerr == nil {
+		if db, rerr := openDB(e.dir, e.cache, false, nil, e.stalls); rerr == nil {
 			e.db = db
 		}
 		return fmt.Errorf("engine: restore: %w", err)
 	}
-	db, err := openDB(e.dir, e.cache, false, nil)
+	db, err := openDB(e.dir, e.cache, false, nil, e.stalls)
 	if err != nil {
 		return fmt.Errorf("engine: restore: %w", err)
 	}
@@ -201,7 +201,7 @@ func unpackSnapshot(r io.Reader, dir string, cache *pebble.Cache) (*index, uint6
 	if err := syncDir(dir); err != nil {
 		return nil, 0, err
 	}
-	db, err := openDB(dir, cache, false, nil)
+	db, err := openDB(dir, cache, false, nil, nil)
 	if err != nil {
 		return nil, 0, err
 	}

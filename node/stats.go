@@ -50,6 +50,8 @@ var statDefs = []statDef{
 	{"parley_peer_messages_sent_total", "Presence and typing messages sent to peers.", prometheus.CounterValue},
 	{"parley_peer_messages_dropped_total", "Peer messages dropped (link down or queue full; repaired by a full resend).", prometheus.CounterValue},
 	{"parley_peer_messages_received_total", "Presence and typing messages received from peers.", prometheus.CounterValue},
+	{"parley_state_write_stalls_total", "Times the state database stopped writes (compactions or flushes behind); Apply, and every ack, waits through them.", prometheus.CounterValue},
+	{"parley_state_write_stall_seconds_total", "Time the state database's writes were stopped, stalls that have ended.", prometheus.CounterValue},
 }
 
 func newStatsCollector(n *Node) *statsCollector {
@@ -77,6 +79,7 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 	ws := c.n.ws.Stats()
 	rs := c.n.raft.Stats()
 	ps := c.n.raft.PeerStats()
+	stalls, stalled := c.n.engine.WriteStalls()
 	leader := 0.0
 	if rs.Leader {
 		leader = 1
@@ -114,6 +117,9 @@ func (c *statsCollector) Collect(ch chan<- prometheus.Metric) {
 		"parley_peer_messages_sent_total":     float64(ps.Sent),
 		"parley_peer_messages_dropped_total":  float64(ps.Dropped),
 		"parley_peer_messages_received_total": float64(ps.Received),
+
+		"parley_state_write_stalls_total":        float64(stalls),
+		"parley_state_write_stall_seconds_total": stalled.Seconds(),
 	}
 	for _, d := range statDefs {
 		ch <- prometheus.MustNewConstMetric(c.descs[d.name], d.kind, values[d.name])
