@@ -33,6 +33,10 @@ const (
 	acceptBackoffMax = time.Second
 )
 
+// ErrOutOfDescriptors is Ready's answer while accepted sockets cannot be
+// handed to an event loop for want of a descriptor (each is answered 503).
+var ErrOutOfDescriptors = errors.New("netpoll: out of descriptors: new sockets are refused with 503")
+
 // ErrListenerDead wraps the reason the server no longer takes connections
 // and never will again: its listener was closed, or its event loops
 // stopped. Only a restart helps.
@@ -103,18 +107,18 @@ func (s *Server) admit(nc net.Conn) {
 	// the last descriptor the dup fails and the socket is dropped unanswered;
 	// after that happened once, each socket is first checked with a dup of
 	// our own until one succeeds, and answered 503 while none does.
-	if s.fdShort {
+	if s.fdShort.Load() {
 		if err := tryDup(nc); err != nil {
 			s.refusedNoFD.Add(1)
 			shedConn(nc, s.shedResponse(reasonNoFD))
 			return
 		}
-		s.fdShort = false
+		s.fdShort.Store(false)
 	}
 	if _, err := s.cli.EnrollContext(nc, nil); err != nil { // nc is closed either way
 		if outOfDescriptors(err) {
 			s.refusedNoFD.Add(1)
-			s.fdShort = true
+			s.fdShort.Store(true)
 		}
 		s.cfg.Logger.Debug("netpoll: a socket could not be handed to an event loop", "err", err)
 	}
@@ -231,6 +235,21 @@ func (s *Server) Alive() error {
 	return nil
 }
 
+// descriptorsFree tells whether the process can open n more descriptors
+// now (the accept loop, blocked in accept, does not know they came free).
+func descriptorsFree(n int) bool {
+	ok := true
+	for range n {
+		probe, err := os.Open(os.DevNull)
+		if err != nil {
+			ok = false
+			break
+		}
+		defer probe.Close()
+	}
+	return ok
+}
+
 // acceptFailure is the last failed accept, until one succeeds.
 type acceptFailure struct {
 	err error
@@ -244,12 +263,7 @@ type acceptFailure struct {
 // within acceptErrFresh.
 func (s *Server) stillFailing(f *acceptFailure) bool {
 	if outOfDescriptors(f.err) {
-		probe, err := os.Open(os.DevNull)
-		if err != nil {
-			return true
-		}
-		_ = probe.Close()
-		return false
+		return !descriptorsFree(1)
 	}
 	return time.Since(f.at) < s.acceptErrFresh
 }
@@ -265,6 +279,11 @@ func (s *Server) Ready(ctx context.Context) error {
 	}
 	if f := s.acceptErr.Load(); f != nil && s.stillFailing(f) {
 		return fmt.Errorf("netpoll: accept failing: %w", f.err)
+	}
+	if s.fdShort.Load() && !descriptorsFree(2) {
+		// Accept works, but the loops cannot take the sockets (a socket
+		// and its dup take two descriptors): each is answered 503.
+		return ErrOutOfDescriptors
 	}
 	s.mu.Lock()
 	loops := s.loops

@@ -96,7 +96,14 @@ func TestAcceptSurvivesDescriptorExhaustion(t *testing.T) {
 	// waiting socket 503, and the open connection is unaffected.
 	say("hog")
 	next("hogged ")
-	for range 5 {
+	//
+	// If a descriptor comes free in the child meanwhile, one accept
+	// succeeds, the loop cannot dup the socket, and that one socket is
+	// dropped unanswered; from then on each socket is checked first and
+	// answered 503 (admit, fdShort). That drop happened once in CI, so one
+	// is allowed here, as the flood below allows its own.
+	shed, unanswered := 0, 0
+	for range 6 {
 		// The 503 comes at accept, before the request is read; a request
 		// written first may still be unread when the server closes, and
 		// then the kernel resets the connection before the client reads
@@ -104,19 +111,33 @@ func TestAcceptSurvivesDescriptorExhaustion(t *testing.T) {
 		c := dialRaw(t, addr)
 		_ = c.conn.SetReadDeadline(time.Now().Add(ioGuard))
 		resp, err := http.ReadResponse(c.r, nil)
-		if err != nil {
-			t.Fatalf("out of descriptors: %v", err)
+		var ne net.Error
+		switch {
+		case errors.As(err, &ne) && ne.Timeout():
+			t.Fatal("out of descriptors: a socket got no answer")
+		case err != nil:
+			unanswered++
+			c.conn.Close()
+			continue
 		}
 		body, _ := io.ReadAll(resp.Body)
 		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(body), reasonNoFD) {
 			t.Fatalf("out of descriptors: %s %v %q", resp.Status, resp.Header, body)
 		}
+		shed++
 		c.conn.Close()
+	}
+	if shed < 5 || unanswered > 1 {
+		t.Fatalf("out of descriptors: %d answered 503, %d dropped unanswered; want at most one dropped", shed, unanswered)
 	}
 	first.write(clientFrame(true, opText, []byte("hogged")))
 	first.expectFrame(opText, []byte("hogged"))
 	say("health")
-	if got := next("health "); !strings.HasPrefix(got, "alive=<nil> ready=netpoll: accept failing") || !strings.Contains(got, "too many open files") {
+	// Not ready: accept fails for want of a descriptor, or, after the drop
+	// above, accept works but the loops cannot take the sockets.
+	got := next("health ")
+	failing := strings.HasPrefix(got, "alive=<nil> ready=netpoll: accept failing") && strings.Contains(got, "too many open files")
+	if !failing && got != "alive=<nil> ready="+ErrOutOfDescriptors.Error() {
 		t.Fatalf("child health while out of descriptors: %s", got)
 	}
 	say("free")
@@ -171,9 +192,41 @@ func TestAcceptSurvivesDescriptorExhaustion(t *testing.T) {
 	first.write(clientFrame(true, opText, []byte("and now")))
 	first.expectFrame(opText, []byte("and now"))
 
-	_ = stdin.Close() // the child reports and exits
+	say("health")
 	if got := next("health "); got != "alive=<nil> ready=<nil>" {
 		t.Fatalf("child health after the flood: %s", got)
+	}
+
+	// One descriptor left: accept takes it, the loop cannot dup the
+	// socket, and that socket is dropped unanswered; the next ones are
+	// answered 503, and the server is not ready until descriptors come
+	// free, although accept works.
+	say("hog-but-one")
+	next("hogged ")
+	c := dialRaw(t, addr)
+	_ = c.conn.SetReadDeadline(time.Now().Add(ioGuard))
+	if _, err := http.ReadResponse(c.r, nil); err == nil {
+		t.Fatal("one descriptor left: the socket that took it was answered")
+	}
+	c.conn.Close()
+	c = dialRaw(t, addr)
+	_ = c.conn.SetReadDeadline(time.Now().Add(ioGuard))
+	if resp, err := http.ReadResponse(c.r, nil); err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("one descriptor left, after the drop: %v %v", resp, err)
+	}
+	c.conn.Close()
+	say("health")
+	if got := next("health "); got != "alive=<nil> ready="+ErrOutOfDescriptors.Error() {
+		t.Fatalf("child health with one descriptor left: %s", got)
+	}
+	first.write(clientFrame(true, opText, []byte("one left")))
+	first.expectFrame(opText, []byte("one left"))
+	say("free")
+	next("freed")
+
+	_ = stdin.Close() // the child reports and exits
+	if got := next("health "); got != "alive=<nil> ready=<nil>" {
+		t.Fatalf("child health after descriptors came free: %s", got)
 	}
 	for _, bad := range []string{"engine is being shutdown", "reactor is exiting", "Accept() failed"} {
 		if strings.Contains(stderr.String(), bad) {
@@ -223,6 +276,17 @@ func runFDChild() {
 				}
 				hog = append(hog, f)
 			}
+			fmt.Println("hogged", len(hog))
+		case "hog-but-one":
+			for {
+				f, err := os.Open(os.DevNull)
+				if err != nil {
+					break
+				}
+				hog = append(hog, f)
+			}
+			_ = hog[len(hog)-1].Close()
+			hog = hog[:len(hog)-1]
 			fmt.Println("hogged", len(hog))
 		case "free":
 			for _, f := range hog {

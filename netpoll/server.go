@@ -115,8 +115,8 @@ type Server struct {
 	runDone    chan struct{}
 	runErr     error // written before runDone is closed
 
-	reserve *os.File // a spare descriptor, owned by the accept loop (accept.go)
-	fdShort bool     // the last hand-off failed for want of a descriptor; owned by the accept loop
+	reserve *os.File    // a spare descriptor, owned by the accept loop (accept.go)
+	fdShort atomic.Bool // the last hand-off failed for want of a descriptor; written by the accept loop, read by Ready
 
 	wrapListener func(net.Listener) net.Listener // tests inject accept errors
 }
