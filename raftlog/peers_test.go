@@ -263,8 +263,17 @@ func TestPeerDeliveryInOrder(t *testing.T) {
 				t.Fatalf("%s got from %s %d messages, not the %d broadcast in order (first %q)", to.id, from.id, len(got), len(want), got[:min(3, len(got))])
 			}
 		}
-		if st := to.n.PeerStats(); st.Dropped != 0 || st.Resets != 0 || st.Sent != 2*(count+1) || st.Received != 2*(count+1) {
-			t.Fatalf("%s: %+v", to.id, st)
+	}
+	// Every message has arrived; a sender counts its own after the write
+	// returns, which may be after the peer read it (seen in CI: Sent 880 of
+	// 1002 on a node whose messages had all arrived).
+	for _, tn := range c.nodes {
+		testwait.Eventually(t, tn.id+"'s peer counters", func() bool {
+			st := tn.n.PeerStats()
+			return st.Sent == 2*(count+1) && st.Received == 2*(count+1)
+		})
+		if st := tn.n.PeerStats(); st.Dropped != 0 || st.Resets != 0 {
+			t.Fatalf("%s: %+v", tn.id, st)
 		}
 	}
 }
