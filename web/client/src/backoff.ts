@@ -8,6 +8,17 @@ export function backoff(attempt: number, baseMs: number, maxMs: number, random: 
   return Math.round(ceiling / 2 + random() * (ceiling / 2));
 }
 
+/**
+ * The wait before retrying a write refused with `busy` and `retry_ms`
+ * (PROTOCOL §5): at least the hint plus a random part of up to half of it,
+ * so that the clients refused together do not return together; and never
+ * shorter than the client's own backoff.
+ */
+export function afterHint(hintMs: number, backoffMs: number, random: () => number = Math.random): number {
+  if (!(hintMs > 0)) return backoffMs;
+  return Math.max(backoffMs, Math.round(hintMs * (1 + random() * 0.5)));
+}
+
 /** A delay of at least ms, plus up to 20% jitter (for Retry-After). */
 export function jitterAtLeast(ms: number, random: () => number = Math.random): number {
   return Math.round(ms * (1 + random() * 0.2));

@@ -1,7 +1,7 @@
 // The Parley WebSocket client: connection, failover, resume by sync,
 // ordering and dedupe per conversation, the outbox, signals (§2-§5, §8).
 import { decode, encode } from "@msgpack/msgpack";
-import { backoff, jitterAtLeast } from "./backoff.js";
+import { afterHint, backoff, jitterAtLeast } from "./backoff.js";
 import { Emitter } from "./emitter.js";
 import { ParleyError, isRetryable } from "./errors.js";
 import { memoryStorage, type Storage } from "./storage.js";
@@ -537,7 +537,7 @@ export class Client extends Emitter<ClientEvents> {
         if (f.t === "ok") {
           if (typeof f.idx === "number") this.observe(f.idx);
           p.resolve(f);
-        } else p.reject(new ParleyError(f.code ?? "internal", f.msg ?? ""));
+        } else p.reject(new ParleyError(f.code ?? "internal", f.msg ?? "", 0, typeof f.retry_ms === "number" ? f.retry_ms : 0));
         return;
       }
       case "ev": {
@@ -586,7 +586,7 @@ export class Client extends Emitter<ClientEvents> {
       } catch (err) {
         const e = err as ParleyError;
         const again = (e.code === "busy" || e.code === "rate_limited") && attempt < 4;
-        const wait = backoff(attempt, 200, 2000, this.o.random);
+        const wait = afterHint(e.retryAfterMs, backoff(attempt, 200, 2000, this.o.random), this.o.random);
         if (!again || Date.now() + wait >= deadline) throw e;
         await new Promise((r) => setTimeout(r, wait));
       }
@@ -936,7 +936,7 @@ export class Client extends Emitter<ClientEvents> {
             this.sendAttempts.set(p.cmid, n + 1);
             const base = err.code === "storage_full" ? 5000 : 500;
             const max = err.code === "storage_full" ? 300000 : 30000;
-            this.sendRetryAt.set(p.cmid, Date.now() + backoff(n, base, max, this.o.random));
+            this.sendRetryAt.set(p.cmid, Date.now() + afterHint(err.retryAfterMs, backoff(n, base, max, this.o.random), this.o.random));
           }
           this.pumpSends();
         },

@@ -26,7 +26,7 @@ export class ParleyError extends Error {
   readonly code: ErrorCode | string;
   /** HTTP status for the accounts API; 0 otherwise. */
   readonly status: number;
-  /** From a Retry-After header, in milliseconds; 0 when absent. */
+  /** From a Retry-After header, or a `busy` reply's `retry_ms`, in milliseconds; 0 when absent. */
   readonly retryAfterMs: number;
 
   constructor(code: ErrorCode | string, message: string, status = 0, retryAfterMs = 0) {

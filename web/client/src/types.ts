@@ -176,5 +176,7 @@ export interface ServerFrame {
   id?: number;
   code?: string;
   msg?: string;
+  /** On `busy` from a write: wait at least this long before the retry (§5). */
+  retry_ms?: number;
   [key: string]: unknown;
 }

@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { Client } from "../src/client.js";
-import { backoff } from "../src/backoff.js";
+import { afterHint, backoff } from "../src/backoff.js";
 import { memoryStorage } from "../src/storage.js";
 import { ParleyError, isRetryable } from "../src/errors.js";
 import { resolveWS } from "../src/accounts.js";
@@ -144,6 +144,38 @@ test("sends are retried with the same cmid across a reconnect to another node un
   assert.equal(c.outbox.length, 0);
   assert.deepEqual(acks, [cmid]);
   c.close();
+});
+
+test("a send refused busy waits at least its retry_ms before the retry, with the same cmid", async () => {
+  const { nodes, c } = setup();
+  const n = nodes[0]!;
+  const at: number[] = [];
+  n.handlers.send = (r) => {
+    at.push(Date.now());
+    if (at.length === 1) return { error: "busy", retry_ms: 1000 };
+    return { conv: r.conv, seq: 1, ts: 1, idx: 2, cmid: r.cmid };
+  };
+  try {
+    await c.start();
+    await until(() => c.isSynced);
+    const ack = await c.send(4, "hello");
+    const sends = n.requests.filter((r) => r.t === "send");
+    assert.equal(sends.length, 2);
+    assert.equal(sends[1]!.cmid, sends[0]!.cmid);
+    assert.equal(ack.cmid, sends[0]!.cmid);
+    // The client's own backoff is 375 ms here (random 0.5); the hint wins:
+    // 1000 ms plus a quarter (half of the range at random 0.5).
+    assert.ok(at[1]! - at[0]! >= 1000, `retried after ${at[1]! - at[0]!} ms, before retry_ms`);
+  } finally {
+    c.close();
+  }
+});
+
+test("afterHint: at least the hint plus up to half of it, never below the backoff", () => {
+  assert.equal(afterHint(0, 375, () => 0.5), 375);
+  assert.equal(afterHint(1000, 375, () => 0), 1000);
+  assert.equal(afterHint(1000, 375, () => 1), 1500);
+  assert.equal(afterHint(100, 375, () => 1), 375);
 });
 
 test("a non-retryable send error fails the send and empties the outbox", async () => {

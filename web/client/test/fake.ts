@@ -83,7 +83,7 @@ export class FakeSocket implements WebSocketLike {
     const h = this.node.handlers[req.t];
     const reply = h ? h(req, this) : {};
     if (reply === null) return; // no answer (the test answers later or never)
-    if (reply && "error" in reply) this.deliver({ t: "error", id: req.id, code: reply.error, msg: "" });
+    if (reply && "error" in reply) this.deliver({ t: "error", id: req.id, code: reply.error, msg: "", ...("retry_ms" in reply ? { retry_ms: reply.retry_ms } : {}) });
     else this.deliver({ t: "ok", id: req.id, ...reply });
   }
   close(code = 1000, reason = ""): void {
