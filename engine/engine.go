@@ -189,9 +189,9 @@ func openDB(dir string, cache *pebble.Cache, create bool, fs vfs.FS, stalls *wri
 		MemTableSize: 8 << 20,
 		// Pebble stops writes while L0 holds 12 sublevels (its default),
 		// and Apply, with every ack behind it, waits: applying 3M sends as
-		// fast as it could, Apply stopped for 140-312 ms in two runs of
-		// three ("L0 file count limit exceeded"). At 24 no run stalled
-		// and the longest Apply was 29-35 ms, for the same CPU.
+		// fast as it could, Apply stopped for 140-312 ms in three runs of
+		// four ("L0 file count limit exceeded"). At 24 no run of three
+		// stalled and the longest Apply was 29-35 ms, for the same CPU.
 		L0StopWritesThreshold: 24,
 		Logger:                pebbleLogger{dir: dir},
 		EventListener:         stalls.listener(),
