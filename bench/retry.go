@@ -27,7 +27,7 @@ type retrier struct {
 	stopped error // why attempts are finished instead of retried
 	wake    chan struct{}
 	done    chan struct{}
-	now     func() time.Time
+	now     func() time.Time // read-only after start
 }
 
 // asyncSender is what the retrier needs of a client: *client.Client.
@@ -48,8 +48,11 @@ type retryAttempt struct {
 
 // newRetrier starts a retrier; it ends with ctx (waiting attempts then
 // finish with ctx's error, as sendRetrying's do) or at stop.
-func newRetrier(ctx context.Context) *retrier {
-	r := &retrier{wake: make(chan struct{}, 1), done: make(chan struct{}), now: time.Now}
+func newRetrier(ctx context.Context) *retrier { return startRetrier(ctx, time.Now) }
+
+// startRetrier is newRetrier on the clock now (tests give their own).
+func startRetrier(ctx context.Context, now func() time.Time) *retrier {
+	r := &retrier{wake: make(chan struct{}, 1), done: make(chan struct{}), now: now}
 	go r.run(ctx)
 	return r
 }

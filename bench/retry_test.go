@@ -99,11 +99,10 @@ func TestRetrierStopsOnFatalError(t *testing.T) {
 }
 
 func TestRetrierGivesUpAtDeadline(t *testing.T) {
-	r := newRetrier(context.Background())
-	defer r.stop()
 	var mu sync.Mutex
 	clock := time.Now()
-	r.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	r := startRetrier(context.Background(), func() time.Time { mu.Lock(); defer mu.Unlock(); return clock })
+	defer r.stop()
 	// The clock jumps past the deadline while the first retry waits.
 	s := &scriptedSender{}
 	out := make(chan retryOutcome, 1)

@@ -126,7 +126,6 @@ func table(args []string, out, errOut io.Writer) int {
 	return 0
 }
 
-// lastLine returns the last non-blank line of a file, or "".
 // sweep reads the reports of a rate sweep (direct at fixed rates, one JSON
 // report per step; scripts/sweep.sh runs one) and writes a table per
 // series and, with -chart, delivered msg/s and p99 against the offered
@@ -191,6 +190,7 @@ func sweep(args []string, out, errOut io.Writer) int {
 	return 0
 }
 
+// lastLine returns the last non-blank line of a file, or "".
 func lastLine(path string) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
