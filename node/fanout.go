@@ -45,10 +45,12 @@ func startFanout(deliver func([]engine.Event)) *fanout {
 		defer f.done.Done()
 		for e := range f.ch {
 			deliver(e.events)
+			// Idle before the release: once the frames leave, the next
+			// entry (a reply to them, say) finds the stage idle.
+			f.queued.Add(-1)
 			if e.held != nil {
 				e.held.Release()
 			}
-			f.queued.Add(-1)
 		}
 	}()
 	return f
