@@ -36,6 +36,7 @@ func (e *Engine) Apply(index uint64, ts int64, cmds [][]byte) []any {
 	if index <= e.applied.Load() {
 		return nil
 	}
+	e.dedupRotate()
 	t := &e.txn
 	t.begin(e, index, ts)
 	t.ncmds = len(cmds)
@@ -298,6 +299,9 @@ func (t *txn) get(dst, k []byte) ([]byte, bool) {
 // costs more than it saves: those use Get. The iterator sees the state
 // committed before the entry; the entry's own dedup records are in t.sends.
 func (t *txn) getDedup(dst, k []byte) ([]byte, bool) {
+	if !t.e.dedupMayExist(k) {
+		return dst, false
+	}
 	if t.ncmds < dedupIterMinCmds {
 		return t.get(dst, k)
 	}
@@ -956,6 +960,7 @@ func (t *txn) send(c *Command) *Result {
 	t.sends[sk] = rec
 	t.kbuf = appendDedupKey(t.kbuf[:0], c.User, c.Device, c.ClientMsgID)
 	t.set(t.kbuf, appendSendRecord(t.vbuf[:0], rec))
+	t.e.dedupAdded(t.kbuf)
 	return t.ok(w.c.id, seq)
 }
 

@@ -93,6 +93,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -124,6 +125,12 @@ type Engine struct {
 
 	applied atomic.Uint64
 	stalls  *writeStalls // of every database this engine opens
+
+	// The dedup keys' filter (dedupfilter.go): the current one and the one
+	// being built, guarded by applyMu; dedupBuilders counts build goroutines.
+	dedup, dedupNext *dedupFilter
+	dedupSeed        maphash.Seed
+	dedupBuilders    sync.WaitGroup
 }
 
 // Directories next to the data directory, named after it.
@@ -167,7 +174,8 @@ func openFS(dir string, cache *pebble.Cache, fs vfs.FS) (*Engine, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("engine: load %s: %w", dir, err)
 	}
-	e := &Engine{dir: dir, cache: cache, fs: fs, db: db, idx: ix, maxGroupMembers: MaxGroupMembers, stalls: &stalls}
+	e := &Engine{dir: dir, cache: cache, fs: fs, db: db, idx: ix, maxGroupMembers: MaxGroupMembers, stalls: &stalls,
+		dedupSeed: maphash.MakeSeed()}
 	e.applied.Store(applied)
 	return e, nil
 }
@@ -273,6 +281,7 @@ func (e *Engine) Close() error {
 	if e.db == nil {
 		return nil
 	}
+	e.stopDedupBuild()
 	// Sync what NoSync batches left in the WAL, so that a clean restart has
 	// nothing to replay.
 	err := e.db.LogData(nil, pebble.Sync)

@@ -150,6 +150,7 @@ func (e *Engine) Restore(r io.Reader) error {
 	e.stateMu.Lock()
 	defer e.stateMu.Unlock()
 	if e.db != nil {
+		e.stopDedupBuild() // its filters describe the state being replaced
 		err := e.db.Close()
 		e.db = nil
 		if err != nil {
