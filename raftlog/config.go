@@ -50,7 +50,14 @@ type Config struct {
 	MaxBatchCommands int // default 1024
 	MaxBatchBytes    int // default 1 MiB
 	// MaxInflightEntries bounds the entries handed to raft and not yet
-	// applied (pipelining). Default 64.
+	// applied (pipelining). Default 8: while they are in flight, commands
+	// gather in the queue and go in the next entry, so entries grow with
+	// the load instead of the count of entries, each of which every
+	// replica encodes, stores, replicates and applies. Three nodes at 10k
+	// msg/s offered, four alternated runs each: with 8, 9.8k-9.9k msg/s
+	// delivered, 125-136 µs of CPU a message (summed over the nodes), p90
+	// 183-279 ms; with 64, 9.2k-9.9k, 133-152 µs, 217-804 ms. One node at
+	// 80k offered: 30.4k against 27.1k msg/s delivered.
 	MaxInflightEntries int
 	// QueueLength bounds the commands waiting for the proposer; Submit
 	// returns ErrBusy beyond it. Default 65536.
@@ -155,7 +162,7 @@ type Config struct {
 const (
 	DefaultMaxBatchCommands   = 1024
 	DefaultMaxBatchBytes      = 1 << 20
-	DefaultMaxInflightEntries = 64
+	DefaultMaxInflightEntries = 8
 	DefaultQueueLength        = 65536
 	DefaultAdmissionTarget    = 20 * time.Millisecond
 	DefaultAdmissionInterval  = 100 * time.Millisecond
