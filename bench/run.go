@@ -29,7 +29,12 @@ type Options struct {
 	// connections. Default 3 minutes.
 	ConnectTimeout time.Duration
 	// DrainTimeout is how long after Duration the coordinator waits for the
-	// workers to drain. Default 1 minute.
+	// workers to drain. Default 2 minutes: a send issued at the end of the
+	// load may take a request timeout (10 s) to fail, be retried for
+	// directSendTimeout (30 s) with a last attempt that takes another, and
+	// be followed by the scenario's drain (10 s). With 1 minute, three
+	// nodes offered 8× what they commit outran it and the run reported
+	// nothing.
 	DrainTimeout time.Duration
 
 	// ConnsPerWorker is the most connections one worker process holds (a
@@ -60,7 +65,7 @@ func (o Options) withDefaults() Options {
 	setDefault(&o.Duration, 10*time.Second)
 	setDefault(&o.Settle, 2*time.Second)
 	setDefault(&o.ConnectTimeout, 3*time.Minute)
-	setDefault(&o.DrainTimeout, time.Minute)
+	setDefault(&o.DrainTimeout, 2*time.Minute)
 	setDefault(&o.ConnsPerWorker, 5000)
 	setDefault(&o.AccountParallel, 64)
 	if o.Progress == nil {
