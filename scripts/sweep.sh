@@ -14,7 +14,7 @@
 #                   the chart goes to docs/bench/MARK.svg. MARK="" writes
 #                   nothing, and prints the tables.
 #
-# make bench runs a short one (MARK=sweep-short). The full default took 15 minutes
+# make bench runs a short one (MARK=sweep-short). The full default took 15-20 minutes
 # on two cores (2026-12-06).
 set -euo pipefail
 cd "$(dirname "$0")/.."
