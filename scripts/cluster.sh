@@ -18,6 +18,12 @@
 # joined with 'parleyctl cluster join --edge'; docs/OPERATIONS.md, "Edge
 # nodes and regions") on the ports after n3's: e1 on 7200, 7201, 7202, e2
 # on 7210... PORT_BASE (7170) moves every port.
+#
+# The nodes share this machine's cores, so each runs with GOMAXPROCS set to
+# its share of them (at least 1) unless GOMAXPROCS is set: three nodes each
+# scheduling goroutines on every core of a two-core machine spent 20-25%
+# more CPU a message, in thread wake-ups and context switches, than with
+# GOMAXPROCS 1 (docs/BENCHMARKS.md, "The 1:1 path").
 set -euo pipefail
 
 GO=${GO:-go}
@@ -86,6 +92,8 @@ start() {
 		echo "cluster: new cluster key in $KEY_FILE"
 	fi
 
+	local procs=${GOMAXPROCS:-$(($(nproc) / ${#IDS[@]}))}
+	((procs >= 1)) || procs=1
 	local i id role
 	for ((i = 1; i <= ${#IDS[@]}; i++)); do
 		id=${IDS[i - 1]}
@@ -95,12 +103,12 @@ start() {
 		fi
 		role=()
 		if ((i > 3)); then role=(-edge -region "${EDGE_REGION:-edge}"); fi
-		nohup "$BIN_DIR/parley" -id "$id" -data "$DATA_DIR/$id" \
+		GOMAXPROCS=$procs nohup "$BIN_DIR/parley" -id "$id" -data "$DATA_DIR/$id" \
 			-http "127.0.0.1:$(http_port $i)" -ws "127.0.0.1:$(ws_port $i)" -raft "127.0.0.1:$(raft_port $i)" \
 			-bootstrap=false ${role[@]+"${role[@]}"} -admin-token-file "$TOKEN_FILE" -cluster-key-file "$KEY_FILE" ${PARLEY_FLAGS:-} \
 			>>"$DATA_DIR/$id.log" 2>&1 </dev/null &
 		echo $! >"$DATA_DIR/$id.pid"
-		echo "cluster: started $id (pid $!), HTTP $(http_url $i), log $DATA_DIR/$id.log"
+		echo "cluster: started $id (pid $!, GOMAXPROCS $procs), HTTP $(http_url $i), log $DATA_DIR/$id.log"
 	done
 	for ((i = 1; i <= ${#IDS[@]}; i++)); do
 		wait_for "${IDS[i - 1]} up" "$(http_url $i)/healthz" || {
