@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"fmt"
 	"hash/maphash"
 	"math/rand/v2"
@@ -202,15 +201,7 @@ func TestDedupFilterAfterRestore(t *testing.T) {
 	for range 5 {
 		leader.entry(20)
 	}
-	snap, err := leader.e.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := snap.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
+	snap := snapshotBytes(t, leader.e)
 
 	// A replica with a built filter of other sends (other cmids).
 	replica := newDedupBed(t, filepath.Join(parent, "b"))
@@ -222,7 +213,7 @@ func TestDedupFilterAfterRestore(t *testing.T) {
 	if replica.e.dedup == nil {
 		t.Fatal("the replica has no filter to drop")
 	}
-	if err := replica.e.Restore(&buf); err != nil {
+	if err := replica.e.Restore(snap); err != nil {
 		t.Fatal(err)
 	}
 	if err := leader.e.Close(); err != nil {

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"cmp"
 	"fmt"
 	"maps"
@@ -39,6 +40,21 @@ func mustEncode(t testing.TB, cmds ...*Command) [][]byte {
 		out[i] = b
 	}
 	return out
+}
+
+// snapshotBytes is a snapshot of e as Raft would send it to a replica.
+func snapshotBytes(t testing.TB, e *Engine) *bytes.Buffer {
+	t.Helper()
+	snap, err := e.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer snap.Release()
+	var buf bytes.Buffer
+	if _, err := snap.WriteTo(&buf); err != nil {
+		t.Fatal(err)
+	}
+	return &buf
 }
 
 // applyEntry applies an entry and returns its results as *Result.

@@ -411,18 +411,10 @@ func TestMediaDeterminismAndSnapshot(t *testing.T) {
 		t.Fatalf("replicas differ:\n%s", diff(da, db))
 	}
 
-	snap, err := b.e.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := snap.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
+	snap := snapshotBytes(t, b.e)
 	restored := openEngine(t, filepath.Join(parent, "c"))
 	defer restored.Close()
-	if err := restored.Restore(&buf); err != nil {
+	if err := restored.Restore(snap); err != nil {
 		t.Fatal(err)
 	}
 	if da, dc := dumpState(t, b.e), dumpState(t, restored); da != dc {

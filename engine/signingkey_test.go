@@ -53,16 +53,7 @@ func TestSigningKeyFirstWriteWins(t *testing.T) {
 		t.Fatalf("key replaced by a later entry: %x", k)
 	}
 
-	snap, err := e.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	_, err = snap.WriteTo(&buf)
-	snap.Release()
-	if err != nil {
-		t.Fatal(err)
-	}
+	snap := snapshotBytes(t, e)
 
 	if err := e.Close(); err != nil {
 		t.Fatal(err)
@@ -77,7 +68,7 @@ func TestSigningKeyFirstWriteWins(t *testing.T) {
 	b := openEngine(t, filepath.Join(parent, "b"))
 	defer b.Close()
 	applyEntry(t, b, entry{index: 1, ts: 1, cmds: mustEncode(t, &Command{Op: OpSetSigningKey, SigningKey: k2})})
-	if err := b.Restore(&buf); err != nil {
+	if err := b.Restore(snap); err != nil {
 		t.Fatal(err)
 	}
 	if k := b.SigningKey(); !bytes.Equal(k, k1) {

@@ -454,15 +454,7 @@ func TestQueriesDuringApply(t *testing.T) {
 	for _, en := range entries[:100] {
 		applyEntry(t, e, en)
 	}
-	snap, err := e.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := snap.WriteTo(&buf); err != nil {
-		t.Fatal(err)
-	}
-	snap.Release()
+	buf := snapshotBytes(t, e)
 
 	// restores counts Restore calls started and finished: a query that saw
 	// it change may have seen the state move back to the snapshot between
