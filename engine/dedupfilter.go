@@ -120,21 +120,17 @@ func (f *dedupFilter) due() bool {
 	return f.added > max(f.capacity-f.scanned, f.scanned)
 }
 
-// dedupMayExist is false if no dedup key k is in the database as of the
-// entries Apply has committed; Apply then skips Pebble. Called by Apply,
-// with applyMu held.
-func (e *Engine) dedupMayExist(k []byte) bool {
+// dedupMayExist is false if no dedup key of hash h (dedupHash with
+// e.dedupSeed) is in the database as of the entries Apply has committed;
+// Apply then skips Pebble. Called by Apply, with applyMu held.
+func (e *Engine) dedupMayExist(h uint64) bool {
 	f := e.dedup
-	if f == nil {
-		return true
-	}
-	return f.mayContain(dedupHash(e.dedupSeed, k))
+	return f == nil || f.mayContain(h)
 }
 
-// dedupAdded records that Apply writes the dedup key k (to the batch it is
-// about to commit). Called with applyMu held.
-func (e *Engine) dedupAdded(k []byte) {
-	h := dedupHash(e.dedupSeed, k)
+// dedupAdded records that Apply writes the dedup key of hash h (to the
+// batch it is about to commit). Called with applyMu held.
+func (e *Engine) dedupAdded(h uint64) {
 	if f := e.dedup; f != nil {
 		f.add(h)
 		f.added++
