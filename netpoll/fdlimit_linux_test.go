@@ -268,7 +268,7 @@ func runFDChild() {
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() { // until the parent closes stdin
 		switch sc.Text() {
-		case "hog":
+		case "hog", "hog-but-one": // every free descriptor, or all but one
 			for {
 				f, err := os.Open(os.DevNull)
 				if err != nil {
@@ -276,17 +276,10 @@ func runFDChild() {
 				}
 				hog = append(hog, f)
 			}
-			fmt.Println("hogged", len(hog))
-		case "hog-but-one":
-			for {
-				f, err := os.Open(os.DevNull)
-				if err != nil {
-					break
-				}
-				hog = append(hog, f)
+			if sc.Text() == "hog-but-one" {
+				_ = hog[len(hog)-1].Close()
+				hog = hog[:len(hog)-1]
 			}
-			_ = hog[len(hog)-1].Close()
-			hog = hog[:len(hog)-1]
 			fmt.Println("hogged", len(hog))
 		case "free":
 			for _, f := range hog {
