@@ -42,11 +42,16 @@ type admission struct {
 
 	limit atomic.Int64 // queued commands Submit admits
 	// refused counts the commands refused in the window; retry is the
-	// wait a refused caller is asked for: an interval, times how many
-	// commands were refused for each one taken in the last window (at
-	// most maxRetryFactor), so that the retries of an overload ten times
-	// the capacity come back ten times slower rather than take the node's
-	// time refusing them.
+	// wait a refused caller is asked for. It is steered so that refusals
+	// stay a small part of the work: it doubles after each window that
+	// refused more than a quarter as many commands as it took, halves
+	// after one that refused under a sixteenth, and is an interval again
+	// once the queue empties (from one interval to maxRetryFactor). A
+	// hint proportional to the refusals alone settles where clients that
+	// obey it still send a refusal for each command taken: each client
+	// holding its writes for the hint makes its own refusals fewer, so
+	// the hint fell with them and the clients came back sooner. Steering
+	// on the ratio keeps the hint up while it works.
 	refused atomic.Int64
 	retry   atomic.Int64
 	// lastTaken is when the proposer last took a command, or -1 while it
@@ -68,6 +73,14 @@ const stallIntervals = 10
 
 // maxRetryFactor bounds retry: 20 intervals (2 s by default).
 const maxRetryFactor = 20
+
+// The retry hint doubles after a window that refused more than one command
+// for every retryRaiseRatio taken, and halves (down to an interval) after
+// one that refused fewer than one for every retryLowerRatio taken.
+const (
+	retryRaiseRatio = 4
+	retryLowerRatio = 16
+)
 
 func newAdmission(target, interval time.Duration, maxQueue int, now time.Duration) *admission {
 	a := &admission{target: target, interval: interval, maxQueue: maxQueue, windowStart: now, minSojourn: -1}
@@ -126,8 +139,15 @@ func (a *admission) endWindow(elapsed time.Duration) {
 		limit = min(max(limit, minAdmitted), a.maxQueue)
 	}
 	a.limit.Store(int64(limit))
-	factor := 1 + a.refused.Swap(0)/int64(max(a.drained, 1))
-	a.retry.Store(int64(a.interval) * min(factor, maxRetryFactor))
+	refused, drained := a.refused.Swap(0), int64(max(a.drained, 1))
+	retry := a.retry.Load()
+	switch {
+	case refused*retryRaiseRatio > drained:
+		retry = min(2*retry, int64(a.interval)*maxRetryFactor)
+	case refused*retryLowerRatio < drained:
+		retry = max(retry/2, int64(a.interval))
+	}
+	a.retry.Store(retry)
 	a.minSojourn, a.drained = -1, 0
 }
 

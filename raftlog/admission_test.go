@@ -168,25 +168,41 @@ func TestAdmissionEndToEnd(t *testing.T) {
 	}
 }
 
-// TestAdmissionRetryHint: the wait asked of a refused caller grows with
-// the refusals per command taken in the last window, up to 20 intervals,
-// and falls back to one interval once the queue empties.
+// TestAdmissionRetryHint: the wait asked of a refused caller doubles after
+// each window that refused more than one command for four taken, up to 20
+// intervals, stays while refusals are between a sixteenth and a quarter of
+// the commands taken (the clients obey it: it is not lowered for working),
+// halves after a window under a sixteenth, never below an interval, and is
+// an interval again once the queue empties.
 func TestAdmissionRetryHint(t *testing.T) {
 	a := newAdmission(20*ms, 100*ms, 65536, 0)
 	if got := a.retryAfter(); got != 100*ms {
 		t.Fatalf("first hint %v", got)
 	}
-	a.refused.Add(3000) // three refused for each of the 1,000 taken
-	drain(a, 1000, 0, 100*ms, 500*ms)
-	if got := a.retryAfter(); got != 400*ms {
-		t.Fatalf("hint %v after 3 refusals a command, want 400ms", got)
+	window := func(i int, refused int64) time.Duration {
+		a.refused.Add(refused)
+		drain(a, 1000, time.Duration(i)*100*ms, time.Duration(i+1)*100*ms, 500*ms)
+		return a.retryAfter()
 	}
-	a.refused.Add(1_000_000)
-	drain(a, 1000, 100*ms, 200*ms, 500*ms)
-	if got := a.retryAfter(); got != 2*time.Second {
-		t.Fatalf("hint %v, want the cap of 2s", got)
+	for i, want := range []time.Duration{200 * ms, 400 * ms, 800 * ms, 1600 * ms, 2 * time.Second, 2 * time.Second} {
+		if got := window(i, 3000); got != want { // three refused for each one taken
+			t.Fatalf("window %d refusing 3 a command: hint %v, want %v", i, got, want)
+		}
 	}
-	a.idle(300 * ms)
+	// Obeyed: the refusals fall to a tenth of the commands taken. The
+	// hint holds; a proportional one fell here and let them come back.
+	for i := 6; i < 9; i++ {
+		if got := window(i, 100); got != 2*time.Second {
+			t.Fatalf("window %d refusing a tenth: hint %v, want it held at 2s", i, got)
+		}
+	}
+	for i, want := range []time.Duration{time.Second, 500 * ms, 250 * ms, 125 * ms, 100 * ms, 100 * ms} {
+		if got := window(9+i, 10); got != want { // one refused for 100 taken
+			t.Fatalf("window %d refusing a hundredth: hint %v, want %v", 9+i, got, want)
+		}
+	}
+	window(15, 1_000_000)
+	a.idle(1700 * ms)
 	if got := a.retryAfter(); got != 100*ms {
 		t.Fatalf("hint %v after the queue emptied", got)
 	}
