@@ -34,6 +34,19 @@ const (
 	TypeMsgDelete    = "msg.delete"    // delete a message for everyone
 )
 
+// IsWrite reports whether requests of type t are writes: they go through
+// the log, and a node that cannot commit them in time refuses them `busy`
+// with retry_ms (PROTOCOL.md sections 4.2 and 5).
+func IsWrite(t string) bool {
+	switch t {
+	case TypeSend, TypeDirectOpen, TypeGroupCreate, TypeGroupAdd, TypeGroupRemove, TypeGroupLeave,
+		TypeGroupAdmin, TypeGroupRename, TypePrivacySet, TypeDeviceRevoke, TypeBlock, TypeUnblock,
+		TypePushSet, TypePushClear, TypeNotifySet, TypeConvMute, TypeMsgDelete:
+		return true
+	}
+	return false
+}
+
 // Who may add a user to groups (privacy.set group_add).
 const (
 	GroupAddEveryone = "everyone" // anyone the user has not blocked (the default)
