@@ -28,6 +28,7 @@ type Client struct {
 	seen    atomic.Uint64 // the highest idx seen in replies and events: min_idx of requests
 	syncs   atomic.Uint64 // syncs completed; written by the dispatcher only
 	inbox   inbox
+	gate    writeGate       // holds writes after a busy refusal with retry_ms
 	events  chan wire.Event // sent on by the dispatcher only; closed when it exits
 	signals chan Signal     // ephemeral typing and presence frames; never closed
 
@@ -70,6 +71,7 @@ func Dial(ctx context.Context, cfg Config) (*Client, error) {
 		delivered:   make(map[uint64]uint64),
 	}
 	c.ctx, c.cancel = context.WithCancelCause(context.Background())
+	c.gate.start = c.goNow
 	c.cursor.Store(cfg.Cursor)
 	c.seen.Store(cfg.MinIndex)
 	c.inbox.init(cfg.EventBuffer)
@@ -230,13 +232,26 @@ func (c *Client) waitSession(ctx context.Context) (*session, error) {
 // ErrRequestTimeout (both retryable, see Retryable); ctx's own error when ctx
 // ends; ErrClosed or ErrUnauthorized once the client has ended.
 func (c *Client) Request(ctx context.Context, req *wire.Request) (*wire.Reply, error) {
+	return c.request(ctx, req, wire.IsWrite(req.Type))
+}
+
+// request is Request; a gated write first waits for the write gate. Go's
+// writes are not gated here: the gate has let them through already.
+func (c *Client) request(ctx context.Context, req *wire.Request, gated bool) (*wire.Reply, error) {
 	r := *req
 	if e := r.Validate(); e != nil {
 		return nil, e
 	}
 	actx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
-	s, err := c.waitSession(actx)
+	var s *session
+	var err error
+	if gated {
+		err = c.gate.wait(actx)
+	}
+	if err == nil {
+		s, err = c.waitSession(actx)
+	}
 	if err == nil {
 		var rep *wire.Reply
 		if rep, err = s.roundTrip(actx, &r); err == nil {
@@ -272,6 +287,15 @@ func (c *Client) Go(req *wire.Request, done func(*wire.Reply, error)) {
 		done(nil, e)
 		return
 	}
+	if wire.IsWrite(r.Type) && c.gate.hold(&r, done) {
+		return // sent by the gate when it opens (see writeGate)
+	}
+	c.goNow(&r, done)
+}
+
+// goNow is Go for a valid request the write gate does not hold.
+func (c *Client) goNow(req *wire.Request, done func(*wire.Reply, error)) {
+	r := *req
 	if c.ctx.Err() != nil {
 		done(nil, context.Cause(c.ctx))
 		return
@@ -281,7 +305,7 @@ func (c *Client) Go(req *wire.Request, done func(*wire.Reply, error)) {
 		return
 	}
 	waiting := r // on the heap only when waiting: r stays on the stack
-	go func() { done(c.Request(context.Background(), &waiting)) }()
+	go func() { done(c.request(context.Background(), &waiting, false)) }()
 }
 
 // lost is the error of a request whose connection was lost (err
@@ -383,6 +407,7 @@ func (c *Client) State() State {
 // call more than once.
 func (c *Client) Close() error {
 	c.cancel(ErrClosed) // no-op if a 401 ended the client first
+	c.gate.drop()       // fails the held writes now, not when their wait ends
 	if s := c.current(); s != nil {
 		s.close()
 	}

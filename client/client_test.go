@@ -585,3 +585,62 @@ func TestNewConversationWhileDisconnectedIsComplete(t *testing.T) {
 	expectSeqs(t, next(t, c, 5), g, 1, 5)
 	expectMarker(t, cl, c, bob, g)
 }
+
+// TestBusyHoldsTheClientsWrites: a send refused busy with retry_ms holds
+// the client's other writes for that wait: none reaches the server before
+// it has passed, reads go on meanwhile, and the held writes then arrive in
+// the order they were issued, each acknowledged once.
+func TestBusyHoldsTheClientsWrites(t *testing.T) {
+	cl := newCluster(t, 1)
+	alice, tok := cl.addUser("alice")
+	bob, _ := cl.addUser("bob")
+	g := cl.group(bob, "g", alice)
+	c := dial(t, testConfig(tok, cl.nodes[0].url))
+
+	const retry = 300 * time.Millisecond
+	cl.set(func(cl *testCluster) {
+		cl.failSend["first"] = wire.CodeBusy
+		cl.failRetryMS = retry.Milliseconds()
+	})
+	refused := make(chan time.Time, 1)
+	c.Go(&wire.Request{Type: wire.TypeSend, Conv: g, ClientMsgID: "first", Body: "x"}, func(_ *wire.Reply, err error) {
+		if RetryAfter(err) != retry {
+			t.Errorf("first send: %v, want busy with retry_ms", err)
+		}
+		refused <- time.Now()
+	})
+	ctx := testCtx(t)
+	var at time.Time
+	select {
+	case at = <-refused:
+	case <-ctx.Done():
+		t.Fatal("no reply to the first send")
+	}
+	acks := make(chan string, 3)
+	for _, cmid := range []string{"h1", "h2", "h3"} {
+		c.Go(&wire.Request{Type: wire.TypeSend, Conv: g, ClientMsgID: cmid, Body: "x"}, func(rep *wire.Reply, err error) {
+			if err != nil {
+				t.Errorf("held send %s: %v", cmid, err)
+			}
+			acks <- cmid
+		})
+	}
+	if _, err := c.Request(ctx, &wire.Request{Type: wire.TypeConvList}); err != nil {
+		t.Fatalf("a read while writes are held: %v", err)
+	}
+	for i := range 3 {
+		select {
+		case <-acks:
+		case <-ctx.Done():
+			t.Fatalf("%d of the 3 held sends acknowledged", i)
+		}
+	}
+	if waited := time.Since(at); waited < retry {
+		t.Fatalf("held sends acknowledged %v after the refusal, before retry_ms %v", waited, retry)
+	}
+	var order []string
+	cl.set(func(cl *testCluster) { order = append(order, cl.sendOrder...) })
+	if want := []string{"first", "h1", "h2", "h3"}; fmt.Sprint(order) != fmt.Sprint(want) {
+		t.Fatalf("sends reached the server as %v, want %v", order, want)
+	}
+}

@@ -40,6 +40,8 @@ type testCluster struct {
 	syncEvents   int                       // events per conversation in a sync page
 	dropReply    map[string]bool           // cmid → apply, then drop the connection instead of replying (once)
 	failSend     map[string]wire.Code      // cmid → refuse the first send with this code (once)
+	failRetryMS  int64                     // retry_ms on those refusals
+	sendOrder    []string                  // cmids of send requests, in arrival order
 	skipPush     func(ev *wire.Event) bool // matching events are not pushed live
 	dupPush      bool                      // push every live event twice
 	slowUserGet  bool                      // answer user.get from a goroutine after a random delay
@@ -433,13 +435,16 @@ func (n *testNode) handle(conn *gws.Conn, user uint64, req *wire.Request) *wire.
 		return ok
 	case wire.TypeSend:
 		cl.sendsSeen[req.ClientMsgID]++
+		cl.sendOrder = append(cl.sendOrder, req.ClientMsgID)
 		c, e := member()
 		if e != nil {
 			return e
 		}
 		if code, found := cl.failSend[req.ClientMsgID]; found {
 			delete(cl.failSend, req.ClientMsgID)
-			return fail(code, "injected")
+			e := wire.Errorf(code, "injected")
+			e.RetryMS = cl.failRetryMS
+			return wire.ErrorReply(req.ID, e)
 		}
 		key := fmt.Sprintf("%d/%s", user, req.ClientMsgID)
 		if i, dup := c.cmids[key]; dup {

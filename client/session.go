@@ -487,6 +487,10 @@ func (s *session) handle(b []byte) error {
 // onReply hands a reply to its waiter.
 func (s *session) onReply(rep *wire.Reply) {
 	s.c.observeReply(rep) // before the waiter sees it: its next request carries it
+	if rep.Type == wire.TypeError && rep.Code == wire.CodeBusy && rep.RetryMS > 0 {
+		// Before the waiter sees it too: its next write waits.
+		s.c.gate.refused(time.Duration(rep.RetryMS)*time.Millisecond, s.c.cfg.RequestTimeout, time.Now())
+	}
 	w, ok := s.take(rep.ID)
 	switch {
 	case ok && w.done != nil:
