@@ -231,6 +231,9 @@ func (c *Client) waitSession(ctx context.Context) (*session, error) {
 // before the reply is ErrDisconnected; no reply within RequestTimeout is
 // ErrRequestTimeout (both retryable, see Retryable); ctx's own error when ctx
 // ends; ErrClosed or ErrUnauthorized once the client has ended.
+//
+// A write (wire.IsWrite) first waits while the client holds its writes
+// after a busy refusal (see Go), within the same RequestTimeout.
 func (c *Client) Request(ctx context.Context, req *wire.Request) (*wire.Reply, error) {
 	return c.request(ctx, req, wire.IsWrite(req.Type))
 }
@@ -277,9 +280,13 @@ func (c *Client) request(ctx context.Context, req *wire.Request, gated bool) (*w
 // them); while the client reconnects, Go waits for the connection on a
 // goroutine of its own, as Request would.
 //
+// A write (wire.IsWrite) made while the client holds its writes after a
+// busy refusal waits in the client and goes, in order, when the wait ends
+// (PROTOCOL.md section 5; see writeGate); its RequestTimeout starts then.
+//
 // done runs on one of the client's goroutines (the connection's reader,
-// the sweep), or on the caller's before Go returns when req is invalid or
-// cannot be sent. It must return promptly and must not call the client:
+// the sweep, the write gate's timer), or on the caller's before Go returns
+// when req is invalid or cannot be sent. It must return promptly and must not call the client:
 // replies and events wait for it.
 func (c *Client) Go(req *wire.Request, done func(*wire.Reply, error)) {
 	r := *req
