@@ -187,6 +187,8 @@ export class Client extends Emitter<ClientEvents> {
 
   private sendBusy = new Set<number>(); // conversations with a send in flight
   private sendRetryAt = new Map<string, number>();
+  /** No send goes before this time: a `busy` with `retry_ms` holds them all (PROTOCOL §5). */
+  private sendsHeldUntil = 0;
   private sendAttempts = new Map<string, number>();
   private sendTimer: ReturnType<typeof setTimeout> | null = null;
   private sendResolvers = new Map<string, { resolve: (a: SendAck) => void; reject: (e: ParleyError) => void }>();
@@ -900,7 +902,12 @@ export class Client extends Emitter<ClientEvents> {
     const now = Date.now();
     let soonest = Infinity;
     const seen = new Set<number>();
-    for (const p of [...this.state.outbox]) {
+    // After a busy refusal with retry_ms, every conversation's sends wait
+    // (PROTOCOL §5): the node takes fewer writes than it is sent. One send
+    // in flight per conversation already clocks them once the wait ends.
+    const outbox = now < this.sendsHeldUntil ? [] : [...this.state.outbox];
+    if (outbox.length === 0 && this.state.outbox.length > 0) soonest = this.sendsHeldUntil;
+    for (const p of outbox) {
       if (seen.has(p.conv)) continue;
       seen.add(p.conv);
       if (this.sendBusy.has(p.conv)) continue;
@@ -936,7 +943,9 @@ export class Client extends Emitter<ClientEvents> {
             this.sendAttempts.set(p.cmid, n + 1);
             const base = err.code === "storage_full" ? 5000 : 500;
             const max = err.code === "storage_full" ? 300000 : 30000;
-            this.sendRetryAt.set(p.cmid, Date.now() + afterHint(err.retryAfterMs, backoff(n, base, max, this.o.random), this.o.random));
+            const at = Date.now() + afterHint(err.retryAfterMs, backoff(n, base, max, this.o.random), this.o.random);
+            this.sendRetryAt.set(p.cmid, at);
+            if (err.code === "busy" && err.retryAfterMs > 0) this.sendsHeldUntil = Math.max(this.sendsHeldUntil, at);
           }
           this.pumpSends();
         },

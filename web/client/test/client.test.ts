@@ -171,6 +171,31 @@ test("a send refused busy waits at least its retry_ms before the retry, with the
   }
 });
 
+test("a send refused busy with retry_ms holds the sends of every conversation for that wait", async () => {
+  const { nodes, c } = setup();
+  const n = nodes[0]!;
+  const sends: { conv: number; at: number }[] = [];
+  n.handlers.send = (r) => {
+    sends.push({ conv: r.conv as number, at: Date.now() });
+    if (sends.length === 1) return { error: "busy", retry_ms: 1000 };
+    return { conv: r.conv, seq: 1, ts: 1, idx: 2, cmid: r.cmid };
+  };
+  try {
+    await c.start();
+    await until(() => c.isSynced);
+    const first = c.send(4, "refused first", { cmid: "c4" }); // the test's random gives every send one cmid
+    await until(() => sends.length === 1);
+    await until(() => c.outbox.length === 1 && !(c as unknown as { sendBusy: Set<number> }).sendBusy.has(4));
+    const other = c.send(5, "another conversation", { cmid: "c5" });
+    await Promise.all([first, other]);
+    const five = sends.find((x) => x.conv === 5)!;
+    const waited = five.at - sends[0]!.at; // the refusal was answered after sends[0]
+    assert.ok(waited >= 1000, `conversation 5's send went ${waited} ms after the refused one, before retry_ms`);
+  } finally {
+    c.close();
+  }
+});
+
 test("afterHint: at least the hint plus up to half of it, never below the backoff", () => {
   assert.equal(afterHint(0, 375, () => 0.5), 375);
   assert.equal(afterHint(1000, 375, () => 0), 1000);
