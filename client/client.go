@@ -300,18 +300,18 @@ func (c *Client) Go(req *wire.Request, done func(*wire.Reply, error)) {
 	c.goNow(&r, done)
 }
 
-// goNow is Go for a valid request the write gate does not hold.
+// goNow is Go for a valid request the write gate does not hold. req is
+// the caller's copy: sending it sets its id.
 func (c *Client) goNow(req *wire.Request, done func(*wire.Reply, error)) {
-	r := *req
 	if c.ctx.Err() != nil {
 		done(nil, context.Cause(c.ctx))
 		return
 	}
 	if s := c.current(); s != nil && !s.isDone() {
-		s.start(&r, done)
+		s.start(req, done)
 		return
 	}
-	waiting := r // on the heap only when waiting: r stays on the stack
+	waiting := *req // on the heap only when waiting: Go's copy stays on the stack
 	go func() { done(c.request(context.Background(), &waiting, false)) }()
 }
 

@@ -905,9 +905,9 @@ export class Client extends Emitter<ClientEvents> {
     // After a busy refusal with retry_ms, every conversation's sends wait
     // (PROTOCOL §5): the node takes fewer writes than it is sent. One send
     // in flight per conversation already clocks them once the wait ends.
-    const outbox = now < this.sendsHeldUntil ? [] : [...this.state.outbox];
-    if (outbox.length === 0 && this.state.outbox.length > 0) soonest = this.sendsHeldUntil;
-    for (const p of outbox) {
+    const held = now < this.sendsHeldUntil;
+    if (held && this.state.outbox.length > 0) soonest = this.sendsHeldUntil;
+    for (const p of held ? [] : [...this.state.outbox]) {
       if (seen.has(p.conv)) continue;
       seen.add(p.conv);
       if (this.sendBusy.has(p.conv)) continue;
