@@ -307,10 +307,11 @@ func (n *Node) submitConv(s *session, id uint64, cmd *engine.Command) {
 func proposeError(err error) *wire.Error {
 	switch {
 	case errors.Is(err, raftlog.ErrBusy):
-		// Refused before the log. The leader's own refusals say how long
-		// to wait (longer the more it refuses); forwarded ones wait an
-		// admission interval, by which the leader has measured its queue
-		// again.
+		// Refused before the log. The refusals say how long to wait
+		// (longer the more the leader refuses; a follower passes on the
+		// leader's hint); a leader of an older build sends none, and its
+		// refusals wait an admission interval, by which it has measured
+		// its queue again.
 		retry := raftlog.DefaultAdmissionInterval
 		if be := (*raftlog.BusyError)(nil); errors.As(err, &be) {
 			retry = be.RetryAfter

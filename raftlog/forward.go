@@ -283,10 +283,17 @@ func (n *Node) sendCommands(write func([]byte) error, first fwdCommand, buf []by
 // the forwarder then looks for the new leader.
 func (n *Node) readRefusals(conn net.Conn) error {
 	r := bufio.NewReaderSize(conn, fwdReadBuffer)
+	var retry time.Duration // the leader's latest hint; 0: none yet
 	for {
 		typ, p, err := readFrame(r)
 		if err != nil {
 			return err
+		}
+		if typ == frameRetry {
+			if retry, err = decodeRetry(p); err != nil {
+				return err
+			}
+			continue
 		}
 		if typ != frameRefuse {
 			continue // a frame of a newer protocol
@@ -296,10 +303,14 @@ func (n *Node) readRefusals(conn net.Conn) error {
 			if rf.code == refuseNotLeader || rf.code == refuseClosed {
 				moved = true
 			}
+			err := refusalError(rf.code)
 			if rf.code == refuseBusy {
 				n.stats.commandsRejected.Add(1)
+				if retry > 0 {
+					err = &BusyError{RetryAfter: retry}
+				}
 			}
-			n.failSeq(rf.seq, refusalError(rf.code))
+			n.failSeq(rf.seq, err)
 		})
 		if err != nil {
 			return err
@@ -324,6 +335,9 @@ type fwdSession struct {
 	peerID string
 	origin uint64
 	wake   chan struct{} // 1-buffered: refusals are waiting
+	// retryAfter is the leader's admission hint, sent ahead of busy
+	// refusals (frameRetry).
+	retryAfter func() time.Duration
 
 	mu       sync.Mutex // guards refusals and ended
 	refusals []refusal
@@ -346,8 +360,8 @@ func (s *fwdSession) refuse(seq uint64, code byte) {
 	}
 }
 
-// writeLoop sends queued refusals, all that queued in one frame, until the
-// session ends or a write fails.
+// writeLoop sends queued refusals, all that queued in one frame (behind a
+// retry frame if any is busy), until the session ends or a write fails.
 func (s *fwdSession) writeLoop(done <-chan struct{}, timeout time.Duration) {
 	var buf []byte
 	var out []refusal
@@ -363,7 +377,14 @@ func (s *fwdSession) writeLoop(done <-chan struct{}, timeout time.Duration) {
 		if len(out) == 0 {
 			continue
 		}
-		buf = appendRefuse(buf[:0], out)
+		buf = buf[:0]
+		for _, r := range out {
+			if r.code == refuseBusy {
+				buf = appendRetry(buf, s.retryAfter())
+				break
+			}
+		}
+		buf = appendRefuse(buf, out)
 		_ = s.conn.SetWriteDeadline(time.Now().Add(timeout))
 		if _, err := s.conn.Write(buf); err != nil {
 			s.conn.Close() // ends the reader too
@@ -387,7 +408,8 @@ func (n *Node) serveForward(conn net.Conn) {
 		n.logger.Warn("refusing a forwarding link", "remote", conn.RemoteAddr(), "version", hello.version, "error", err)
 		return
 	}
-	s := &fwdSession{conn: conn, peerID: hello.id, origin: hello.origin, wake: make(chan struct{}, 1)}
+	s := &fwdSession{conn: conn, peerID: hello.id, origin: hello.origin, wake: make(chan struct{}, 1),
+		retryAfter: n.admit.retryAfter}
 	done := make(chan struct{})
 	writerDone := make(chan struct{})
 	go func() {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 )
 
 // The internal link between nodes, besides raft's own RPCs, is a stream of
@@ -17,7 +18,7 @@ import (
 //
 // On a forward connection (kind connForward) the follower sends frameHello
 // first, then frameSubmit and frameReport frames in any order; the leader
-// sends only frameRefuse. On an admin connection (kind connAdmin) the
+// sends frameRefuse and frameRetry. On an admin connection (kind connAdmin) the
 // caller sends one frameAdminRequest and the callee answers with one
 // frameAdminReply (msgpack, see membership.go).
 //
@@ -27,6 +28,7 @@ import (
 //	submit:  count uvarint, count x (seq uvarint, length uvarint, command bytes)
 //	report:  applied index uvarint, last log index uvarint
 //	refuse:  count uvarint, count x (seq uvarint, code 1 byte)
+//	retry:   wait in milliseconds uvarint
 //	member:  flags uvarint, region (uvarint length + bytes), see edge.go
 const (
 	frameHello byte = iota + 1
@@ -36,6 +38,13 @@ const (
 	frameAdminRequest
 	frameAdminReply
 	frameMember
+	// frameRetry carries the wait the leader asks of callers it refuses
+	// busy (its admission's retry hint); it goes just before a refuse
+	// frame with a busy refusal and holds for those. A follower of an
+	// older build skips it as a frame of a newer protocol and a follower
+	// that never got one uses DefaultAdmissionInterval, so no version
+	// change was needed.
+	frameRetry
 
 	// linkVersion is the forward protocol version sent in hello; a leader
 	// closes a connection of another version.
@@ -218,6 +227,25 @@ func decodeReport(p []byte) (reportFrame, error) {
 	}
 	r.last = v
 	return r, nil
+}
+
+// maxForwardedRetry bounds the wait a leader's retry frame may ask for: a
+// peer's number is checked like any other input.
+const maxForwardedRetry = time.Minute
+
+func appendRetry(dst []byte, wait time.Duration) []byte {
+	dst, start := beginFrame(dst, frameRetry)
+	dst = binary.AppendUvarint(dst, uint64(wait.Milliseconds()))
+	return finishFrame(dst, start)
+}
+
+// decodeRetry returns the wait of a retry frame, at most maxForwardedRetry.
+func decodeRetry(p []byte) (time.Duration, error) {
+	ms, n := readUvarint(p)
+	if n <= 0 || n != len(p) {
+		return 0, fmt.Errorf("%w: retry", errCorruptFrame)
+	}
+	return time.Duration(min(ms, uint64(maxForwardedRetry.Milliseconds()))) * time.Millisecond, nil
 }
 
 type refusal struct {

@@ -21,6 +21,7 @@ func TestLinkFramesRoundTrip(t *testing.T) {
 	stream = appendHello(stream, hello)
 	stream = appendSubmit(stream, cmds)
 	stream = appendReport(stream, report)
+	stream = appendRetry(stream, 1500*time.Millisecond)
 	stream = appendRefuse(stream, refusals)
 	r := bufio.NewReader(bytes.NewReader(stream))
 
@@ -58,6 +59,14 @@ func TestLinkFramesRoundTrip(t *testing.T) {
 	}
 
 	typ, p, err = readFrame(r)
+	if err != nil || typ != frameRetry {
+		t.Fatalf("frame %d, %v", typ, err)
+	}
+	if got, err := decodeRetry(p); err != nil || got != 1500*time.Millisecond {
+		t.Fatalf("retry %v, %v", got, err)
+	}
+
+	typ, p, err = readFrame(r)
 	if err != nil || typ != frameRefuse {
 		t.Fatalf("frame %d, %v", typ, err)
 	}
@@ -89,6 +98,7 @@ func TestLinkFramesReject(t *testing.T) {
 	refuse := payload(appendRefuse(nil, []refusal{{seq: 1, code: refuseBusy}}))
 	hello := payload(appendHello(nil, helloFrame{version: 1, origin: 1, id: "a"}))
 	report := payload(appendReport(nil, reportFrame{1, 2}))
+	retry := payload(appendRetry(nil, 300*time.Millisecond)) // two bytes
 	for i := range len(submit) {
 		if err := decodeSubmit(submit[:i], func(uint64, []byte) { t.Fatal("callback before validation") }); !errors.Is(err, errCorruptFrame) {
 			t.Errorf("submit prefix %d: %v", i, err)
@@ -107,6 +117,11 @@ func TestLinkFramesReject(t *testing.T) {
 	for i := range len(report) {
 		if _, err := decodeReport(report[:i]); !errors.Is(err, errCorruptFrame) {
 			t.Errorf("report prefix %d: %v", i, err)
+		}
+	}
+	for _, p := range [][]byte{retry[:1], append(append([]byte(nil), retry...), 0), {0x80, 0}} {
+		if _, err := decodeRetry(p); !errors.Is(err, errCorruptFrame) {
+			t.Errorf("retry %x: %v", p, err)
 		}
 	}
 	for name, p := range map[string][]byte{
@@ -245,6 +260,25 @@ func FuzzDecodeReport(f *testing.F) {
 			return
 		}
 		if re := appendReport(nil, r)[frameHeader:]; !bytes.Equal(re, p) {
+			t.Fatalf("re-encoding differs:\n in  %x\n out %x", p, re)
+		}
+	})
+}
+
+// FuzzDecodeRetry: a valid retry frame re-encodes to the same bytes unless
+// its wait was over maxForwardedRetry, which it is bounded to.
+func FuzzDecodeRetry(f *testing.F) {
+	f.Add(appendRetry(nil, 2*time.Second)[frameHeader:])
+	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01})
+	f.Fuzz(func(t *testing.T, p []byte) {
+		wait, err := decodeRetry(p)
+		if err != nil {
+			return
+		}
+		if wait < 0 || wait > maxForwardedRetry {
+			t.Fatalf("wait %v out of bounds", wait)
+		}
+		if re := appendRetry(nil, wait)[frameHeader:]; wait < maxForwardedRetry && !bytes.Equal(re, p) {
 			t.Fatalf("re-encoding differs:\n in  %x\n out %x", p, re)
 		}
 	})

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -149,6 +150,9 @@ func TestForwardProtocol(t *testing.T) {
 	sm.entered = make(chan uint64, 16)
 	l := openLeader(t, cfg, sm)
 	defer l.Close()
+	var release sync.Once
+	open := func() { release.Do(func() { close(sm.gate) }) }
+	defer open() // before Close, on failure too: raft's shutdown waits for Apply
 
 	// Stall the leader's proposer: "local" holds the only in-flight slot
 	// inside Apply.
@@ -158,6 +162,11 @@ func TestForwardProtocol(t *testing.T) {
 	}
 	<-sm.entered
 
+	// The proposer waits for the slot and touches no admission state: the
+	// hint set here is the one the busy refusal must carry.
+	const hint = 1700 * time.Millisecond
+	l.admit.retry.Store(int64(hint))
+
 	const origin = 0xabcdef
 	conn, r := dialForward(t, l, helloFrame{version: linkVersion, origin: origin, id: "tester"})
 	defer conn.Close()
@@ -166,11 +175,14 @@ func TestForwardProtocol(t *testing.T) {
 		{seq: 11, cmd: []byte("no room")},           // busy
 		{seq: 12, cmd: []byte("far too large cmd")}, // 17 bytes > 16
 	}))
-	got := readRefusals(t, r, 2)
+	got, retry := readRefusals(t, r, 2)
 	if !slices.Equal(got, []refusal{{11, refuseBusy}, {12, refuseTooLarge}}) {
 		t.Fatalf("refusals %v", got)
 	}
-	close(sm.gate)
+	if retry != hint {
+		t.Fatalf("busy refusal sent with retry %v, want the leader's hint %v", retry, hint)
+	}
+	open()
 	if err := <-localDone; err != nil {
 		t.Fatal(err)
 	}
@@ -194,8 +206,8 @@ func TestForwardProtocol(t *testing.T) {
 	fconn, fr := dialForward(t, f, helloFrame{version: linkVersion, origin: origin, id: "tester"})
 	defer fconn.Close()
 	send(t, fconn, appendSubmit(nil, []fwdCommand{{seq: 1, cmd: []byte("x")}, {seq: 2, cmd: []byte("y")}}))
-	if got := readRefusals(t, fr, 2); !slices.Equal(got, []refusal{{1, refuseNotLeader}, {2, refuseNotLeader}}) {
-		t.Fatalf("refusals %v", got)
+	if got, retry := readRefusals(t, fr, 2); !slices.Equal(got, []refusal{{1, refuseNotLeader}, {2, refuseNotLeader}}) || retry != 0 {
+		t.Fatalf("refusals %v, retry %v (none is busy: no retry frame)", got, retry)
 	}
 
 	// Another protocol version is closed without an answer.
@@ -224,12 +236,18 @@ func send(t *testing.T, c net.Conn, b []byte) {
 	}
 }
 
-// readRefusals reads refuse frames until it has want refusals.
-func readRefusals(t *testing.T, r *bufio.Reader, want int) []refusal {
+// readRefusals reads refuse frames until it has want refusals, and returns
+// the wait of the last retry frame among them (0: none).
+func readRefusals(t *testing.T, r *bufio.Reader, want int) (got []refusal, retry time.Duration) {
 	t.Helper()
-	var got []refusal
 	for len(got) < want {
 		typ, p, err := readFrame(r)
+		if err == nil && typ == frameRetry {
+			if retry, err = decodeRetry(p); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
 		if err != nil || typ != frameRefuse {
 			t.Fatalf("frame %d, %v", typ, err)
 		}
@@ -237,7 +255,7 @@ func readRefusals(t *testing.T, r *bufio.Reader, want int) []refusal {
 			t.Fatal(err)
 		}
 	}
-	return got
+	return got, retry
 }
 
 // TestMuxClusterKey: with a cluster key, a dialer holding it reaches the
@@ -347,5 +365,81 @@ func TestMuxClusterKey(t *testing.T) {
 	case k := <-handled:
 		t.Fatalf("a connection of kind %q reached the handler", k)
 	default:
+	}
+}
+
+// TestFollowerPassesOnTheLeadersRetry: a follower fails a command the
+// leader refused busy with the wait the leader's retry frame asked for,
+// keeps that wait for later busy refusals on the link, bounds it, and
+// without a retry frame (a leader of an older build) fails it with plain
+// ErrBusy, which the node answers with an admission interval.
+func TestFollowerPassesOnTheLeadersRetry(t *testing.T) {
+	cfg := testConfig(t, t.TempDir())
+	cfg.ID, cfg.Bootstrap = "follower", false
+	f, err := Open(cfg, newMemSM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+
+	link := func() (net.Conn, chan error) {
+		local, remote := net.Pipe()
+		ended := make(chan error, 1)
+		go func() { ended <- f.readRefusals(local) }()
+		t.Cleanup(func() { remote.Close(); local.Close() })
+		return remote, ended
+	}
+	wait := func() (uint64, chan error) {
+		out := make(chan error, 1)
+		seq, ok := f.waits.add(func(_ any, _ uint64, err error) { out <- err })
+		if !ok {
+			t.Fatal("wait list closed")
+		}
+		return seq, out
+	}
+	retryOf := func(err error) time.Duration {
+		t.Helper()
+		var be *BusyError
+		if !errors.Is(err, ErrBusy) {
+			t.Fatalf("outcome %v, want ErrBusy", err)
+		}
+		if !errors.As(err, &be) {
+			return 0
+		}
+		return be.RetryAfter
+	}
+
+	leader, _ := link()
+	s1, o1 := wait()
+	s2, o2 := wait()
+	s3, o3 := wait()
+	send(t, leader, append(appendRetry(nil, 1700*time.Millisecond), appendRefuse(nil, []refusal{{s1, refuseBusy}, {s2, refuseTooLarge}})...))
+	if got := retryOf(<-o1); got != 1700*time.Millisecond {
+		t.Fatalf("busy refusal passed on with retry %v, want 1.7s", got)
+	}
+	if err := <-o2; !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("too large refusal: %v", err)
+	}
+	send(t, leader, appendRefuse(nil, []refusal{{s3, refuseBusy}}))
+	if got := retryOf(<-o3); got != 1700*time.Millisecond {
+		t.Fatalf("a later busy refusal on the link: retry %v, want the last hint 1.7s", got)
+	}
+	s4, o4 := wait()
+	send(t, leader, append(appendRetry(nil, time.Hour), appendRefuse(nil, []refusal{{s4, refuseBusy}})...))
+	if got := retryOf(<-o4); got != maxForwardedRetry {
+		t.Fatalf("a leader asking for an hour: retry %v, want it bounded to %v", got, maxForwardedRetry)
+	}
+
+	old, _ := link()
+	s5, o5 := wait()
+	send(t, old, appendRefuse(nil, []refusal{{s5, refuseBusy}}))
+	if got := retryOf(<-o5); got != 0 {
+		t.Fatalf("no retry frame on the link: BusyError with %v, want plain ErrBusy", got)
+	}
+
+	corrupt, ended := link()
+	send(t, corrupt, []byte{0, 0, 0, 1, frameRetry}) // empty payload
+	if err := <-ended; !errors.Is(err, errCorruptFrame) {
+		t.Fatalf("a corrupt retry frame: %v, want the link dropped as corrupt", err)
 	}
 }
