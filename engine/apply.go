@@ -41,9 +41,11 @@ func (e *Engine) Apply(index uint64, ts int64, cmds [][]byte) []any {
 	t.begin(e, index, ts)
 	t.ncmds = len(cmds)
 	results := make([]any, len(cmds))
+	t.results = make([]Result, 0, len(cmds))
 	for i, raw := range cmds {
 		results[i] = t.applyOne(raw)
 	}
+	t.results = nil // Raft's callers hold them now
 	t.finish()
 	if err := e.applyBatch(t.b); err != nil {
 		// The entry is committed in Raft; skipping it would fork this
@@ -83,6 +85,7 @@ type txn struct {
 	devices     map[uint64]Device      // added or revoked in this entry
 	convs       map[uint64]*convWork   // conversations read or changed in this entry
 	touched     []*convWork            // the same, in first-touch order
+	spareWork   []*convWork            // zeroed convWorks of earlier entries, for conv
 	directs     map[[2]uint64]uint64   // 1:1 conversations created in this entry
 	sends       map[sendKey]sendRecord // dedup records written in this entry
 	dedupIt     *pebble.Iterator       // over the committed dedup records; opened by the entry's first send
@@ -99,6 +102,7 @@ type txn struct {
 	progress    uint64                // the notifier's progress set by this entry; 0 if none
 	audits      uint64                // audit records written by this entry
 	events      []Event               // published after commit; a new slice per entry
+	results     []Result              // the successes' results (ok): one allocation per entry
 	ncmds       int                   // commands in the entry: sizes events
 	media       mediaWork             // media keys this entry wrote (media.go)
 
@@ -107,12 +111,16 @@ type txn struct {
 	vbuf []byte // value scratch
 }
 
-// convWork is a conversation as the entry sees it.
+// convWork is a conversation as the entry sees it. An entry of sends
+// touches a conversation a send: the convWorks of existing conversations
+// are reused from entry to entry (spareWork), with their working copy in
+// them, so touching one allocates nothing.
 type convWork struct {
 	c        *convEntry // working copy; becomes the live entry for a new conversation
 	live     *convEntry // the index's entry; nil for a conversation created in this entry
 	changed  bool
-	firstSeq uint64 // the first seq this entry appended; 0 if none yet
+	firstSeq uint64    // the first seq this entry appended; 0 if none yet
+	copy     convEntry // c of an existing conversation; install copies it to live
 }
 
 type membershipChange struct {
@@ -152,6 +160,10 @@ func (t *txn) reset() {
 	clear(t.names)
 	clear(t.devices)
 	clear(t.convs)
+	for _, w := range t.touched {
+		*w = convWork{} // drops the entry's references
+		t.spareWork = append(t.spareWork, w)
+	}
 	clear(t.touched)
 	t.touched = t.touched[:0]
 	clear(t.directs)
@@ -360,8 +372,14 @@ func (t *txn) conv(id uint64) *convWork {
 	if live == nil {
 		return nil
 	}
-	c := *live
-	w := &convWork{c: &c, live: live}
+	var w *convWork
+	if n := len(t.spareWork); n > 0 {
+		w, t.spareWork = t.spareWork[n-1], t.spareWork[:n-1]
+	} else {
+		w = new(convWork)
+	}
+	w.copy, w.live = *live, live
+	w.c = &w.copy
 	t.convs[id] = w
 	t.touched = append(t.touched, w)
 	return w
@@ -421,7 +439,8 @@ func (t *txn) publish(ev Event) {
 // ok is the Result of a command that succeeded in conversation conv (0:
 // none) and appended the event at seq (0: none).
 func (t *txn) ok(conv, seq uint64) *Result {
-	return &Result{Conv: conv, Seq: seq, Index: t.index, Ts: t.ts}
+	t.results = append(t.results, Result{Conv: conv, Seq: seq, Index: t.index, Ts: t.ts})
+	return &t.results[len(t.results)-1]
 }
 
 func (t *txn) applyOne(raw []byte) *Result {
