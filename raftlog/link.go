@@ -18,9 +18,9 @@ import (
 //
 // On a forward connection (kind connForward) the follower sends frameHello
 // first, then frameSubmit and frameReport frames in any order; the leader
-// sends frameRefuse and frameRetry. On an admin connection (kind connAdmin) the
-// caller sends one frameAdminRequest and the callee answers with one
-// frameAdminReply (msgpack, see membership.go).
+// sends frameRefuse and frameRetry. On an admin connection (kind
+// connAdmin) the caller sends one frameAdminRequest and the callee answers
+// with one frameAdminReply (msgpack, see membership.go).
 //
 // Payloads of the hot path are hand-encoded with minimal uvarints:
 //
