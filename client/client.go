@@ -286,8 +286,8 @@ func (c *Client) request(ctx context.Context, req *wire.Request, gated bool) (*w
 //
 // done runs on one of the client's goroutines (the connection's reader,
 // the sweep, the write gate's timer), or on the caller's before Go returns
-// when req is invalid or cannot be sent. It must return promptly and must not call the client:
-// replies and events wait for it.
+// when req is invalid or cannot be sent. It must return promptly and must
+// not call the client: replies and events wait for it.
 func (c *Client) Go(req *wire.Request, done func(*wire.Reply, error)) {
 	r := *req
 	if e := r.Validate(); e != nil {

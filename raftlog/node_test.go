@@ -171,6 +171,20 @@ func testConfig(t *testing.T, dir string) Config {
 	}
 }
 
+// openLoner opens a node that is not bootstrapped: it has no
+// configuration and never leads. The test's cleanup closes it.
+func openLoner(t *testing.T, id string) *Node {
+	t.Helper()
+	cfg := testConfig(t, t.TempDir())
+	cfg.ID, cfg.Bootstrap = id, false
+	n, err := Open(cfg, newMemSM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
 func openLeader(t testing.TB, cfg Config, sm StateMachine) *Node {
 	t.Helper()
 	n, err := Open(cfg, sm)
@@ -583,13 +597,7 @@ func TestCloseFailsQueued(t *testing.T) {
 
 func TestSubmitRefusals(t *testing.T) {
 	// A node that is not bootstrapped has no configuration: it never leads.
-	cfg := testConfig(t, t.TempDir())
-	cfg.Bootstrap = false
-	n, err := Open(cfg, newMemSM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	n := openLoner(t, "loner")
 	if err := n.Submit([]byte("x"), func(any, uint64, error) {}); !errors.Is(err, ErrNotLeader) {
 		t.Fatalf("Submit on a follower: %v", err)
 	}
@@ -602,7 +610,7 @@ func TestSubmitRefusals(t *testing.T) {
 		t.Fatalf("WaitLeader without a cluster: %v", err)
 	}
 
-	cfg = testConfig(t, t.TempDir())
+	cfg := testConfig(t, t.TempDir())
 	cfg.MaxBatchBytes = 8
 	l := openLeader(t, cfg, newMemSM())
 	defer l.Close()

@@ -196,13 +196,7 @@ func TestForwardProtocol(t *testing.T) {
 	}
 
 	// A node that is not the leader refuses everything as not leader.
-	fcfg := testConfig(t, t.TempDir())
-	fcfg.ID, fcfg.Bootstrap = "lonely", false
-	f, err := Open(fcfg, newMemSM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := openLoner(t, "lonely")
 	fconn, fr := dialForward(t, f, helloFrame{version: linkVersion, origin: origin, id: "tester"})
 	defer fconn.Close()
 	send(t, fconn, appendSubmit(nil, []fwdCommand{{seq: 1, cmd: []byte("x")}, {seq: 2, cmd: []byte("y")}}))
@@ -374,13 +368,7 @@ func TestMuxClusterKey(t *testing.T) {
 // without a retry frame (a leader of an older build) fails it with plain
 // ErrBusy, which the node answers with an admission interval.
 func TestFollowerPassesOnTheLeadersRetry(t *testing.T) {
-	cfg := testConfig(t, t.TempDir())
-	cfg.ID, cfg.Bootstrap = "follower", false
-	f, err := Open(cfg, newMemSM())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+	f := openLoner(t, "follower")
 
 	link := func() (net.Conn, chan error) {
 		local, remote := net.Pipe()
