@@ -253,7 +253,7 @@ func Open(cfg Config) (_ *Node, err error) {
 			n.log.Error("http server", "err", err)
 		}
 	}()
-	n.metrics.reg.MustRegister(newStatsCollector(n))
+	n.metrics.reg.MustRegister(newStatsCollector(n), newCPUWait("/proc/self/task"))
 	n.metrics.reg.MustRegister(n.storage.collectors()...)
 	return n, nil
 }

@@ -1,6 +1,9 @@
 package node_test
 
-import "testing"
+import (
+	"os"
+	"testing"
+)
 
 // TestStateWriteStallSeries: /metrics has the state database's write
 // stall counters (engine.WriteStalls), zero on a fresh node.
@@ -10,5 +13,17 @@ func TestStateWriteStallSeries(t *testing.T) {
 		if v := metricValue(t, n, s); v != 0 {
 			t.Errorf("%s = %v on a fresh node", s, v)
 		}
+	}
+}
+
+// TestCPUWaitSeries: where the kernel keeps schedstat, /metrics has how
+// long the node's threads waited for a CPU.
+func TestCPUWaitSeries(t *testing.T) {
+	if _, err := os.Stat("/proc/self/schedstat"); err != nil {
+		t.Skip("no schedstat here:", err)
+	}
+	n := startNode(t, t.TempDir())
+	if v := metricValue(t, n, "parley_process_cpu_wait_seconds_total"); v < 0 {
+		t.Errorf("parley_process_cpu_wait_seconds_total = %v", v)
 	}
 }
