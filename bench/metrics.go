@@ -240,6 +240,7 @@ type ServerSample struct {
 	At             time.Time `json:"at"`
 	RSSBytes       float64   `json:"rss_bytes"`          // process_resident_memory_bytes
 	CPUSeconds     float64   `json:"cpu_seconds"`        // process_cpu_seconds_total
+	CPUWaitSeconds float64   `json:"cpu_wait_seconds"`   // parley_process_cpu_wait_seconds_total
 	HeapInuseBytes float64   `json:"heap_inuse_bytes"`   // go_memstats_heap_inuse_bytes
 	Goroutines     float64   `json:"goroutines"`         // go_goroutines
 	Connections    float64   `json:"connections"`        // parley_connections
@@ -257,6 +258,26 @@ type ServerSample struct {
 	ApplyCount  float64 `json:"apply_seconds_count"`  // parley_apply_seconds_count
 }
 
+// add sums o's figures into s; Phase, Node and At are left to the caller.
+func (s *ServerSample) add(o ServerSample) {
+	s.RSSBytes += o.RSSBytes
+	s.CPUSeconds += o.CPUSeconds
+	s.CPUWaitSeconds += o.CPUWaitSeconds
+	s.HeapInuseBytes += o.HeapInuseBytes
+	s.Goroutines += o.Goroutines
+	s.Connections += o.Connections
+	s.Commits += o.Commits
+	s.Commands += o.Commands
+	s.Rejected += o.Rejected
+	s.IdleTimeouts += o.IdleTimeouts
+	s.Overflows += o.Overflows
+	s.RequestErrors += o.RequestErrors
+	s.CommitSum += o.CommitSum
+	s.CommitCount += o.CommitCount
+	s.ApplySum += o.ApplySum
+	s.ApplyCount += o.ApplyCount
+}
+
 // NewServerSample extracts the series the reports use from a scrape.
 func NewServerSample(phase, node string, at time.Time, m *Metrics) ServerSample {
 	v := func(name string) float64 { return m.Sum(name) }
@@ -266,6 +287,7 @@ func NewServerSample(phase, node string, at time.Time, m *Metrics) ServerSample 
 		At:             at,
 		RSSBytes:       v("process_resident_memory_bytes"),
 		CPUSeconds:     v("process_cpu_seconds_total"),
+		CPUWaitSeconds: v("parley_process_cpu_wait_seconds_total"),
 		HeapInuseBytes: v("go_memstats_heap_inuse_bytes"),
 		Goroutines:     v("go_goroutines"),
 		Connections:    v("parley_connections"),

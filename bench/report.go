@@ -118,6 +118,11 @@ func (r *Report) addHarnessFigures() {
 			if n := s1.ApplyCount - s0.ApplyCount; n > 0 {
 				r.AddFigure("raft apply time per entry, mean (server)", (s1.ApplySum-s0.ApplySum)/n*1e6, "µs")
 			}
+			// Threads runnable but waiting for a CPU, on average: against
+			// the server's CPU it tells a starved machine from slow code.
+			if wait, dt := s1.CPUWaitSeconds-s0.CPUWaitSeconds, s1.At.Sub(s0.At).Seconds(); wait > 0 && dt > 0 {
+				r.AddFigure("server threads waiting for a CPU, mean", wait/dt, "threads")
+			}
 		}
 	}
 	if secs := r.Result.Elapsed().Seconds(); r.Result.HarnessCPU > 0 && secs > 0 {
@@ -141,21 +146,7 @@ func (r *Report) Sample(phase string) (ServerSample, bool) {
 			continue
 		}
 		sum.Node += "," + s.Node
-		sum.RSSBytes += s.RSSBytes
-		sum.CPUSeconds += s.CPUSeconds
-		sum.HeapInuseBytes += s.HeapInuseBytes
-		sum.Goroutines += s.Goroutines
-		sum.Connections += s.Connections
-		sum.Commits += s.Commits
-		sum.Commands += s.Commands
-		sum.Rejected += s.Rejected
-		sum.IdleTimeouts += s.IdleTimeouts
-		sum.Overflows += s.Overflows
-		sum.RequestErrors += s.RequestErrors
-		sum.CommitSum += s.CommitSum
-		sum.CommitCount += s.CommitCount
-		sum.ApplySum += s.ApplySum
-		sum.ApplyCount += s.ApplyCount
+		sum.add(s)
 	}
 	return sum, found
 }

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -34,8 +35,8 @@ func TestDirectReportSumsTheCluster(t *testing.T) {
 	var samples []ServerSample
 	for _, node := range []string{"a", "b", "c"} {
 		samples = append(samples,
-			ServerSample{Phase: "connected", Node: node, At: t0, CPUSeconds: 1},
-			ServerSample{Phase: "loaded", Node: node, At: t0.Add(time.Second), CPUSeconds: 1.5})
+			ServerSample{Phase: "connected", Node: node, At: t0, CPUSeconds: 1, CPUWaitSeconds: 2},
+			ServerSample{Phase: "loaded", Node: node, At: t0.Add(time.Second), CPUSeconds: 1.5, CPUWaitSeconds: 2.25})
 	}
 	rep := reportWith(&Direct{Senders: 1}, res, samples...)
 	if v, _ := figure(rep, "server CPU during the load"); v != 1.5 {
@@ -43,6 +44,10 @@ func TestDirectReportSumsTheCluster(t *testing.T) {
 	}
 	if v, _ := figure(rep, "server CPU per message"); v != 15000 {
 		t.Errorf("cluster cpu per message %v µs, want 15000", v)
+	}
+	rep.addHarnessFigures()
+	if v, _ := figure(rep, "server threads waiting for a CPU, mean"); v != 0.75 {
+		t.Errorf("cluster cpu wait %v threads, want 0.75 (0.25 on each of 3 nodes)", v)
 	}
 	rep.Figures = nil
 	rep.Server = []ServerSample{
@@ -55,6 +60,26 @@ func TestDirectReportSumsTheCluster(t *testing.T) {
 	}
 	if v, _ := figure(rep, "raft apply time per entry, mean (server)"); v < 99.99 || v > 100.01 {
 		t.Errorf("apply time %v µs, want 100", v)
+	}
+}
+
+// TestServerSampleAddSumsEveryFigure: a figure added to ServerSample is
+// summed over the nodes, or this fails.
+func TestServerSampleAddSumsEveryFigure(t *testing.T) {
+	var one ServerSample
+	v := reflect.ValueOf(&one).Elem()
+	for i := range v.NumField() {
+		if f := v.Field(i); f.Kind() == reflect.Float64 {
+			f.SetFloat(1)
+		}
+	}
+	sum := one
+	sum.add(one)
+	s := reflect.ValueOf(sum)
+	for i := range s.NumField() {
+		if f := s.Field(i); f.Kind() == reflect.Float64 && f.Float() != 2 {
+			t.Errorf("%s: %v after adding 1 to 1", s.Type().Field(i).Name, f.Float())
+		}
 	}
 }
 

@@ -157,17 +157,7 @@ func sumPhase(rep *Report, phase string) (ServerSample, bool) {
 		if s.At.After(sum.At) {
 			sum.At = s.At
 		}
-		sum.RSSBytes += s.RSSBytes
-		sum.CPUSeconds += s.CPUSeconds
-		sum.HeapInuseBytes += s.HeapInuseBytes
-		sum.Goroutines += s.Goroutines
-		sum.Connections += s.Connections
-		sum.Commits += s.Commits
-		sum.Commands += s.Commands
-		sum.Rejected += s.Rejected
-		sum.IdleTimeouts += s.IdleTimeouts
-		sum.Overflows += s.Overflows
-		sum.RequestErrors += s.RequestErrors
+		sum.add(s)
 	}
 	return sum, found
 }
