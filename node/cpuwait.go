@@ -55,6 +55,11 @@ func (c *cpuWait) Collect(ch chan<- prometheus.Metric) {
 // read sums the run delay of the threads alive now and of those gone, in
 // nanoseconds; ok is false when no thread's schedstat could be read.
 func (c *cpuWait) read() (total uint64, ok bool) {
+	// Held across the reads: two scrapes interleaved would each compare
+	// their readings with the other's, and a thread read earlier would
+	// look like a new one with a reused ID.
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	tids, err := os.ReadDir(c.dir)
 	if err != nil {
 		return 0, false
@@ -65,15 +70,17 @@ func (c *cpuWait) read() (total uint64, ok bool) {
 		if err != nil {
 			continue // exited since ReadDir
 		}
-		if wait, ok := parseRunDelay(b); ok {
+		wait, ok := parseRunDelay(b)
+		if !ok {
+			wait, ok = c.last[t.Name()] // alive: keep its last reading
+		}
+		if ok {
 			now[t.Name()] = wait
 		}
 	}
 	if len(now) == 0 {
 		return 0, false
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	for tid, wait := range c.last {
 		if _, alive := now[tid]; !alive {
 			c.retired += wait

@@ -4,6 +4,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -13,8 +15,13 @@ func writeSchedstat(t *testing.T, dir, tid string, wait uint64) {
 	if err := os.MkdirAll(d, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// Written aside and renamed, as the kernel's file reads whole.
 	line := "1000 " + strconv.FormatUint(wait, 10) + " 7\n"
-	if err := os.WriteFile(filepath.Join(d, "schedstat"), []byte(line), 0o644); err != nil {
+	tmp := filepath.Join(d, "schedstat.new")
+	if err := os.WriteFile(tmp, []byte(line), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(d, "schedstat")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -61,7 +68,11 @@ func TestCPUWaitSumsThreadsAndOnlyGrows(t *testing.T) {
 	}
 	writeSchedstat(t, dir, "12", 1)
 	if got := readWait(t, c); got != 176 {
-		t.Fatalf("an unreadable schedstat is skipped: %d, want 176", got)
+		t.Fatalf("a schedstat that does not parse keeps its thread's last reading: %d, want 176", got)
+	}
+	writeSchedstat(t, dir, "10", 9)
+	if got := readWait(t, c); got != 180 {
+		t.Fatalf("thread 10 read again: %d, want 180", got)
 	}
 }
 
@@ -76,5 +87,40 @@ func TestCPUWaitReadsThisProcess(t *testing.T) {
 	}
 	if len(c.last) < 2 {
 		t.Fatalf("read %d threads; a Go process has several", len(c.last))
+	}
+}
+
+// Scrapes may run at once (two Prometheus servers): the series still
+// never counts a live thread as gone, so it never exceeds the threads'
+// own figures.
+func TestCPUWaitConcurrentScrapes(t *testing.T) {
+	dir := t.TempDir()
+	c := newCPUWait(dir)
+	const threads = 4
+	for i := range threads {
+		writeSchedstat(t, dir, strconv.Itoa(i), 0)
+	}
+	var wg sync.WaitGroup
+	var bad atomic.Uint64
+	var limit atomic.Uint64 // the threads' sum, written before it is reached
+	for range 4 {
+		wg.Go(func() {
+			for range 200 {
+				total, ok := c.read()
+				if ok && total > limit.Load() {
+					bad.Store(total)
+				}
+			}
+		})
+	}
+	for step := uint64(1); step <= 200; step++ {
+		limit.Store(step * threads)
+		for i := range threads {
+			writeSchedstat(t, dir, strconv.Itoa(i), step)
+		}
+	}
+	wg.Wait()
+	if v := bad.Load(); v != 0 {
+		t.Fatalf("a scrape read %d ns, more than the threads waited", v)
 	}
 }
