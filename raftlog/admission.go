@@ -39,19 +39,30 @@ type admission struct {
 	windowStart time.Duration
 	minSojourn  time.Duration // smallest sojourn in the window; -1: none yet
 	drained     int           // commands taken in the window
+	idleSince   time.Duration // when the queue was last found empty
+	// The retry hint's span: since it last changed, the commands refused
+	// and taken. It is lowered on the span's counts, once the span has
+	// lasted the hint itself (see retry).
+	spanStart                time.Duration
+	spanRefused, spanDrained int64
 
 	limit atomic.Int64 // queued commands Submit admits
 	// refused counts the commands refused in the window; retry is the
 	// wait a refused caller is asked for. It is steered so that refusals
 	// stay a small part of the work: it doubles after each window that
-	// refused more than a quarter as many commands as it took, halves
-	// after one that refused under a sixteenth, and is an interval again
-	// once the queue empties (from one interval to maxRetryFactor). A
-	// hint proportional to the refusals alone settles where clients that
-	// obey it still send a refusal for each command taken: each client
-	// holding its writes for the hint makes its own refusals fewer, so
-	// the hint fell with them and the clients came back sooner. Steering
-	// on the ratio keeps the hint up while it works.
+	// refused more than a quarter as many commands as it took; it halves
+	// once it has stood for its own length and, over that span, refused
+	// under a sixteenth; and it is an interval again after the queue has
+	// stayed empty for as long as the hint (from one interval to
+	// maxRetryFactor). A hint proportional to the refusals alone settles
+	// where clients that obey it still send a refusal for each command
+	// taken: each client holding its writes for the hint makes its own
+	// refusals fewer, so the hint fell with them and the clients came back
+	// sooner. Steering on the ratio keeps the hint up while it works, and
+	// lowering it only on a span as long as itself keeps it up until the
+	// clients it sent away have come back: lowered after any quiet 100 ms
+	// window, a 2 s hint was back at an interval before they returned, and
+	// most refusals of an overloaded cluster asked for 100-200 ms.
 	refused atomic.Int64
 	retry   atomic.Int64
 	// lastTaken is when the proposer last took a command, or -1 while it
@@ -76,14 +87,15 @@ const maxRetryFactor = 20
 
 // The retry hint doubles after a window that refused more than one command
 // for every retryRaiseRatio taken, and halves (down to an interval) after
-// one that refused fewer than one for every retryLowerRatio taken.
+// a span as long as itself that refused fewer than one for every
+// retryLowerRatio taken.
 const (
 	retryRaiseRatio = 4
 	retryLowerRatio = 16
 )
 
 func newAdmission(target, interval time.Duration, maxQueue int, now time.Duration) *admission {
-	a := &admission{target: target, interval: interval, maxQueue: maxQueue, windowStart: now, minSojourn: -1}
+	a := &admission{target: target, interval: interval, maxQueue: maxQueue, windowStart: now, minSojourn: -1, spanStart: now}
 	a.limit.Store(int64(maxQueue))
 	a.lastTaken.Store(int64(now))
 	a.retry.Store(int64(interval))
@@ -108,6 +120,11 @@ func (a *admission) admits(queued int, now time.Duration) bool {
 // taken records that the proposer took a command queued at enqueued into
 // an entry at now.
 func (a *admission) taken(enqueued, now time.Duration) {
+	if a.lastTaken.Load() < 0 && now-a.idleSince >= a.retryAfter() {
+		// The queue stayed empty for as long as the hint asks clients
+		// to wait: whatever made it, it is over.
+		a.setRetry(a.interval, now)
+	}
 	a.lastTaken.Store(int64(now))
 	sojourn := now - enqueued
 	if a.minSojourn < 0 || sojourn < a.minSojourn {
@@ -115,23 +132,32 @@ func (a *admission) taken(enqueued, now time.Duration) {
 	}
 	a.drained++
 	if elapsed := now - a.windowStart; elapsed >= a.interval {
-		a.endWindow(elapsed)
+		a.endWindow(elapsed, now)
 		a.windowStart = now
 	}
 }
 
 // idle records that the proposer found the queue empty at now and waits
 // for work: no queue stands, whatever the window measured so far, and
-// however long it waits, it is not stalled.
+// however long it waits, it is not stalled. The retry hint stays: the
+// clients it sent away may be what emptied the queue (taken lowers it
+// after a long enough idle).
 func (a *admission) idle(now time.Duration) {
 	a.limit.Store(int64(a.maxQueue))
 	a.windowStart, a.minSojourn, a.drained = now, -1, 0
-	a.lastTaken.Store(-1)
-	a.refused.Store(0)
-	a.retry.Store(int64(a.interval))
+	if a.lastTaken.Swap(-1) >= 0 {
+		a.idleSince = now
+	}
+	a.spanRefused += a.refused.Swap(0)
 }
 
-func (a *admission) endWindow(elapsed time.Duration) {
+// setRetry sets the hint and starts its span at now.
+func (a *admission) setRetry(retry, now time.Duration) {
+	a.retry.Store(int64(retry))
+	a.spanStart, a.spanRefused, a.spanDrained = now, 0, 0
+}
+
+func (a *admission) endWindow(elapsed, now time.Duration) {
 	limit := a.maxQueue
 	if a.minSojourn > a.target {
 		// Commands the proposer drains in target at this window's rate.
@@ -139,15 +165,20 @@ func (a *admission) endWindow(elapsed time.Duration) {
 		limit = min(max(limit, minAdmitted), a.maxQueue)
 	}
 	a.limit.Store(int64(limit))
-	refused, drained := a.refused.Swap(0), int64(max(a.drained, 1))
-	retry := a.retry.Load()
+	refused, drained := a.refused.Swap(0), int64(a.drained)
+	a.spanRefused += refused
+	a.spanDrained += drained
+	retry := a.retryAfter()
 	switch {
-	case refused*retryRaiseRatio > drained:
-		retry = min(2*retry, int64(a.interval)*maxRetryFactor)
-	case refused*retryLowerRatio < drained:
-		retry = max(retry/2, int64(a.interval))
+	case refused*retryRaiseRatio > max(drained, 1):
+		a.setRetry(min(2*retry, a.interval*maxRetryFactor), now)
+	case now-a.spanStart < retry:
+		// The clients refused with this hint may not be back yet.
+	case a.spanRefused*retryLowerRatio < max(a.spanDrained, 1):
+		a.setRetry(max(retry/2, a.interval), now)
+	default:
+		a.setRetry(retry, now) // held: measure the next span
 	}
-	a.retry.Store(retry)
 	a.minSojourn, a.drained = -1, 0
 }
 

@@ -3,6 +3,7 @@ package raftlog
 import (
 	"context"
 	"errors"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -170,10 +171,12 @@ func TestAdmissionEndToEnd(t *testing.T) {
 
 // TestAdmissionRetryHint: the wait asked of a refused caller doubles after
 // each window that refused more than one command for four taken, up to 20
-// intervals, stays while refusals are between a sixteenth and a quarter of
-// the commands taken (the clients obey it: it is not lowered for working),
-// halves after a window under a sixteenth, never below an interval, and is
-// an interval again once the queue empties.
+// intervals. It is lowered only once it has stood for its own length (the
+// clients it sent away are back), and then only if that span refused under
+// a sixteenth of what it took: it holds while the refusals are between a
+// sixteenth and a quarter (the clients obey it: it is not lowered for
+// working), halves under a sixteenth, never below an interval. After the
+// queue has stayed empty for as long as the hint, it is an interval again.
 func TestAdmissionRetryHint(t *testing.T) {
 	a := newAdmission(20*ms, 100*ms, 65536, 0)
 	if got := a.retryAfter(); got != 100*ms {
@@ -190,21 +193,44 @@ func TestAdmissionRetryHint(t *testing.T) {
 		}
 	}
 	// Obeyed: the refusals fall to a tenth of the commands taken. The
-	// hint holds; a proportional one fell here and let them come back.
-	for i := 6; i < 9; i++ {
+	// hint holds, through its span (600 ms to 2.6 s) and after it; a
+	// proportional one fell here and let the clients come back.
+	for i := 6; i <= 30; i++ {
 		if got := window(i, 100); got != 2*time.Second {
 			t.Fatalf("window %d refusing a tenth: hint %v, want it held at 2s", i, got)
 		}
 	}
-	for i, want := range []time.Duration{time.Second, 500 * ms, 250 * ms, 125 * ms, 100 * ms, 100 * ms} {
-		if got := window(9+i, 10); got != want { // one refused for 100 taken
-			t.Fatalf("window %d refusing a hundredth: hint %v, want %v", 9+i, got, want)
+	// A hundredth: the hint halves once a span as long as itself has
+	// passed since it last changed (the held span began at 2.6 s).
+	type change struct {
+		at   time.Duration // end of the window that changed it
+		hint time.Duration
+	}
+	var changes []change
+	last := a.retryAfter()
+	for i := 31; i <= 70; i++ {
+		if got := window(i, 10); got != last {
+			changes = append(changes, change{time.Duration(i+1) * 100 * ms, got})
+			last = got
 		}
 	}
-	window(15, 1_000_000)
-	a.idle(1700 * ms)
+	want := []change{{4600 * ms, time.Second}, {5600 * ms, 500 * ms}, {6100 * ms, 250 * ms}, {6400 * ms, 125 * ms}, {6600 * ms, 100 * ms}}
+	if !slices.Equal(changes, want) {
+		t.Fatalf("refusing a hundredth, the hint changed %v, want %v", changes, want)
+	}
+
+	if got := window(71, 1_000_000); got != 200*ms {
+		t.Fatalf("hint %v after a window refusing 1000 a command, want 200ms", got)
+	}
+	a.idle(7250 * ms)
+	a.taken(7300*ms, 7300*ms) // the queue was empty for 50 ms
+	if got := a.retryAfter(); got != 200*ms {
+		t.Fatalf("hint %v after the queue was empty for a quarter of it, want it held at 200ms", got)
+	}
+	a.idle(7350 * ms)
+	a.taken(7550*ms, 7550*ms) // empty for 200 ms: as long as the hint
 	if got := a.retryAfter(); got != 100*ms {
-		t.Fatalf("hint %v after the queue emptied", got)
+		t.Fatalf("hint %v after the queue was empty for as long as it, want an interval", got)
 	}
 }
 
