@@ -140,8 +140,8 @@ func (a *admission) taken(enqueued, now time.Duration) {
 // idle records that the proposer found the queue empty at now and waits
 // for work: no queue stands, whatever the window measured so far, and
 // however long it waits, it is not stalled. The retry hint stays: the
-// clients it sent away may be what emptied the queue (taken lowers it
-// after a long enough idle).
+// clients it sent away may be what emptied the queue (taken puts it back
+// to an interval once the queue has stayed empty as long as the hint).
 func (a *admission) idle(now time.Duration) {
 	a.limit.Store(int64(a.maxQueue))
 	a.windowStart, a.minSojourn, a.drained = now, -1, 0
