@@ -171,7 +171,8 @@ func (g *writeGate) drop() {
 }
 
 // wait blocks a write made with Request until the gate is plainly open, or
-// ctx ends (its error then).
+// ctx ends (its error then). It sleeps on the gate's opened channel as well
+// as on the wait's end: drop opens the gate before the wait is over.
 func (g *writeGate) wait(ctx context.Context) error {
 	for {
 		if !g.engaged.Load() {
@@ -183,22 +184,31 @@ func (g *writeGate) wait(ctx context.Context) error {
 			g.mu.Unlock()
 			return nil
 		}
-		if wait := g.until.Sub(now); wait > 0 {
-			g.mu.Unlock()
-			if !sleep(ctx, wait) {
-				return ctx.Err()
-			}
-			continue
-		}
 		if g.opened == nil {
 			g.opened = make(chan struct{})
 		}
-		opened := g.opened
+		opened, wait := g.opened, g.until.Sub(now)
 		g.mu.Unlock()
-		select {
-		case <-opened:
-		case <-ctx.Done():
-			return ctx.Err()
+		if err := waitOpened(ctx, opened, wait); err != nil {
+			return err
 		}
 	}
+}
+
+// waitOpened waits until opened is closed, or wait has passed if it is
+// positive, or ctx ends (its error then).
+func waitOpened(ctx context.Context, opened <-chan struct{}, wait time.Duration) error {
+	var waitEnd <-chan time.Time
+	if wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		waitEnd = t.C
+	}
+	select {
+	case <-opened:
+	case <-waitEnd:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
 }

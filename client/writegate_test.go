@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"parley/internal/testwait"
 	"parley/wire"
 )
 
@@ -189,6 +190,13 @@ func TestWriteGateDrop(t *testing.T) {
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- g.wait(context.Background()) }()
+	// Drop only once the Request is waiting out the hour: drop must end
+	// that wait, not only stop new ones.
+	testwait.Eventually(t, "the Request to wait on the gate", func() bool {
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		return g.opened != nil
+	})
 	g.drop()
 	if s := k.sentNow(); !equal(s, []string{"w1", "w2", "w3"}) {
 		t.Fatalf("drop sent %v", s)
