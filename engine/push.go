@@ -371,6 +371,23 @@ func (e *Engine) ConvsChangedAfter(after uint64, dst []uint64) []uint64 {
 	return dst
 }
 
+// UserConvsChangedAfter appends to dst the conversations user is a member
+// of with an event after log index after.
+func (e *Engine) UserConvsChangedAfter(user, after uint64, dst []uint64) []uint64 {
+	e.idx.mu.RLock()
+	defer e.idx.mu.RUnlock()
+	u := e.idx.users[user]
+	if u == nil {
+		return dst
+	}
+	for _, m := range u.convs {
+		if !m.gone && m.conv.lastIndex > after {
+			dst = append(dst, m.conv.id)
+		}
+	}
+	return dst
+}
+
 // MessagesAfter returns up to limit messages of conv appended by entries
 // after log index after and with a seq above afterSeq, oldest first, with
 // more set if others follow: page on with afterSeq = the last one's Seq

@@ -195,6 +195,18 @@ func TestMessagesAfter(t *testing.T) {
 	if got := w.e.ConvsChangedAfter(w.index, nil); len(got) != 0 {
 		t.Fatalf("changed after the last index: %v", got)
 	}
+	if got := w.e.UserConvsChangedAfter(2, before, nil); !slices.Equal(slices.Sorted(slices.Values(got)), []uint64{w.dm, g}) {
+		t.Fatalf("bob's changed after %d: %v", before, got)
+	}
+	if got := w.e.UserConvsChangedAfter(1, idx[4], nil); !slices.Equal(got, []uint64{g}) {
+		t.Fatalf("alice's changed after her last direct message: %v", got)
+	}
+	if got := w.e.UserConvsChangedAfter(1, w.index, nil); len(got) != 0 {
+		t.Fatalf("alice's changed after the last index: %v", got)
+	}
+	if got := w.e.UserConvsChangedAfter(99, before, nil); len(got) != 0 {
+		t.Fatalf("changed for a user who is in none: %v", got)
+	}
 	msgs, more, err := w.e.MessagesAfter(w.dm, before, 0, 3)
 	if err != nil || !more || len(msgs) != 3 || msgs[0].Index != idx[0] || msgs[2].Index != idx[2] {
 		t.Fatalf("first page: %d msgs more=%v %v", len(msgs), more, err)
