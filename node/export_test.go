@@ -43,6 +43,27 @@ func (n *Node) StopWebSocketForTest(ctx context.Context) error { return n.ws.Sto
 // EngineForTest is the node's engine, for checks of the replicated state.
 func (n *Node) EngineForTest() *engine.Engine { return n.engine }
 
+// PushCaughtUpForTest is the number of users who went offline whose
+// catch-up the notifier has handled (their deliveries counted as pending).
+func (n *Node) PushCaughtUpForTest() int {
+	if n.notifier == nil {
+		return 0
+	}
+	n.notifier.mu.Lock()
+	defer n.notifier.mu.Unlock()
+	return n.notifier.caughtUp
+}
+
+// InPresenceGraceForTest reports whether user's last session on this node
+// has closed and their grace here has not ended.
+func (n *Node) InPresenceGraceForTest(user uint64) bool {
+	p := n.signals.presence
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.offAt[user]
+	return ok
+}
+
 // PushPendingForTest is the number of notifications the notifier has yet
 // to handle (0 without a notifier).
 func (n *Node) PushPendingForTest() int {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -28,6 +29,16 @@ import (
 // is sent twice is at most what the old leader sent after its last report
 // (at least once; the idempotency key per message and device lets a
 // provider or receiver drop the repeat).
+//
+// A recipient counts as online through the presence grace after their last
+// connection closed, so a scan skips messages sent to them then, which no
+// device got. When such a user goes offline cluster-wide (the signal loop
+// calls wentOffline on the leader), catchUp pushes what they were sent
+// after their last connection closed (presenceTracker.closed: exact for a
+// connection to the leader, at or before the close for one to a peer, so
+// that a message at the edge is pushed rather than lost). The durable
+// progress may have passed those messages already, so a leader change
+// before the grace ends loses their notifications, as a drop does.
 //
 // Handled means sent, refused for good (the token is gone: the target is
 // cleared through Raft), or dropped: a delivery that keeps failing is
@@ -56,6 +67,15 @@ type notifier struct {
 	pending   map[uint64]int       // log index -> deliveries of its messages not yet handled
 	reported  uint64               // the progress last submitted
 	paused    map[string]time.Time // provider -> no sends before (its Retry-After)
+	// marks: (time, the highest index published by then), at least
+	// markEvery apart, the latest maxMarks of this leadership; catchUp
+	// finds in them where the messages sent after a time begin.
+	marks []publishMark
+	// offline: users who went offline cluster-wide -> when their last
+	// connection closed (Unix ms), for catchUp; caughtUp counts the users
+	// it handled (tests).
+	offline  map[uint64]int64
+	caughtUp int
 
 	wake  chan struct{}
 	queue chan *delivery
@@ -65,6 +85,23 @@ type notifier struct {
 	queued             prometheus.GaugeFunc
 	lag                prometheus.GaugeFunc
 }
+
+// publishMark: by at, every message up to index was published, and every
+// message published later is after index.
+type publishMark struct {
+	at    time.Time
+	index uint64
+}
+
+const (
+	markEvery = 100 * time.Millisecond
+	// maxMarks at least markEvery apart reach back at least 25 s: well
+	// past any grace plus a signal tick.
+	maxMarks = 256
+	// maxOfflineBacklog bounds notifier.offline; past it a user's catch-up
+	// is dropped (counted as queue_full).
+	maxOfflineBacklog = 1 << 16
+)
 
 // delivery is one notification to one device.
 type delivery struct {
@@ -94,8 +131,9 @@ func newNotifier(n *Node, sender push.Sender) *notifier {
 	nt := &notifier{
 		n: n, sender: sender, now: time.Now,
 		dirty: make(map[uint64]struct{}), pending: make(map[uint64]int), paused: make(map[string]time.Time),
-		wake:  make(chan struct{}, 1),
-		queue: make(chan *delivery, n.cfg.PushQueue),
+		offline: make(map[uint64]int64),
+		wake:    make(chan struct{}, 1),
+		queue:   make(chan *delivery, n.cfg.PushQueue),
 		sent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_push_sent_total", Help: "Notifications a push provider accepted.",
 		}, []string{"provider"}),
@@ -133,6 +171,13 @@ func (nt *notifier) messagePublished(conv, index uint64) {
 		return
 	}
 	nt.dirty[conv] = struct{}{}
+	if now := nt.now(); len(nt.marks) == 0 || now.Sub(nt.marks[len(nt.marks)-1].at) >= markEvery {
+		if len(nt.marks) == maxMarks {
+			nt.marks = append(nt.marks[:0], nt.marks[1:]...)
+		}
+		// Before this message's entry: its others may have come first.
+		nt.marks = append(nt.marks, publishMark{at: now, index: min(nt.published, index-1)})
+	}
 	nt.published = max(nt.published, index)
 	nt.mu.Unlock()
 	select {
@@ -174,6 +219,7 @@ func (nt *notifier) run(stop <-chan struct{}) {
 			continue
 		}
 		nt.scan()
+		nt.catchUp()
 	}
 }
 
@@ -191,6 +237,8 @@ func (nt *notifier) stepDown() {
 	clear(nt.pending)
 	clear(nt.paused)
 	clear(nt.dirty)
+	clear(nt.offline)
+	nt.marks = nt.marks[:0]
 }
 
 // scan expands the messages after what was scanned into deliveries.
@@ -280,50 +328,175 @@ func (nt *notifier) expand(out []*delivery, ev *engine.Event, epoch uint64, now 
 		if user == ev.From || nt.n.signals.presence.isOnline(user) {
 			continue
 		}
-		preview, dnd := nt.n.engine.NotifySettings(user)
-		if dnd || engine.Muted(nt.n.engine.MutedUntil(user, ev.Conv), now.UnixMilli()) {
-			continue
-		}
-		targets, err := nt.n.engine.PushTargets(user)
-		if err != nil {
-			nt.n.log.Error("notifier: read push targets", "user", user, "err", err)
-			continue
-		}
-		if len(targets) == 0 {
-			continue
-		}
-		note := push.Notification{
-			Conv: ev.Conv, Seq: ev.Seq,
-			Badge:       int(min(nt.n.engine.Unread(user), 1<<31-1)),
-			CollapseKey: "conv-" + strconv.FormatUint(ev.Conv, 10),
-			ThreadID:    "conv-" + strconv.FormatUint(ev.Conv, 10),
-			TTL:         nt.n.cfg.PushMaxAge,
-		}
-		if preview {
-			if sender == "" {
-				if u, ok := nt.n.engine.User(ev.From); ok {
-					sender = u.Username
-				}
-			}
-			note.Title, note.Body = sender, cutText(ev.Body, notifyBodyMax)
-			if kind == engine.KindGroup {
-				note.Title = sender + " in " + convName
-			}
-			if note.Body == "" {
-				note.Body = push.GenericBody // an attachment without text
-			}
-		}
-		for _, t := range targets {
-			d := &delivery{
-				epoch: epoch, index: ev.Index, at: time.UnixMilli(ev.Ts), user: user, device: t.Device,
-				target: push.Target{Provider: t.Provider, Token: t.Token, Endpoint: t.Endpoint, P256dh: t.P256dh, Auth: t.Auth},
-				note:   note,
-			}
-			d.note.IdempotencyKey = fmt.Sprintf("%d.%d.%d", ev.Conv, ev.Seq, t.Device)
-			out = append(out, d)
-		}
+		out = nt.expandUser(out, ev, user, kind, convName, &sender, epoch, now)
 	}
 	return out
+}
+
+// expandFor is expand for one user, whatever their presence: catchUp has
+// decided they did not get the message.
+func (nt *notifier) expandFor(out []*delivery, ev *engine.Event, user, epoch uint64, now time.Time) []*delivery {
+	members, kind, convName, ok := nt.n.engine.Members(ev.Conv)
+	if !ok || ev.Deleted || user == ev.From {
+		return out
+	}
+	if _, member := slices.BinarySearch(members, user); !member {
+		return out
+	}
+	var sender string
+	return nt.expandUser(out, ev, user, kind, convName, &sender, epoch, now)
+}
+
+// expandUser appends the deliveries of ev to user's devices with a push
+// target, unless user muted the conversation or is in do-not-disturb.
+// sender caches the sender's name across the members of one message.
+func (nt *notifier) expandUser(out []*delivery, ev *engine.Event, user uint64, kind engine.ConvKind, convName string, sender *string, epoch uint64, now time.Time) []*delivery {
+	preview, dnd := nt.n.engine.NotifySettings(user)
+	if dnd || engine.Muted(nt.n.engine.MutedUntil(user, ev.Conv), now.UnixMilli()) {
+		return out
+	}
+	targets, err := nt.n.engine.PushTargets(user)
+	if err != nil {
+		nt.n.log.Error("notifier: read push targets", "user", user, "err", err)
+		return out
+	}
+	if len(targets) == 0 {
+		return out
+	}
+	note := push.Notification{
+		Conv: ev.Conv, Seq: ev.Seq,
+		Badge:       int(min(nt.n.engine.Unread(user), 1<<31-1)),
+		CollapseKey: "conv-" + strconv.FormatUint(ev.Conv, 10),
+		ThreadID:    "conv-" + strconv.FormatUint(ev.Conv, 10),
+		TTL:         nt.n.cfg.PushMaxAge,
+	}
+	if preview {
+		if *sender == "" {
+			if u, ok := nt.n.engine.User(ev.From); ok {
+				*sender = u.Username
+			}
+		}
+		note.Title, note.Body = *sender, cutText(ev.Body, notifyBodyMax)
+		if kind == engine.KindGroup {
+			note.Title = *sender + " in " + convName
+		}
+		if note.Body == "" {
+			note.Body = push.GenericBody // an attachment without text
+		}
+	}
+	for _, t := range targets {
+		d := &delivery{
+			epoch: epoch, index: ev.Index, at: time.UnixMilli(ev.Ts), user: user, device: t.Device,
+			target: push.Target{Provider: t.Provider, Token: t.Token, Endpoint: t.Endpoint, P256dh: t.P256dh, Auth: t.Auth},
+			note:   note,
+		}
+		d.note.IdempotencyKey = fmt.Sprintf("%d.%d.%d", ev.Conv, ev.Seq, t.Device)
+		out = append(out, d)
+	}
+	return out
+}
+
+// wentOffline is called on the leader, from the signal loop, with the
+// users who went offline cluster-wide and when their last connection
+// closed (Unix ms): catchUp handles them on the notifier's goroutine.
+func (nt *notifier) wentOffline(closed map[uint64]int64) {
+	nt.mu.Lock()
+	if !nt.active {
+		nt.mu.Unlock()
+		return
+	}
+	for u, ts := range closed {
+		if _, ok := nt.offline[u]; !ok && len(nt.offline) >= maxOfflineBacklog {
+			nt.dropped.WithLabelValues("queue_full").Inc()
+			continue
+		}
+		nt.offline[u] = max(nt.offline[u], ts)
+	}
+	nt.mu.Unlock()
+	select {
+	case nt.wake <- struct{}{}:
+	default:
+	}
+}
+
+// catchUp pushes to the users who went offline what they were sent after
+// their last connection closed, while the grace still counted them online
+// and the scans skipped them. Messages the scans have not reached yet are
+// theirs: those see the users offline.
+func (nt *notifier) catchUp() {
+	type job struct {
+		user, from uint64
+		after      int64 // Unix ms: messages from it on
+	}
+	nt.mu.Lock()
+	if !nt.active || len(nt.offline) == 0 {
+		nt.mu.Unlock()
+		return
+	}
+	jobs := make([]job, 0, len(nt.offline))
+	for u, closed := range nt.offline {
+		jobs = append(jobs, job{user: u, from: nt.publishedByLocked(time.UnixMilli(closed)), after: closed})
+	}
+	clear(nt.offline)
+	upTo, epoch := nt.scanned, nt.epoch
+	nt.mu.Unlock()
+
+	now := nt.now()
+	var out []*delivery
+	for _, j := range jobs {
+		if nt.n.signals.presence.isOnline(j.user) {
+			continue // back already: the app syncs what it missed
+		}
+		for _, conv := range nt.n.engine.UserConvsChangedAfter(j.user, j.from, nil) {
+			var afterSeq uint64
+			for {
+				msgs, more, err := nt.n.engine.MessagesAfter(conv, j.from, afterSeq, notifyScanLimit)
+				if err != nil {
+					nt.n.log.Error("notifier: read messages", "conv", conv, "err", err)
+					break
+				}
+				for i := range msgs {
+					// A message stamped in the millisecond of the close
+					// may have come after it: it is pushed.
+					if m := &msgs[i]; m.Index <= upTo && m.Ts >= j.after {
+						out = nt.expandFor(out, m, j.user, epoch, now)
+					}
+				}
+				if !more || len(msgs) == 0 || msgs[len(msgs)-1].Index > upTo {
+					break
+				}
+				afterSeq = msgs[len(msgs)-1].Seq
+			}
+		}
+	}
+	nt.mu.Lock()
+	if nt.epoch != epoch {
+		nt.mu.Unlock()
+		return
+	}
+	for _, d := range out {
+		nt.pending[d.index]++
+	}
+	nt.caughtUp += len(jobs)
+	nt.mu.Unlock()
+	for _, d := range out {
+		nt.enqueue(d)
+	}
+}
+
+// publishedByLocked is the highest index published by t, as the marks
+// know it; before the first mark, the durable progress (what this
+// leadership's scans started from).
+func (nt *notifier) publishedByLocked(t time.Time) uint64 {
+	i, at := slices.BinarySearchFunc(nt.marks, t, func(m publishMark, t time.Time) int { return m.at.Compare(t) })
+	switch {
+	case at:
+		return nt.marks[i].index
+	case i == 0:
+		return nt.reported
+	default:
+		return nt.marks[i-1].index // the last before t
+	}
 }
 
 // cutText cuts s to at most n bytes on a rune boundary, marking the cut.
@@ -516,6 +689,7 @@ func (n *Node) startNotifier() error {
 		sender = d
 	}
 	n.notifier = newNotifier(n, sender)
+	n.signals.wentOffline = n.notifier.wentOffline // before the signal loop starts
 	n.metrics.reg.MustRegister(n.notifier.collectors()...)
 	n.workers.Add(1)
 	go func() {

@@ -28,11 +28,13 @@ type pushWorld struct {
 	dm, group        uint64
 }
 
-func newPushWorld(t *testing.T) *pushWorld {
+func newPushWorld(t *testing.T) *pushWorld { return newPushWorldGrace(t, 50*time.Millisecond) }
+
+func newPushWorldGrace(t *testing.T, grace time.Duration) *pushWorld {
 	w := &pushWorld{t: t, rec: &pushtest.Recorder{}}
 	cfg := testConfig(t.TempDir())
 	cfg.PushSender = w.rec
-	cfg.PresenceGrace = 50 * time.Millisecond
+	cfg.PresenceGrace = grace
 	cfg.SignalTick = 20 * time.Millisecond
 	cfg.PushProgressEvery = 20 * time.Millisecond
 	w.n = startNodeWith(t, cfg)
@@ -65,6 +67,17 @@ func (w *pushWorld) bobOnline(f func(phone, web *conn)) {
 	testwait.Eventually(w.t, "bob offline", func() bool {
 		rep := w.a.do(w.t, map[string]any{"t": "presence.sub", "users": []uint64{w.bob.user}})
 		return rep.Type == wire.TypeOK && len(rep.Presence) == 1 && !rep.Presence[0].Online
+	})
+}
+
+// pastMilli waits until the clock has left the millisecond ts (Unix ms).
+// A message stamped in the millisecond its recipient's connection closes
+// is pushed when the grace ends (it may have come after the close), so a
+// message meant as seen while connected must be before a later close.
+func (w *pushWorld) pastMilli(ts int64) {
+	w.t.Helper()
+	testwait.Eventually(w.t, "the clock past the message's millisecond", func() bool {
+		return time.Now().UnixMilli() > ts
 	})
 }
 
@@ -111,7 +124,10 @@ func TestNotifyWhoAndWhat(t *testing.T) {
 
 	// Online: no notification. (bob is online while this runs.)
 	var online wire.Reply
-	w.bobOnline(func(_, _ *conn) { online = w.send(w.dm, "while online") })
+	w.bobOnline(func(_, _ *conn) {
+		online = w.send(w.dm, "while online")
+		w.pastMilli(online.Ts)
+	})
 	if got := w.handled(online.Index, w.dm, online.Seq); len(got) != 0 {
 		t.Fatalf("notified while online: %+v", got)
 	}
@@ -187,6 +203,54 @@ func TestNotifyWhoAndWhat(t *testing.T) {
 	}
 	if p := w.n.PushPendingForTest(); p != 0 {
 		t.Fatalf("%d deliveries pending at the end", p)
+	}
+}
+
+// TestNotifyAfterThePresenceGrace: the grace after a user's last
+// connection closes counts them online, so a message sent then reaches no
+// device and no scan pushes it. It is pushed once the grace runs out; a
+// message sent while they were connected is not.
+func TestNotifyAfterThePresenceGrace(t *testing.T) {
+	w := newPushWorldGrace(t, 2*time.Second)
+	sendsOf := func(r wire.Reply) []pushtest.Sent {
+		var out []pushtest.Sent
+		for _, s := range w.rec.Sends() {
+			if s.Notification.Conv == r.Conv && s.Notification.Seq == r.Seq {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+
+	// Connected when sent: no notification, also once bob goes offline
+	// and the notifier has caught up on him.
+	caught := w.n.PushCaughtUpForTest()
+	var live wire.Reply
+	w.bobOnline(func(_, _ *conn) {
+		live = w.send(w.dm, "while connected")
+		w.pastMilli(live.Ts)
+	})
+	testwait.Eventually(t, "the catch-up of bob going offline", func() bool {
+		return w.n.PushCaughtUpForTest() > caught && w.n.PushPendingForTest() == 0 &&
+			w.n.EngineForTest().PushProgress() >= live.Index
+	})
+	if got := sendsOf(live); len(got) != 0 {
+		t.Fatalf("notified of a message sent while connected: %+v", got)
+	}
+
+	// Sent after bob's phone closed, in the grace: both devices are told
+	// once the grace runs out.
+	phone, _ := dialConn(t, w.n, w.bobPhone)
+	phone.conn.NetConn().Close()
+	testwait.Eventually(t, "bob's phone closed on the node", func() bool {
+		return w.n.InPresenceGraceForTest(w.bob.user)
+	})
+	inGrace := w.send(w.dm, "in the grace")
+	testwait.Eventually(t, "the notifications after the grace", func() bool {
+		return slices.Equal(providers(sendsOf(inGrace)), []string{push.ProviderFCM, push.ProviderWebPush})
+	})
+	if got := sendsOf(live); len(got) != 0 {
+		t.Fatalf("notified of a message sent while connected: %+v", got)
 	}
 }
 

@@ -233,11 +233,14 @@ func (sg *signals) broadcastTyping(user, conv uint64, on bool) {
 // forwarding hop. Across a leader change a value may be written twice
 // (harmless: the later write wins) or not at all (last_seen stays older).
 func (sg *signals) writeWentOffline() {
-	off := sg.presence.takeWentOffline()
+	off, closed := sg.presence.takeWentOffline(), sg.presence.takeClosed()
 	if len(off) == 0 || !sg.raft.IsLeader() {
 		return
 	}
 	for u, ts := range off {
 		sg.recordLastSeen(u, ts)
+	}
+	if sg.wentOffline != nil {
+		sg.wentOffline(closed)
 	}
 }

@@ -228,3 +228,33 @@ func TestPeerMsgCodec(t *testing.T) {
 		}
 	}
 }
+
+// TestPresenceClosed: for each user who went offline cluster-wide, when
+// their last connection closed, as the notifier's catch-up needs it: exact
+// for a connection here, and at or before the close for one to a peer,
+// which reports at its tick after the grace.
+func TestPresenceClosed(t *testing.T) {
+	p := newPresenceTracker(5 * time.Second)
+	p.remoteSlack = 100 * time.Millisecond
+	t0 := time.Unix(1000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+
+	p.connected(1)
+	p.disconnected(1, at(time.Second))
+	requireChanges(t, "1 off here", p.sweep(at(6500*time.Millisecond)), off(1, at(6500*time.Millisecond).UnixMilli()))
+	if got := p.takeClosed(); len(got) != 1 || got[1] != at(time.Second).UnixMilli() {
+		t.Fatalf("closed here: %v, want %d (not the sweep's time)", got, at(time.Second).UnixMilli())
+	}
+	if p.takeClosed() != nil {
+		t.Fatal("closed must be taken once")
+	}
+
+	p.peerSet("n2", 1, []uint64{2}, 0)
+	requireChanges(t, "2 off on n2", p.peerDelta("n2", 2, nil, []uint64{2}, 9000), off(2, 9000))
+	if got := p.takeClosed(); len(got) != 1 || got[2] != 9000-5000-100 {
+		t.Fatalf("closed on a peer: %v, want %d", got, 9000-5000-100)
+	}
+	if got := p.takeWentOffline(); len(got) != 2 || got[1] != at(6500*time.Millisecond).UnixMilli() || got[2] != 9000 {
+		t.Fatalf("went offline (last_seen) must stay the transition's time: %v", got)
+	}
+}

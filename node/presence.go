@@ -21,6 +21,9 @@ import (
 // more grace, then those online only there go offline.
 type presenceTracker struct {
 	grace time.Duration
+	// remoteSlack: how late after their grace a peer may report a user
+	// offline (its signal tick); see closed.
+	remoteSlack time.Duration
 
 	mu sync.Mutex // guards everything below
 
@@ -38,6 +41,11 @@ type presenceTracker struct {
 	// wentOffline: users who went offline cluster-wide and when (Unix ms),
 	// until the last_seen writer takes them.
 	wentOffline map[uint64]int64
+	// closed: the same users -> when their last connection closed (Unix
+	// ms): exact for a session here (grace end less the grace), and for a
+	// peer's report its time less the grace and remoteSlack, so at or
+	// before the close. The notifier's catch-up takes it (takeClosed).
+	closed map[uint64]int64
 	// seen: the latest cluster-wide offline time this node observed per
 	// user, kept until the durable last_seen reaches it (seenAtLeast), so
 	// that user.get here never reports less than a presence frame sent
@@ -71,6 +79,7 @@ func newPresenceTracker(grace time.Duration) *presenceTracker {
 		remote:      make(map[uint64]int),
 		pending:     make(map[uint64]bool),
 		wentOffline: make(map[uint64]int64),
+		closed:      make(map[uint64]int64),
 		seen:        make(map[uint64]int64),
 		watchers:    make(map[uint64]map[*session]struct{}),
 		watching:    make(map[*session][]uint64),
@@ -120,7 +129,7 @@ func (p *presenceTracker) sweep(now time.Time) []presenceChange {
 		delete(p.online, u)
 		p.localChangeLocked(u, false)
 		if p.remote[u] == 0 {
-			out = p.offlineLocked(out, u, ts)
+			out = p.offlineLocked(out, u, ts, at.Add(-p.grace).UnixMilli())
 		}
 	}
 	for id, pp := range p.peers {
@@ -141,8 +150,9 @@ func (p *presenceTracker) localChangeLocked(user uint64, online bool) {
 }
 
 // offlineLocked records that user went offline cluster-wide at ts.
-func (p *presenceTracker) offlineLocked(out []presenceChange, user uint64, ts int64) []presenceChange {
+func (p *presenceTracker) offlineLocked(out []presenceChange, user uint64, ts, closed int64) []presenceChange {
 	p.wentOffline[user] = ts
+	p.closed[user] = closed
 	if _, ok := p.seen[user]; ok || len(p.seen) < maxSeenObserved {
 		p.seen[user] = max(p.seen[user], ts)
 	}
@@ -181,7 +191,7 @@ func (p *presenceTracker) removeRemoteLocked(out []presenceChange, user uint64, 
 	if p.remote[user] <= 1 {
 		delete(p.remote, user)
 		if !p.online[user] {
-			out = p.offlineLocked(out, user, ts)
+			out = p.offlineLocked(out, user, ts, ts-(p.grace+p.remoteSlack).Milliseconds())
 		}
 		return out
 	}
@@ -309,6 +319,19 @@ func (p *presenceTracker) takeWentOffline() map[uint64]int64 {
 	}
 	out := p.wentOffline
 	p.wentOffline = make(map[uint64]int64)
+	return out
+}
+
+// takeClosed returns when the users who went offline cluster-wide since
+// the last call had closed their last connection (see closed).
+func (p *presenceTracker) takeClosed() map[uint64]int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.closed) == 0 {
+		return nil
+	}
+	out := p.closed
+	p.closed = make(map[uint64]int64)
 	return out
 }
 

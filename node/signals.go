@@ -60,10 +60,14 @@ type signals struct {
 	lastSeen   *lastSeenThrottle
 	receipts   *receiptBuffer
 	readCounts *readCountThrottle
+	// wentOffline, if set, hears on the leader of the users who went
+	// offline cluster-wide and when their last connection closed (Unix
+	// ms): the notifier's catch-up.
+	wentOffline func(closed map[uint64]int64)
 }
 
 func newSignals(cfg *Config, log *slog.Logger, m *metrics, h *hub) *signals {
-	return &signals{
+	sg := &signals{
 		cfg: cfg, log: log, metrics: m, hub: h,
 		typing:     newTypingTracker(cfg.TypingThrottle, cfg.TypingTTL),
 		presence:   newPresenceTracker(cfg.PresenceGrace),
@@ -71,6 +75,8 @@ func newSignals(cfg *Config, log *slog.Logger, m *metrics, h *hub) *signals {
 		receipts:   newReceiptBuffer(),
 		readCounts: newReadCountThrottle(cfg.ReadCountsEvery),
 	}
+	sg.presence.remoteSlack = cfg.SignalTick // peers report once a tick
+	return sg
 }
 
 // sweep expires typing indicators and presence grace periods, tells the
