@@ -34,7 +34,7 @@ import (
 // connection closed, so a scan skips messages sent to them then, which no
 // device got. When such a user goes offline cluster-wide (the signal loop
 // calls wentOffline on the leader), catchUp pushes what they were sent
-// after their last connection closed (presenceTracker.closed: exact for a
+// after their last connection closed (wentOffline.closed: exact for a
 // connection to the leader, at or before the close for one to a peer, so
 // that a message at the edge is pushed rather than lost). The durable
 // progress may have passed those messages already, so a leader change
@@ -67,9 +67,10 @@ type notifier struct {
 	pending   map[uint64]int       // log index -> deliveries of its messages not yet handled
 	reported  uint64               // the progress last submitted
 	paused    map[string]time.Time // provider -> no sends before (its Retry-After)
-	// marks: (time, the highest index published by then), at least
-	// markEvery apart, the latest maxMarks of this leadership; catchUp
-	// finds in them where the messages sent after a time begin.
+	// marks: (time, an index every message up to which was published by
+	// then), taken by scans at least markEvery apart, the latest maxMarks
+	// of this leadership; catchUp finds in them where the messages sent
+	// after a time begin.
 	marks []publishMark
 	// offline: users who went offline cluster-wide -> when their last
 	// connection closed (Unix ms), for catchUp; caughtUp counts the users
@@ -171,13 +172,6 @@ func (nt *notifier) messagePublished(conv, index uint64) {
 		return
 	}
 	nt.dirty[conv] = struct{}{}
-	if now := nt.now(); len(nt.marks) == 0 || now.Sub(nt.marks[len(nt.marks)-1].at) >= markEvery {
-		if len(nt.marks) == maxMarks {
-			nt.marks = append(nt.marks[:0], nt.marks[1:]...)
-		}
-		// Before this message's entry: its others may have come first.
-		nt.marks = append(nt.marks, publishMark{at: now, index: min(nt.published, index-1)})
-	}
 	nt.published = max(nt.published, index)
 	nt.mu.Unlock()
 	select {
@@ -258,6 +252,7 @@ func (nt *notifier) scan() {
 		}
 	}
 	upTo, from, epoch := nt.published, nt.scanned, nt.epoch
+	nt.markLocked(nt.now())
 	convs := make([]uint64, 0, len(nt.dirty))
 	for c := range nt.dirty {
 		convs = append(convs, c)
@@ -294,6 +289,13 @@ func (nt *notifier) scan() {
 		}
 	}
 
+	nt.hand(out, epoch, func() { nt.scanned = max(nt.scanned, upTo) })
+}
+
+// hand counts out as pending and queues it, unless the leadership of
+// epoch is over; then, under the lock, it runs done (what the caller has
+// finished).
+func (nt *notifier) hand(out []*delivery, epoch uint64, done func()) {
 	nt.mu.Lock()
 	if nt.epoch != epoch {
 		nt.mu.Unlock()
@@ -302,11 +304,26 @@ func (nt *notifier) scan() {
 	for _, d := range out {
 		nt.pending[d.index]++
 	}
-	nt.scanned = max(nt.scanned, upTo)
+	done()
 	nt.mu.Unlock()
 	for _, d := range out {
 		nt.enqueue(d)
 	}
+}
+
+// markLocked notes at now the index up to which every message was
+// published, at most once every markEvery. It notes one less than
+// published: messages of that entry may still be coming (an entry is
+// published message by message), and a mark must have every later
+// message after it.
+func (nt *notifier) markLocked(now time.Time) {
+	if len(nt.marks) > 0 && now.Sub(nt.marks[len(nt.marks)-1].at) < markEvery {
+		return
+	}
+	if len(nt.marks) == maxMarks {
+		nt.marks = append(nt.marks[:0], nt.marks[1:]...)
+	}
+	nt.marks = append(nt.marks, publishMark{at: now, index: max(nt.published, 1) - 1})
 }
 
 func (nt *notifier) markDirty(conv uint64) {
@@ -397,20 +414,20 @@ func (nt *notifier) expandUser(out []*delivery, ev *engine.Event, user uint64, k
 }
 
 // wentOffline is called on the leader, from the signal loop, with the
-// users who went offline cluster-wide and when their last connection
-// closed (Unix ms): catchUp handles them on the notifier's goroutine.
-func (nt *notifier) wentOffline(closed map[uint64]int64) {
+// users who went offline cluster-wide: catchUp handles them on the
+// notifier's goroutine.
+func (nt *notifier) wentOffline(off map[uint64]wentOffline) {
 	nt.mu.Lock()
 	if !nt.active {
 		nt.mu.Unlock()
 		return
 	}
-	for u, ts := range closed {
+	for u, w := range off {
 		if _, ok := nt.offline[u]; !ok && len(nt.offline) >= maxOfflineBacklog {
 			nt.dropped.WithLabelValues("queue_full").Inc()
 			continue
 		}
-		nt.offline[u] = max(nt.offline[u], ts)
+		nt.offline[u] = max(nt.offline[u], w.closed)
 	}
 	nt.mu.Unlock()
 	select {
@@ -469,19 +486,7 @@ func (nt *notifier) catchUp() {
 			}
 		}
 	}
-	nt.mu.Lock()
-	if nt.epoch != epoch {
-		nt.mu.Unlock()
-		return
-	}
-	for _, d := range out {
-		nt.pending[d.index]++
-	}
-	nt.caughtUp += len(jobs)
-	nt.mu.Unlock()
-	for _, d := range out {
-		nt.enqueue(d)
-	}
+	nt.hand(out, epoch, func() { nt.caughtUp += len(jobs) })
 }
 
 // publishedByLocked is the highest index published by t, as the marks

@@ -233,14 +233,14 @@ func (sg *signals) broadcastTyping(user, conv uint64, on bool) {
 // forwarding hop. Across a leader change a value may be written twice
 // (harmless: the later write wins) or not at all (last_seen stays older).
 func (sg *signals) writeWentOffline() {
-	off, closed := sg.presence.takeWentOffline(), sg.presence.takeClosed()
+	off := sg.presence.takeWentOffline()
 	if len(off) == 0 || !sg.raft.IsLeader() {
 		return
 	}
-	for u, ts := range off {
-		sg.recordLastSeen(u, ts)
+	for u, w := range off {
+		sg.recordLastSeen(u, w.at)
 	}
 	if sg.wentOffline != nil {
-		sg.wentOffline(closed)
+		sg.wentOffline(off)
 	}
 }

@@ -87,7 +87,7 @@ func TestPresenceMergesPeers(t *testing.T) {
 	// 11 leaves n2: still online on n3. Then n3: offline, at n3's time.
 	requireChanges(t, "11 off on n2", p.peerDelta("n2", 4, nil, []uint64{11}, 500))
 	requireChanges(t, "11 off on n3", p.peerDelta("n3", 2, nil, []uint64{11}, 600), off(11, 600))
-	if got := p.takeWentOffline(); len(got) != 1 || got[11] != 600 {
+	if got := p.takeWentOffline(); len(got) != 1 || got[11].at != 600 {
 		t.Fatalf("went offline: %v", got)
 	}
 	if p.takeWentOffline() != nil {
@@ -174,7 +174,7 @@ func TestPresencePeerDown(t *testing.T) {
 	if p.isOnline(1) || !p.isOnline(2) || !p.isOnline(3) {
 		t.Fatal("only the users online nowhere else go offline")
 	}
-	if got := p.takeWentOffline(); len(got) != 1 || got[1] != ts {
+	if got := p.takeWentOffline(); len(got) != 1 || got[1].at != ts {
 		t.Fatalf("went offline: %v", got)
 	}
 
@@ -241,20 +241,17 @@ func TestPresenceClosed(t *testing.T) {
 
 	p.connected(1)
 	p.disconnected(1, at(time.Second))
-	requireChanges(t, "1 off here", p.sweep(at(6500*time.Millisecond)), off(1, at(6500*time.Millisecond).UnixMilli()))
-	if got := p.takeClosed(); len(got) != 1 || got[1] != at(time.Second).UnixMilli() {
-		t.Fatalf("closed here: %v, want %d (not the sweep's time)", got, at(time.Second).UnixMilli())
-	}
-	if p.takeClosed() != nil {
-		t.Fatal("closed must be taken once")
+	swept := at(6500 * time.Millisecond).UnixMilli()
+	requireChanges(t, "1 off here", p.sweep(at(6500*time.Millisecond)), off(1, swept))
+	want := wentOffline{at: swept, closed: at(time.Second).UnixMilli()}
+	if got := p.takeWentOffline(); len(got) != 1 || got[1] != want {
+		t.Fatalf("offline here: %+v, want %+v (closed at the close, not the sweep)", got, want)
 	}
 
 	p.peerSet("n2", 1, []uint64{2}, 0)
 	requireChanges(t, "2 off on n2", p.peerDelta("n2", 2, nil, []uint64{2}, 9000), off(2, 9000))
-	if got := p.takeClosed(); len(got) != 1 || got[2] != 9000-5000-100 {
-		t.Fatalf("closed on a peer: %v, want %d", got, 9000-5000-100)
-	}
-	if got := p.takeWentOffline(); len(got) != 2 || got[1] != at(6500*time.Millisecond).UnixMilli() || got[2] != 9000 {
-		t.Fatalf("went offline (last_seen) must stay the transition's time: %v", got)
+	want = wentOffline{at: 9000, closed: 9000 - 5000 - 100}
+	if got := p.takeWentOffline(); len(got) != 1 || got[2] != want {
+		t.Fatalf("offline on a peer: %+v, want %+v", got, want)
 	}
 }

@@ -22,7 +22,7 @@ import (
 type presenceTracker struct {
 	grace time.Duration
 	// remoteSlack: how late after their grace a peer may report a user
-	// offline (its signal tick); see closed.
+	// offline (its signal tick); see wentOffline.closed.
 	remoteSlack time.Duration
 
 	mu sync.Mutex // guards everything below
@@ -38,14 +38,9 @@ type presenceTracker struct {
 	// pending holds the changes not yet sent: user -> online here.
 	ver     uint64
 	pending map[uint64]bool
-	// wentOffline: users who went offline cluster-wide and when (Unix ms),
-	// until the last_seen writer takes them.
-	wentOffline map[uint64]int64
-	// closed: the same users -> when their last connection closed (Unix
-	// ms): exact for a session here (grace end less the grace), and for a
-	// peer's report its time less the grace and remoteSlack, so at or
-	// before the close. The notifier's catch-up takes it (takeClosed).
-	closed map[uint64]int64
+	// wentOffline: users who went offline cluster-wide, until the
+	// last_seen writer takes them.
+	wentOffline map[uint64]wentOffline
 	// seen: the latest cluster-wide offline time this node observed per
 	// user, kept until the durable last_seen reaches it (seenAtLeast), so
 	// that user.get here never reports less than a presence frame sent
@@ -63,6 +58,17 @@ type peerPresence struct {
 	dropAt time.Time // the link from the peer is down: forget the set then
 }
 
+// wentOffline is a user's cluster-wide offline transition, for last_seen
+// and the notifier's catch-up.
+type wentOffline struct {
+	at int64 // when (Unix ms): last_seen
+	// closed is when their last connection closed (Unix ms): exact for a
+	// session here (the grace's end less the grace), and for a peer's
+	// report its time less the grace and remoteSlack, so at or before the
+	// close.
+	closed int64
+}
+
 // presenceChange is a cluster-wide transition, for the watchers.
 type presenceChange struct {
 	user     uint64
@@ -78,8 +84,7 @@ func newPresenceTracker(grace time.Duration) *presenceTracker {
 		peers:       make(map[string]*peerPresence),
 		remote:      make(map[uint64]int),
 		pending:     make(map[uint64]bool),
-		wentOffline: make(map[uint64]int64),
-		closed:      make(map[uint64]int64),
+		wentOffline: make(map[uint64]wentOffline),
 		seen:        make(map[uint64]int64),
 		watchers:    make(map[uint64]map[*session]struct{}),
 		watching:    make(map[*session][]uint64),
@@ -151,8 +156,7 @@ func (p *presenceTracker) localChangeLocked(user uint64, online bool) {
 
 // offlineLocked records that user went offline cluster-wide at ts.
 func (p *presenceTracker) offlineLocked(out []presenceChange, user uint64, ts, closed int64) []presenceChange {
-	p.wentOffline[user] = ts
-	p.closed[user] = closed
+	p.wentOffline[user] = wentOffline{at: ts, closed: closed}
 	if _, ok := p.seen[user]; ok || len(p.seen) < maxSeenObserved {
 		p.seen[user] = max(p.seen[user], ts)
 	}
@@ -310,28 +314,15 @@ func (p *presenceTracker) peerDown(peer string, now time.Time) {
 }
 
 // takeWentOffline returns the users who went offline cluster-wide since
-// the last call, with when.
-func (p *presenceTracker) takeWentOffline() map[uint64]int64 {
+// the last call.
+func (p *presenceTracker) takeWentOffline() map[uint64]wentOffline {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.wentOffline) == 0 {
 		return nil
 	}
 	out := p.wentOffline
-	p.wentOffline = make(map[uint64]int64)
-	return out
-}
-
-// takeClosed returns when the users who went offline cluster-wide since
-// the last call had closed their last connection (see closed).
-func (p *presenceTracker) takeClosed() map[uint64]int64 {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.closed) == 0 {
-		return nil
-	}
-	out := p.closed
-	p.closed = make(map[uint64]int64)
+	p.wentOffline = make(map[uint64]wentOffline)
 	return out
 }
 

@@ -61,9 +61,8 @@ type signals struct {
 	receipts   *receiptBuffer
 	readCounts *readCountThrottle
 	// wentOffline, if set, hears on the leader of the users who went
-	// offline cluster-wide and when their last connection closed (Unix
-	// ms): the notifier's catch-up.
-	wentOffline func(closed map[uint64]int64)
+	// offline cluster-wide: the notifier's catch-up.
+	wentOffline func(map[uint64]wentOffline)
 }
 
 func newSignals(cfg *Config, log *slog.Logger, m *metrics, h *hub) *signals {
