@@ -5,4 +5,4 @@ package bench
 import "time"
 
 // processCPU is not measured on this platform.
-func processCPU() time.Duration { return 0 }
+func processCPU() (total, system time.Duration) { return 0, 0 }

@@ -444,6 +444,11 @@ func (d *Direct) Report(rep *Report) {
 			rep.AddFigure("commands per Raft entry", (s1.Commands-s0.Commands)/commits, "")
 		}
 	}
+	// The harness shares the machine in most runs here: what it takes a
+	// message is what the server cannot have.
+	if res.Acked > 0 && res.HarnessCPU > 0 {
+		rep.AddFigure("harness CPU per message", res.HarnessCPU/float64(res.Acked)*1e6, "µs")
+	}
 
 	if res.Acked == 0 {
 		rep.Failures = append(rep.Failures, "no message was acknowledged")

@@ -241,6 +241,7 @@ type ServerSample struct {
 	RSSBytes       float64   `json:"rss_bytes"`          // process_resident_memory_bytes
 	CPUSeconds     float64   `json:"cpu_seconds"`        // process_cpu_seconds_total
 	CPUWaitSeconds float64   `json:"cpu_wait_seconds"`   // parley_process_cpu_wait_seconds_total
+	CPUSystemSecs  float64   `json:"cpu_system_seconds"` // parley_process_cpu_system_seconds_total
 	HeapInuseBytes float64   `json:"heap_inuse_bytes"`   // go_memstats_heap_inuse_bytes
 	Goroutines     float64   `json:"goroutines"`         // go_goroutines
 	Connections    float64   `json:"connections"`        // parley_connections
@@ -263,6 +264,7 @@ func (s *ServerSample) add(o ServerSample) {
 	s.RSSBytes += o.RSSBytes
 	s.CPUSeconds += o.CPUSeconds
 	s.CPUWaitSeconds += o.CPUWaitSeconds
+	s.CPUSystemSecs += o.CPUSystemSecs
 	s.HeapInuseBytes += o.HeapInuseBytes
 	s.Goroutines += o.Goroutines
 	s.Connections += o.Connections
@@ -288,6 +290,7 @@ func NewServerSample(phase, node string, at time.Time, m *Metrics) ServerSample 
 		RSSBytes:       v("process_resident_memory_bytes"),
 		CPUSeconds:     v("process_cpu_seconds_total"),
 		CPUWaitSeconds: v("parley_process_cpu_wait_seconds_total"),
+		CPUSystemSecs:  v("parley_process_cpu_system_seconds_total"),
 		HeapInuseBytes: v("go_memstats_heap_inuse_bytes"),
 		Goroutines:     v("go_goroutines"),
 		Connections:    v("parley_connections"),

@@ -123,10 +123,18 @@ func (r *Report) addHarnessFigures() {
 			if wait, dt := s1.CPUWaitSeconds-s0.CPUWaitSeconds, s1.At.Sub(s0.At).Seconds(); wait > 0 && dt > 0 {
 				r.AddFigure("server threads waiting for a CPU, mean", wait/dt, "threads")
 			}
+			// The kernel's part (system calls, mostly socket I/O): what no
+			// change to the node's own code can remove.
+			if cpu, sys := s1.CPUSeconds-s0.CPUSeconds, s1.CPUSystemSecs-s0.CPUSystemSecs; cpu > 0 && sys > 0 {
+				r.AddFigure("server CPU in the kernel", min(sys/cpu, 1)*100, "%")
+			}
 		}
 	}
 	if secs := r.Result.Elapsed().Seconds(); r.Result.HarnessCPU > 0 && secs > 0 {
 		r.AddFigure("harness CPU during the load", r.Result.HarnessCPU/secs, "cores")
+		if sys := r.Result.HarnessCPUSystem; sys > 0 {
+			r.AddFigure("harness CPU in the kernel", min(sys/r.Result.HarnessCPU, 1)*100, "%")
+		}
 	}
 }
 

@@ -35,10 +35,14 @@ func TestDirectReportSumsTheCluster(t *testing.T) {
 	var samples []ServerSample
 	for _, node := range []string{"a", "b", "c"} {
 		samples = append(samples,
-			ServerSample{Phase: "connected", Node: node, At: t0, CPUSeconds: 1, CPUWaitSeconds: 2},
-			ServerSample{Phase: "loaded", Node: node, At: t0.Add(time.Second), CPUSeconds: 1.5, CPUWaitSeconds: 2.25})
+			ServerSample{Phase: "connected", Node: node, At: t0, CPUSeconds: 1, CPUWaitSeconds: 2, CPUSystemSecs: 0.4},
+			ServerSample{Phase: "loaded", Node: node, At: t0.Add(time.Second), CPUSeconds: 1.5, CPUWaitSeconds: 2.25, CPUSystemSecs: 0.6})
 	}
+	res.HarnessCPU, res.HarnessCPUSystem = 0.5, 0.2
 	rep := reportWith(&Direct{Senders: 1}, res, samples...)
+	if v, _ := figure(rep, "harness CPU per message"); v != 5000 {
+		t.Errorf("harness cpu per message %v µs, want 5000", v)
+	}
 	if v, _ := figure(rep, "server CPU during the load"); v != 1.5 {
 		t.Errorf("cluster cpu %v cores, want 1.5 (0.5 on each of 3 nodes)", v)
 	}
@@ -48,6 +52,12 @@ func TestDirectReportSumsTheCluster(t *testing.T) {
 	rep.addHarnessFigures()
 	if v, _ := figure(rep, "server threads waiting for a CPU, mean"); v != 0.75 {
 		t.Errorf("cluster cpu wait %v threads, want 0.75 (0.25 on each of 3 nodes)", v)
+	}
+	if v, _ := figure(rep, "server CPU in the kernel"); v < 39.99 || v > 40.01 {
+		t.Errorf("server kernel share %v%%, want 40 (0.2 of 0.5 s on each node)", v)
+	}
+	if v, _ := figure(rep, "harness CPU in the kernel"); v < 39.99 || v > 40.01 {
+		t.Errorf("harness kernel share %v%%, want 40", v)
 	}
 	rep.Figures = nil
 	rep.Server = []ServerSample{

@@ -43,6 +43,8 @@ type Result struct {
 	// a machine shared with the node, the harness's share of the cores.
 	// In-process workers each count the whole process.
 	HarnessCPU float64 `json:"harness_cpu_seconds"`
+	// HarnessCPUSystem is the part of HarnessCPU spent in the kernel.
+	HarnessCPUSystem float64 `json:"harness_cpu_system_seconds,omitempty"`
 
 	// Start and End bound the load: from the scheduled start to the last
 	// ack (direct), or the hold (idle).
@@ -78,6 +80,7 @@ func (r *Result) Merge(o *Result) {
 	r.Missed += o.Missed
 	r.BadBodies += o.BadBodies
 	r.HarnessCPU += o.HarnessCPU
+	r.HarnessCPUSystem += o.HarnessCPUSystem
 	r.Retries = mergeCounts(r.Retries, o.Retries)
 	r.Failed = mergeCounts(r.Failed, o.Failed)
 	r.Counters = mergeCounts(r.Counters, o.Counters)

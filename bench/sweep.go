@@ -28,11 +28,14 @@ type SweepPoint struct {
 	// ServerCPUPerMsg is µs of server CPU (all nodes) per message; 0 when
 	// the report has none.
 	ServerCPUPerMsg float64
-	Retries         map[string]int64 // retried attempts by error code
-	Failed          map[string]int64 // messages given up, by last code
-	Missed          int64            // scheduled sends never issued
-	Undelivered     int64            // acked and not delivered
-	Dropped         int64            // connections the server dropped
+	// HarnessCPUPerMsg is µs of the harness's CPU per message: on a
+	// machine it shares with the nodes, what they could not have.
+	HarnessCPUPerMsg float64
+	Retries          map[string]int64 // retried attempts by error code
+	Failed           map[string]int64 // messages given up, by last code
+	Missed           int64            // scheduled sends never issued
+	Undelivered      int64            // acked and not delivered
+	Dropped          int64            // connections the server dropped
 }
 
 // SweepSeries is the steps of one setup, by offered rate.
@@ -64,6 +67,8 @@ func SweepPointOf(rep *Report) (SweepPoint, error) {
 			p.Delivered = f.Value
 		case "server CPU per message":
 			p.ServerCPUPerMsg = f.Value
+		case "harness CPU per message":
+			p.HarnessCPUPerMsg = f.Value
 		}
 	}
 	if s, ok := rep.Latency["deliver"]; ok {
@@ -88,18 +93,15 @@ func WriteSweepMarkdown(w io.Writer, series []SweepSeries) error {
 	var b strings.Builder
 	for _, s := range series {
 		fmt.Fprintf(&b, "**%s**\n\n", s.Name)
-		b.WriteString("| offered msg/s | delivered msg/s | p50 | p99 | busy / timeout / other retries | given up | missed | undelivered | dropped conns | server CPU per msg |\n")
-		b.WriteString("|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n")
+		b.WriteString("| offered msg/s | delivered msg/s | p50 | p99 | busy / timeout / other retries | given up | missed | undelivered | dropped conns | server CPU per msg | harness CPU per msg |\n")
+		b.WriteString("|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n")
 		for _, p := range s.Points {
 			busy, timeout := p.Retries["busy"], p.Retries["timeout"]
 			other := sumCounts(p.Retries) - busy - timeout
-			cpu := "—"
-			if p.ServerCPUPerMsg > 0 {
-				cpu = fmt.Sprintf("%.1f µs", p.ServerCPUPerMsg)
-			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %s | %d / %d / %d | %d | %d | %d | %d | %s |\n",
+			fmt.Fprintf(&b, "| %s | %s | %s | %s | %d / %d / %d | %d | %d | %d | %d | %s | %s |\n",
 				formatValue(p.Offered), formatValue(math.Round(p.Delivered)), formatMicros(p.P50), formatMicros(p.P99),
-				busy, timeout, other, sumCounts(p.Failed), p.Missed, p.Undelivered, p.Dropped, cpu)
+				busy, timeout, other, sumCounts(p.Failed), p.Missed, p.Undelivered, p.Dropped,
+				formatCPU(p.ServerCPUPerMsg), formatCPU(p.HarnessCPUPerMsg))
 		}
 		if n := len(s.Points); n > 0 {
 			last, peak := s.Points[n-1], s.peak()
@@ -113,6 +115,15 @@ func WriteSweepMarkdown(w io.Writer, series []SweepSeries) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// formatCPU is a per-message CPU figure, or a dash where the report had
+// none.
+func formatCPU(us float64) string {
+	if us <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.1f µs", us)
 }
 
 // sweepColors are the series' colours, in order.

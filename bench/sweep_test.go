@@ -17,6 +17,7 @@ func sweepReport(rate string, delivered float64, p99 int64, retries map[string]i
 			{Name: "throughput (acked)", Value: delivered, Unit: "msg/s"},
 			{Name: "throughput (delivered)", Value: delivered, Unit: "msg/s"},
 			{Name: "server CPU per message", Value: 21.5, Unit: "µs"},
+			{Name: "harness CPU per message", Value: 30.25, Unit: "µs"},
 		},
 	}
 }
@@ -47,7 +48,7 @@ func TestSweepReportAndChart(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		"| 100000 | 18000 | 900µs | 90ms | 500 / 3 / 2 | 0 | 7 | 0 | 0 | 21.5 µs |",
+		"| 100000 | 18000 | 900µs | 90ms | 500 / 3 / 2 | 0 | 7 | 0 | 0 | 21.5 µs | 30.2 µs |",
 		"Peak delivered: 19990 msg/s; at 100000 msg/s offered, 18000 msg/s (90% of the peak).",
 	} {
 		if !strings.Contains(md.String(), want) {

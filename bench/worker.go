@@ -203,9 +203,9 @@ func serveWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		finish()
 		return fail(err)
 	}
-	cpu0 := processCPU()
+	cpu0, sys0 := processCPU()
 	err = ld.Run(ctx, c.Start, c.Until, live)
-	runCPU := processCPU() - cpu0
+	cpu1, sys1 := processCPU()
 	if perr := stopProfile(); err == nil && perr != nil {
 		err = fmt.Errorf("bench worker: cpu profile: %w", perr)
 	}
@@ -222,7 +222,7 @@ func serveWorker(ctx context.Context, in io.Reader, out io.Writer) error {
 		return fail(err)
 	}
 	res := finish()
-	res.HarnessCPU = runCPU.Seconds()
+	res.HarnessCPU, res.HarnessCPUSystem = (cpu1 - cpu0).Seconds(), (sys1 - sys0).Seconds()
 	lc := live.snapshot()
 	_ = send(event{Ev: evProgress, Live: &lc})
 	return send(event{Ev: evResult, Result: res})

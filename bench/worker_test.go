@@ -165,6 +165,9 @@ func TestRunMergesWorkers(t *testing.T) {
 			if _, ok := figure(rep, "harness CPU during the load"); !ok || res.HarnessCPU <= 0 {
 				t.Fatalf("harness CPU not measured: %v, %+v", res.HarnessCPU, rep.Figures)
 			}
+			if res.HarnessCPUSystem < 0 || res.HarnessCPUSystem > res.HarnessCPU {
+				t.Fatalf("harness CPU in the kernel %v of %v", res.HarnessCPUSystem, res.HarnessCPU)
+			}
 			var text strings.Builder
 			if err := rep.WriteText(&text); err != nil || !strings.Contains(text.String(), "send → deliver") {
 				t.Fatalf("text report (%v):\n%s", err, text.String())

@@ -254,6 +254,9 @@ func Open(cfg Config) (_ *Node, err error) {
 		}
 	}()
 	n.metrics.reg.MustRegister(newStatsCollector(n), newCPUWait("/proc/self/task"))
+	if c := newCPUSystem(); c != nil {
+		n.metrics.reg.MustRegister(c)
+	}
 	n.metrics.reg.MustRegister(n.storage.collectors()...)
 	return n, nil
 }

@@ -16,6 +16,17 @@ func TestStateWriteStallSeries(t *testing.T) {
 	}
 }
 
+// TestCPUSystemSeries: /metrics has the node's CPU time in the kernel, a
+// part of its whole CPU time.
+func TestCPUSystemSeries(t *testing.T) {
+	n := startNode(t, t.TempDir())
+	sys := metricValue(t, n, "parley_process_cpu_system_seconds_total")
+	all := metricValue(t, n, "process_cpu_seconds_total")
+	if sys <= 0 || sys > all+0.05 { // read at different moments, all in clock ticks
+		t.Errorf("parley_process_cpu_system_seconds_total = %v, process_cpu_seconds_total = %v", sys, all)
+	}
+}
+
 // TestCPUWaitSeries: where the kernel keeps schedstat, /metrics has how
 // long the node's threads waited for a CPU.
 func TestCPUWaitSeries(t *testing.T) {
